@@ -1,0 +1,1 @@
+"""HTTP: one ASGI app with a router per service on DevStack's paths."""

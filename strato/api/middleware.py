@@ -1,0 +1,95 @@
+"""The one middleware every request passes: request id, microversion, auth, log line.
+
+Pure ASGI (not BaseHTTPMiddleware) so request and response bodies stream through
+untouched: image uploads and downloads are never held in memory here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strato.api.faults import fault_response, service_of
+from strato.api.microversions import RANGES
+from strato.context import RequestContext, new_request_id
+from strato.exceptions import StratoError, Unauthorized
+
+LOG = logging.getLogger("strato.api")
+
+# Version discovery and authentication itself need no token.
+_DISCOVERY = {
+    "/", "/identity", "/identity/", "/identity/v3", "/identity/v3/",
+    "/compute", "/compute/", "/compute/v2.1", "/compute/v2.1/",
+    "/image", "/image/", "/image/versions", "/image/v2", "/image/v2/",
+    "/volume", "/volume/", "/volume/v3", "/volume/v3/",
+}
+_SERVICE_ROOTS = {"/compute", "/compute/", "/volume", "/volume/"}
+
+
+def is_public(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD") and path in _DISCOVERY:
+        return True
+    return method == "POST" and path.rstrip("/") == "/identity/v3/auth/tokens"
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, services: Any) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        request_id = new_request_id()
+        ctx = RequestContext(request_id=request_id)
+        out_headers = {"X-OpenStack-Request-Id": request_id}
+        status = [500]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                response_headers = MutableHeaders(scope=message)
+                for key, value in out_headers.items():
+                    response_headers[key] = value
+            await send(message)
+
+        try:
+            try:
+                service = service_of(path)
+                if service in RANGES and path not in _SERVICE_ROOTS:
+                    version = RANGES[service].negotiate(headers)
+                    out_headers.update(RANGES[service].response_headers(version))
+                    ctx.microversion = str(version)
+                if not is_public(method, path):
+                    token = headers.get("x-auth-token")
+                    if not token:
+                        raise Unauthorized()
+                    authed = await run_in_threadpool(
+                        self.services.identity.context_for, token, request_id)
+                    authed.microversion = ctx.microversion
+                    ctx = authed
+            except StratoError as exc:
+                extra = dict(exc.headers)
+                if exc.status == 401:
+                    base = self.services.conf.public_endpoint
+                    extra["WWW-Authenticate"] = f'Keystone uri="{base}/identity"'
+                response = fault_response(path, exc.status, exc.message, extra)
+                await response(scope, receive, send_with_headers)
+                return
+            scope.setdefault("state", {})["context"] = ctx
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            LOG.info('%s user=%s project=%s "%s %s" %s %.1fms', request_id,
+                     ctx.user_id or "-", ctx.project_id or "-", method, path, status[0],
+                     elapsed)

@@ -1,0 +1,239 @@
+"""The ``strato`` command: serve, bootstrap, db, worker, config, policy."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from strato import __version__
+from strato.config import Config, ConfigError, load, sample
+
+LOG = logging.getLogger("strato")
+
+
+def setup_logging(conf: Config, debug: bool = False) -> None:
+    level = logging.DEBUG if (debug or conf.DEFAULT.debug) else logging.INFO
+    handler: logging.Handler = (
+        logging.FileHandler(conf.DEFAULT.log_file) if conf.DEFAULT.log_file
+        else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access", "sqlalchemy", "alembic", "oslo_policy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _conf(args: argparse.Namespace) -> Config:
+    overrides = []
+    if getattr(args, "port", None) is not None:
+        overrides.append(("DEFAULT", "bind_port", str(args.port)))
+    if getattr(args, "host", None):
+        overrides.append(("DEFAULT", "bind_host", args.host))
+    path = args.config or os.environ.get("STRATO_CONFIG")
+    return load(path, overrides)
+
+
+# ---------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a strato.conf for a state directory (kept if it exists)."""
+    state = Path(args.state_path).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    path = Path(args.config) if args.config else state / "strato.conf"
+    if path.exists() and not args.force:
+        print(f"{path} exists; kept")
+        return 0
+    overrides = {("DEFAULT", "state_path"): str(state)}
+    if args.port is not None:
+        overrides[("DEFAULT", "bind_port")] = str(args.port)
+    path.write_text(sample(overrides))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from strato.server import serve
+
+    conf = _conf(args)
+    setup_logging(conf, args.debug)
+    return serve(conf)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from strato.server import run_worker
+
+    conf = _conf(args)
+    setup_logging(conf, args.debug)
+    return run_worker(conf, args.target or None)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from strato.db import Database
+    from strato.identity.bootstrap import bootstrap
+
+    conf = _conf(args)
+    setup_logging(conf)
+    password = args.bootstrap_password or os.environ.get("STRATO_BOOTSTRAP_PASSWORD")
+    secret_file = conf.DEFAULT.state_path / "admin-password"
+    if not password:
+        if secret_file.exists():
+            password = secret_file.read_text().strip()
+        else:
+            password = secrets.token_urlsafe(18)
+    _check_schema(conf)
+    db = Database.from_config(conf)
+    try:
+        ids = bootstrap(db, password, project=args.bootstrap_project_name,
+                        user=args.bootstrap_username, reset_password=args.reset_password)
+    finally:
+        db.dispose()
+    conf.DEFAULT.state_path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    if args.clouds_yaml != "none":
+        from strato.clouds import write_cloud
+
+        where = write_cloud(
+            Path(args.clouds_yaml).expanduser(), args.cloud_name,
+            auth_url=f"{conf.public_endpoint}/identity", username=args.bootstrap_username,
+            password=password, project_name=args.bootstrap_project_name,
+            region=conf.DEFAULT.region_name,
+        )
+        print(f"clouds.yaml entry '{args.cloud_name}' written to {where}")
+    print(f"admin user {ids['user_id']} in project {ids['project_id']}; "
+          f"password in {secret_file}")
+    return 0
+
+
+def _check_schema(conf: Config) -> None:
+    from strato.db import migrate
+
+    url = conf.database.connection
+    have, want = migrate.current(url), migrate.head()
+    if have != want:
+        raise ConfigError(f"the database is at revision {have or 'none'}, the code needs "
+                          f"{want}: run `strato db upgrade`")
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from strato.db import migrate
+
+    conf = _conf(args)
+    setup_logging(conf)
+    url = conf.database.connection
+    if args.db_command == "upgrade":
+        migrate.upgrade(url, args.revision)
+        print(f"database at revision {migrate.current(url)}")
+    elif args.db_command == "downgrade":
+        migrate.downgrade(url, args.revision)
+        print(f"database at revision {migrate.current(url)}")
+    else:
+        print(f"current: {migrate.current(url) or 'none'}  head: {migrate.head()}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "sample":
+        sys.stdout.write(sample())
+    else:
+        _conf(args)
+        print("configuration is valid")
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from strato.policy import Enforcer
+
+    sys.stdout.write(Enforcer("").defaults_yaml())
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="strato",
+        description="strato: an OpenStack-compatible cloud (identity, compute, image, "
+                    "block storage) in one process or many.",
+    )
+    top.add_argument("--version", action="version", version=f"strato {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, fn, help_: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", "-c", metavar="FILE",
+                       help="strato.conf to read (default: $STRATO_CONFIG, else built-in "
+                            "defaults)")
+        p.set_defaults(func=fn)
+        return p
+
+    p = command("init", cmd_init, "Write a documented strato.conf for a state directory.")
+    p.add_argument("--state-path", required=True, help="directory for all local state")
+    p.add_argument("--port", type=int, help="API port to write into the file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = command("serve", cmd_serve,
+                "Run the API and, in the same process, the job workers (embedded default).")
+    p.add_argument("--port", type=int, help="override [DEFAULT] bind_port")
+    p.add_argument("--host", help="override [DEFAULT] bind_host")
+    p.add_argument("--debug", action="store_true", help="log at DEBUG level")
+
+    p = command("worker", cmd_worker, "Run job workers only (scale-out: one per host or "
+                                      "backend).")
+    p.add_argument("--target", action="append",
+                   help="job target to serve (repeatable; default: 'any' and this host's)")
+    p.add_argument("--debug", action="store_true", help="log at DEBUG level")
+
+    p = command("bootstrap", cmd_bootstrap,
+                 "Create the Default domain, the admin project and user, and the roles "
+                 "admin/member/reader (idempotent); write a clouds.yaml entry.")
+    p.add_argument("--bootstrap-password", help="admin password (default: "
+                   "$STRATO_BOOTSTRAP_PASSWORD, the saved one, or a new random one)")
+    p.add_argument("--bootstrap-username", default="admin")
+    p.add_argument("--bootstrap-project-name", default="admin")
+    p.add_argument("--reset-password", action="store_true",
+                   help="set the password of an existing admin user")
+    p.add_argument("--clouds-yaml", default="~/.config/openstack/clouds.yaml",
+                   help="clouds.yaml to add the entry to ('none' to skip)")
+    p.add_argument("--cloud-name", default="strato")
+
+    p = command("db", cmd_db, "Database schema migrations (Alembic).")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dbsub.add_parser("upgrade", help="migrate to the newest schema (or REVISION)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = dbsub.add_parser("downgrade", help="migrate back to REVISION ('base': empty)")
+    down.add_argument("revision")
+    cur = dbsub.add_parser("current", help="show the schema revision")
+    for nested in (up, down, cur):
+        nested.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS,
+                            help="strato.conf to read")
+
+    p = command("config", cmd_config, "Configuration: print a documented sample, or check "
+                                      "a file.")
+    p.add_argument("config_command", choices=("sample", "check"))
+
+    command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
+                                  "policy file.")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"strato: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"strato: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""strato.conf: every option typed, documented and defaulted, in one table.
+
+Options use OpenStack's names where OpenStack has one.  A value may refer to another
+option of its section or of [DEFAULT] as ``$name`` (as oslo.config does), so
+``connection = sqlite:///$state_path/strato.db`` follows ``state_path``.
+A bad value or an unknown option stops startup with a message naming it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the option."""
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number 0-65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected an integer >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("expected a number > 0")
+    return value
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+TYPES: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "bool": _bool,
+    "port": _port,
+    "int": int,
+    "positive_int": _positive_int,
+    "non_negative_int": _non_negative_int,
+    "positive_float": _positive_float,
+    "path": lambda text: Path(text).expanduser(),
+    "list": _str_list,
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its section, name, type name (a key of TYPES), default and help."""
+
+    section: str
+    name: str
+    type: str
+    default: str
+    help: str
+    choices: tuple[str, ...] = ()
+
+    def parse(self, text: str) -> Any:
+        if self.choices and text not in self.choices:
+            raise ValueError(f"expected one of {', '.join(self.choices)}")
+        return TYPES[self.type](text)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # [DEFAULT]
+    Option("DEFAULT", "state_path", "path", "/var/lib/strato",
+           "Directory for all local state: database, keys, block store, guests."),
+    Option("DEFAULT", "bind_host", "str", "127.0.0.1", "Address the API listens on."),
+    Option("DEFAULT", "bind_port", "port", "8787", "Port the API listens on."),
+    Option("DEFAULT", "public_endpoint", "str", "",
+           "Base URL clients reach the API on, used in the catalog and links; "
+           "empty means http://<bind_host>:<bind_port>."),
+    Option("DEFAULT", "host", "str", "localhost",
+           "Name of this host: compute jobs and guests are keyed by it."),
+    Option("DEFAULT", "region_name", "str", "RegionOne", "Region shown in the catalog."),
+    Option("DEFAULT", "debug", "bool", "false", "Log at DEBUG level."),
+    Option("DEFAULT", "log_file", "str", "", "Log to this file instead of standard error."),
+    # [database]
+    Option("database", "connection", "str", "sqlite:///$state_path/strato.db",
+           "SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://USER@HOST/DB."),
+    Option("database", "pool_size", "positive_int", "5", "Connections kept per process "
+           "(PostgreSQL)."),
+    Option("database", "sqlite_busy_timeout", "positive_float", "30",
+           "Seconds a SQLite writer waits for the lock before failing."),
+    # [token]
+    Option("token", "expiration", "positive_int", "3600", "Seconds a token stays valid."),
+    Option("token", "key_repository", "path", "$state_path/fernet-keys",
+           "Directory of Fernet keys that sign and encrypt tokens (created when missing)."),
+    # [oslo_policy]
+    Option("oslo_policy", "policy_file", "str", "",
+           "YAML or JSON file whose rules override the defaults (see `strato policy`)."),
+    # [jobs]
+    Option("jobs", "workers", "non_negative_int", "2",
+           "Job worker threads run by `strato serve` (0: none, for API-only processes)."),
+    Option("jobs", "lease_seconds", "positive_float", "30",
+           "How long a claimed job is owned before another worker may take it over."),
+    Option("jobs", "poll_interval", "positive_float", "0.5",
+           "Seconds an idle worker waits before looking for jobs again."),
+    Option("jobs", "max_attempts", "positive_int", "5",
+           "Attempts before a failing job is recorded as failed."),
+    Option("jobs", "retry_backoff", "positive_float", "2",
+           "Seconds before the first retry; doubled on every further attempt."),
+    # [identity]
+    Option("identity", "password_min_length", "non_negative_int", "0",
+           "Shortest password a user may be given."),
+)
+
+_REF = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+class Section:
+    """Attribute access to one section's parsed values."""
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self._values[item]
+        except KeyError:
+            raise AttributeError(f"no option [{self._name}] {item}") from None
+
+
+@dataclass
+class Config:
+    """Parsed configuration: ``conf.database.connection``, ``conf.DEFAULT.state_path``."""
+
+    sections: dict[str, Section] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __getattr__(self, item: str) -> Section:
+        try:
+            return self.__dict__["sections"][item]
+        except KeyError:
+            raise AttributeError(f"no section [{item}]") from None
+
+    @property
+    def public_endpoint(self) -> str:
+        base = self.DEFAULT.public_endpoint or (
+            f"http://{self.DEFAULT.bind_host}:{self.DEFAULT.bind_port}"
+        )
+        return base.rstrip("/")
+
+
+def _expand(section: str, raw: dict[str, dict[str, str]], text: str, seen: tuple = ()) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in seen:
+            raise ConfigError(f"option reference loop through ${name}")
+        for sec in (section, "DEFAULT"):
+            if name in raw.get(sec, {}):
+                return _expand(sec, raw, raw[sec][name], (*seen, name))
+        raise ConfigError(f"[{section}] refers to unknown option ${name}")
+
+    return _REF.sub(sub, text)
+
+
+def load(path: str | Path | None = None, overrides: Iterable[tuple[str, str, str]] = ()) -> Config:
+    """Read ``path`` (if given) over the defaults; ``overrides`` are (section, name, value)."""
+    raw: dict[str, dict[str, str]] = {}
+    for opt in OPTIONS:
+        raw.setdefault(opt.section, {})[opt.name] = opt.default
+    known = {(o.section, o.name) for o in OPTIONS}
+    if path is not None:
+        path = Path(path)
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with path.open() as fh:
+                parser.read_file(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+        except configparser.Error as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        items = [("DEFAULT", k, v) for k, v in parser.defaults().items()]
+        for sec in parser.sections():
+            items += [(sec, k, v) for k, v in parser.items(sec, raw=True)
+                      if k not in parser.defaults() or parser.get(sec, k, raw=True)
+                      != parser.defaults()[k]]
+        for sec, name, value in items:
+            if (sec, name) not in known:
+                raise ConfigError(f"{path}: unknown option [{sec}] {name}")
+            raw[sec][name] = value
+    for sec, name, value in overrides:
+        if (sec, name) not in known:
+            raise ConfigError(f"unknown option [{sec}] {name}")
+        raw[sec][name] = str(value)
+    conf = Config(source=Path(path) if path else None)
+    parsed: dict[str, dict[str, Any]] = {}
+    for opt in OPTIONS:
+        text = _expand(opt.section, raw, raw[opt.section][opt.name])
+        try:
+            value = opt.parse(text)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"invalid value {text!r} for option [{opt.section}] {opt.name}: {exc}"
+            ) from None
+        parsed.setdefault(opt.section, {})[opt.name] = value
+    for sec, values in parsed.items():
+        conf.sections[sec] = Section(sec, values)
+    return conf
+
+
+def sample(overrides: dict[tuple[str, str], str] | None = None) -> str:
+    """A documented strato.conf with every option; ``overrides`` are set uncommented."""
+    overrides = overrides or {}
+    out: list[str] = []
+    current = None
+    for opt in OPTIONS:
+        if opt.section != current:
+            current = opt.section
+            out.append(f"{'' if not out else chr(10)}[{current}]")
+        out.append(f"# {opt.help}")
+        kind = f"one of {', '.join(opt.choices)}" if opt.choices else opt.type
+        out.append(f"# ({kind}; default: {opt.default})")
+        key = (opt.section, opt.name)
+        if key in overrides:
+            out.append(f"{opt.name} = {overrides[key]}")
+        else:
+            out.append(f"#{opt.name} = {opt.default}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,27 @@
+"""Alembic environment: runs migrations online against the configured URL."""
+
+from alembic import context
+from sqlalchemy import create_engine
+
+import strato.db.models  # noqa: F401 - registers every table
+from strato.db.base import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run()

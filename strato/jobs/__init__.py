@@ -1,0 +1,1 @@
+"""Durable jobs: rows committed with the state change that asked for them."""

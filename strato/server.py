@@ -1,0 +1,100 @@
+"""``strato serve`` and ``strato worker``: processes, their lifetimes, clean shutdown.
+
+SIGTERM: uvicorn stops accepting, finishes the requests in flight, then the
+lifespan's shutdown stops the job workers, each after its current step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from strato.config import Config
+from strato.jobs.queue import ANY
+from strato.jobs.worker import Worker, WorkerPool
+
+LOG = logging.getLogger("strato.server")
+
+
+def worker_targets(conf: Config) -> list[str]:
+    """What this host's workers claim: jobs for anyone and jobs for this host."""
+    return [ANY, f"host:{conf.DEFAULT.host}"]
+
+
+def load_handlers() -> None:
+    """Import the modules whose ``@handler`` functions workers run."""
+    import strato.jobs.builtin  # noqa: F401
+
+
+def make_pool(conf: Config, services: object, targets: list[str] | None = None) -> WorkerPool:
+    load_handlers()
+
+    def make(i: int) -> Worker:
+        return Worker(
+            services.db, targets or worker_targets(conf), services=services,  # type: ignore[attr-defined]
+            lease=conf.jobs.lease_seconds, poll_interval=conf.jobs.poll_interval,
+            retry_backoff=conf.jobs.retry_backoff,
+        )
+
+    return WorkerPool(conf.jobs.workers, make)
+
+
+def serve(conf: Config) -> int:
+    from strato.api.app import build_app
+    from strato.cli import _check_schema
+    from strato.service import Services
+
+    _check_schema(conf)
+    services = Services.build(conf)
+    pool = make_pool(conf, services)
+    app = build_app(services)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        LOG.info("strato serving on %s (%d job workers)", conf.public_endpoint,
+                 len(pool.workers))
+        try:
+            yield
+        finally:
+            LOG.info("stopping job workers after their current step")
+            pool.stop()
+            services.close()
+            LOG.info("stopped")
+
+    app.router.lifespan_context = lifespan
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_config=None,
+        access_log=False, lifespan="on",
+    ))
+    server.run()
+    return 0
+
+
+def run_worker(conf: Config, targets: list[str] | None) -> int:
+    from strato.cli import _check_schema
+    from strato.service import Services
+
+    _check_schema(conf)
+    services = Services.build(conf)
+    pool = make_pool(conf, services, targets)
+    done = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        LOG.info("signal %d: stopping after the current step", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pool.start()
+    LOG.info("worker serving targets %s", targets or worker_targets(conf))
+    done.wait()
+    pool.stop()
+    services.close()
+    return 0
