@@ -73,6 +73,9 @@ def serve(conf: Config) -> int:
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_config=None,
         access_log=False, lifespan="on",
     ))
+    # uvicorn re-raises the signal it caught once it has shut down; with this handler in
+    # place that re-raise is a no-op, so a SIGTERM'd server exits 0 after a clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run()
     return 0
 

@@ -1,0 +1,30 @@
+# strato: `make run` sets up and serves on 127.0.0.1; `make test` sets up and tests.
+STATE ?= $(CURDIR)/state
+PORT ?= 8787
+CONF = $(STATE)/strato.conf
+STRATO = .venv/bin/strato
+B ?=
+
+.PHONY: run setup test lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	@$(STRATO) init --state-path $(STATE) --port $(PORT)
+	@$(STRATO) db upgrade --config $(CONF)
+	@$(STRATO) bootstrap --config $(CONF)
+	@echo "strato: try 'openstack --os-cloud strato token issue' from another shell"
+	@exec $(STRATO) serve --config $(CONF)
+
+test:
+	@scripts/test.sh
+
+lint:
+	@.venv/bin/ruff check strato tests bench
+
+bench: setup
+	@.venv/bin/python -m bench.run $(B)
+
+clean:
+	rm -rf .venv $(STATE)

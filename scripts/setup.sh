@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what strato needs on this machine: Debian packages, then a venv with the package.
+#   scripts/setup.sh          what `make run` needs
+#   scripts/setup.sh --test   also what the tests need (PostgreSQL, the openstack CLI, ruff)
+# Idempotent and quick when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+test_deps=0
+[ "${1:-}" = "--test" ] && test_deps=1
+
+# Debian packages: qemu-img for the block store; QEMU and the guest-building tools for
+# compute; PostgreSQL for the database tests.
+debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod)
+[ "$test_deps" = 1 ] && debs+=(postgresql)
+
+missing=()
+for pkg in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+
+# The venv, rebuilt when pyproject.toml changes.
+py=${PYTHON:-python3}
+extra=""
+[ "$test_deps" = 1 ] && extra="[test]"
+stamp=".venv/.installed${extra:+-test}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$py" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing strato${extra} into .venv"
+    .venv/bin/pip install -q -e ".${extra}"
+    touch "$stamp"
+fi

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: install what it needs, start PostgreSQL, run pytest.
+# Arguments go to pytest (e.g. scripts/test.sh -k jobs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+
+pgdir=$(mktemp -d /tmp/strato-pg.XXXXXX)
+port=${STRATO_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}
+cleanup() { scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"; }
+trap cleanup EXIT
+STRATO_TEST_PG_URL=$(scripts/pg.sh start "$pgdir" "$port")
+export STRATO_TEST_PG_URL STRATO_REQUIRE_PG=1
+
+.venv/bin/ruff check strato tests bench
+.venv/bin/python -m pytest "$@"

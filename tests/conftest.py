@@ -1,0 +1,65 @@
+"""Fixtures: databases on SQLite and on a real PostgreSQL, and a running strato server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from strato.db import Database, migrate
+from tests.support import Server, free_port
+
+PG_URL = os.environ.get("STRATO_TEST_PG_URL")
+REQUIRE_PG = os.environ.get("STRATO_REQUIRE_PG") == "1"
+
+
+def _pg_admin() -> psycopg.Connection:
+    url = make_url(PG_URL)
+    return psycopg.connect(host=url.host, port=url.port, user=url.username,
+                           dbname=url.database, autocommit=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each engine (PostgreSQL: a fresh database per test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/strato.db"
+        return
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("STRATO_TEST_PG_URL is not set but PostgreSQL is required")
+        pytest.skip("no PostgreSQL server (run the suite with `make test`)")
+    name = f"strato_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    migrate.upgrade(db_url)
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One strato server for the tests that only read or add their own resources."""
+    srv = Server(tmp_path_factory.mktemp("server"), free_port())
+    srv.setup()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_token(server: Server) -> str:
+    return server.token()

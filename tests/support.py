@@ -1,0 +1,126 @@
+"""Real processes for tests: a strato server and the openstack CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def strato(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "strato"), *args], capture_output=True, text=True,
+                          check=check, **kw)
+
+
+@dataclass
+class Server:
+    """A `strato serve` process on its own state directory and port."""
+
+    state: Path
+    port: int
+    password: str = "admin-secret"
+    extra_conf: dict[str, dict[str, str]] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def conf(self) -> Path:
+        return self.state / "strato.conf"
+
+    @property
+    def clouds(self) -> Path:
+        return self.state / "clouds.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.state / "server.log"
+
+    def setup(self) -> None:
+        strato("init", "--state-path", str(self.state), "--port", str(self.port))
+        text = self.conf.read_text()
+        for section, values in self.extra_conf.items():
+            lines = "".join(f"{k} = {v}\n" for k, v in values.items())
+            text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
+        self.conf.write_text(text)
+        strato("db", "upgrade", "--config", str(self.conf))
+        strato("bootstrap", "--config", str(self.conf), "--bootstrap-password", self.password,
+               "--clouds-yaml", str(self.clouds))
+
+    def start(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(BIN / "strato"), "serve", "--config", str(self.conf), *extra],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"strato serve exited: {self.log.read_text()}")
+            try:
+                httpx.get(f"{self.url}/identity/v3", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("strato serve did not come up in 30 s")
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    # ------------------------------------------------------------ clients
+    def token(self, user: str = "admin", password: str | None = None,
+              project: str | None = "admin") -> str:
+        body: dict = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"id": "default"},
+            "password": password or self.password}}}}}
+        if project:
+            body["auth"]["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+        r = httpx.post(f"{self.url}/identity/v3/auth/tokens", json=body)
+        assert r.status_code == 201, r.text
+        return r.headers["X-Subject-Token"]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"X-Auth-Token": token} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def openstack(self, *args: str, cloud: str = "strato", check: bool = True,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the real CLI against this server."""
+        full_env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.clouds), **(env or {})}
+        for var in [k for k in full_env if k.startswith("OS_") and k != "OS_CLIENT_CONFIG_FILE"]:
+            full_env.pop(var)
+        full_env.update(env or {})
+        proc = subprocess.run([str(BIN / "openstack"), "--os-cloud", cloud, *args],
+                              capture_output=True, text=True, env=full_env, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"openstack {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def openstack_json(self, *args: str, **kw) -> object:
+        return json.loads(self.openstack(*args, "-f", "json", **kw).stdout)
