@@ -43,3 +43,37 @@ def test_sqlite_runs_with_wal_and_foreign_keys(tmp_path) -> None:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
     database.dispose()
+
+
+def test_sqlite_readers_do_not_wait_for_a_writer(tmp_path) -> None:
+    """Token checks read on every request; a long write must not stall them."""
+    import threading
+    import time
+
+    from strato.identity.models import Domain
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    migrate.upgrade(url)
+    database = Database(url, sqlite_busy_timeout=5)
+    with database.session() as s:
+        s.add(Domain(id="d", name="d"))
+    writing, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with database.session() as s:
+            s.add(Domain(id="e", name="e"))
+            s.flush()
+            writing.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    writing.wait(5)
+    started = time.monotonic()
+    with database.session(readonly=True) as s:
+        names = sorted(d.name for d in s.query(Domain))
+    elapsed = time.monotonic() - started
+    release.set()
+    thread.join()
+    assert names == ["d"] and elapsed < 1.0
+    database.dispose()

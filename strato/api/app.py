@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -13,8 +11,6 @@ from strato.api import compute, identity, image, volume
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
 from strato.exceptions import StratoError
-
-LOG = logging.getLogger("strato.api")
 
 
 def build_app(services: object) -> FastAPI:
@@ -52,11 +48,5 @@ def build_app(services: object) -> FastAPI:
             where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
             message = f"Invalid input for field '{where}': {first.get('msg', 'invalid')}."
         return fault_response(request.url.path, 400, message)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        LOG.exception("unexpected error on %s %s", request.method, request.url.path)
-        return fault_response(request.url.path, 500,
-                              "An unexpected error occurred; the request id names it in the log.")
 
     return app

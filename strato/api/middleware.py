@@ -28,6 +28,7 @@ _DISCOVERY = {
     "/image", "/image/", "/image/versions", "/image/v2", "/image/v2/",
     "/volume", "/volume/", "/volume/v3", "/volume/v3/",
 }
+_SECRET_HEADERS = {"x-auth-token", "x-subject-token", "authorization"}
 _SERVICE_ROOTS = {"/compute", "/compute/", "/volume", "/volume/"}
 
 
@@ -54,9 +55,11 @@ class RequestMiddleware:
         ctx = RequestContext(request_id=request_id)
         out_headers = {"X-OpenStack-Request-Id": request_id}
         status = [500]
+        started_response = [False]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                started_response[0] = True
                 status[0] = message["status"]
                 response_headers = MutableHeaders(scope=message)
                 for key, value in out_headers.items():
@@ -87,7 +90,20 @@ class RequestMiddleware:
                 await response(scope, receive, send_with_headers)
                 return
             scope.setdefault("state", {})["context"] = ctx
-            await self.app(scope, receive, send_with_headers)
+            if LOG.isEnabledFor(logging.DEBUG):
+                shown = {k: ("***" if k in _SECRET_HEADERS else v) for k, v in headers.items()}
+                LOG.debug("%s %s %s?%s headers=%s", request_id, method, path,
+                          scope.get("query_string", b"").decode("latin-1"), shown)
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception:
+                # A bug, never the client's fault: log it whole, answer without a traceback.
+                LOG.exception("%s unexpected error on %s %s", request_id, method, path)
+                if started_response[0]:
+                    raise
+                response = fault_response(
+                    path, 500, f"An unexpected error occurred; request {request_id}.")
+                await response(scope, receive, send_with_headers)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             LOG.info('%s user=%s project=%s "%s %s" %s %.1fms', request_id,

@@ -10,6 +10,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+READONLY = "strato_readonly"
+
 
 def _sqlite_setup(engine: Engine, busy_timeout: float) -> None:
     """WAL, foreign keys, and BEGIN IMMEDIATE.
@@ -31,7 +33,12 @@ def _sqlite_setup(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (token checks on every request) must not queue behind writers: in WAL
+        # mode a deferred transaction that only reads never waits for the write lock.
+        if conn.get_execution_options().get(READONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -45,15 +52,22 @@ class Database:
         else:
             self.engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.reader = sessionmaker(self.engine.execution_options(**{READONLY: True}),
+                                   expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back on error."""
-        with self.sessionmaker() as session, session.begin():
+    def session(self, readonly: bool = False) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on error.
+
+        ``readonly``: the block only reads; on SQLite it then does not take the write
+        lock (writing in it is a bug: it may fail with "database is locked").
+        """
+        factory = self.reader if readonly else self.sessionmaker
+        with factory() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

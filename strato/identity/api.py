@@ -276,7 +276,7 @@ class IdentityAPI:
 
     def validate(self, token: str) -> TokenData:
         """The token's current meaning; NotFound when invalid, expired or revoked."""
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             return self._validate(session, token)
 
     def context_for(self, token: str, request_id: str) -> RequestContext:
@@ -334,7 +334,7 @@ class IdentityAPI:
 
     def user_projects(self, ctx: RequestContext, user_id: str) -> list[dict[str, Any]]:
         self.policy.enforce(ctx, "identity:list_user_projects", {"target.user.id": user_id})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             self._get(session, User, user_id, "user")
             ids = set(session.scalars(
                 select(Assignment.project_id).where(Assignment.user_id == user_id)))
@@ -345,7 +345,7 @@ class IdentityAPI:
     # ---------------------------------------------------------------- domains
     def list_domains(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_domains", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             q = select(Domain).order_by(Domain.name)
             if "name" in filters:
                 q = q.where(Domain.name == filters["name"])
@@ -355,7 +355,7 @@ class IdentityAPI:
 
     def get_domain(self, ctx: RequestContext, domain_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_domain", {"target.domain.id": domain_id})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             return self.domain_view(self._get(session, Domain, domain_id, "domain"))
 
     def create_domain(self, ctx: RequestContext, body: Any) -> dict:
@@ -398,7 +398,7 @@ class IdentityAPI:
     # ---------------------------------------------------------------- projects
     def list_projects(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_projects", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             q = select(Project).order_by(Project.name)
             if "name" in filters:
                 q = q.where(Project.name == filters["name"])
@@ -410,7 +410,7 @@ class IdentityAPI:
 
     def get_project(self, ctx: RequestContext, project_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_project", {"target.project.id": project_id})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             return self.project_view(self._get(session, Project, project_id, "project"))
 
     def create_project(self, ctx: RequestContext, body: Any) -> dict:
@@ -468,7 +468,7 @@ class IdentityAPI:
     # ---------------------------------------------------------------- users
     def list_users(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_users", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             q = select(User).order_by(User.name)
             if "name" in filters:
                 q = q.where(User.name == filters["name"])
@@ -480,7 +480,7 @@ class IdentityAPI:
 
     def get_user(self, ctx: RequestContext, user_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_user", {"target.user.id": user_id})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             return self.user_view(self._get(session, User, user_id, "user"))
 
     def _password(self, value: Any) -> str:
@@ -570,7 +570,7 @@ class IdentityAPI:
     # ---------------------------------------------------------------- roles
     def list_roles(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_roles", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             q = select(Role).order_by(Role.name)
             if "name" in filters:
                 q = q.where(Role.name == filters["name"])
@@ -580,7 +580,7 @@ class IdentityAPI:
 
     def get_role(self, ctx: RequestContext, role_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_role", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             return self.role_view(self._get(session, Role, role_id, "role"))
 
     def create_role(self, ctx: RequestContext, body: Any) -> dict:
@@ -616,7 +616,7 @@ class IdentityAPI:
 
     def role_inferences(self, ctx: RequestContext) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_role_inference_rules", {})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             rules: dict[str, list[Role]] = {}
             for rule in session.scalars(select(ImpliedRole)):
                 rules.setdefault(rule.prior_role_id, []).append(
@@ -664,7 +664,7 @@ class IdentityAPI:
 
     def list_grants(self, ctx: RequestContext, project_id: str, user_id: str) -> list[dict]:
         self.policy.enforce(ctx, "identity:list_grants", {"target.project.id": project_id})
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             self._grant_objects(session, project_id, user_id, None)
             ids = list(session.scalars(select(Assignment.role_id).where(
                 Assignment.user_id == user_id, Assignment.project_id == project_id)))
@@ -681,7 +681,7 @@ class IdentityAPI:
         names = _flag(filters.get("include_names", "false"))
         effective = "effective" in filters and filters["effective"].lower() not in (
             "0", "false", "no")
-        with self.db.session() as session:
+        with self.db.session(readonly=True) as session:
             q = select(Assignment)
             if user_id:
                 q = q.where(Assignment.user_id == user_id)

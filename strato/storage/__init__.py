@@ -1,0 +1,30 @@
+"""The block store: RBD-shaped pools of images, with interchangeable engines.
+
+``open_engine("local", root=Path(...))`` gives the embedded engine; the Ceph ``rbd``
+engine will plug in here under the same interface and contract tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import errors
+from .base import DEFAULT_POOLS, Engine, Image, LiveSnapshot, ParentInfo, SnapInfo
+from .location import Location
+from .location import build as build_location
+from .location import parse as parse_location
+
+
+def open_engine(name: str, **options: Any) -> Engine:
+    """Open a block store engine by name (``local``; ``rbd`` later)."""
+    if name == "local":
+        from .local import LocalEngine
+
+        return LocalEngine(**options)
+    raise errors.InvalidArgument(f"unknown block store engine {name!r}")
+
+
+__all__ = [
+    "DEFAULT_POOLS", "Engine", "Image", "LiveSnapshot", "Location", "ParentInfo",
+    "SnapInfo", "build_location", "errors", "open_engine", "parse_location",
+]
