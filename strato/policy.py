@@ -35,8 +35,9 @@ BASE_RULES = [
 def all_rules() -> list[policy.RuleDefault]:
     """The defaults of every service, collected here so one enforcer knows all."""
     from strato.identity.policies import RULES as IDENTITY
+    from strato.image.policies import RULES as IMAGE
 
-    return [*BASE_RULES, *IDENTITY]
+    return [*BASE_RULES, *IDENTITY, *IMAGE]
 
 
 class Enforcer:

@@ -52,6 +52,7 @@ def serve(conf: Config) -> int:
 
     _check_schema(conf)
     services = Services.build(conf)
+    services.recover()
     pool = make_pool(conf, services)
     app = build_app(services)
 

@@ -8,7 +8,27 @@ from strato.config import Config
 from strato.db import Database
 from strato.identity.api import IdentityAPI
 from strato.identity.tokens import TokenFactory, load_keys
+from strato.image.api import ImageAPI
+from strato.image.stores.base import ImageStore
 from strato.policy import Enforcer
+from strato.storage import Engine, open_engine
+
+
+def open_block_store(conf: Config) -> Engine:
+    s = conf.storage
+    return open_engine(s.engine, root=s.local_path,
+                       pools=(s.images_pool, s.vms_pool, s.volumes_pool))
+
+
+def open_image_store(conf: Config, engine: Engine) -> ImageStore:
+    gs = conf.glance_store
+    if gs.default_store == "file":
+        from strato.image.stores.file import FileStore
+
+        return FileStore(gs.filesystem_store_datadir)
+    from strato.image.stores.rbd import RbdStore
+
+    return RbdStore(engine, conf.storage.images_pool, gs.rbd_store_chunk_size)
 
 
 @dataclass
@@ -17,6 +37,8 @@ class Services:
     db: Database
     policy: Enforcer
     identity: IdentityAPI
+    blocks: Engine
+    image: ImageAPI
 
     @classmethod
     def build(cls, conf: Config) -> Services:
@@ -25,7 +47,16 @@ class Services:
         tokens = TokenFactory(load_keys(conf.token.key_repository), conf.token.expiration)
         identity = IdentityAPI(db, tokens, policy, conf.public_endpoint,
                                conf.DEFAULT.region_name, conf.identity.password_min_length)
-        return cls(conf=conf, db=db, policy=policy, identity=identity)
+        blocks = open_block_store(conf)
+        image = ImageAPI(db, policy, open_image_store(conf, blocks), conf)
+        return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
+                   image=image)
+
+    def recover(self) -> None:
+        """Finish or undo what a crash of this host's processes left half done."""
+        from strato.image.data import recover as recover_images
+
+        recover_images(self.image, self.conf.DEFAULT.host)
 
     def close(self) -> None:
         self.db.dispose()

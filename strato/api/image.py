@@ -1,11 +1,19 @@
-"""Image (Glance v2) routes under /image: discovery now, resources in later issues."""
+"""Image (Glance v2) routes under /image: parse HTTP, call strato.image, render."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import json
+from typing import Any
 
-from strato.api.common import base_url
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from strato.api.common import base_url, context, services
+from strato.exceptions import BadRequest, UnsupportedMediaType
+from strato.image import data, listing
+from strato.image.api import ImageAPI
+from strato.image.data import Uploader
 
 router = APIRouter(prefix="/image")
 
@@ -33,3 +41,140 @@ def versions(request: Request) -> JSONResponse:
 @router.get("/versions")
 def versions_ok(request: Request) -> dict:
     return versions_doc(request)
+
+
+# ------------------------------------------------------------------ images
+def _api(request: Request) -> ImageAPI:
+    return services(request).image
+
+
+PATCH_TYPES = ("application/openstack-images-v2.1-json-patch",
+               "application/openstack-images-v2.0-json-patch")
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("Malformed request body: the body is not valid JSON.") from None
+
+
+@router.get("/v2/images")
+def list_images(request: Request) -> dict:
+    return listing.list_images(_api(request), context(request),
+                               list(request.query_params.multi_items()))
+
+
+@router.post("/v2/images", status_code=201)
+async def create_image(request: Request) -> JSONResponse:
+    body = await _json(request)
+    view = await run_in_threadpool(_api(request).create, context(request), body)
+    return JSONResponse(view, status_code=201,
+                        headers={"Location": f"{base_url(request)}/image/v2/images/"
+                                             f"{view['id']}"})
+
+
+@router.get("/v2/images/{image_id}")
+def show_image(request: Request, image_id: str) -> dict:
+    return _api(request).show(context(request), image_id)
+
+
+@router.patch("/v2/images/{image_id}")
+async def update_image(request: Request, image_id: str) -> dict:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
+    if ctype not in PATCH_TYPES:
+        raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
+                                   f"{PATCH_TYPES[0]}.")
+    body = await _json(request)
+    return await run_in_threadpool(_api(request).update, context(request), image_id, body)
+
+
+@router.delete("/v2/images/{image_id}", status_code=204)
+def delete_image(request: Request, image_id: str) -> Response:
+    _api(request).delete(context(request), image_id)
+    return Response(status_code=204)
+
+
+@router.put("/v2/images/{image_id}/file", status_code=204)
+async def upload(request: Request, image_id: str) -> Response:
+    ctype = request.headers.get("content-type", "application/octet-stream").split(";")[0]
+    if ctype.strip() not in ("application/octet-stream", ""):
+        raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
+                                   "application/octet-stream.")
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise BadRequest("Invalid Content-Length.")
+    conf = services(request).conf
+    uploader = Uploader(_api(request), context(request), image_id, conf.DEFAULT.host)
+    await uploader.run(request.stream(), int(length) if length is not None else None)
+    return Response(status_code=204)
+
+
+@router.get("/v2/images/{image_id}/file")
+def download(request: Request, image_id: str) -> Response:
+    found = data.download(_api(request), context(request), image_id)
+    if found is None:
+        return Response(status_code=204)
+    headers = {"Content-Length": str(found.size)}
+    if found.checksum:
+        headers["Content-MD5"] = found.checksum
+    return StreamingResponse(found.chunks, media_type="application/octet-stream",
+                             headers=headers)
+
+
+@router.post("/v2/images/{image_id}/actions/deactivate", status_code=204)
+def deactivate(request: Request, image_id: str) -> Response:
+    _api(request).deactivate(context(request), image_id)
+    return Response(status_code=204)
+
+
+@router.post("/v2/images/{image_id}/actions/reactivate", status_code=204)
+def reactivate(request: Request, image_id: str) -> Response:
+    _api(request).reactivate(context(request), image_id)
+    return Response(status_code=204)
+
+
+@router.put("/v2/images/{image_id}/tags/{tag}", status_code=204)
+def add_tag(request: Request, image_id: str, tag: str) -> Response:
+    _api(request).add_tag(context(request), image_id, tag)
+    return Response(status_code=204)
+
+
+@router.delete("/v2/images/{image_id}/tags/{tag}", status_code=204)
+def delete_tag(request: Request, image_id: str, tag: str) -> Response:
+    _api(request).delete_tag(context(request), image_id, tag)
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------ members
+@router.get("/v2/images/{image_id}/members")
+def list_members(request: Request, image_id: str) -> dict:
+    return {"members": _api(request).list_members(context(request), image_id),
+            "schema": "/v2/schemas/members"}
+
+
+@router.post("/v2/images/{image_id}/members")
+async def add_member(request: Request, image_id: str) -> dict:
+    body = await _json(request)
+    return await run_in_threadpool(_api(request).add_member, context(request), image_id, body)
+
+
+@router.get("/v2/images/{image_id}/members/{member_id}")
+def get_member(request: Request, image_id: str, member_id: str) -> dict:
+    return _api(request).get_member(context(request), image_id, member_id)
+
+
+@router.put("/v2/images/{image_id}/members/{member_id}")
+async def update_member(request: Request, image_id: str, member_id: str) -> dict:
+    body = await _json(request)
+    return await run_in_threadpool(_api(request).update_member, context(request), image_id,
+                                   member_id, body)
+
+
+@router.delete("/v2/images/{image_id}/members/{member_id}", status_code=204)
+def delete_member(request: Request, image_id: str, member_id: str) -> Response:
+    _api(request).delete_member(context(request), image_id, member_id)
+    return Response(status_code=204)

@@ -1,0 +1,107 @@
+"""Image upload and download throughput through the API vs `dd` on the same disk.
+
+A 2 GiB image goes up with ``curl -T`` (PUT /v2/images/{id}/file, the default block
+store) and comes back with ``curl -o``; the baseline copies the same 2 GiB file with
+``dd bs=8M conv=fsync`` on the same disk.  Each side runs twice, interleaved; the best
+time of each counts.  Goal: API throughput >= 0.8 of dd's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support import Server, free_port
+
+SIZE = 2 << 30
+ROUNDS = 2
+
+
+def _make_source(path: Path) -> None:
+    piece = os.urandom(8 << 20)
+    with open(path, "wb") as fh:
+        for i in range(SIZE // len(piece)):
+            fh.write(i.to_bytes(8, "big") + piece[8:])
+
+
+def _timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def _hash_ceiling() -> float:
+    """MB/s of md5 and sha512 computed side by side in memory: an upload must do both,
+    so no upload can beat this on this machine."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = os.urandom(8 << 20)
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
+    with ThreadPoolExecutor(2) as pool:
+        started = time.perf_counter()
+        for _ in range(64):
+            a, b = pool.submit(md5.update, data), pool.submit(sha.update, data)
+            a.result()
+            b.result()
+        return 64 * len(data) / (time.perf_counter() - started) / 1e6
+
+
+def run() -> Iterator[dict]:
+    work = Path(tempfile.mkdtemp(prefix="strato-bench-image-", dir="/var/tmp"))
+    srv = Server(work / "state", free_port())
+    try:
+        srv.setup()
+        srv.start()
+        token = srv.token()
+        src = work / "source.bin"
+        _make_source(src)
+        auth = ["-H", f"X-Auth-Token: {token}"]
+        times: dict[str, list[float]] = {"dd": [], "upload": [], "download": []}
+        with srv.client(token) as c:
+            for _ in range(ROUNDS):
+                copy = work / "copy.bin"
+                times["dd"].append(_timed(["dd", f"if={src}", f"of={copy}", "bs=8M",
+                                           "conv=fsync", "status=none"]))
+                copy.unlink()
+                image = c.post("/image/v2/images", json={
+                    "name": "bench", "disk_format": "raw", "container_format": "bare"}).json()
+                url = f"{srv.url}/image/v2/images/{image['id']}/file"
+                times["upload"].append(_timed(
+                    ["curl", "-sS", "-f", "-T", str(src), *auth,
+                     "-H", "Content-Type: application/octet-stream", url]))
+                out = work / "out.bin"
+                started = time.perf_counter()
+                subprocess.run(["curl", "-sS", "-f", "-o", str(out), *auth, url], check=True)
+                _fsync(out)
+                times["download"].append(time.perf_counter() - started)
+                if out.stat().st_size != SIZE:
+                    raise RuntimeError("download came back short")
+                out.unlink()
+                c.delete(f"/image/v2/images/{image['id']}")
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    best = {k: min(v) for k, v in times.items()}
+    mbps = {k: SIZE / v / 1e6 for k, v in best.items()}
+    mbps["md5_and_sha512_in_memory"] = _hash_ceiling()
+    for what in ("upload", "download"):
+        yield {"bench": "image", "metric": f"{what}_throughput_vs_dd",
+               "value": round(best["dd"] / best[what], 3), "unit": "ratio", "goal": ">= 0.8"}
+    yield {"bench": "image", "metric": "upload_vs_dd_ceiling_with_hashing",
+           "value": round(min(mbps["dd"], mbps["md5_and_sha512_in_memory"]) / mbps["dd"], 3),
+           "unit": "ratio", "goal": "info"}
+    for what, value in mbps.items():
+        yield {"bench": "image", "metric": f"{what}_MBps", "value": round(value, 1),
+               "unit": "MB/s", "goal": "info"}

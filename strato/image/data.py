@@ -1,0 +1,223 @@
+"""Image data: streamed upload (``PUT /file``) and download (``GET /file``).
+
+An upload never holds the image in memory: the request body is read as it arrives,
+gathered into ``rbd_store_chunk_size`` pieces, hashed (md5 and sha512), inspected
+(format, virtual size, unsafe references) and written to the store from a worker
+thread.  Any failure — a client that goes away, content that is not what it claims,
+a quota crossed — removes the partial data and puts the image back to ``queued``, as
+Glance does, so the client can upload again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from strato.context import RequestContext
+from strato.exceptions import BadRequest, Conflict, Forbidden, OverLimit, StratoError
+from strato.image import formats
+from strato.image.api import ImageAPI
+from strato.image.models import Image
+from strato.image.stores.base import NotFoundInStore, StoreWriter
+
+LOG = logging.getLogger(__name__)
+# Hashing threads shared by all uploads (each upload waits for its own, in order).
+_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-hash")
+
+
+@dataclass
+class Download:
+    chunks: Iterator[bytes]
+    size: int
+    checksum: str | None
+
+
+class Uploader:
+    """One ``PUT /v2/images/{id}/file``."""
+
+    def __init__(self, api: ImageAPI, ctx: RequestContext, image_id: str, host: str) -> None:
+        self.api = api
+        self.ctx = ctx
+        self.image_id = image_id
+        self.host = host
+        self.chunk = api.conf.glance_store.rbd_store_chunk_size << 20
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha512 = hashlib.sha512()
+        self.inspector = formats.Inspector()
+        self.size = 0
+
+    def _begin(self, content_length: int | None) -> tuple[str | None, int | None]:
+        """queued → saving (conditional), after policy, format fields and quota."""
+        with self.api.db.session() as session:
+            image = self.api.load(session, self.ctx, self.image_id)
+            self.api.require_owner(self.ctx, image, "upload_image")
+            if image.disk_format is None or image.container_format is None:
+                raise BadRequest("Properties disk_format, container_format must be set "
+                                 "prior to saving data.")
+            if image.status != "queued":
+                raise Conflict(f"Image status transition from {image.status} to saving is "
+                               "not allowed.")
+            room = self._room(session, image.owner)
+            if content_length is not None and room is not None and content_length > room:
+                raise OverLimit(self._quota_message(content_length))
+            disk_format = image.disk_format
+        if not self.api._set_status(self.image_id, "queued", "saving",
+                                    upload_host=self.host):
+            raise Conflict("Image is already being uploaded.")
+        return disk_format, room
+
+    def _room(self, session: Any, owner: str | None) -> int | None:
+        """Bytes this upload may still take: the size cap and the project's quota."""
+        room = self.api.quotas.size_cap
+        total_mb = self.api.quotas.size_total_mb
+        if total_mb >= 0:
+            used = session.scalar(select(func.coalesce(func.sum(Image.size), 0)).where(
+                Image.owner == owner, Image.id != self.image_id)) or 0
+            room = min(room, total_mb * (1 << 20) - used)
+        return room
+
+    def _quota_message(self, attempted: int) -> str:
+        return (f"Image upload of {attempted} bytes exceeds the storage quota or the "
+                "image size cap.")
+
+    async def run(self, body: AsyncIterator[bytes], content_length: int | None) -> None:
+        disk_format, room = await run_in_threadpool(self._begin, content_length)
+        writer: StoreWriter | None = None
+        try:
+            writer = await run_in_threadpool(self.api.store.writer, self.image_id,
+                                             content_length)
+            await self._pump(body, writer, room)
+            if content_length is not None and self.size != content_length:
+                raise BadRequest(f"Upload ended after {self.size} of {content_length} "
+                                 "bytes.")
+            found = self.inspector.detect()
+            try:
+                formats.check(disk_format, found)
+            except formats.FormatError as exc:
+                raise BadRequest(str(exc)) from None
+            location = await run_in_threadpool(writer.commit)
+        except BaseException as exc:
+            await run_in_threadpool(self._fail, writer, exc)
+            raise
+        await run_in_threadpool(self._finish, location, found)
+
+    async def _pump(self, body: AsyncIterator[bytes], writer: StoreWriter,
+                    room: int | None) -> None:
+        """Receive the next chunk while the previous one is hashed and written."""
+        pending: asyncio.Future[None] | None = None
+        buffer = bytearray()
+        try:
+            async for piece in body:
+                self.size += len(piece)
+                if room is not None and self.size > room:
+                    raise OverLimit(self._quota_message(self.size))
+                buffer += piece
+                if len(buffer) >= self.chunk:
+                    data = bytes(buffer[:self.chunk])
+                    del buffer[:self.chunk]
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(
+                        run_in_threadpool(self._consume, writer, data))
+            if pending is not None:
+                await pending
+                pending = None
+            if buffer:
+                await run_in_threadpool(self._consume, writer, bytes(buffer))
+        finally:
+            if pending is not None:  # failed mid-way: let the write in hand finish first
+                await asyncio.wait([pending])
+
+    def _consume(self, writer: StoreWriter, data: bytes) -> None:
+        """Hash (md5 and sha512 side by side: hashlib releases the GIL), inspect, write."""
+        md5 = _HASHERS.submit(self.md5.update, data)
+        sha = _HASHERS.submit(self.sha512.update, data)
+        self.inspector.feed(data)
+        writer.write(data)
+        md5.result()
+        sha.result()
+
+    def _fail(self, writer: StoreWriter | None, exc: BaseException) -> None:
+        LOG.info("image %s: upload failed (%s: %s); partial data removed", self.image_id,
+                 type(exc).__name__, exc)
+        if writer is not None:
+            writer.abort()
+        self.api._set_status(self.image_id, "saving", "queued", upload_host=None)
+
+    def _finish(self, location: str, found: formats.Detected) -> None:
+        done = self.api._set_status(
+            self.image_id, "saving", "active", upload_host=None, size=self.size,
+            virtual_size=found.virtual_size, checksum=self.md5.hexdigest(),
+            os_hash_algo="sha512", os_hash_value=self.sha512.hexdigest(),
+            store=self.api.store.name, location=location)
+        if not done:  # deleted while uploading: the data has no owner now
+            LOG.info("image %s went away during its upload; removing its data",
+                     self.image_id)
+            try:
+                self.api.store.delete(location)
+            except NotFoundInStore:
+                pass
+            raise Conflict(f"Image {self.image_id} was deleted during the upload.")
+
+
+def download(api: ImageAPI, ctx: RequestContext, image_id: str) -> Download | None:
+    """The data of an active image; None (204) for one that has none yet."""
+    with api.db.session(readonly=True) as session:
+        image = api.load(session, ctx, image_id)
+        api.policy.enforce(ctx, "download_image", {"project_id": image.owner})
+        if image.status == "deactivated" and not ctx.is_admin:
+            raise Forbidden("The requested image has been deactivated. Image data download "
+                            "is forbidden.")
+        if image.status not in ("active", "deactivated") or image.location is None:
+            return None
+        location, size, checksum = image.location, image.size or 0, image.checksum
+    try:
+        chunks = api.store.read(location, size, chunk=8 << 20)
+    except NotFoundInStore:
+        raise StratoError(f"The data of image {image_id} is missing from the store.") \
+            from None
+    return Download(chunks=chunks, size=size, checksum=checksum)
+
+
+def recover(api: ImageAPI, host: str) -> int:
+    """After a crash: finish what uploads and deletes on ``host`` left half done.
+
+    An image still ``saving`` for this host had its upload cut off with the process:
+    its partial data is removed and it goes back to ``queued``.  An image left in
+    ``pending_delete`` has its delete finished (or, if clones still need its data,
+    goes back to ``active``).
+    """
+    fixed = 0
+    with api.db.session(readonly=True) as session:
+        saving = list(session.scalars(select(Image.id).where(
+            Image.status == "saving", Image.upload_host == host)))
+        deleting = [(i.id, i.location) for i in session.scalars(
+            select(Image).where(Image.status == "pending_delete"))]
+    for image_id in saving:
+        api.store.discard(image_id)
+        fixed += api._set_status(image_id, "saving", "queued", upload_host=None)
+    for image_id, location in deleting:
+        try:
+            api._delete_data(image_id, location)
+        except Exception:  # noqa: BLE001 - in use or unreachable: keep the image
+            LOG.warning("image %s: could not finish its delete; back to active", image_id)
+            api._set_status(image_id, "pending_delete", "active")
+            continue
+        with api.db.session() as session:
+            image = session.get(Image, image_id)
+            if image is not None:
+                session.delete(image)
+        fixed += 1
+    if fixed:
+        LOG.info("image recovery: %d image(s) put right at %s", fixed,
+                 datetime.now(UTC).isoformat())
+    return fixed

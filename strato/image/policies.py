@@ -1,0 +1,29 @@
+"""Image service default policy rules (Glance's names).
+
+The target's ``project_id`` is the image owner; visibility (who may see an image at
+all) is decided in strato.image.api before policy is asked.
+"""
+
+from oslo_policy.policy import RuleDefault
+
+MEMBER = "rule:admin_or_member"
+READER = "rule:admin_required or role:reader"
+
+RULES = [
+    RuleDefault("add_image", MEMBER),
+    RuleDefault("get_image", READER),
+    RuleDefault("get_images", READER),
+    RuleDefault("modify_image", MEMBER),
+    RuleDefault("delete_image", MEMBER),
+    RuleDefault("upload_image", MEMBER),
+    RuleDefault("download_image", READER),
+    RuleDefault("publicize_image", "rule:admin_required"),
+    RuleDefault("communitize_image", MEMBER),
+    RuleDefault("deactivate", "rule:admin_required"),
+    RuleDefault("reactivate", "rule:admin_required"),
+    RuleDefault("add_member", MEMBER),
+    RuleDefault("delete_member", MEMBER),
+    RuleDefault("get_member", READER),
+    RuleDefault("get_members", READER),
+    RuleDefault("modify_member", "rule:admin_required or role:member"),
+]
