@@ -53,7 +53,8 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One strato server for the tests that only read or add their own resources."""
-    srv = Server(tmp_path_factory.mktemp("server"), free_port())
+    srv = Server(tmp_path_factory.mktemp("server"), free_port(),
+                 extra_conf={"image": {"show_image_direct_url": "true"}})
     srv.setup()
     srv.start()
     yield srv

@@ -85,6 +85,10 @@ def test_cli_create_list_show_set_save_delete(server: Server, tmp_path: Path) ->
     assert out.read_bytes() == data.read_bytes()
 
     # The data is a block-store image with a protected snapshot 'snap'.
+    fsid = (server.state / "blocks" / "fsid").read_text().strip()
+    with server.client(server.token()) as c:
+        shown = c.get(f"/image/v2/images/{created['id']}").json()
+    assert shown["direct_url"] == f"rbd://{fsid}/images/{created['id']}/snap"
     with _blocks(server).open("images", created["id"]) as image:
         assert [s.name for s in image.list_snaps()] == ["snap"]
         assert image.is_protected_snap("snap")
@@ -363,8 +367,9 @@ def file_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     """The `file` store, with small quotas."""
     srv = Server(tmp_path_factory.mktemp("filestore"), free_port(), extra_conf={
         "glance_store": {"default_store": "file"},
-        "image": {"image_count_quota": "3", "image_size_total": "2",
-                  "image_property_quota": "4", "image_tag_quota": "2"}})
+        "image": {"show_multiple_locations": "true", "image_count_quota": "3",
+                  "image_size_total": "2", "image_property_quota": "4",
+                  "image_tag_quota": "2"}})
     srv.setup()
     srv.start()
     yield srv
@@ -381,6 +386,9 @@ def test_file_store_and_quotas(file_server: Server) -> None:
                      headers={"Content-Type": "application/octet-stream"}).status_code == 204
         assert (store / a["id"]).stat().st_size == 1 << 20
         assert c.get(url).content == b"q" * (1 << 20)
+        shown = c.get(f"/image/v2/images/{a['id']}").json()
+        assert shown["locations"] == [{"url": (store / a["id"]).as_uri(), "metadata": {}}]
+        assert "direct_url" not in shown
         b = _create(c)
         r = c.put(f"/image/v2/images/{b['id']}/file", content=b"r" * (1536 << 10),
                   headers={"Content-Type": "application/octet-stream"})
