@@ -24,12 +24,13 @@ LOG = logging.getLogger("strato.server")
 
 def worker_targets(conf: Config) -> list[str]:
     """What this host's workers claim: jobs for anyone and jobs for this host."""
-    return [ANY, f"host:{conf.DEFAULT.host}"]
+    return [ANY, f"host:{conf.DEFAULT.host}", f"volume:{conf.volume.volume_backend_name}"]
 
 
 def load_handlers() -> None:
     """Import the modules whose ``@handler`` functions workers run."""
     import strato.jobs.builtin  # noqa: F401
+    import strato.volume.manager  # noqa: F401
 
 
 def make_pool(conf: Config, services: object, targets: list[str] | None = None) -> WorkerPool:

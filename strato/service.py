@@ -12,6 +12,8 @@ from strato.image.api import ImageAPI
 from strato.image.stores.base import ImageStore
 from strato.policy import Enforcer
 from strato.storage import Engine, open_engine
+from strato.volume.api import VolumeAPI
+from strato.volume.driver import DriverOptions, RBDDriver
 
 
 def open_block_store(conf: Config) -> Engine:
@@ -39,6 +41,8 @@ class Services:
     identity: IdentityAPI
     blocks: Engine
     image: ImageAPI
+    volume: VolumeAPI
+    volume_driver: RBDDriver
 
     @classmethod
     def build(cls, conf: Config) -> Services:
@@ -49,8 +53,14 @@ class Services:
                                conf.DEFAULT.region_name, conf.identity.password_min_length)
         blocks = open_block_store(conf)
         image = ImageAPI(db, policy, open_image_store(conf, blocks), conf)
+        v = conf.volume
+        driver = RBDDriver(blocks, DriverOptions(
+            pool=conf.storage.volumes_pool, max_clone_depth=v.rbd_max_clone_depth,
+            flatten_volume_from_snapshot=v.rbd_flatten_volume_from_snapshot,
+            conversion_dir=v.image_conversion_dir))
         return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
-                   image=image)
+                   image=image, volume=VolumeAPI(db, policy, conf, image),
+                   volume_driver=driver)
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""

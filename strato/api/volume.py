@@ -1,12 +1,18 @@
-"""Block storage (Cinder v3) routes under /volume: discovery now, resources later."""
+"""Block storage (Cinder v3) routes under /volume: parse HTTP, call strato.volume."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import json
+from typing import Any
 
-from strato.api.common import base_url
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from strato.api.common import base_url, context, query, services
 from strato.api.microversions import VOLUME
+from strato.exceptions import BadRequest, Forbidden, NotFound
+from strato.volume.api import VolumeAPI
 
 router = APIRouter(prefix="/volume")
 
@@ -31,3 +37,170 @@ def versions(request: Request) -> JSONResponse:
 @router.get("/v3/")
 def v3(request: Request) -> dict:
     return {"versions": [version_doc(request)]}
+
+
+# ------------------------------------------------------------------ resources
+def _api(request: Request) -> VolumeAPI:
+    return services(request).volume
+
+
+def _version(request: Request) -> tuple[int, int]:
+    major, minor = (context(request).microversion or "3.0").split(".")
+    return int(major), int(minor)
+
+
+def _project(request: Request, project_id: str) -> None:
+    """The URL's project must be the token's (an admin may name any)."""
+    ctx = context(request)
+    if project_id != ctx.project_id and not ctx.is_admin:
+        raise Forbidden(f"Project {project_id} in the URL is not the project of the token.")
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("Malformed request body: the body is not valid JSON.") from None
+
+
+P = "/v3/{project_id}"
+
+
+@router.post(P + "/volumes", status_code=202)
+async def create_volume(request: Request, project_id: str) -> JSONResponse:
+    _project(request, project_id)
+    body = await _json(request)
+    view = await run_in_threadpool(_api(request).create, context(request), body,
+                                   _version(request))
+    return JSONResponse({"volume": view}, status_code=202)
+
+
+@router.get(P + "/volumes")
+def list_volumes(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return _api(request).list(context(request), query(request), _version(request), False)
+
+
+@router.get(P + "/volumes/detail")
+def list_volumes_detail(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return _api(request).list(context(request), query(request), _version(request), True)
+
+
+@router.get(P + "/volumes/{volume_id}")
+def show_volume(request: Request, project_id: str, volume_id: str) -> dict:
+    _project(request, project_id)
+    return {"volume": _api(request).show(context(request), volume_id, _version(request))}
+
+
+@router.put(P + "/volumes/{volume_id}")
+async def update_volume(request: Request, project_id: str, volume_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    view = await run_in_threadpool(_api(request).update, context(request), volume_id, body,
+                                   _version(request))
+    return {"volume": view}
+
+
+@router.delete(P + "/volumes/{volume_id}", status_code=202)
+def delete_volume(request: Request, project_id: str, volume_id: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete(context(request), volume_id)
+    return Response(status_code=202)
+
+
+@router.post(P + "/snapshots", status_code=202)
+async def create_snapshot(request: Request, project_id: str) -> JSONResponse:
+    _project(request, project_id)
+    body = await _json(request)
+    view = await run_in_threadpool(_api(request).create_snapshot, context(request), body,
+                                   _version(request))
+    return JSONResponse({"snapshot": view}, status_code=202)
+
+
+@router.get(P + "/snapshots")
+@router.get(P + "/snapshots/detail")
+def list_snapshots(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return _api(request).list_snapshots(context(request), query(request), _version(request))
+
+
+@router.get(P + "/snapshots/{snapshot_id}")
+def show_snapshot(request: Request, project_id: str, snapshot_id: str) -> dict:
+    _project(request, project_id)
+    return {"snapshot": _api(request).show_snapshot(context(request), snapshot_id,
+                                                    _version(request))}
+
+
+@router.put(P + "/snapshots/{snapshot_id}")
+async def update_snapshot(request: Request, project_id: str, snapshot_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    view = await run_in_threadpool(_api(request).update_snapshot, context(request),
+                                   snapshot_id, body, _version(request))
+    return {"snapshot": view}
+
+
+@router.delete(P + "/snapshots/{snapshot_id}", status_code=202)
+def delete_snapshot(request: Request, project_id: str, snapshot_id: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete_snapshot(context(request), snapshot_id)
+    return Response(status_code=202)
+
+
+@router.get(P + "/types")
+def list_types(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return {"volume_types": _api(request).list_types(context(request))}
+
+
+@router.get(P + "/os-quota-sets/{target}")
+def show_quota(request: Request, project_id: str, target: str) -> dict:
+    _project(request, project_id)
+    usage = query(request).get("usage", "false").lower() == "true"
+    return {"quota_set": _api(request).quota_set(context(request), target, usage)}
+
+
+@router.put(P + "/os-quota-sets/{target}")
+async def update_quota(request: Request, project_id: str, target: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"quota_set": await run_in_threadpool(_api(request).update_quota,
+                                                 context(request), target, body)}
+
+
+# ------------------------------------------------------------------ metadata
+META = P + "/{kind}/{row_id}/metadata"
+
+
+def _kind(kind: str) -> str:
+    if kind not in ("volumes", "snapshots"):
+        raise NotFound("The resource could not be found.")
+    return kind
+
+
+@router.get(META)
+def get_metadata(request: Request, project_id: str, kind: str, row_id: str) -> dict:
+    _project(request, project_id)
+    return {"metadata": _api(request).get_metadata(context(request), _kind(kind), row_id)}
+
+
+@router.post(META)
+@router.put(META)
+async def set_metadata(request: Request, project_id: str, kind: str, row_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    meta = await run_in_threadpool(_api(request).set_metadata, context(request), _kind(kind),
+                                   row_id, body, request.method == "PUT")
+    return {"metadata": meta}
+
+
+@router.delete(META + "/{key}")
+def delete_metadata_key(request: Request, project_id: str, kind: str, row_id: str,
+                        key: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete_metadata_key(context(request), _kind(kind), row_id, key)
+    return Response(status_code=200)

@@ -1,0 +1,547 @@
+"""Block storage logic: validation, policy, quota reservations, records, jobs.
+
+A create or delete is a state change plus a job in one transaction; the volume
+worker (strato.volume.manager) does the store work and finishes the state machine.
+Every state change is conditional on the state it expects.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from strato import events
+from strato.config import Config
+from strato.context import RequestContext
+from strato.db import Database
+from strato.exceptions import BadRequest, NotFound
+from strato.image.api import ImageAPI
+from strato.image.models import Image
+from strato.jobs.queue import enqueue
+from strato.policy import Enforcer
+from strato.quota.engine import QuotaEngine
+from strato.volume.models import Snapshot, Volume, VolumeType
+
+DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
+NAME_MAX = 255
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
+# Core image attributes a volume keeps in volume_image_metadata, besides properties.
+IMAGE_CORE = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for field '{key}': a string is required.")
+    if len(value) > NAME_MAX:
+        raise BadRequest(f"Invalid input for field '{key}': longer than {NAME_MAX} "
+                         "characters.")
+    return value
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, str]:
+    meta = body.get("metadata") or {}
+    if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
+            for k, v in meta.items()):
+        raise BadRequest("Invalid input for field 'metadata': string keys (1-255) and "
+                         "string values (at most 255).")
+    return dict(meta)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise BadRequest(f"Invalid value {value!r} for '{what}': a boolean is required.")
+
+
+class VolumeAPI:
+    def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI) -> None:
+        self.db = db
+        self.policy = policy
+        self.conf = conf
+        self.images = images
+        v = conf.volume
+        self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
+                                  "gigabytes": v.quota_gigabytes})
+        self.target = f"volume:{v.volume_backend_name}"
+
+    # ------------------------------------------------------------ views
+    def volume_view(self, vol: Volume, ctx: RequestContext, vtype: VolumeType | None,
+                    version: tuple[int, int]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": vol.id, "name": vol.name, "description": vol.description,
+            "status": vol.status, "size": vol.size,
+            "availability_zone": vol.availability_zone,
+            "created_at": iso(vol.created_at), "updated_at": iso(vol.updated_at),
+            "attachments": [], "bootable": "true" if vol.bootable else "false",
+            "encrypted": False, "multiattach": vol.multiattach,
+            "volume_type": vtype.name if vtype else None,
+            "snapshot_id": vol.snapshot_id, "source_volid": vol.source_volid,
+            "metadata": dict(vol.metadata_ or {}), "user_id": vol.user_id,
+            "os-vol-tenant-attr:tenant_id": vol.project_id,
+            "os-vol-mig-status-attr:migstat": vol.migration_status,
+            "os-vol-mig-status-attr:name_id": None,
+            "replication_status": None, "consistencygroup_id": None,
+            "links": [{"rel": "self", "href": f"{self.conf.public_endpoint}/volume/v3/"
+                                              f"{vol.project_id}/volumes/{vol.id}"}],
+        }
+        if vol.image_metadata:
+            body["volume_image_metadata"] = dict(vol.image_metadata)
+        if ctx.is_admin:
+            body["os-vol-host-attr:host"] = vol.host
+        if version >= (3, 13):
+            body["group_id"] = None
+        if version >= (3, 21):
+            body["provider_id"] = None
+        if version >= (3, 48):
+            body["shared_targets"] = False
+            body["service_uuid"] = None
+        if version >= (3, 63):
+            body["volume_type_id"] = vol.volume_type_id
+        if version >= (3, 65):
+            body["consumes_quota"] = True
+        if vol.fault and vol.status == "error":
+            body["error"] = vol.fault
+        return body
+
+    def snapshot_view(self, snap: Snapshot, version: tuple[int, int]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": snap.id, "name": snap.name, "description": snap.description,
+            "volume_id": snap.volume_id, "status": snap.status, "size": snap.size,
+            "created_at": iso(snap.created_at), "updated_at": iso(snap.updated_at),
+            "metadata": dict(snap.metadata_ or {}),
+            "os-extended-snapshot-attributes:progress": snap.progress,
+            "os-extended-snapshot-attributes:project_id": snap.project_id,
+        }
+        if version >= (3, 14):
+            body["group_snapshot_id"] = None
+        if version >= (3, 41):
+            body["user_id"] = snap.user_id
+        if version >= (3, 65):
+            body["consumes_quota"] = True
+        return body
+
+    # ------------------------------------------------------------ lookups
+    def _owned(self, ctx: RequestContext, project_id: str) -> bool:
+        return ctx.is_admin or project_id == ctx.project_id
+
+    def get_volume_row(self, session: Session, ctx: RequestContext, volume_id: str) -> Volume:
+        vol = session.get(Volume, volume_id)
+        if vol is None or not self._owned(ctx, vol.project_id):
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        return vol
+
+    def get_snapshot_row(self, session: Session, ctx: RequestContext,
+                         snapshot_id: str) -> Snapshot:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None or not self._owned(ctx, snap.project_id):
+            raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+        return snap
+
+    def volume_type(self, session: Session, ref: str | None) -> VolumeType:
+        """By id or name; the default type when none is given."""
+        ref = ref or self.conf.volume.default_volume_type
+        vtype = session.get(VolumeType, ref) or session.scalars(
+            select(VolumeType).where(VolumeType.name == ref)).first()
+        if vtype is None and ref == "__DEFAULT__":
+            vtype = VolumeType(id=DEFAULT_TYPE_ID, name="__DEFAULT__",
+                               description="Default Volume Type", extra_specs={})
+            session.add(vtype)
+            session.flush()
+        if vtype is None:
+            raise NotFound(f"Volume type {ref} could not be found.")
+        return vtype
+
+    def _types(self, session: Session, ids: set[str | None]) -> dict[str, VolumeType]:
+        ids.discard(None)
+        if not ids:
+            return {}
+        return {t.id: t for t in session.scalars(select(VolumeType).where(
+            VolumeType.id.in_(ids)))}
+
+    # ------------------------------------------------------------ volumes
+    def create(self, ctx: RequestContext, body: Any, version: tuple[int, int]) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
+            raise BadRequest("Missing required element 'volume' in request body.")
+        ref = body["volume"]
+        self.policy.enforce(ctx, "volume:create", {"project_id": ctx.project_id})
+        name = _text(ref, "name")
+        description = _text(ref, "description")
+        metadata = _metadata(ref)
+        sources = [k for k in ("snapshot_id", "source_volid", "imageRef", "image_id")
+                   if ref.get(k)]
+        if len(sources) > 1:
+            raise BadRequest("Only one of snapshot_id, source_volid and imageRef may be "
+                             "given.")
+        size = ref.get("size")
+        if size is not None and (isinstance(size, bool) or not str(size).isdigit()
+                                 or int(size) <= 0):
+            raise BadRequest(f"Invalid input for field 'size': {size!r} is not a positive "
+                             "integer.")
+        size = int(size) if size is not None else None
+        zone = ref.get("availability_zone") or self.conf.volume.storage_availability_zone
+        if zone != self.conf.volume.storage_availability_zone:
+            raise BadRequest(f"Availability zone '{zone}' is invalid.")
+        multiattach = _flag(ref.get("multiattach", False), "multiattach")
+        volume_id = str(uuid.uuid4())
+        payload: dict[str, Any] = {"volume_id": volume_id}
+        with self.db.session() as session:
+            vtype = self.volume_type(session, ref.get("volume_type"))
+            src_size, bootable = 0, False
+            if ref.get("snapshot_id"):
+                snap = self.get_snapshot_row(session, ctx, ref["snapshot_id"])
+                if snap.status != "available":
+                    raise BadRequest(f"Snapshot {snap.id} is not available (status "
+                                     f"{snap.status}).")
+                src_size = snap.size
+                payload.update(source="snapshot", snapshot_id=snap.id,
+                               src_volume_id=snap.volume_id)
+            elif ref.get("source_volid"):
+                src = self.get_volume_row(session, ctx, ref["source_volid"])
+                if src.status not in ("available", "in-use"):
+                    raise BadRequest(f"Volume {src.id} is not available for cloning "
+                                     f"(status {src.status}).")
+                src_size, bootable = src.size, src.bootable
+                payload.update(source="volume", src_volume_id=src.id)
+            elif ref.get("imageRef") or ref.get("image_id"):
+                image_ref = ref.get("imageRef") or ref.get("image_id")
+                image = self._image(session, ctx, image_ref)
+                src_size = max(math.ceil((image.size or 0) / (1 << 30)), image.min_disk or 0,
+                               math.ceil((image.virtual_size or 0) / (1 << 30)))
+                payload.update(source="image", image_id=image.id)
+            if size is None:
+                if not src_size:
+                    raise BadRequest("Invalid input for field 'size': a size is required.")
+                size = src_size
+            if size < src_size:
+                raise BadRequest(f"Volume size {size} GiB is smaller than its source "
+                                 f"({src_size} GiB).")
+            reservations = self.quota.reserve(session, ctx.project_id, {
+                "volumes": 1, "gigabytes": size, f"volumes_{vtype.name}": 1,
+                f"gigabytes_{vtype.name}": size})
+            vol = Volume(
+                id=volume_id, name=name, description=description, project_id=ctx.project_id,
+                user_id=ctx.user_id, size=size, status="creating", bootable=bootable,
+                volume_type_id=vtype.id, availability_zone=zone, multiattach=multiattach,
+                host=f"{self.conf.DEFAULT.host}@{self.conf.volume.volume_backend_name}",
+                snapshot_id=payload.get("snapshot_id"),
+                source_volid=payload.get("src_volume_id") if payload.get(
+                    "source") == "volume" else None,
+                image_id=payload.get("image_id"), metadata_=metadata,
+                reservations=reservations, image_metadata={})
+            session.add(vol)
+            enqueue(session, "volume.create", payload, target=self.target, max_attempts=1)
+            events.emit(session, "volume", "volume.create.start", volume_id, ctx.project_id,
+                        size=size)
+            session.flush()
+            return self.volume_view(vol, ctx, vtype, version)
+
+    def _image(self, session: Session, ctx: RequestContext, image_ref: str) -> Image:
+        image = session.scalars(select(Image).where(
+            Image.id == image_ref, self.images.visible_clause(ctx))).first()
+        if image is None:
+            raise BadRequest(f"Invalid image identifier or unable to access requested "
+                             f"image {image_ref}.")
+        if image.status != "active":
+            raise BadRequest(f"Image {image_ref} is not active.")
+        return image
+
+    def show(self, ctx: RequestContext, volume_id: str, version: tuple[int, int]) -> dict:
+        with self.db.session(readonly=True) as session:
+            vol = self.get_volume_row(session, ctx, volume_id)
+            self.policy.enforce(ctx, "volume:get", {"project_id": vol.project_id})
+            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+            return self.volume_view(vol, ctx, vtype, version)
+
+    def list(self, ctx: RequestContext, params: dict[str, str], version: tuple[int, int],
+             detail: bool) -> dict:
+        self.policy.enforce(ctx, "volume:get_all", {"project_id": ctx.project_id})
+        query = select(Volume)
+        if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
+            query = query.where(Volume.project_id == ctx.project_id)
+        for key in ("name", "status", "availability_zone"):
+            if key in params:
+                query = query.where(getattr(Volume, key) == params[key])
+        if "bootable" in params:
+            query = query.where(Volume.bootable == _truthy(params["bootable"]))
+        with self.db.session(readonly=True) as session:
+            rows = _page(session, query, Volume, params)
+            types = self._types(session, {v.volume_type_id for v in rows["items"]})
+            items = [self.volume_view(v, ctx, types.get(v.volume_type_id or ""), version)
+                     if detail else {"id": v.id, "name": v.name, "links": []}
+                     for v in rows["items"]]
+        out: dict[str, Any] = {"volumes": items}
+        if rows["next"]:
+            out["volumes_links"] = [{"rel": "next", "href": rows["next"]}]
+        return out
+
+    def update(self, ctx: RequestContext, volume_id: str, body: Any,
+               version: tuple[int, int]) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
+            raise BadRequest("Missing required element 'volume' in request body.")
+        ref = body["volume"]
+        with self.db.session() as session:
+            vol = self.get_volume_row(session, ctx, volume_id)
+            self.policy.enforce(ctx, "volume:update", {"project_id": vol.project_id})
+            for key in ("name", "description", "display_name", "display_description"):
+                if key in ref:
+                    setattr(vol, key.replace("display_", ""), _text(ref, key))
+            if "metadata" in ref:
+                vol.metadata_ = _metadata(ref)
+            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+            session.flush()
+            return self.volume_view(vol, ctx, vtype, version)
+
+    def delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> None:
+        with self.db.session() as session:
+            vol = self.get_volume_row(session, ctx, volume_id)
+            self.policy.enforce(ctx, "volume:delete", {"project_id": vol.project_id})
+            if vol.status not in DELETABLE:
+                raise BadRequest(f"Invalid volume: Volume status must be available or error "
+                                 f"or error_restoring or error_extending or error_managing "
+                                 f"and must not be migrating, attached, belong to a group, "
+                                 f"have snapshots or be disassociated from snapshots after "
+                                 f"volume transfer (status {vol.status}).")
+            snaps = session.scalar(select(func.count()).select_from(Snapshot).where(
+                Snapshot.volume_id == volume_id))
+            if snaps:
+                raise BadRequest(f"Invalid volume: Volume {volume_id} still has {snaps} "
+                                 "dependent snapshots.")
+            if not self.set_status(session, Volume, volume_id, vol.status, "deleting"):
+                raise BadRequest(f"Volume {volume_id} changed state; try again.")
+            enqueue(session, "volume.delete", {"volume_id": volume_id}, target=self.target,
+                    max_attempts=3)
+            events.emit(session, "volume", "volume.delete.start", volume_id, vol.project_id)
+
+    @staticmethod
+    def set_status(session: Session, model: type, row_id: str, expected: str, new: str,
+                   **values: Any) -> bool:
+        """A conditional state change; False when the row is not in ``expected``."""
+        result = session.execute(update(model).where(
+            model.id == row_id, model.status == expected).values(
+            status=new, updated_at=datetime.now(UTC), **values))
+        return result.rowcount == 1
+
+    # ------------------------------------------------------------ metadata
+    def _meta_row(self, session: Session, ctx: RequestContext, kind: str,
+                  row_id: str) -> Volume | Snapshot:
+        if kind == "volumes":
+            row: Volume | Snapshot = self.get_volume_row(session, ctx, row_id)
+            rule = "volume:update"
+        else:
+            row = self.get_snapshot_row(session, ctx, row_id)
+            rule = "volume:update_snapshot"
+        self.policy.enforce(ctx, rule, {"project_id": row.project_id})
+        return row
+
+    def get_metadata(self, ctx: RequestContext, kind: str, row_id: str) -> dict[str, str]:
+        with self.db.session(readonly=True) as session:
+            return dict(self._meta_row(session, ctx, kind, row_id).metadata_ or {})
+
+    def set_metadata(self, ctx: RequestContext, kind: str, row_id: str, body: Any,
+                     replace: bool) -> dict[str, str]:
+        """POST merges the keys given; PUT replaces the whole set."""
+        if not isinstance(body, dict):
+            raise BadRequest("Missing required element 'metadata' in request body.")
+        new = _metadata(body)
+        with self.db.session() as session:
+            row = self._meta_row(session, ctx, kind, row_id)
+            row.metadata_ = new if replace else {**(row.metadata_ or {}), **new}
+            return dict(row.metadata_)
+
+    def delete_metadata_key(self, ctx: RequestContext, kind: str, row_id: str,
+                            key: str) -> None:
+        with self.db.session() as session:
+            row = self._meta_row(session, ctx, kind, row_id)
+            meta = dict(row.metadata_ or {})
+            if key not in meta:
+                raise NotFound(f"Metadata key {key} not found.")
+            del meta[key]
+            row.metadata_ = meta
+
+    # ------------------------------------------------------------ snapshots
+    def create_snapshot(self, ctx: RequestContext, body: Any, version: tuple[int, int]) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
+            raise BadRequest("Missing required element 'snapshot' in request body.")
+        ref = body["snapshot"]
+        name, description = _text(ref, "name"), _text(ref, "description")
+        metadata = _metadata(ref)
+        volume_id = ref.get("volume_id")
+        if not isinstance(volume_id, str):
+            raise BadRequest("Invalid input for field 'volume_id'.")
+        # Explicit "force": false refuses an in-use volume; absent means allowed (3.66).
+        force = _flag(ref["force"], "force") if "force" in ref else True
+        with self.db.session() as session:
+            vol = self.get_volume_row(session, ctx, volume_id)
+            self.policy.enforce(ctx, "volume:create_snapshot", {"project_id": vol.project_id})
+            if vol.status == "maintenance" or vol.migration_status in ("migrating",
+                                                                       "starting"):
+                raise BadRequest(f"Invalid volume: Volume {volume_id} is in maintenance or "
+                                 "migrating.")
+            allowed = ("available", "in-use") if force else ("available",)
+            if vol.status not in allowed:
+                raise BadRequest(f"Invalid volume: Volume {volume_id} status must be "
+                                 f"{' or '.join(allowed)}, but current status is: "
+                                 f"{vol.status}.")
+            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+            tname = vtype.name if vtype else "__DEFAULT__"
+            reservations = self.quota.reserve(session, vol.project_id, {
+                "snapshots": 1, "gigabytes": vol.size, f"snapshots_{tname}": 1,
+                f"gigabytes_{tname}": vol.size})
+            snap = Snapshot(id=str(uuid.uuid4()), volume_id=volume_id, name=name,
+                            description=description, project_id=vol.project_id,
+                            user_id=ctx.user_id, size=vol.size, status="creating",
+                            progress="0%", metadata_=metadata, reservations=reservations,
+                            image_metadata={})
+            session.add(snap)
+            enqueue(session, "snapshot.create", {"snapshot_id": snap.id},
+                    target=self.target, max_attempts=1)
+            events.emit(session, "volume", "snapshot.create.start", snap.id, vol.project_id,
+                        volume_id=volume_id)
+            session.flush()
+            return self.snapshot_view(snap, version)
+
+    def show_snapshot(self, ctx: RequestContext, snapshot_id: str,
+                      version: tuple[int, int]) -> dict:
+        with self.db.session(readonly=True) as session:
+            snap = self.get_snapshot_row(session, ctx, snapshot_id)
+            self.policy.enforce(ctx, "volume:get_snapshot", {"project_id": snap.project_id})
+            return self.snapshot_view(snap, version)
+
+    def list_snapshots(self, ctx: RequestContext, params: dict[str, str],
+                       version: tuple[int, int]) -> dict:
+        self.policy.enforce(ctx, "volume:get_all_snapshots", {"project_id": ctx.project_id})
+        query = select(Snapshot)
+        if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
+            query = query.where(Snapshot.project_id == ctx.project_id)
+        for key in ("name", "status", "volume_id"):
+            if key in params:
+                query = query.where(getattr(Snapshot, key) == params[key])
+        with self.db.session(readonly=True) as session:
+            rows = _page(session, query, Snapshot, params)
+            out: dict[str, Any] = {"snapshots": [self.snapshot_view(s, version)
+                                                 for s in rows["items"]]}
+        if rows["next"]:
+            out["snapshots_links"] = [{"rel": "next", "href": rows["next"]}]
+        return out
+
+    def update_snapshot(self, ctx: RequestContext, snapshot_id: str, body: Any,
+                        version: tuple[int, int]) -> dict:
+        if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
+            raise BadRequest("Missing required element 'snapshot' in request body.")
+        ref = body["snapshot"]
+        with self.db.session() as session:
+            snap = self.get_snapshot_row(session, ctx, snapshot_id)
+            self.policy.enforce(ctx, "volume:update_snapshot", {"project_id": snap.project_id})
+            for key in ("name", "description"):
+                if key in ref:
+                    setattr(snap, key, _text(ref, key))
+            if "metadata" in ref:
+                snap.metadata_ = _metadata(ref)
+            session.flush()
+            return self.snapshot_view(snap, version)
+
+    def delete_snapshot(self, ctx: RequestContext, snapshot_id: str) -> None:
+        with self.db.session() as session:
+            snap = self.get_snapshot_row(session, ctx, snapshot_id)
+            self.policy.enforce(ctx, "volume:delete_snapshot", {"project_id": snap.project_id})
+            if snap.status not in ("available", "error", "error_deleting"):
+                raise BadRequest(f"Invalid snapshot: Snapshot status must be available or "
+                                 f"error (status {snap.status}).")
+            if not self.set_status(session, Snapshot, snapshot_id, snap.status, "deleting"):
+                raise BadRequest(f"Snapshot {snapshot_id} changed state; try again.")
+            enqueue(session, "snapshot.delete", {"snapshot_id": snapshot_id},
+                    target=self.target, max_attempts=3)
+            events.emit(session, "volume", "snapshot.delete.start", snapshot_id,
+                        snap.project_id)
+
+    # ------------------------------------------------------------ types and quotas
+    def list_types(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session() as session:
+            self.volume_type(session, None)
+            return [{"id": t.id, "name": t.name, "description": t.description,
+                     "is_public": t.is_public, "extra_specs": dict(t.extra_specs or {}),
+                     "os-volume-type-access:is_public": t.is_public, "qos_specs_id": None}
+                    for t in session.scalars(select(VolumeType).order_by(VolumeType.name))]
+
+    def quota_set(self, ctx: RequestContext, project_id: str, usage: bool) -> dict:
+        self.policy.enforce(ctx, "volume_extension:quotas:show", {"project_id": project_id})
+        with self.db.session(readonly=True) as session:
+            limits = self.quota.limits(session, project_id)
+            used = self.quota.usage(session, project_id)
+        body: dict[str, Any] = {"id": project_id}
+        for resource in sorted(set(limits) | set(used)):
+            limit = limits.get(resource, self.quota.default_for(resource))
+            if usage:
+                row = used.get(resource)
+                body[resource] = {"limit": limit, "in_use": row.in_use if row else 0,
+                                  "reserved": row.reserved if row else 0, "allocated": 0}
+            else:
+                body[resource] = limit
+        return body
+
+    def update_quota(self, ctx: RequestContext, project_id: str, body: Any) -> dict:
+        self.policy.enforce(ctx, "volume_extension:quotas:update", {"project_id": project_id})
+        ref = body.get("quota_set") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'quota_set' in request body.")
+        with self.db.session() as session:
+            for resource, value in ref.items():
+                if resource == "id":
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                    raise BadRequest(f"Quota limit for {resource} must be an integer >= -1.")
+                self.quota.set_limit(session, project_id, resource, value)
+        return self.quota_set(ctx, project_id, usage=False)
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> dict:
+    """sort (``sort=key:dir`` or sort_key/sort_dir), limit and marker, Cinder-style."""
+    keys: list[tuple[str, str]] = []
+    if params.get("sort"):
+        for item in params["sort"].split(","):
+            key, _, direction = item.partition(":")
+            keys.append((key.strip(), direction or "desc"))
+    elif params.get("sort_key"):
+        keys.append((params["sort_key"], params.get("sort_dir", "desc")))
+    keys.append(("created_at", "desc"))
+    keys.append(("id", "desc"))
+    for key, direction in keys:
+        if key not in ("name", "status", "size", "created_at", "updated_at", "id") or \
+                direction not in ("asc", "desc"):
+            raise BadRequest(f"Invalid sort key or direction: {key}:{direction}.")
+        column = getattr(model, key)
+        query = query.order_by(column.asc() if direction == "asc" else column.desc())
+    items = list(session.scalars(query))
+    if params.get("marker"):
+        ids = [i.id for i in items]
+        if params["marker"] not in ids:
+            raise BadRequest(f"Marker {params['marker']} could not be found.")
+        items = items[ids.index(params["marker"]) + 1:]
+    limit = params.get("limit")
+    nxt = None
+    if limit is not None:
+        if not limit.isdigit():
+            raise BadRequest(f"Invalid limit {limit!r}.")
+        if len(items) > int(limit) and int(limit) > 0:
+            nxt = items[int(limit) - 1].id
+        items = items[:int(limit)]
+    return {"items": items, "next": f"?marker={nxt}&limit={limit}" if nxt else None}

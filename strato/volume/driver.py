@@ -1,0 +1,268 @@
+"""The volume driver: Cinder's RBD driver behaviour (seed 002) on any block-store engine.
+
+Volumes are ``volume-<id>`` in the volumes pool; a snapshot is the block-store
+snapshot ``snapshot-<id>`` (protected, so it can be cloned); a volume cloned from a
+volume hangs off ``<dest>.clone_snap`` on the source.  A volume that clones still
+need is renamed ``<name>.deleted`` and removed when its last child goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from strato.storage import Engine, Image, errors, parse_location
+
+LOG = logging.getLogger(__name__)
+GiB = 1 << 30
+
+
+class VolumeIsBusy(Exception):  # noqa: N818 - Cinder's name
+    """The volume has snapshots of its own: it cannot be deleted yet."""
+
+
+class SnapshotIsBusy(Exception):  # noqa: N818
+    """Volumes were cloned from this snapshot and still need it."""
+
+
+def volume_name(volume_id: str) -> str:
+    return f"volume-{volume_id}"
+
+
+def snapshot_name(snapshot_id: str) -> str:
+    return f"snapshot-{snapshot_id}"
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    pool: str = "volumes"
+    max_clone_depth: int = 5
+    flatten_volume_from_snapshot: bool = False
+    conversion_dir: Path = Path("/var/tmp")
+
+
+class RBDDriver:
+    def __init__(self, engine: Engine, options: DriverOptions) -> None:
+        self.engine = engine
+        self.opt = options
+
+    # ------------------------------------------------------------ create
+    def create_volume(self, volume_id: str, size_gb: int) -> None:
+        """A blank volume (``rbd create``)."""
+        self.engine.create(self.opt.pool, volume_name(volume_id), size_gb * GiB)
+
+    def _resize_to(self, name: str, size_gb: int) -> None:
+        with self.engine.open(self.opt.pool, name) as image:
+            if image.size() < size_gb * GiB:
+                image.resize(size_gb * GiB)
+
+    def create_from_snapshot(self, volume_id: str, size_gb: int, src_volume_id: str,
+                             snapshot_id: str) -> None:
+        """Clone the snapshot; flatten when configured; grow when bigger."""
+        name = volume_name(volume_id)
+        self.engine.clone(self.opt.pool, volume_name(src_volume_id), snapshot_name(snapshot_id),
+                          self.opt.pool, name)
+        try:
+            if self.opt.flatten_volume_from_snapshot:
+                with self.engine.open(self.opt.pool, name) as image:
+                    image.flatten()
+            self._resize_to(name, size_gb)
+        except BaseException:
+            self.engine.remove(self.opt.pool, name)
+            raise
+
+    def create_cloned_volume(self, volume_id: str, size_gb: int, src_volume_id: str) -> None:
+        """Clone through ``<dest>.clone_snap``; flatten the source first when it is already
+        ``max_clone_depth`` deep; a full copy when cloning is off (depth 0)."""
+        src, dest = volume_name(src_volume_id), volume_name(volume_id)
+        pool = self.opt.pool
+        if self.opt.max_clone_depth <= 0:
+            with self.engine.open(pool, src) as image:
+                image.copy(pool, dest)
+            self._resize_to(dest, size_gb)
+            return
+        clone_snap = f"{dest}.clone_snap"
+        with self.engine.open(pool, src) as image:
+            if image.clone_depth() >= self.opt.max_clone_depth:
+                _p_pool, parent, parent_snap = image.parent_info()
+                LOG.info("%s is %d clones deep: flattening it first", src,
+                         image.clone_depth())
+                image.flatten()
+                self._drop_clone_parent_refs(parent, parent_snap)
+            image.create_snap(clone_snap)
+            image.protect_snap(clone_snap)
+        try:
+            self.engine.clone(pool, src, clone_snap, pool, dest)
+            self._resize_to(dest, size_gb)
+        except BaseException:
+            if self.engine.exists(pool, dest):
+                self.engine.remove(pool, dest)
+            with self.engine.open(pool, src) as image:
+                image.unprotect_snap(clone_snap)
+                image.remove_snap(clone_snap)
+            raise
+
+    def cloneable(self, location: str | None, disk_format: str | None) -> bool:
+        """Seed 002's ``_is_cloneable``: our fsid, raw, and the snapshot is readable."""
+        if not location or disk_format != "raw":
+            return False
+        try:
+            loc = parse_location(location)
+        except errors.InvalidArgument:
+            return False
+        if loc.fsid != self.engine.fsid() or loc.snapshot is None:
+            return False
+        try:
+            with self.engine.open(loc.pool, loc.image, snapshot=loc.snapshot, read_only=True):
+                return True
+        except errors.Error:
+            return False
+
+    def clone_image(self, volume_id: str, size_gb: int, location: str) -> None:
+        """The image's data becomes the volume's parent: nothing is copied."""
+        loc = parse_location(location)
+        name = volume_name(volume_id)
+        self.engine.clone(loc.pool, loc.image, loc.snapshot or "snap", self.opt.pool, name)
+        try:
+            self._resize_to(name, size_gb)
+        except BaseException:
+            self.engine.remove(self.opt.pool, name)
+            raise
+
+    def copy_image(self, volume_id: str, size_gb: int, chunks: Iterator[bytes],
+                   disk_format: str) -> None:
+        """Download to a temp file, ``qemu-img convert`` to raw, import; temp files go."""
+        self.opt.conversion_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.opt.conversion_dir) as tmp:
+            fetched = Path(tmp) / "fetched"
+            with open(fetched, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+            src = fetched
+            if disk_format not in ("raw", "iso", "ami", "ari", "aki"):
+                src = Path(tmp) / "converted.raw"
+                subprocess.run(["qemu-img", "convert", "-q", "-f", disk_format, "-O", "raw",
+                                "-S", "4k", str(fetched), str(src)], check=True,
+                               capture_output=True)
+                fetched.unlink()
+            size = os.stat(src).st_size
+            if size > size_gb * GiB:
+                raise ValueError(f"image of {size} bytes does not fit a {size_gb} GiB volume")
+            if size % 512:
+                os.truncate(src, size + 512 - size % 512)
+            name = volume_name(volume_id)
+            self.engine.import_from(self.opt.pool, name, src)
+        try:
+            self._resize_to(name, size_gb)
+        except BaseException:
+            self.engine.remove(self.opt.pool, name)
+            raise
+
+    # ------------------------------------------------------------ delete
+    def delete_volume(self, volume_id: str) -> None:
+        """Seed 002's delete: refuse with snapshots; keep as ``.deleted`` while clones
+        need it; clean the parent's references when this was a clone."""
+        pool, name = self.opt.pool, volume_name(volume_id)
+        try:
+            image = self.engine.open(pool, name)
+        except errors.ImageNotFound:
+            LOG.info("volume %s is already gone from the store", name)
+            return
+        with image:
+            for snap in image.list_snaps():
+                if snap.name.startswith("backup."):
+                    if image.is_protected_snap(snap.name):
+                        image.unprotect_snap(snap.name)
+                    image.remove_snap(snap.name)
+            snaps = [s.name for s in image.list_snaps()]
+            others = [s for s in snaps if not s.endswith(".clone_snap")]
+            if others:
+                raise VolumeIsBusy(f"volume {volume_id} has snapshots: {', '.join(others)}")
+            parent = self._parent(image)
+            keep = False
+            for clone_snap in snaps:
+                if self._snap_has_children(image, clone_snap):
+                    keep = True
+                    continue
+                image.unprotect_snap(clone_snap)
+                image.remove_snap(clone_snap)
+        if keep:
+            LOG.info("%s still has clones: renamed %s.deleted until they go", name, name)
+            self.engine.rename(pool, name, f"{name}.deleted")
+            return
+        self.engine.remove(pool, name)
+        if parent is not None:
+            self._drop_clone_parent_refs(*parent)
+
+    def _snap_has_children(self, image: Image, snap: str) -> bool:
+        with self.engine.open(image.pool, image.name, snapshot=snap,
+                              read_only=True) as at_snap:
+            return bool(at_snap.list_children())
+
+    def _parent(self, image: Image) -> tuple[str, str] | None:
+        try:
+            p_pool, p_name, p_snap = image.parent_info()
+        except errors.ImageNotFound:
+            return None
+        if p_pool != self.opt.pool:
+            return None  # an image's data (pool images) is Glance's to delete
+        return p_name, p_snap
+
+    def _drop_clone_parent_refs(self, parent: str, parent_snap: str) -> None:
+        """Walk up: a parent ``.clone_snap`` nobody needs goes, and a ``.deleted``
+        parent with nothing left goes too, then its own parent."""
+        pool = self.opt.pool
+        try:
+            image = self.engine.open(pool, parent)
+        except errors.ImageNotFound:
+            return
+        with image:
+            if not parent_snap.endswith(".clone_snap") or self._snap_has_children(
+                    image, parent_snap):
+                return
+            image.unprotect_snap(parent_snap)
+            image.remove_snap(parent_snap)
+            if not parent.endswith(".deleted") or image.list_snaps():
+                return
+            grandparent = self._parent(image)
+        self.engine.remove(pool, parent)
+        if grandparent is not None:
+            self._drop_clone_parent_refs(*grandparent)
+
+    # ------------------------------------------------------------ snapshots
+    def create_snapshot(self, volume_id: str, snapshot_id: str) -> None:
+        with self.engine.open(self.opt.pool, volume_name(volume_id)) as image:
+            image.create_snap(snapshot_name(snapshot_id))
+            image.protect_snap(snapshot_name(snapshot_id))
+
+    def delete_snapshot(self, volume_id: str, snapshot_id: str) -> None:
+        name, snap = volume_name(volume_id), snapshot_name(snapshot_id)
+        for candidate in (name, f"{name}.deleted"):
+            try:
+                image = self.engine.open(self.opt.pool, candidate)
+                break
+            except errors.ImageNotFound:
+                continue
+        else:
+            return
+        with image:
+            if snap not in {s.name for s in image.list_snaps()}:
+                return
+            if image.is_protected_snap(snap):
+                try:
+                    image.unprotect_snap(snap)
+                except errors.ImageBusy as exc:
+                    raise SnapshotIsBusy(f"snapshot {snapshot_id} has dependent volumes"
+                                         ) from exc
+            image.remove_snap(snap)
+
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        self._resize_to(volume_name(volume_id), size_gb)
+
+    def exists(self, volume_id: str) -> bool:
+        return self.engine.exists(self.opt.pool, volume_name(volume_id))

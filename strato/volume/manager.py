@@ -1,0 +1,209 @@
+"""The volume worker: jobs that do the store work and finish each state machine.
+
+Handlers are idempotent: each looks at the record and the store and carries on from
+where a crash left it.  A failed create leaves no store image behind, rolls the
+quota reservation back and puts the volume in ``error`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from strato import events
+from strato.jobs.worker import JobContext, handler
+from strato.volume.api import IMAGE_CORE
+from strato.volume.driver import SnapshotIsBusy, VolumeIsBusy
+from strato.volume.models import Snapshot, Volume
+
+LOG = logging.getLogger(__name__)
+
+
+def _image_metadata(services: Any, image_id: str) -> tuple[dict[str, str], Any]:
+    from strato.image.models import Image
+
+    with services.db.session(readonly=True) as session:
+        image = session.get(Image, image_id)
+        if image is None:
+            raise RuntimeError(f"image {image_id} went away")
+        meta = {p.name: p.value for p in image.properties}
+        meta.update({k: str(getattr(image, k)) for k in IMAGE_CORE
+                     if getattr(image, k) is not None})
+        meta["image_id"], meta["image_name"] = image.id, image.name or ""
+        return meta, (image.location, image.disk_format, image.size)
+
+
+@handler("volume.create")
+def create_volume(ctx: JobContext) -> dict[str, Any]:
+    services, volume_id = ctx.services, ctx.payload["volume_id"]
+    api, driver = services.volume, services.volume_driver
+    with services.db.session(readonly=True) as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.status != "creating":
+            return {"skipped": vol.status if vol else "gone"}
+        size, source = vol.size, ctx.payload.get("source")
+    updates: dict[str, Any] = {}
+    try:
+        if driver.exists(volume_id):
+            LOG.info("volume %s is already in the store: finishing its create", volume_id)
+        elif source == "snapshot":
+            driver.create_from_snapshot(volume_id, size, ctx.payload["src_volume_id"],
+                                        ctx.payload["snapshot_id"])
+        elif source == "volume":
+            driver.create_cloned_volume(volume_id, size, ctx.payload["src_volume_id"])
+        elif source == "image":
+            _from_image(services, volume_id, size, ctx.payload["image_id"], updates)
+        else:
+            driver.create_volume(volume_id, size)
+        with services.db.session(readonly=True) as session:
+            if source == "snapshot":
+                snap = session.get(Snapshot, ctx.payload["snapshot_id"])
+                if snap is not None and snap.image_metadata:
+                    updates.update(bootable=True, image_metadata=dict(snap.image_metadata))
+            elif source == "volume":
+                src = session.get(Volume, ctx.payload["src_volume_id"])
+                if src is not None and src.image_metadata:
+                    updates["image_metadata"] = dict(src.image_metadata)
+    except Exception as exc:  # noqa: BLE001 - every failure ends in 'error', quota released
+        LOG.warning("volume %s: create failed: %s", volume_id, exc)
+        if driver.exists(volume_id):
+            driver.delete_volume(volume_id)
+        with services.db.session() as session:
+            vol = session.get(Volume, volume_id)
+            api.quota.rollback(session, list(vol.reservations or []))
+            api.set_status(session, Volume, volume_id, "creating", "error",
+                           fault=f"{type(exc).__name__}: {exc}", reservations=[])
+            events.emit(session, "volume", "volume.create.error", volume_id, vol.project_id,
+                        error=str(exc))
+        return {"error": str(exc)}
+    with services.db.session() as session:
+        vol = session.get(Volume, volume_id)
+        api.quota.commit(session, list(vol.reservations or []))
+        if not api.set_status(session, Volume, volume_id, "creating", "available",
+                              reservations=[], quota_committed=True,
+                              launched_at=datetime.now(UTC), **updates):
+            LOG.warning("volume %s left 'creating' while being created", volume_id)
+        events.emit(session, "volume", "volume.create.end", volume_id, vol.project_id,
+                    size=vol.size)
+    return {"volume_id": volume_id}
+
+
+def _from_image(services: Any, volume_id: str, size: int, image_id: str,
+                updates: dict[str, Any]) -> None:
+    """Clone the image's data when it is cloneable; otherwise download and convert."""
+    driver = services.volume_driver
+    meta, (location, disk_format, image_size) = _image_metadata(services, image_id)
+    if driver.cloneable(location, disk_format):
+        driver.clone_image(volume_id, size, location)
+    else:
+        with services.db.session() as session:
+            services.volume.set_status(session, Volume, volume_id, "creating", "downloading")
+        try:
+            chunks = services.image.store.read(location, image_size or 0, chunk=8 << 20)
+            driver.copy_image(volume_id, size, chunks, disk_format or "raw")
+        finally:
+            with services.db.session() as session:
+                services.volume.set_status(session, Volume, volume_id, "downloading",
+                                           "creating")
+    updates.update(bootable=True, image_metadata=meta)
+
+
+@handler("volume.delete")
+def delete_volume(ctx: JobContext) -> dict[str, Any]:
+    services, volume_id = ctx.services, ctx.payload["volume_id"]
+    api = services.volume
+    with services.db.session(readonly=True) as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.status != "deleting":
+            return {"skipped": vol.status if vol else "gone"}
+    try:
+        services.volume_driver.delete_volume(volume_id)
+    except VolumeIsBusy as exc:
+        with services.db.session() as session:
+            api.set_status(session, Volume, volume_id, "deleting", "available",
+                           fault=str(exc))
+            events.emit(session, "volume", "volume.delete.error", volume_id, vol.project_id,
+                        error=str(exc))
+        return {"busy": str(exc)}
+    with services.db.session() as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None:
+            return {"skipped": "gone"}
+        if vol.quota_committed:
+            tname = _type_name(session, vol)
+            api.quota.release(session, vol.project_id, {
+                "volumes": 1, "gigabytes": vol.size, f"volumes_{tname}": 1,
+                f"gigabytes_{tname}": vol.size})
+        session.delete(vol)
+        events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
+    return {"deleted": volume_id}
+
+
+def _type_name(session: Any, vol: Volume) -> str:
+    from strato.volume.models import VolumeType
+
+    vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+    return vtype.name if vtype else "__DEFAULT__"
+
+
+@handler("snapshot.create")
+def create_snapshot(ctx: JobContext) -> dict[str, Any]:
+    services, snapshot_id = ctx.services, ctx.payload["snapshot_id"]
+    api = services.volume
+    with services.db.session(readonly=True) as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None or snap.status != "creating":
+            return {"skipped": snap.status if snap else "gone"}
+        vol = session.get(Volume, snap.volume_id)
+        volume_id = snap.volume_id
+        image_meta = dict(vol.image_metadata or {}) if vol is not None and vol.bootable else {}
+    try:
+        services.volume_driver.create_snapshot(volume_id, snapshot_id)
+    except Exception as exc:  # noqa: BLE001
+        LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
+        with services.db.session() as session:
+            snap = session.get(Snapshot, snapshot_id)
+            api.quota.rollback(session, list(snap.reservations or []))
+            api.set_status(session, Snapshot, snapshot_id, "creating", "error",
+                           fault=str(exc), reservations=[])
+        return {"error": str(exc)}
+    with services.db.session() as session:
+        snap = session.get(Snapshot, snapshot_id)
+        api.quota.commit(session, list(snap.reservations or []))
+        api.set_status(session, Snapshot, snapshot_id, "creating", "available",
+                       progress="100%", reservations=[], quota_committed=True,
+                       image_metadata=image_meta)
+        events.emit(session, "volume", "snapshot.create.end", snapshot_id, snap.project_id)
+    return {"snapshot_id": snapshot_id}
+
+
+@handler("snapshot.delete")
+def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
+    services, snapshot_id = ctx.services, ctx.payload["snapshot_id"]
+    api = services.volume
+    with services.db.session(readonly=True) as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None or snap.status != "deleting":
+            return {"skipped": snap.status if snap else "gone"}
+        volume_id = snap.volume_id
+    try:
+        services.volume_driver.delete_snapshot(volume_id, snapshot_id)
+    except SnapshotIsBusy as exc:
+        with services.db.session() as session:
+            api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
+                           fault=str(exc))
+        return {"busy": str(exc)}
+    with services.db.session() as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None:
+            return {"skipped": "gone"}
+        if snap.quota_committed:
+            vol = session.get(Volume, snap.volume_id)
+            tname = _type_name(session, vol) if vol else "__DEFAULT__"
+            api.quota.release(session, snap.project_id, {
+                "snapshots": 1, "gigabytes": snap.size, f"snapshots_{tname}": 1,
+                f"gigabytes_{tname}": snap.size})
+        session.delete(snap)
+        events.emit(session, "volume", "snapshot.delete.end", snapshot_id, snap.project_id)
+    return {"deleted": snapshot_id}

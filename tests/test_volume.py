@@ -1,0 +1,384 @@
+"""Block storage against a real `strato serve`: the CLI, HTTP, and the store's contents."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from strato.storage import open_engine
+from tests.support import Server, free_port
+
+GiB = 1 << 30
+
+
+def _blocks(server: Server):  # type: ignore[no-untyped-def]
+    return open_engine("local", root=server.state / "blocks", repair=False)
+
+
+def _uniq(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _read(server: Server, pool: str, name: str, length: int,
+          snapshot: str | None = None) -> bytes:
+    with _blocks(server).open(pool, name, snapshot=snapshot, read_only=True) as image:
+        return image.read(0, length)
+
+
+def _wait(c: httpx.Client, path: str, key: str, want: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        r = c.get(path)
+        if r.status_code == 404 and want == "gone":
+            return {}
+        body = r.json()[key]
+        if body["status"] == want:
+            return body
+        if body["status"] == "error" and want != "error":
+            raise AssertionError(f"{path} went to error: {body}")
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not reach {want}: {body}")
+
+
+class Cinder:
+    """A small client for one project's volumes."""
+
+    def __init__(self, server: Server, token: str, project_id: str) -> None:
+        self.c = server.client(token)
+        self.c.headers["OpenStack-API-Version"] = "volume 3.65"
+        self.base = f"/volume/v3/{project_id}"
+
+    def create(self, wait: str | None = "available", **fields) -> dict:  # type: ignore[no-untyped-def]
+        r = self.c.post(f"{self.base}/volumes", json={"volume": {"name": _uniq("v"),
+                                                                 **fields}})
+        assert r.status_code == 202, r.text
+        vol = r.json()["volume"]
+        return self.wait(vol["id"], wait) if wait else vol
+
+    def wait(self, volume_id: str, status: str) -> dict:
+        return _wait(self.c, f"{self.base}/volumes/{volume_id}", "volume", status)
+
+    def snapshot(self, volume_id: str, **fields) -> dict:  # type: ignore[no-untyped-def]
+        r = self.c.post(f"{self.base}/snapshots", json={"snapshot": {
+            "volume_id": volume_id, "name": _uniq("s"), **fields}})
+        assert r.status_code == 202, r.text
+        return _wait(self.c, f"{self.base}/snapshots/{r.json()['snapshot']['id']}",
+                     "snapshot", "available")
+
+    def delete(self, volume_id: str, expect: str = "gone") -> httpx.Response:
+        r = self.c.delete(f"{self.base}/volumes/{volume_id}")
+        if r.status_code == 202:
+            if expect == "gone":
+                _wait(self.c, f"{self.base}/volumes/{volume_id}", "volume", "gone")
+            else:
+                self.wait(volume_id, expect)
+        return r
+
+    def delete_snapshot(self, snapshot_id: str, expect: str = "gone") -> httpx.Response:
+        r = self.c.delete(f"{self.base}/snapshots/{snapshot_id}")
+        if r.status_code == 202:
+            _wait(self.c, f"{self.base}/snapshots/{snapshot_id}", "snapshot", expect)
+        return r
+
+
+@pytest.fixture
+def cinder(server: Server, admin_token: str) -> Cinder:
+    with server.client(admin_token) as c:
+        project = c.get("/identity/v3/auth/tokens",
+                        headers={"X-Subject-Token": admin_token}).json()["token"]["project"]
+    return Cinder(server, admin_token, project["id"])
+
+
+def _upload_image(server: Server, data: bytes, disk_format: str = "raw") -> dict:
+    with server.client(server.token()) as c:
+        image = c.post("/image/v2/images", json={
+            "name": _uniq("img"), "disk_format": disk_format, "container_format": "bare",
+            "os_distro": "busybox"}).json()
+        r = c.put(f"/image/v2/images/{image['id']}/file", content=data,
+                  headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 204, r.text
+        return c.get(f"/image/v2/images/{image['id']}").json()
+
+
+def _pattern(n: int, seed: str) -> bytes:
+    block = hashlib.sha512(seed.encode()).digest() * 64
+    return (block * (n // len(block) + 1))[:n]
+
+
+# ------------------------------------------------------------------ the real client
+def test_cli_volume_paths(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "img.raw"
+    data.write_bytes(_pattern(3 << 20, "cli"))
+    image = server.openstack_json("image", "create", "--file", str(data), "--disk-format",
+                                  "raw", "--container-format", "bare", _uniq("img"))
+    name = _uniq("vol")
+    vol = server.openstack_json("volume", "create", "--image", image["id"], "--size", "1",
+                                name)
+    server.openstack("volume", "show", name)  # name lookup works
+    deadline = time.monotonic() + 60
+    while server.openstack_json("volume", "show", name)["status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    shown = server.openstack_json("volume", "show", name)
+    assert shown["bootable"] is True and shown["size"] == 1
+    assert shown["volume_image_metadata"]["image_id"] == image["id"]
+    # Cloned, not copied: the volume's parent is the image's protected snapshot.
+    with _blocks(server).open("volumes", f"volume-{vol['id']}") as v:
+        assert v.parent_info() == ("images", image["id"], "snap")
+    assert _read(server, "volumes", f"volume-{vol['id']}", 3 << 20) == data.read_bytes()
+
+    snap = _uniq("snap")
+    server.openstack("volume", "snapshot", "create", "--volume", name, snap)
+    deadline = time.monotonic() + 60
+    while server.openstack_json("volume", "snapshot", "show", snap)["status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    from_snap = _uniq("fromsnap")
+    server.openstack("volume", "create", "--snapshot", snap, from_snap)
+    from_vol = _uniq("fromvol")
+    server.openstack("volume", "create", "--source", name, from_vol)
+    for vname in (from_snap, from_vol):
+        deadline = time.monotonic() + 60
+        while (v := server.openstack_json("volume", "show", vname))["status"] != "available":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert v["size"] == 1
+        assert _read(server, "volumes", f"volume-{v['id']}", 3 << 20) == data.read_bytes()
+    server.openstack("volume", "set", "--name", name + "-renamed", "--property", "k=v", name)
+    assert server.openstack_json("volume", "show", name + "-renamed")["properties"] == {
+        "k": "v"}
+    listed = {v["Name"] for v in server.openstack_json("volume", "list")}
+    assert {name + "-renamed", from_snap, from_vol} <= listed
+
+    # Deletes, children first, then everything is gone from the store.
+    server.openstack("volume", "delete", from_snap, from_vol)
+    server.openstack("volume", "snapshot", "delete", snap)
+    server.openstack("volume", "delete", name + "-renamed")
+    deadline = time.monotonic() + 60
+    while any(n.startswith("volume-") and vol["id"] in n
+              for n in _blocks(server).list("volumes")):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    server.openstack("image", "delete", image["id"])
+    assert image["id"] not in _blocks(server).list("images")
+
+
+# ------------------------------------------------------------------ delete rules
+def test_delete_rules_in_every_order(server: Server, cinder: Cinder) -> None:
+    blocks = _blocks(server)
+    a = cinder.create(size=1)
+    sa = cinder.snapshot(a["id"])
+    # A volume with snapshots cannot go; the request fails and nothing changes.
+    r = cinder.delete(a["id"])
+    assert r.status_code == 400 and "dependent snapshots" in r.json()["badRequest"]["message"]
+    b = cinder.create(snapshot_id=sa["id"])
+    # The snapshot has a clone: delete refused, snapshot back to available.
+    cinder.delete_snapshot(sa["id"], expect="available")
+    assert f"snapshot-{sa['id']}" in [s.name for s in blocks.open(
+        "volumes", f"volume-{a['id']}").list_snaps()]
+    c = cinder.create(source_volid=b["id"])  # b@volume-c.clone_snap → c
+    # Deleting b while c needs it: b is renamed .deleted and kept.
+    cinder.delete(b["id"])
+    names = blocks.list("volumes")
+    assert f"volume-{b['id']}.deleted" in names and f"volume-{b['id']}" not in names
+    # c still reads its data through b.deleted and a@snapshot.
+    assert _read(server, "volumes", f"volume-{c['id']}", 4096) == bytes(4096)
+    # Deleting c walks up: b.deleted goes, and then a's snapshot is free.
+    cinder.delete(c["id"])
+    assert not [n for n in blocks.list("volumes") if b["id"] in n or c["id"] in n]
+    cinder.delete_snapshot(sa["id"])
+    assert blocks.open("volumes", f"volume-{a['id']}").list_snaps() == []
+    cinder.delete(a["id"])
+    assert not [n for n in blocks.list("volumes") if a["id"] in n]
+
+
+def test_volume_already_missing_from_store_deletes_cleanly(server: Server,
+                                                           cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    _blocks(server).remove("volumes", f"volume-{v['id']}")
+    assert cinder.delete(v["id"]).status_code == 202
+
+
+def test_clone_depth_flattens_the_source(server: Server, cinder: Cinder) -> None:
+    """rbd_max_clone_depth = 5: cloning a volume that is 5 clones deep flattens it first."""
+    chain = [cinder.create(size=1)]
+    for _ in range(5):
+        chain.append(cinder.create(source_volid=chain[-1]["id"]))
+    with _blocks(server).open("volumes", f"volume-{chain[-1]['id']}") as deep:
+        assert deep.clone_depth() == 5
+    extra = cinder.create(source_volid=chain[-1]["id"])
+    blocks = _blocks(server)
+    with blocks.open("volumes", f"volume-{chain[-1]['id']}") as src:
+        assert src.clone_depth() == 0  # flattened
+    with blocks.open("volumes", f"volume-{extra['id']}") as new:
+        assert new.clone_depth() == 1
+    for vol in [extra, *reversed(chain)]:
+        cinder.delete(vol["id"])
+    leftovers = [n for n in blocks.list("volumes")
+                 if any(v["id"] in n for v in [extra, *chain])]
+    assert leftovers == []
+
+
+def test_data_through_every_path(server: Server, cinder: Cinder, tmp_path: Path) -> None:
+    """qcow2 image → (download and convert) volume → snapshot → volume: same bytes."""
+    raw = tmp_path / "d.raw"
+    raw.write_bytes(_pattern(2 << 20, "qcow"))
+    qcow = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "qcow2", str(raw), str(qcow)],
+                   check=True)
+    image = _upload_image(server, qcow.read_bytes(), "qcow2")
+    v1 = cinder.create(imageRef=image["id"], size=1)
+    assert v1["bootable"] == "true" and v1["volume_image_metadata"]["os_distro"] == "busybox"
+    with _blocks(server).open("volumes", f"volume-{v1['id']}") as vol:
+        assert vol.clone_depth() == 0  # qcow2 cannot be cloned: it was converted
+    want = hashlib.sha256(raw.read_bytes()).hexdigest()
+    assert hashlib.sha256(_read(server, "volumes", f"volume-{v1['id']}", 2 << 20)
+                          ).hexdigest() == want
+    snap = cinder.snapshot(v1["id"])
+    v2 = cinder.create(snapshot_id=snap["id"], size=2)
+    assert v2["size"] == 2 and v2["bootable"] == "true"
+    with _blocks(server).open("volumes", f"volume-{v2['id']}") as vol:
+        assert vol.size() == 2 * GiB
+    assert hashlib.sha256(_read(server, "volumes", f"volume-{v2['id']}", 2 << 20)
+                          ).hexdigest() == want
+    cinder.delete(v2["id"])
+    cinder.delete_snapshot(snap["id"])
+    cinder.delete(v1["id"])
+    assert not list((server.state / "conversion").glob("*"))
+
+
+# ------------------------------------------------------------------ refusals
+def test_bad_requests(cinder: Cinder) -> None:
+    for body, needle in (
+        ({"volume": {"size": 0}}, "size"),
+        ({"volume": {"size": "x"}}, "size"),
+        ({"volume": {}}, "size"),
+        ({"volume": {"size": 1, "name": "n" * 256}}, "name"),
+        ({"volume": {"size": 1, "metadata": {"k": 1}}}, "metadata"),
+        ({"volume": {"size": 1, "snapshot_id": "a", "source_volid": "b"}}, "Only one"),
+        ({"volume": {"size": 1, "imageRef": str(uuid.uuid4())}}, "image"),
+        ({"volume": {"size": 1, "availability_zone": "mars"}}, "zone"),
+        ({"nothing": {}}, "volume"),
+    ):
+        r = cinder.c.post(f"{cinder.base}/volumes", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert needle in r.json()["badRequest"]["message"]
+    r = cinder.c.post(f"{cinder.base}/volumes", json={"volume": {
+        "size": 1, "volume_type": "no-such-type"}})
+    assert r.status_code == 404 and "itemNotFound" in r.json()
+    assert cinder.c.get(f"{cinder.base}/volumes/{uuid.uuid4()}").status_code == 404
+    r = cinder.c.post(f"{cinder.base}/snapshots", json={"snapshot": {
+        "volume_id": str(uuid.uuid4())}})
+    assert r.status_code == 404
+
+
+def test_snapshot_force_rules(server: Server, cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    from strato.db import Database
+    from strato.volume.models import Volume
+
+    db = Database(f"sqlite:///{server.state}/strato.db")
+    with db.session() as s:  # as if attached (attachments come with compute)
+        s.get(Volume, v["id"]).status = "in-use"
+    try:
+        r = cinder.c.post(f"{cinder.base}/snapshots", json={"snapshot": {
+            "volume_id": v["id"], "force": False}})
+        assert r.status_code == 400 and "in-use" in r.json()["badRequest"]["message"]
+        snap = cinder.snapshot(v["id"])  # no force given (3.66 clients): allowed
+        r = cinder.c.post(f"{cinder.base}/snapshots", json={"snapshot": {
+            "volume_id": v["id"], "name": "x" * 256}})
+        assert r.status_code == 400
+        with db.session() as s:
+            s.get(Volume, v["id"]).status = "maintenance"
+        r = cinder.c.post(f"{cinder.base}/snapshots", json={"snapshot": {
+            "volume_id": v["id"], "force": True}})
+        assert r.status_code == 400 and "maintenance" in r.json()["badRequest"]["message"]
+    finally:
+        with db.session() as s:
+            s.get(Volume, v["id"]).status = "available"
+        db.dispose()
+    cinder.delete_snapshot(snap["id"])
+    cinder.delete(v["id"])
+
+
+# ------------------------------------------------------------------ quotas
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    srv = Server(tmp_path_factory.mktemp("quota"), free_port(), extra_conf={
+        "volume": {"quota_volumes": "10", "quota_gigabytes": "1000"},
+        "jobs": {"workers": "2"}})
+    srv.setup()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_concurrent_creates_against_quota_are_exact(quota_server: Server) -> None:
+    token = quota_server.token()
+    with quota_server.client(token) as c:
+        project = c.get("/identity/v3/auth/tokens", headers={
+            "X-Subject-Token": token}).json()["token"]["project"]["id"]
+    base = f"{quota_server.url}/volume/v3/{project}"
+
+    def create(i: int) -> int:
+        r = httpx.post(f"{base}/volumes", json={"volume": {"size": 1, "name": f"q{i}"}},
+                       headers={"X-Auth-Token": token}, timeout=60)
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(create, range(100)))
+    assert codes.count(202) == 10 and codes.count(413) == 90, sorted(set(codes))
+    cinder = Cinder(quota_server, token, project)
+    vols = cinder.c.get(f"{cinder.base}/volumes/detail").json()["volumes"]
+    assert len(vols) == 10
+    for vol in vols:
+        cinder.wait(vol["id"], "available")
+    usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
+                         params={"usage": "true"}).json()["quota_set"]
+    assert usage["volumes"] == {"limit": 10, "in_use": 10, "reserved": 0, "allocated": 0}
+    assert usage["gigabytes"]["in_use"] == 10
+    for vol in vols:
+        cinder.delete(vol["id"])
+    usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
+                         params={"usage": "true"}).json()["quota_set"]
+    assert usage["volumes"]["in_use"] == 0 and usage["gigabytes"]["in_use"] == 0
+
+
+def test_failed_create_rolls_the_quota_back(quota_server: Server, tmp_path: Path) -> None:
+    token = quota_server.token()
+    with quota_server.client(token) as c:
+        project = c.get("/identity/v3/auth/tokens", headers={
+            "X-Subject-Token": token}).json()["token"]["project"]["id"]
+    cinder = Cinder(quota_server, token, project)
+    image = _upload_image(quota_server, _pattern(1 << 20, "img"))
+    # The image's data vanishes from the store behind Glance's back: the clone fails.
+    blocks = _blocks(quota_server)
+    with blocks.open("images", image["id"]) as img:
+        img.unprotect_snap("snap")
+        img.remove_snap("snap")
+    vol = cinder.create(wait="error", imageRef=image["id"], size=1)
+    assert vol["status"] == "error"
+    assert f"volume-{vol['id']}" not in blocks.list("volumes")
+    usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
+                         params={"usage": "true"}).json()["quota_set"]
+    assert usage["volumes"]["in_use"] == 0 and usage["volumes"]["reserved"] == 0
+    cinder.delete(vol["id"])
+
+
+def test_cli_quota_show_and_set(quota_server: Server) -> None:
+    def limits() -> dict:  # type: ignore[type-arg]
+        rows = quota_server.openstack_json("quota", "show", "--volume")
+        return {row["Resource"]: row["Limit"] for row in rows}
+
+    assert limits()["volumes"] == 10 and limits()["gigabytes"] == 1000
+    quota_server.openstack("quota", "set", "--volumes", "12", "--snapshots", "3", "admin")
+    assert (limits()["volumes"], limits()["snapshots"]) == (12, 3)
+    quota_server.openstack("quota", "set", "--volumes", "10", "admin")
