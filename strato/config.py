@@ -71,6 +71,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "positive_float": _positive_float,
     "path": lambda text: Path(text).expanduser(),
     "list": _str_list,
+    "float": float,
 }
 
 
@@ -138,7 +139,6 @@ OPTIONS: tuple[Option, ...] = (
            "Directory of the local block store engine."),
     Option("storage", "images_pool", "str", "images", "Pool of image data (Glance)."),
     Option("storage", "vms_pool", "str", "vms", "Pool of instance disks (Nova)."),
-    Option("storage", "volumes_pool", "str", "volumes", "Pool of volumes (Cinder)."),
     # [glance_store]
     Option("glance_store", "default_store", "str", "rbd",
            "Where image data goes: 'rbd' (the block store, so volumes and instances clone "
@@ -168,8 +168,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("image", "api_limit_max", "positive_int", "1000",
            "Most images listed per page."),
     # [volume]
-    Option("volume", "volume_backend_name", "str", "strato-local",
-           "Name of the volume backend; its worker claims jobs for 'volume:<name>'."),
+    Option("volume", "enabled_backends", "list", "strato-local:volumes",
+           "Volume backends, comma-separated, each NAME:POOL[:CAPACITY_GB[:ZONE]]: a pool "
+           "of the block store, its capacity (default: the free space of the store's disk) "
+           "and availability zone.  Each backend's worker claims jobs for 'volume:NAME'."),
+    Option("volume", "scheduler_default_filters", "list",
+           "AvailabilityZoneFilter,CapacityFilter,CapabilitiesFilter",
+           "Filters a backend must pass to take a new volume."),
+    Option("volume", "scheduler_default_weighers", "list",
+           "CapacityWeigher,AllocatedCapacityWeigher",
+           "Weighers that rank the backends left (CapacityWeigher, "
+           "AllocatedCapacityWeigher)."),
+    Option("volume", "capacity_weight_multiplier", "float", "1.0",
+           "Weight of free capacity (negative: fill the fullest backend first)."),
+    Option("volume", "allocated_capacity_weight_multiplier", "float", "-1.0",
+           "Weight of capacity already allocated (negative: prefer the least used)."),
+    Option("volume", "reserved_percentage", "non_negative_int", "0",
+           "Percent of each backend's capacity kept free."),
     Option("volume", "rbd_max_clone_depth", "non_negative_int", "5",
            "Clones of clones allowed before the source is flattened (0: always copy)."),
     Option("volume", "rbd_flatten_volume_from_snapshot", "bool", "false",

@@ -24,7 +24,10 @@ LOG = logging.getLogger("strato.server")
 
 def worker_targets(conf: Config) -> list[str]:
     """What this host's workers claim: jobs for anyone and jobs for this host."""
-    return [ANY, f"host:{conf.DEFAULT.host}", f"volume:{conf.volume.volume_backend_name}"]
+    from strato.service import volume_backends
+
+    return [ANY, f"host:{conf.DEFAULT.host}",
+            *(f"volume:{b.name}" for b in volume_backends(conf))]
 
 
 def load_handlers() -> None:

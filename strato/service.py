@@ -14,12 +14,18 @@ from strato.policy import Enforcer
 from strato.storage import Engine, open_engine
 from strato.volume.api import VolumeAPI
 from strato.volume.driver import DriverOptions, RBDDriver
+from strato.volume.scheduler import Backend, parse_backends
+
+
+def volume_backends(conf: Config) -> list[Backend]:
+    return parse_backends(conf.volume.enabled_backends, conf.storage.local_path,
+                          conf.volume.storage_availability_zone)
 
 
 def open_block_store(conf: Config) -> Engine:
     s = conf.storage
-    return open_engine(s.engine, root=s.local_path,
-                       pools=(s.images_pool, s.vms_pool, s.volumes_pool))
+    pools = dict.fromkeys([s.images_pool, s.vms_pool, *(b.pool for b in volume_backends(conf))])
+    return open_engine(s.engine, root=s.local_path, pools=tuple(pools))
 
 
 def open_image_store(conf: Config, engine: Engine) -> ImageStore:
@@ -42,7 +48,7 @@ class Services:
     blocks: Engine
     image: ImageAPI
     volume: VolumeAPI
-    volume_driver: RBDDriver
+    volume_drivers: dict[str, RBDDriver]
 
     @classmethod
     def build(cls, conf: Config) -> Services:
@@ -54,13 +60,14 @@ class Services:
         blocks = open_block_store(conf)
         image = ImageAPI(db, policy, open_image_store(conf, blocks), conf)
         v = conf.volume
-        driver = RBDDriver(blocks, DriverOptions(
-            pool=conf.storage.volumes_pool, max_clone_depth=v.rbd_max_clone_depth,
+        backends = volume_backends(conf)
+        drivers = {b.name: RBDDriver(blocks, DriverOptions(
+            pool=b.pool, max_clone_depth=v.rbd_max_clone_depth,
             flatten_volume_from_snapshot=v.rbd_flatten_volume_from_snapshot,
-            conversion_dir=v.image_conversion_dir))
+            conversion_dir=v.image_conversion_dir)) for b in backends}
         return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
-                   image=image, volume=VolumeAPI(db, policy, conf, image),
-                   volume_driver=driver)
+                   image=image, volume=VolumeAPI(db, policy, conf, image, backends),
+                   volume_drivers=drivers)
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""

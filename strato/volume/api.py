@@ -19,13 +19,14 @@ from strato import events
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
-from strato.exceptions import BadRequest, NotFound
+from strato.exceptions import BadRequest, Conflict, NotFound
 from strato.image.api import ImageAPI
 from strato.image.models import Image
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
 from strato.volume.models import Snapshot, Volume, VolumeType
+from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
 NAME_MAX = 255
@@ -69,15 +70,25 @@ def _flag(value: Any, what: str) -> bool:
 
 
 class VolumeAPI:
-    def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI) -> None:
+    def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI,
+                 backends: list[Backend]) -> None:
         self.db = db
         self.policy = policy
         self.conf = conf
         self.images = images
+        self.backends = {b.name: b for b in backends}
         v = conf.volume
         self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
                                   "gigabytes": v.quota_gigabytes})
-        self.target = f"volume:{v.volume_backend_name}"
+
+    def host_of(self, backend: str) -> str:
+        """Cinder's ``host@backend#pool``."""
+        return f"{self.conf.DEFAULT.host}@{backend}#{self.backends[backend].pool}"
+
+    @staticmethod
+    def target_of(host: str) -> str:
+        """The job target of the backend a volume lives on."""
+        return "volume:" + host.split("@", 1)[1].split("#", 1)[0]
 
     # ------------------------------------------------------------ views
     def volume_view(self, vol: Volume, ctx: RequestContext, vtype: VolumeType | None,
@@ -208,15 +219,16 @@ class VolumeAPI:
                     raise BadRequest(f"Snapshot {snap.id} is not available (status "
                                      f"{snap.status}).")
                 src_size = snap.size
+                src = session.get(Volume, snap.volume_id)
                 payload.update(source="snapshot", snapshot_id=snap.id,
-                               src_volume_id=snap.volume_id)
+                               src_volume_id=snap.volume_id, host=src.host if src else None)
             elif ref.get("source_volid"):
                 src = self.get_volume_row(session, ctx, ref["source_volid"])
                 if src.status not in ("available", "in-use"):
                     raise BadRequest(f"Volume {src.id} is not available for cloning "
                                      f"(status {src.status}).")
                 src_size, bootable = src.size, src.bootable
-                payload.update(source="volume", src_volume_id=src.id)
+                payload.update(source="volume", src_volume_id=src.id, host=src.host)
             elif ref.get("imageRef") or ref.get("image_id"):
                 image_ref = ref.get("imageRef") or ref.get("image_id")
                 image = self._image(session, ctx, image_ref)
@@ -237,14 +249,18 @@ class VolumeAPI:
                 id=volume_id, name=name, description=description, project_id=ctx.project_id,
                 user_id=ctx.user_id, size=size, status="creating", bootable=bootable,
                 volume_type_id=vtype.id, availability_zone=zone, multiattach=multiattach,
-                host=f"{self.conf.DEFAULT.host}@{self.conf.volume.volume_backend_name}",
+                host=payload.get("host"),
                 snapshot_id=payload.get("snapshot_id"),
                 source_volid=payload.get("src_volume_id") if payload.get(
                     "source") == "volume" else None,
                 image_id=payload.get("image_id"), metadata_=metadata,
                 reservations=reservations, image_metadata={})
             session.add(vol)
-            enqueue(session, "volume.create", payload, target=self.target, max_attempts=1)
+            if vol.host:  # a clone lives on its source's backend
+                enqueue(session, "volume.create", payload, target=self.target_of(vol.host),
+                        max_attempts=3)
+            else:
+                enqueue(session, "volume.schedule", payload, target="any", max_attempts=3)
             events.emit(session, "volume", "volume.create.start", volume_id, ctx.project_id,
                         size=size)
             session.flush()
@@ -323,8 +339,15 @@ class VolumeAPI:
                                  "dependent snapshots.")
             if not self.set_status(session, Volume, volume_id, vol.status, "deleting"):
                 raise BadRequest(f"Volume {volume_id} changed state; try again.")
-            enqueue(session, "volume.delete", {"volume_id": volume_id}, target=self.target,
-                    max_attempts=3)
+            if vol.host is None:  # never placed: nothing in any store
+                session.delete(vol)
+                if vol.quota_committed:
+                    self.quota.release(session, vol.project_id, {"volumes": 1,
+                                                                 "gigabytes": vol.size})
+                events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
+                return
+            enqueue(session, "volume.delete", {"volume_id": volume_id},
+                    target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "volume.delete.start", volume_id, vol.project_id)
 
     @staticmethod
@@ -409,7 +432,7 @@ class VolumeAPI:
                             image_metadata={})
             session.add(snap)
             enqueue(session, "snapshot.create", {"snapshot_id": snap.id},
-                    target=self.target, max_attempts=1)
+                    target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "snapshot.create.start", snap.id, vol.project_id,
                         volume_id=volume_id)
             session.flush()
@@ -464,19 +487,104 @@ class VolumeAPI:
                                  f"error (status {snap.status}).")
             if not self.set_status(session, Snapshot, snapshot_id, snap.status, "deleting"):
                 raise BadRequest(f"Snapshot {snapshot_id} changed state; try again.")
+            vol = session.get(Volume, snap.volume_id)
             enqueue(session, "snapshot.delete", {"snapshot_id": snapshot_id},
-                    target=self.target, max_attempts=3)
+                    target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "snapshot.delete.start", snapshot_id,
                         snap.project_id)
 
     # ------------------------------------------------------------ types and quotas
+    def type_view(self, t: VolumeType, ctx: RequestContext) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "id": t.id, "name": t.name, "description": t.description,
+            "is_public": t.is_public, "os-volume-type-access:is_public": t.is_public,
+            "qos_specs_id": None}
+        if ctx.is_admin:
+            view["extra_specs"] = dict(t.extra_specs or {})
+        return view
+
     def list_types(self, ctx: RequestContext) -> list[dict]:
         with self.db.session() as session:
             self.volume_type(session, None)
-            return [{"id": t.id, "name": t.name, "description": t.description,
-                     "is_public": t.is_public, "extra_specs": dict(t.extra_specs or {}),
-                     "os-volume-type-access:is_public": t.is_public, "qos_specs_id": None}
-                    for t in session.scalars(select(VolumeType).order_by(VolumeType.name))]
+            return [self.type_view(t, ctx) for t in session.scalars(
+                select(VolumeType).order_by(VolumeType.name))]
+
+    def show_type(self, ctx: RequestContext, ref: str) -> dict:
+        with self.db.session() as session:
+            if ref == "default":
+                ref = self.conf.volume.default_volume_type
+            return self.type_view(self.volume_type(session, ref), ctx)
+
+    @staticmethod
+    def _specs(value: Any) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255
+                and len(v) <= 255 for k, v in value.items()):
+            raise BadRequest("Invalid extra_specs: string keys and values of at most 255 "
+                             "characters.")
+        return dict(value)
+
+    def create_type(self, ctx: RequestContext, body: Any) -> dict:
+        self.policy.enforce(ctx, "volume_extension:types_manage", {})
+        ref = body.get("volume_type") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'volume_type' in request body.")
+        name = _text(ref, "name")
+        if not name or not name.strip():
+            raise BadRequest("Volume type name can not be empty.")
+        vtype = VolumeType(
+            id=str(uuid.uuid4()), name=name, description=_text(ref, "description"),
+            is_public=_flag(ref.get("os-volume-type-access:is_public", True), "is_public"),
+            extra_specs=self._specs(ref.get("extra_specs") or {}))
+        with self.db.session() as session:
+            if session.scalars(select(VolumeType).where(VolumeType.name == name)).first():
+                raise Conflict(f"Volume Type {name} already exists.")
+            session.add(vtype)
+        return self.type_view(vtype, ctx)
+
+    def update_type(self, ctx: RequestContext, type_id: str, body: Any) -> dict:
+        self.policy.enforce(ctx, "volume_extension:types_manage", {})
+        ref = body.get("volume_type") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'volume_type' in request body.")
+        with self.db.session() as session:
+            vtype = self.volume_type(session, type_id)
+            if "name" in ref:
+                vtype.name = _text(ref, "name") or vtype.name
+            if "description" in ref:
+                vtype.description = _text(ref, "description")
+            if "is_public" in ref:
+                vtype.is_public = _flag(ref["is_public"], "is_public")
+            return self.type_view(vtype, ctx)
+
+    def delete_type(self, ctx: RequestContext, type_id: str) -> None:
+        self.policy.enforce(ctx, "volume_extension:types_manage", {})
+        with self.db.session() as session:
+            vtype = self.volume_type(session, type_id)
+            if vtype.name == self.conf.volume.default_volume_type:
+                raise BadRequest("The default volume type cannot be deleted.")
+            if session.scalars(select(Volume.id).where(
+                    Volume.volume_type_id == vtype.id)).first():
+                raise BadRequest(f"Target volume type {vtype.id} is still in use.")
+            session.delete(vtype)
+
+    def extra_specs(self, ctx: RequestContext, type_id: str, body: Any = None,
+                    delete_key: str | None = None) -> dict[str, str]:
+        """GET (no body), POST (merge ``extra_specs``), DELETE one key."""
+        if body is not None or delete_key is not None:
+            self.policy.enforce(ctx, "volume_extension:types_manage", {})
+        with self.db.session() as session:
+            vtype = self.volume_type(session, type_id)
+            specs = dict(vtype.extra_specs or {})
+            if body is not None:
+                ref = body.get("extra_specs") if isinstance(body, dict) else None
+                specs.update(self._specs(ref))
+            if delete_key is not None:
+                if delete_key not in specs:
+                    raise NotFound(f"Volume type {type_id} has no extra spec {delete_key}.")
+                del specs[delete_key]
+            vtype.extra_specs = specs
+            return specs
 
     def quota_set(self, ctx: RequestContext, project_id: str, usage: bool) -> dict:
         self.policy.enforce(ctx, "volume_extension:quotas:show", {"project_id": project_id})

@@ -236,9 +236,13 @@ class RBDDriver:
 
     # ------------------------------------------------------------ snapshots
     def create_snapshot(self, volume_id: str, snapshot_id: str) -> None:
+        """Snapshot and protect; idempotent, so a retried job finishes the work."""
+        name = snapshot_name(snapshot_id)
         with self.engine.open(self.opt.pool, volume_name(volume_id)) as image:
-            image.create_snap(snapshot_name(snapshot_id))
-            image.protect_snap(snapshot_name(snapshot_id))
+            if name not in {s.name for s in image.list_snaps()}:
+                image.create_snap(name)
+            if not image.is_protected_snap(name):
+                image.protect_snap(name)
 
     def delete_snapshot(self, volume_id: str, snapshot_id: str) -> None:
         name, snap = volume_name(volume_id), snapshot_name(snapshot_id)

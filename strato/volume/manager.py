@@ -11,11 +11,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from strato import events
+from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.volume.api import IMAGE_CORE
 from strato.volume.driver import SnapshotIsBusy, VolumeIsBusy
-from strato.volume.models import Snapshot, Volume
+from strato.volume.models import Snapshot, Volume, VolumeType
+from strato.volume.scheduler import BackendState, NoValidBackend, Request, choose
 
 LOG = logging.getLogger(__name__)
 
@@ -34,10 +38,65 @@ def _image_metadata(services: Any, image_id: str) -> tuple[dict[str, str], Any]:
         return meta, (image.location, image.disk_format, image.size)
 
 
+def _driver(ctx: JobContext) -> Any:
+    """The driver of the backend this job's target names (``volume:<backend>``)."""
+    return ctx.services.volume_drivers[ctx.target.split(":", 1)[1]]
+
+
+def _fail_create(services: Any, volume_id: str, status: str, reason: str) -> None:
+    """The create failed: ``error`` with the reason, the quota reservation released."""
+    api = services.volume
+    with services.db.session() as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None:
+            return
+        api.quota.rollback(session, list(vol.reservations or []))
+        api.set_status(session, Volume, volume_id, status, "error", fault=reason,
+                       reservations=[])
+        events.emit(session, "volume", "volume.create.error", volume_id, vol.project_id,
+                    error=reason)
+
+
+@handler("volume.schedule")
+def schedule_volume(ctx: JobContext) -> dict[str, Any]:
+    """Pick a backend (filters and weighers), then hand the create to its worker."""
+    services, volume_id = ctx.services, ctx.payload["volume_id"]
+    api, conf = services.volume, services.conf.volume
+    with services.db.session() as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.status != "creating" or vol.host is not None:
+            return {"skipped": "placed or gone"}
+        vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+        allocated: dict[str, float] = {}
+        for host, size in session.execute(select(Volume.host, Volume.size).where(
+                Volume.host.is_not(None), Volume.status != "error")):
+            name = host.split("@", 1)[1].split("#", 1)[0]
+            allocated[name] = allocated.get(name, 0) + size
+        states = [BackendState(b, allocated.get(b.name, 0), conf.reserved_percentage)
+                  for b in api.backends.values()]
+        request = Request(vol.size, vol.availability_zone,
+                          dict(vtype.extra_specs or {}) if vtype else {})
+        try:
+            backend = choose(states, request, conf.scheduler_default_filters,
+                             conf.scheduler_default_weighers, {
+                                 "capacity_weight_multiplier": conf.capacity_weight_multiplier,
+                                 "allocated_capacity_weight_multiplier":
+                                     conf.allocated_capacity_weight_multiplier})
+        except NoValidBackend as exc:
+            reason = str(exc)
+        else:
+            vol.host = api.host_of(backend.name)
+            enqueue(session, "volume.create", dict(ctx.payload),
+                    target=f"volume:{backend.name}", max_attempts=3)
+            return {"backend": backend.name}
+    _fail_create(services, volume_id, "creating", reason)
+    return {"error": reason}
+
+
 @handler("volume.create")
 def create_volume(ctx: JobContext) -> dict[str, Any]:
     services, volume_id = ctx.services, ctx.payload["volume_id"]
-    api, driver = services.volume, services.volume_driver
+    api, driver = services.volume, _driver(ctx)
     with services.db.session(readonly=True) as session:
         vol = session.get(Volume, volume_id)
         if vol is None or vol.status != "creating":
@@ -46,14 +105,16 @@ def create_volume(ctx: JobContext) -> dict[str, Any]:
     updates: dict[str, Any] = {}
     try:
         if driver.exists(volume_id):
+            # A worker died after the store work: finish (a clone may lack its resize).
             LOG.info("volume %s is already in the store: finishing its create", volume_id)
+            driver.extend(volume_id, size)
         elif source == "snapshot":
             driver.create_from_snapshot(volume_id, size, ctx.payload["src_volume_id"],
                                         ctx.payload["snapshot_id"])
         elif source == "volume":
             driver.create_cloned_volume(volume_id, size, ctx.payload["src_volume_id"])
         elif source == "image":
-            _from_image(services, volume_id, size, ctx.payload["image_id"], updates)
+            _from_image(services, driver, volume_id, size, ctx.payload["image_id"], updates)
         else:
             driver.create_volume(volume_id, size)
         with services.db.session(readonly=True) as session:
@@ -69,13 +130,7 @@ def create_volume(ctx: JobContext) -> dict[str, Any]:
         LOG.warning("volume %s: create failed: %s", volume_id, exc)
         if driver.exists(volume_id):
             driver.delete_volume(volume_id)
-        with services.db.session() as session:
-            vol = session.get(Volume, volume_id)
-            api.quota.rollback(session, list(vol.reservations or []))
-            api.set_status(session, Volume, volume_id, "creating", "error",
-                           fault=f"{type(exc).__name__}: {exc}", reservations=[])
-            events.emit(session, "volume", "volume.create.error", volume_id, vol.project_id,
-                        error=str(exc))
+        _fail_create(services, volume_id, "creating", f"{type(exc).__name__}: {exc}")
         return {"error": str(exc)}
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
@@ -89,10 +144,9 @@ def create_volume(ctx: JobContext) -> dict[str, Any]:
     return {"volume_id": volume_id}
 
 
-def _from_image(services: Any, volume_id: str, size: int, image_id: str,
+def _from_image(services: Any, driver: Any, volume_id: str, size: int, image_id: str,
                 updates: dict[str, Any]) -> None:
     """Clone the image's data when it is cloneable; otherwise download and convert."""
-    driver = services.volume_driver
     meta, (location, disk_format, image_size) = _image_metadata(services, image_id)
     if driver.cloneable(location, disk_format):
         driver.clone_image(volume_id, size, location)
@@ -118,7 +172,7 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
         if vol is None or vol.status != "deleting":
             return {"skipped": vol.status if vol else "gone"}
     try:
-        services.volume_driver.delete_volume(volume_id)
+        _driver(ctx).delete_volume(volume_id)
     except VolumeIsBusy as exc:
         with services.db.session() as session:
             api.set_status(session, Volume, volume_id, "deleting", "available",
@@ -141,8 +195,6 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
 
 
 def _type_name(session: Any, vol: Volume) -> str:
-    from strato.volume.models import VolumeType
-
     vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
     return vtype.name if vtype else "__DEFAULT__"
 
@@ -159,7 +211,7 @@ def create_snapshot(ctx: JobContext) -> dict[str, Any]:
         volume_id = snap.volume_id
         image_meta = dict(vol.image_metadata or {}) if vol is not None and vol.bootable else {}
     try:
-        services.volume_driver.create_snapshot(volume_id, snapshot_id)
+        _driver(ctx).create_snapshot(volume_id, snapshot_id)
     except Exception as exc:  # noqa: BLE001
         LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
         with services.db.session() as session:
@@ -188,7 +240,7 @@ def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
             return {"skipped": snap.status if snap else "gone"}
         volume_id = snap.volume_id
     try:
-        services.volume_driver.delete_snapshot(volume_id, snapshot_id)
+        _driver(ctx).delete_snapshot(volume_id, snapshot_id)
     except SnapshotIsBusy as exc:
         with services.db.session() as session:
             api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
