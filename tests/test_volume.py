@@ -382,3 +382,97 @@ def test_cli_quota_show_and_set(quota_server: Server) -> None:
     quota_server.openstack("quota", "set", "--volumes", "12", "--snapshots", "3", "admin")
     assert (limits()["volumes"], limits()["snapshots"]) == (12, 3)
     quota_server.openstack("quota", "set", "--volumes", "10", "admin")
+
+
+# ------------------------------------------------------------------ actions
+def test_extend_bootable_readonly_reset(server: Server, cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    url = f"{cinder.base}/volumes/{v['id']}/action"
+    assert cinder.c.post(url, json={"os-extend": {"new_size": 1}}).status_code == 400
+    assert cinder.c.post(url, json={"os-extend": {"new_size": 3}}).status_code == 202
+    v = cinder.wait(v["id"], "available")
+    deadline = time.monotonic() + 30
+    while cinder.c.get(f"{cinder.base}/volumes/{v['id']}").json()["volume"]["size"] != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with _blocks(server).open("volumes", f"volume-{v['id']}") as image:
+        assert image.size() == 3 * GiB
+    assert cinder.c.post(url, json={"os-set_bootable": {"bootable": True}}).status_code == 202
+    assert cinder.c.get(f"{cinder.base}/volumes/{v['id']}").json()["volume"][
+        "bootable"] == "true"
+    assert cinder.c.post(url, json={"os-set_bootable": {"bootable": "maybe"}}
+                         ).status_code == 400
+    assert cinder.c.post(url, json={"os-reset_status": {"status": "error"}}).status_code == 202
+    assert cinder.c.get(f"{cinder.base}/volumes/{v['id']}").json()["volume"][
+        "status"] == "error"
+    assert cinder.c.post(url, json={"os-reset_status": {"status": "bogus"}}).status_code == 400
+    assert cinder.c.post(url, json={"no-such-action": {}}).status_code == 400
+    cinder.delete(v["id"])  # an errored volume can be deleted
+    usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{cinder.base.split('/')[-1]}",
+                         params={"usage": "true"}).json()["quota_set"]
+    assert usage["gigabytes"]["reserved"] == 0
+
+
+def test_attach_bookkeeping_and_attachments_api(server: Server, cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    url = f"{cinder.base}/volumes/{v['id']}/action"
+    server_id = str(uuid.uuid4())
+    # The classic sequence Nova used: reserve, initialize_connection, attach, detach.
+    assert cinder.c.post(url, json={"os-reserve": None}).status_code == 202
+    assert cinder.wait(v["id"], "attaching")
+    r = cinder.c.post(url, json={"os-initialize_connection": {"connector": {"host": "h"}}})
+    info = r.json()["connection_info"]
+    assert info["driver_volume_type"] == "blockstore"
+    assert info["data"]["name"] == f"volume-{v['id']}"
+    assert cinder.c.post(url, json={"os-attach": {"instance_uuid": server_id,
+                                                  "mountpoint": "/dev/vdb"}}).status_code == 202
+    shown = cinder.wait(v["id"], "in-use")
+    assert [a["server_id"] for a in shown["attachments"]] == [server_id]
+    assert cinder.delete(v["id"]).status_code == 400  # attached: refused
+    assert cinder.c.post(url, json={"os-begin_detaching": None}).status_code == 202
+    assert cinder.c.post(url, json={"os-roll_detaching": None}).status_code == 202
+    assert cinder.wait(v["id"], "in-use")
+    assert cinder.c.post(url, json={"os-detach": {}}).status_code == 202
+    assert cinder.wait(v["id"], "available")["attachments"] == []
+    # The attachments API (3.27+): reserve, connect, complete, delete.
+    r = cinder.c.post(f"{cinder.base}/attachments", json={"attachment": {
+        "volume_id": v["id"], "instance_uuid": server_id}})
+    att = r.json()["attachment"]
+    assert att["status"] == "reserved" and cinder.wait(v["id"], "reserved")
+    r = cinder.c.put(f"{cinder.base}/attachments/{att['id']}", json={"attachment": {
+        "connector": {"host": "h", "mountpoint": "/dev/vdc"}}})
+    assert r.json()["attachment"]["connection_info"]["data"]["volume_id"] == v["id"]
+    assert cinder.c.post(f"{cinder.base}/attachments/{att['id']}/action",
+                         json={"os-complete": None}).status_code == 204
+    assert cinder.wait(v["id"], "in-use")["attachments"][0]["attachment_id"] == att["id"]
+    assert cinder.c.delete(f"{cinder.base}/attachments/{att['id']}").status_code == 200
+    assert cinder.wait(v["id"], "available")
+    cinder.delete(v["id"])
+
+
+def test_cli_image_create_from_volume(server: Server, cinder: Cinder) -> None:
+    """Volume → image by clone (same block store, raw); the data reads back the same."""
+    image = _upload_image(server, _pattern(2 << 20, "roundtrip"))
+    v = cinder.create(imageRef=image["id"], size=1)
+    name = _uniq("fromvol")
+    server.openstack("image", "create", "--volume", v["id"], name)
+    deadline = time.monotonic() + 120
+    while (img := server.openstack_json("image", "show", name))["status"] != "active":
+        assert time.monotonic() < deadline, img
+        time.sleep(0.5)
+    assert cinder.wait(v["id"], "available")
+    assert img["size"] == GiB and img["properties"]["os_distro"] == "busybox"
+    with _blocks(server).open("images", img["id"]) as data:
+        assert data.parent_info() == ("volumes", f"volume-{v['id']}",
+                                      f"{img['id']}.clone_snap")
+    with server.client(server.token()) as c, c.stream(
+            "GET", f"/image/v2/images/{img['id']}/file") as r:
+        head = next(r.iter_bytes(2 << 20))
+    assert head[:4096] == _pattern(2 << 20, "roundtrip")[:4096]
+    # The volume goes first: kept as .deleted while the image needs it, then the image
+    # goes and takes the rest with it.
+    cinder.delete(v["id"])
+    assert f"volume-{v['id']}.deleted" in _blocks(server).list("volumes")
+    server.openstack("image", "delete", name)
+    assert not [n for n in _blocks(server).list("volumes") if v["id"] in n]
+    server.openstack("image", "delete", image["id"])

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from strato.api.common import base_url, context, query, services
 from strato.api.microversions import VOLUME
 from strato.exceptions import BadRequest, Forbidden, NotFound
+from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
 router = APIRouter(prefix="/volume")
@@ -204,3 +205,119 @@ def delete_metadata_key(request: Request, project_id: str, kind: str, row_id: st
     _project(request, project_id)
     _api(request).delete_metadata_key(context(request), _kind(kind), row_id, key)
     return Response(status_code=200)
+
+
+# ------------------------------------------------------------------ types
+@router.post(P + "/types")
+async def create_type(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"volume_type": await run_in_threadpool(_api(request).create_type,
+                                                   context(request), body)}
+
+
+@router.get(P + "/types/{type_id}")
+def show_type(request: Request, project_id: str, type_id: str) -> dict:
+    _project(request, project_id)
+    return {"volume_type": _api(request).show_type(context(request), type_id)}
+
+
+@router.put(P + "/types/{type_id}")
+async def update_type(request: Request, project_id: str, type_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"volume_type": await run_in_threadpool(_api(request).update_type,
+                                                   context(request), type_id, body)}
+
+
+@router.delete(P + "/types/{type_id}", status_code=202)
+def delete_type(request: Request, project_id: str, type_id: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete_type(context(request), type_id)
+    return Response(status_code=202)
+
+
+@router.get(P + "/types/{type_id}/extra_specs")
+def get_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
+    _project(request, project_id)
+    return {"extra_specs": _api(request).extra_specs(context(request), type_id)}
+
+
+@router.post(P + "/types/{type_id}/extra_specs")
+async def set_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"extra_specs": await run_in_threadpool(_api(request).extra_specs,
+                                                   context(request), type_id, body)}
+
+
+@router.delete(P + "/types/{type_id}/extra_specs/{key}", status_code=202)
+def delete_extra_spec(request: Request, project_id: str, type_id: str, key: str) -> Response:
+    _project(request, project_id)
+    _api(request).extra_specs(context(request), type_id, delete_key=key)
+    return Response(status_code=202)
+
+
+# ------------------------------------------------------------------ actions, attachments
+def _actions(request: Request) -> VolumeActions:
+    return VolumeActions(_api(request))
+
+
+@router.post(P + "/volumes/{volume_id}/action")
+async def volume_action(request: Request, project_id: str, volume_id: str) -> Response:
+    _project(request, project_id)
+    body = await _json(request)
+    result = await run_in_threadpool(_actions(request).dispatch, context(request), volume_id,
+                                     body, _version(request))
+    if result is None:
+        return Response(status_code=202)
+    return JSONResponse(result, status_code=202 if "os-volume_upload_image" in result
+                        else 200)
+
+
+@router.post(P + "/attachments")
+async def create_attachment(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"attachment": await run_in_threadpool(_actions(request).create_attachment,
+                                                  context(request), body)}
+
+
+@router.get(P + "/attachments")
+@router.get(P + "/attachments/detail")
+def list_attachments(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return {"attachments": _actions(request).list_attachments(context(request))}
+
+
+@router.get(P + "/attachments/{attachment_id}")
+def show_attachment(request: Request, project_id: str, attachment_id: str) -> dict:
+    _project(request, project_id)
+    return {"attachment": _actions(request).show_attachment(context(request), attachment_id)}
+
+
+@router.put(P + "/attachments/{attachment_id}")
+async def update_attachment(request: Request, project_id: str, attachment_id: str) -> dict:
+    _project(request, project_id)
+    body = await _json(request)
+    return {"attachment": await run_in_threadpool(_actions(request).update_attachment,
+                                                  context(request), attachment_id, body)}
+
+
+@router.post(P + "/attachments/{attachment_id}/action", status_code=204)
+async def attachment_action(request: Request, project_id: str,
+                            attachment_id: str) -> Response:
+    _project(request, project_id)
+    body = await _json(request)
+    if not isinstance(body, dict) or "os-complete" not in body:
+        raise BadRequest("The only attachment action is os-complete.")
+    await run_in_threadpool(_actions(request).complete_attachment, context(request),
+                            attachment_id)
+    return Response(status_code=204)
+
+
+@router.delete(P + "/attachments/{attachment_id}")
+def delete_attachment(request: Request, project_id: str, attachment_id: str) -> dict:
+    _project(request, project_id)
+    _actions(request).delete_attachment(context(request), attachment_id)
+    return {"attachments": []}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +44,8 @@ class Download:
 class Uploader:
     """One ``PUT /v2/images/{id}/file``."""
 
-    def __init__(self, api: ImageAPI, ctx: RequestContext, image_id: str, host: str) -> None:
+    def __init__(self, api: ImageAPI, ctx: RequestContext | None, image_id: str,
+                 host: str) -> None:
         self.api = api
         self.ctx = ctx
         self.image_id = image_id
@@ -57,6 +58,7 @@ class Uploader:
 
     def _begin(self, content_length: int | None) -> tuple[str | None, int | None]:
         """queued → saving (conditional), after policy, format fields and quota."""
+        assert self.ctx is not None, "an upload from a client has a request context"
         with self.api.db.session() as session:
             image = self.api.load(session, self.ctx, self.image_id)
             self.api.require_owner(self.ctx, image, "upload_image")
@@ -136,6 +138,28 @@ class Uploader:
         finally:
             if pending is not None:  # failed mid-way: let the write in hand finish first
                 await asyncio.wait([pending])
+
+    def ingest(self, chunks: Iterable[bytes], disk_format: str | None) -> None:
+        """Store data that strato itself produced (a volume uploaded to an image).
+
+        The image is queued, its record made by the caller; the same hashing,
+        inspection and clean-up as a client's upload apply.
+        """
+        if not self.api._set_status(self.image_id, "queued", "saving", upload_host=self.host):
+            raise Conflict(f"Image {self.image_id} is not queued.")
+        writer: StoreWriter | None = None
+        try:
+            writer = self.api.store.writer(self.image_id, None)
+            for data in chunks:
+                self.size += len(data)
+                self._consume(writer, data)
+            found = self.inspector.detect()
+            formats.check(disk_format, found)
+            location = writer.commit()
+        except BaseException as exc:
+            self._fail(writer, exc)
+            raise
+        self._finish(location, found)
 
     def _consume(self, writer: StoreWriter, data: bytes) -> None:
         """Hash (md5 and sha512 side by side: hashlib releases the GIL), inspect, write."""

@@ -25,7 +25,7 @@ from strato.image.models import Image
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
-from strato.volume.models import Snapshot, Volume, VolumeType
+from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
 from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
@@ -92,13 +92,14 @@ class VolumeAPI:
 
     # ------------------------------------------------------------ views
     def volume_view(self, vol: Volume, ctx: RequestContext, vtype: VolumeType | None,
-                    version: tuple[int, int]) -> dict[str, Any]:
+                    version: tuple[int, int],
+                    attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": vol.id, "name": vol.name, "description": vol.description,
             "status": vol.status, "size": vol.size,
             "availability_zone": vol.availability_zone,
             "created_at": iso(vol.created_at), "updated_at": iso(vol.updated_at),
-            "attachments": [], "bootable": "true" if vol.bootable else "false",
+            "attachments": attachments or [], "bootable": "true" if vol.bootable else "false",
             "encrypted": False, "multiattach": vol.multiattach,
             "volume_type": vtype.name if vtype else None,
             "snapshot_id": vol.snapshot_id, "source_volid": vol.source_volid,
@@ -281,7 +282,16 @@ class VolumeAPI:
             vol = self.get_volume_row(session, ctx, volume_id)
             self.policy.enforce(ctx, "volume:get", {"project_id": vol.project_id})
             vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
-            return self.volume_view(vol, ctx, vtype, version)
+            return self.volume_view(vol, ctx, vtype, version, self._attached(session, vol.id))
+
+    @staticmethod
+    def _attached(session: Session, volume_id: str) -> list[dict[str, Any]]:
+        """The ``attachments`` list every volume view carries."""
+        return [{"id": row.volume_id, "attachment_id": row.id, "volume_id": row.volume_id,
+                 "server_id": row.instance_uuid, "host_name": row.attached_host,
+                 "device": row.mountpoint, "attached_at": iso(row.attach_time)}
+                for row in session.scalars(select(Attachment).where(
+                    Attachment.volume_id == volume_id, Attachment.attach_status == "attached"))]
 
     def list(self, ctx: RequestContext, params: dict[str, str], version: tuple[int, int],
              detail: bool) -> dict:
@@ -297,7 +307,8 @@ class VolumeAPI:
         with self.db.session(readonly=True) as session:
             rows = _page(session, query, Volume, params)
             types = self._types(session, {v.volume_type_id for v in rows["items"]})
-            items = [self.volume_view(v, ctx, types.get(v.volume_type_id or ""), version)
+            items = [self.volume_view(v, ctx, types.get(v.volume_type_id or ""), version,
+                                      self._attached(session, v.id))
                      if detail else {"id": v.id, "name": v.name, "links": []}
                      for v in rows["items"]]
         out: dict[str, Any] = {"volumes": items}

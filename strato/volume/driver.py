@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strato.storage import Engine, Image, errors, parse_location
+from strato.storage.refs import release_parent, snap_has_children
 
 LOG = logging.getLogger(__name__)
 GiB = 1 << 30
@@ -93,7 +94,7 @@ class RBDDriver:
                 LOG.info("%s is %d clones deep: flattening it first", src,
                          image.clone_depth())
                 image.flatten()
-                self._drop_clone_parent_refs(parent, parent_snap)
+                release_parent(self.engine, _p_pool, parent, parent_snap)
             image.create_snap(clone_snap)
             image.protect_snap(clone_snap)
         try:
@@ -137,8 +138,7 @@ class RBDDriver:
     def copy_image(self, volume_id: str, size_gb: int, chunks: Iterator[bytes],
                    disk_format: str) -> None:
         """Download to a temp file, ``qemu-img convert`` to raw, import; temp files go."""
-        self.opt.conversion_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.opt.conversion_dir) as tmp:
+        with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
             fetched = Path(tmp) / "fetched"
             with open(fetched, "wb") as fh:
                 for chunk in chunks:
@@ -186,7 +186,7 @@ class RBDDriver:
             parent = self._parent(image)
             keep = False
             for clone_snap in snaps:
-                if self._snap_has_children(image, clone_snap):
+                if snap_has_children(self.engine, pool, name, clone_snap):
                     keep = True
                     continue
                 image.unprotect_snap(clone_snap)
@@ -197,42 +197,13 @@ class RBDDriver:
             return
         self.engine.remove(pool, name)
         if parent is not None:
-            self._drop_clone_parent_refs(*parent)
+            release_parent(self.engine, *parent)
 
-    def _snap_has_children(self, image: Image, snap: str) -> bool:
-        with self.engine.open(image.pool, image.name, snapshot=snap,
-                              read_only=True) as at_snap:
-            return bool(at_snap.list_children())
-
-    def _parent(self, image: Image) -> tuple[str, str] | None:
+    def _parent(self, image: Image) -> tuple[str, str, str] | None:
         try:
-            p_pool, p_name, p_snap = image.parent_info()
+            return image.parent_info()
         except errors.ImageNotFound:
             return None
-        if p_pool != self.opt.pool:
-            return None  # an image's data (pool images) is Glance's to delete
-        return p_name, p_snap
-
-    def _drop_clone_parent_refs(self, parent: str, parent_snap: str) -> None:
-        """Walk up: a parent ``.clone_snap`` nobody needs goes, and a ``.deleted``
-        parent with nothing left goes too, then its own parent."""
-        pool = self.opt.pool
-        try:
-            image = self.engine.open(pool, parent)
-        except errors.ImageNotFound:
-            return
-        with image:
-            if not parent_snap.endswith(".clone_snap") or self._snap_has_children(
-                    image, parent_snap):
-                return
-            image.unprotect_snap(parent_snap)
-            image.remove_snap(parent_snap)
-            if not parent.endswith(".deleted") or image.list_snaps():
-                return
-            grandparent = self._parent(image)
-        self.engine.remove(pool, parent)
-        if grandparent is not None:
-            self._drop_clone_parent_refs(*grandparent)
 
     # ------------------------------------------------------------ snapshots
     def create_snapshot(self, volume_id: str, snapshot_id: str) -> None:
@@ -264,6 +235,71 @@ class RBDDriver:
                     raise SnapshotIsBusy(f"snapshot {snapshot_id} has dependent volumes"
                                          ) from exc
             image.remove_snap(snap)
+
+    def revert_to_snapshot(self, volume_id: str, snapshot_id: str) -> None:
+        with self.engine.open(self.opt.pool, volume_name(volume_id)) as image:
+            image.rollback_to_snap(snapshot_name(snapshot_id))
+
+    def clone_to_image(self, volume_id: str, image_id: str, images_pool: str
+                       ) -> tuple[str, int]:
+        """The volume's data becomes an image without copying: a protected
+        ``<image_id>.clone_snap`` of the volume, cloned into the images pool with the
+        image store's protected ``snap``.  Returns the image's location and size."""
+        src, clone_snap = volume_name(volume_id), f"{image_id}.clone_snap"
+        with self.engine.open(self.opt.pool, src) as image:
+            if clone_snap not in {s.name for s in image.list_snaps()}:
+                image.create_snap(clone_snap)
+            if not image.is_protected_snap(clone_snap):
+                image.protect_snap(clone_snap)
+            size = image.size()
+        try:
+            if self.engine.exists(images_pool, image_id):
+                self.engine.remove(images_pool, image_id)  # a half-made one from a crash
+            self.engine.clone(self.opt.pool, src, clone_snap, images_pool, image_id)
+            with self.engine.open(images_pool, image_id) as img:
+                img.create_snap("snap")
+                img.protect_snap("snap")
+        except BaseException:
+            if self.engine.exists(images_pool, image_id):
+                self.engine.remove(images_pool, image_id)
+            release_parent(self.engine, self.opt.pool, src, clone_snap)
+            raise
+        return self.engine.location(images_pool, image_id, "snap"), size
+
+    def hash_image(self, location: str, size: int) -> tuple[str, str]:
+        """md5 and sha512 of an image's data, read (not copied) from the store."""
+        import hashlib
+
+        loc = parse_location(location)
+        md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
+        with self.engine.open(loc.pool, loc.image, snapshot=loc.snapshot,
+                              read_only=True) as image:
+            for offset in range(0, size, 8 << 20):
+                data = image.read(offset, min(8 << 20, size - offset))
+                md5.update(data)
+                sha.update(data)
+        return md5.hexdigest(), sha.hexdigest()
+
+    def export_chunks(self, volume_id: str, disk_format: str) -> Iterator[bytes]:
+        """The volume's data in ``disk_format`` (raw streamed, others converted first)."""
+        with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
+            raw = Path(tmp) / "volume.raw"
+            with self.engine.open(self.opt.pool, volume_name(volume_id),
+                                  read_only=True) as image:
+                image.export_to(raw)
+            out = raw
+            if disk_format not in ("raw", "iso", "ami", "ari", "aki"):
+                out = Path(tmp) / f"volume.{disk_format}"
+                subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", disk_format,
+                                str(raw), str(out)], check=True, capture_output=True)
+                raw.unlink()
+            with open(out, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    yield chunk
+
+    def _conversion_dir(self) -> Path:
+        self.opt.conversion_dir.mkdir(parents=True, exist_ok=True)
+        return self.opt.conversion_dir
 
     def extend(self, volume_id: str, size_gb: int) -> None:
         self._resize_to(volume_name(volume_id), size_gb)

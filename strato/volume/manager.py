@@ -259,3 +259,106 @@ def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
         session.delete(snap)
         events.emit(session, "volume", "snapshot.delete.end", snapshot_id, snap.project_id)
     return {"deleted": snapshot_id}
+
+
+@handler("volume.extend")
+def extend_volume(ctx: JobContext) -> dict[str, Any]:
+    services, p = ctx.services, ctx.payload
+    api, volume_id = services.volume, p["volume_id"]
+    with services.db.session(readonly=True) as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.status != "extending":
+            return {"skipped": vol.status if vol else "gone"}
+    try:
+        _driver(ctx).extend(volume_id, p["new_size"])
+    except Exception as exc:  # noqa: BLE001
+        with services.db.session() as session:
+            api.quota.rollback(session, p["reservations"])
+            api.set_status(session, Volume, volume_id, "extending", "error_extending",
+                           fault=str(exc))
+        return {"error": str(exc)}
+    with services.db.session() as session:
+        api.quota.commit(session, p["reservations"])
+        api.set_status(session, Volume, volume_id, "extending", p["previous"],
+                       size=p["new_size"])
+        events.emit(session, "volume", "volume.resize.end", volume_id, vol.project_id,
+                    size=p["new_size"])
+    return {"size": p["new_size"]}
+
+
+@handler("volume.revert")
+def revert_volume(ctx: JobContext) -> dict[str, Any]:
+    services, p = ctx.services, ctx.payload
+    api, volume_id, snapshot_id = services.volume, p["volume_id"], p["snapshot_id"]
+    with services.db.session(readonly=True) as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.status != "reverting":
+            return {"skipped": vol.status if vol else "gone"}
+    try:
+        _driver(ctx).revert_to_snapshot(volume_id, snapshot_id)
+    except Exception as exc:  # noqa: BLE001
+        with services.db.session() as session:
+            api.set_status(session, Volume, volume_id, "reverting", "error", fault=str(exc))
+            api.set_status(session, Snapshot, snapshot_id, "restoring", "available")
+        return {"error": str(exc)}
+    with services.db.session() as session:
+        api.set_status(session, Volume, volume_id, "reverting", "available")
+        api.set_status(session, Snapshot, snapshot_id, "restoring", "available")
+        events.emit(session, "volume", "volume.revert.end", volume_id, vol.project_id,
+                    snapshot_id=snapshot_id)
+    return {"reverted_to": snapshot_id}
+
+
+@handler("volume.upload_image")
+def upload_to_image(ctx: JobContext) -> dict[str, Any]:
+    """A clone into the image store when both sit on the same block store and the image
+    is raw; otherwise a copy (converted to the asked format) through the image store."""
+    from strato.image.data import Uploader
+    from strato.image.models import Image
+
+    services, p = ctx.services, ctx.payload
+    volume_id, image_id = p["volume_id"], p["image_id"]
+    driver = _driver(ctx)
+    with services.db.session(readonly=True) as session:
+        vol = session.get(Volume, volume_id)
+        image = session.get(Image, image_id)
+        if vol is None or vol.status != "uploading":
+            return {"skipped": vol.status if vol else "gone"}
+        if image is None or image.status not in ("queued", "saving"):
+            _finish_upload(services, volume_id, p["previous"], "image went away")
+            return {"skipped": "image gone"}
+    store = services.image.store
+    same_store = getattr(store, "engine", None) is driver.engine
+    try:
+        if image.status == "saving":  # a crash mid-way: start over
+            store.discard(image_id)
+            services.image._set_status(image_id, "saving", "queued", upload_host=None)
+        if same_store and p["disk_format"] == "raw":
+            location, size = driver.clone_to_image(volume_id, image_id, store.pool)
+            hashes = driver.hash_image(location, size)
+            if not services.image._set_status(
+                    image_id, "queued", "active", size=size, virtual_size=size,
+                    checksum=hashes[0], os_hash_algo="sha512", os_hash_value=hashes[1],
+                    store=store.name, location=location):
+                store.delete(location)
+                raise RuntimeError("the image was deleted while the volume was uploaded")
+        else:
+            chunks = driver.export_chunks(volume_id, p["disk_format"])
+            Uploader(services.image, None, image_id, services.conf.DEFAULT.host).ingest(
+                chunks, p["disk_format"])
+    except Exception as exc:  # noqa: BLE001 - the image goes, the volume comes back
+        LOG.warning("volume %s: upload to image %s failed: %s", volume_id, image_id, exc)
+        with services.db.session() as session:
+            img = session.get(Image, image_id)
+            if img is not None and img.status in ("queued", "saving"):
+                session.delete(img)
+        _finish_upload(services, volume_id, p["previous"], str(exc))
+        return {"error": str(exc)}
+    _finish_upload(services, volume_id, p["previous"], None)
+    return {"image_id": image_id}
+
+
+def _finish_upload(services: Any, volume_id: str, previous: str, error: str | None) -> None:
+    with services.db.session() as session:
+        services.volume.set_status(session, Volume, volume_id, "uploading", previous,
+                                   fault=error)

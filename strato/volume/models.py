@@ -73,3 +73,24 @@ class Snapshot(Base):
     fault: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Attachment(Base):
+    """A volume's attachment to an instance (Cinder's attachments API and the old
+    os-attach/os-detach actions share it)."""
+
+    __tablename__ = "volume_attachments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id", ondelete="CASCADE"),
+                                           index=True)
+    instance_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    attached_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    mountpoint: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attach_status: Mapped[str] = mapped_column(String(32), default="reserved")
+    attach_mode: Mapped[str] = mapped_column(String(2), default="rw")
+    connector: Mapped[dict] = mapped_column(JSON, default=dict)
+    connection_info: Mapped[dict] = mapped_column(JSON, default=dict)
+    attach_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    detach_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -22,4 +22,5 @@ RULES = [
     RuleDefault("volume_extension:quotas:show", READER),
     RuleDefault("volume_extension:quotas:update", "rule:admin_required"),
     RuleDefault("volume:get_all_tenants", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_admin_actions:reset_status", "rule:admin_required"),
 ]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from strato.image.stores.base import ImageStore, InUseByStore, NotFoundInStore, StoreWriter
 from strato.storage import Engine, errors, parse_location
+from strato.storage.refs import parent_of, release_parent
 
 LOG = logging.getLogger(__name__)
 SNAP = "snap"
@@ -101,6 +102,7 @@ class RbdStore(ImageStore):
     def remove(self, name: str, snapshot: str | None, pool: str | None = None) -> None:
         """Seed 002's order: unprotect the snapshot, remove it, remove the image."""
         pool = pool or self.pool
+        parent = parent_of(self.engine, pool, name)
         try:
             if snapshot is not None:
                 with self.engine.open(pool, name) as image:
@@ -117,3 +119,5 @@ class RbdStore(ImageStore):
             raise NotFoundInStore(f"{pool}/{name}") from exc
         except errors.ImageBusy as exc:
             raise InUseByStore(f"{pool}/{name} is in use") from exc
+        if parent is not None:  # an image made by cloning a volume: free what it held
+            release_parent(self.engine, *parent)

@@ -1,0 +1,376 @@
+"""``POST /volumes/{id}/action`` and the attachments API: each a state transition.
+
+Immediate actions (bootable, read-only, reset-state, reserve…) are one conditional
+update; long ones (extend, upload to image) set a transitional status and enqueue a
+job for the volume's backend in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from strato import events
+from strato.context import RequestContext
+from strato.exceptions import BadRequest, NotFound
+from strato.jobs.queue import enqueue
+from strato.volume.api import VolumeAPI, _flag, _text, iso
+from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
+
+STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
+            "error_deleting", "error_restoring", "error_extending", "detaching",
+            "downloading", "uploading", "extending", "reserved", "maintenance", "reverting")
+ATTACH_STATUSES = ("attached", "detached")
+# Image properties Cinder never copies from a volume into a new image.
+NOT_COPIED = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size",
+              "image_id", "image_name", "os_hash_algo", "os_hash_value", "virtual_size")
+
+
+class VolumeActions:
+    def __init__(self, api: VolumeAPI) -> None:
+        self.api = api
+        self.db = api.db
+        self.policy = api.policy
+
+    def dispatch(self, ctx: RequestContext, volume_id: str, body: Any,
+                 version: tuple[int, int]) -> dict[str, Any] | None:
+        if not isinstance(body, dict) or len(body) != 1:
+            raise BadRequest("The action body must hold exactly one action.")
+        (name, args), = body.items()
+        handler = getattr(self, "_" + name.replace("-", "_"), None)
+        if handler is None:
+            raise BadRequest(f"There is no such action: {name}")
+        return handler(ctx, volume_id, args if args is not None else {}, version)
+
+    def _load(self, session: Any, ctx: RequestContext, volume_id: str,
+              rule: str = "volume:update") -> Volume:
+        vol = self.api.get_volume_row(session, ctx, volume_id)
+        self.policy.enforce(ctx, rule, {"project_id": vol.project_id})
+        return vol
+
+    def _transition(self, session: Any, vol: Volume, allowed: tuple[str, ...], new: str,
+                    what: str, **values: Any) -> None:
+        if vol.status not in allowed or not self.api.set_status(
+                session, Volume, vol.id, vol.status, new, **values):
+            raise BadRequest(f"Invalid volume: {what} needs status "
+                             f"{' or '.join(allowed)}; the volume is {vol.status}.")
+
+    # ------------------------------------------------------------ simple flags
+    def _os_set_bootable(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            vol.bootable = _flag(args.get("bootable") if isinstance(args, dict) else None,
+                                 "bootable")
+
+    def _os_update_readonly_flag(self, ctx: RequestContext, volume_id: str, args: Any,
+                                 v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id,
+                             "volume_extension:volume_actions:update_readonly_flag")
+            vol.readonly = _flag(args.get("readonly") if isinstance(args, dict) else None,
+                                 "readonly")
+
+    def _os_reset_status(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        """Admins put a stuck volume where they know it is (no store work)."""
+        self.policy.enforce(ctx, "volume_extension:volume_admin_actions:reset_status", {})
+        if not isinstance(args, dict):
+            raise BadRequest("os-reset_status needs a status.")
+        with self.db.session() as session:
+            vol = self.api.get_volume_row(session, ctx, volume_id)
+            if "status" in args:
+                if args["status"] not in STATUSES:
+                    raise BadRequest(f"Invalid status {args['status']!r}.")
+                vol.status = args["status"]
+            if "attach_status" in args:
+                if args["attach_status"] not in ATTACH_STATUSES:
+                    raise BadRequest(f"Invalid attach_status {args['attach_status']!r}.")
+                vol.attach_status = args["attach_status"]
+            if "migration_status" in args:
+                vol.migration_status = args["migration_status"]
+            vol.updated_at = datetime.now(UTC)
+            events.emit(session, "volume", "volume.reset_status", vol.id, vol.project_id,
+                        by=ctx.user_id, **{k: args[k] for k in args if isinstance(args[k],
+                                                                                   str)})
+
+    # ------------------------------------------------------------ extend
+    def _os_extend(self, ctx: RequestContext, volume_id: str, args: Any,
+                   version: tuple[int, int]) -> None:
+        new_size = args.get("new_size") if isinstance(args, dict) else None
+        if isinstance(new_size, bool) or not str(new_size).isdigit():
+            raise BadRequest("os-extend needs new_size, a positive integer.")
+        new_size = int(new_size)
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id, "volume:extend")
+            if new_size <= vol.size:
+                raise BadRequest(f"New size for extend must be greater than current size "
+                                 f"(current: {vol.size}, extended: {new_size}).")
+            allowed = ("available", "in-use") if version >= (3, 42) else ("available",)
+            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
+            tname = vtype.name if vtype else "__DEFAULT__"
+            delta = new_size - vol.size
+            reservations = self.api.quota.reserve(session, vol.project_id, {
+                "gigabytes": delta, f"gigabytes_{tname}": delta})
+            previous = vol.status
+            self._transition(session, vol, allowed, "extending", "extend")
+            enqueue(session, "volume.extend", {
+                "volume_id": volume_id, "new_size": new_size, "reservations": reservations,
+                "previous": previous}, target=self.api.target_of(vol.host), max_attempts=3)
+
+    # ------------------------------------------------------------ upload to image
+    def _os_volume_upload_image(self, ctx: RequestContext, volume_id: str, args: Any,
+                                version: tuple[int, int]) -> dict[str, Any]:
+        if not isinstance(args, dict) or not isinstance(args.get("image_name"), str):
+            raise BadRequest("os-volume_upload_image needs an image_name.")
+        force = _flag(args.get("force", False), "force")
+        disk_format = args.get("disk_format", "raw")
+        container_format = args.get("container_format", "bare")
+        with self.db.session(readonly=True) as session:
+            vol = self._load(session, ctx, volume_id)
+            allowed = ("available", "in-use") if force else ("available",)
+            if vol.status not in allowed:
+                raise BadRequest(f"Invalid volume: uploading needs status "
+                                 f"{' or '.join(allowed)}; the volume is {vol.status}.")
+            props = {k: v for k, v in (vol.image_metadata or {}).items()
+                     if k not in NOT_COPIED and isinstance(v, str)}
+            status, size = vol.status, vol.size
+        image_body: dict[str, Any] = {**props, "name": args["image_name"],
+                                      "disk_format": disk_format,
+                                      "container_format": container_format,
+                                      "min_disk": size}
+        for key in ("visibility", "protected"):
+            if key in args:
+                image_body[key] = args[key]
+        image = self.api.images.create(ctx, image_body)  # the record exists before 202
+        try:
+            with self.db.session() as session:
+                vol = self._load(session, ctx, volume_id)
+                self._transition(session, vol, (status,), "uploading", "upload to image",
+                                 fault=None)
+                enqueue(session, "volume.upload_image", {
+                    "volume_id": volume_id, "image_id": image["id"], "previous": status,
+                    "disk_format": disk_format}, target=self.api.target_of(vol.host),
+                    max_attempts=3)
+        except BaseException:
+            self.api.images.delete(ctx, image["id"])
+            raise
+        return {"os-volume_upload_image": {
+            "id": volume_id, "updated_at": image["updated_at"], "status": "uploading",
+            "display_description": None, "size": size, "volume_type": None,
+            "image_id": image["id"], "container_format": container_format,
+            "disk_format": disk_format, "image_name": args["image_name"]}}
+
+    # ------------------------------------------------------------ revert
+    def _revert(self, ctx: RequestContext, volume_id: str, args: Any,
+                version: tuple[int, int]) -> None:
+        snapshot_id = args.get("snapshot_id") if isinstance(args, dict) else None
+        if not isinstance(snapshot_id, str):
+            raise BadRequest("revert needs a snapshot_id.")
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            snap = self.api.get_snapshot_row(session, ctx, snapshot_id)
+            if snap.volume_id != volume_id:
+                raise BadRequest(f"Snapshot {snapshot_id} is not a snapshot of volume "
+                                 f"{volume_id}.")
+            latest = session.scalars(select(Snapshot).where(
+                Snapshot.volume_id == volume_id).order_by(Snapshot.created_at.desc())).first()
+            if latest is None or latest.id != snapshot_id:
+                raise BadRequest("Invalid snapshot: a volume can only be reverted to its "
+                                 "latest snapshot.")
+            if snap.status != "available":
+                raise BadRequest(f"Invalid snapshot: status must be available, not "
+                                 f"{snap.status}.")
+            if snap.size != vol.size:
+                raise BadRequest("Invalid volume: the volume was extended after the snapshot.")
+            self._transition(session, vol, ("available",), "reverting", "revert")
+            self.api.set_status(session, Snapshot, snapshot_id, "available", "restoring")
+            enqueue(session, "volume.revert", {"volume_id": volume_id,
+                                               "snapshot_id": snapshot_id},
+                    target=self.api.target_of(vol.host), max_attempts=3)
+
+    # ------------------------------------------------------------ attach bookkeeping
+    def _os_reserve(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            allowed = ("available", "in-use") if vol.multiattach else ("available",)
+            self._transition(session, vol, allowed, "attaching", "reserve")
+
+    def _os_unreserve(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            attached = self._attachments(session, volume_id, "attached")
+            self._transition(session, vol, ("attaching",),
+                             "in-use" if attached else "available", "unreserve")
+
+    def _os_begin_detaching(self, ctx: RequestContext, volume_id: str, args: Any,
+                            v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            self._transition(session, vol, ("in-use",), "detaching", "begin detaching")
+
+    def _os_roll_detaching(self, ctx: RequestContext, volume_id: str, args: Any,
+                           v: Any) -> None:
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            if vol.status == "detaching":
+                self._transition(session, vol, ("detaching",), "in-use", "roll detaching")
+
+    def _os_initialize_connection(self, ctx: RequestContext, volume_id: str, args: Any,
+                                  v: Any) -> dict[str, Any]:
+        connector = args.get("connector") if isinstance(args, dict) else None
+        if not isinstance(connector, dict):
+            raise BadRequest("os-initialize_connection needs a connector.")
+        with self.db.session(readonly=True) as session:
+            vol = self._load(session, ctx, volume_id)
+            if vol.host is None:
+                raise BadRequest(f"Volume {volume_id} is not in any backend.")
+            return {"connection_info": self.connection_info(vol)}
+
+    def _os_terminate_connection(self, ctx: RequestContext, volume_id: str, args: Any,
+                                 v: Any) -> None:
+        with self.db.session(readonly=True) as session:
+            self._load(session, ctx, volume_id)
+
+    def _os_attach(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        if not isinstance(args, dict) or not (args.get("instance_uuid")
+                                              or args.get("host_name")):
+            raise BadRequest("os-attach needs an instance_uuid or a host_name.")
+        mode = args.get("mode", "rw")
+        if mode not in ("rw", "ro"):
+            raise BadRequest(f"Invalid attach mode {mode!r}.")
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            if vol.readonly and mode == "rw":
+                raise BadRequest("Invalid volume: a read-only volume attaches in 'ro' mode.")
+            self._transition(session, vol, ("attaching",), "in-use", "attach",
+                             attach_status="attached")
+            session.add(Attachment(
+                id=str(uuid.uuid4()), volume_id=volume_id, instance_uuid=args.get(
+                    "instance_uuid"), attached_host=args.get("host_name"),
+                mountpoint=_text(args, "mountpoint"), attach_status="attached",
+                attach_mode=mode, attach_time=datetime.now(UTC)))
+
+    def _os_detach(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        attachment_id = args.get("attachment_id") if isinstance(args, dict) else None
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            rows = self._attachments(session, volume_id, "attached")
+            if attachment_id:
+                rows = [a for a in rows if a.id == attachment_id]
+            elif len(rows) > 1:
+                raise BadRequest("The volume has several attachments: name attachment_id.")
+            if not rows:
+                raise BadRequest(f"Volume {volume_id} has no such attachment.")
+            self._detach_rows(session, vol, rows[:1], ("detaching", "in-use"))
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _attachments(session: Any, volume_id: str, status: str | None = None) -> list:
+        query = select(Attachment).where(Attachment.volume_id == volume_id)
+        if status:
+            query = query.where(Attachment.attach_status == status)
+        return list(session.scalars(query))
+
+    def _detach_rows(self, session: Any, vol: Volume, rows: list[Attachment],
+                     allowed: tuple[str, ...]) -> None:
+        for row in rows:
+            session.delete(row)
+        session.flush()
+        remaining = self._attachments(session, vol.id, "attached")
+        new = "in-use" if remaining else "available"
+        self._transition(session, vol, allowed, new, "detach",
+                         attach_status="attached" if remaining else "detached")
+
+    def connection_info(self, vol: Volume) -> dict[str, Any]:
+        """What a hypervisor needs to open the volume (QEMU blockdev options)."""
+        backend = vol.host.split("@", 1)[1].split("#", 1)[0]  # type: ignore[union-attr]
+        pool = self.api.backends[backend].pool
+        engine = self.api.images.store.engine if hasattr(
+            self.api.images.store, "engine") else None
+        data: dict[str, Any] = {"pool": pool, "name": f"volume-{vol.id}",
+                                "access_mode": "ro" if vol.readonly else "rw",
+                                "volume_id": vol.id}
+        if engine is not None:
+            data["location"] = engine.location(pool, f"volume-{vol.id}")
+        return {"driver_volume_type": "blockstore", "data": data}
+
+    def attachment_view(self, row: Attachment) -> dict[str, Any]:
+        return {"id": row.id, "status": row.attach_status, "instance": row.instance_uuid,
+                "volume_id": row.volume_id, "attached_at": iso(row.attach_time),
+                "detached_at": iso(row.detach_time), "attach_mode": row.attach_mode,
+                "connection_info": row.connection_info or None}
+
+    # ------------------------------------------------------------ attachments API (3.27+)
+    def create_attachment(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        ref = body.get("attachment") if isinstance(body, dict) else None
+        if not isinstance(ref, dict) or not isinstance(ref.get("volume_id"), str):
+            raise BadRequest("Missing required element 'attachment' with a volume_id.")
+        mode = ref.get("mode", "rw")
+        if mode not in ("rw", "ro"):
+            raise BadRequest(f"Invalid attach mode {mode!r}.")
+        with self.db.session() as session:
+            vol = self._load(session, ctx, ref["volume_id"])
+            allowed = ("available", "in-use") if vol.multiattach else ("available",)
+            connector = ref.get("connector")
+            new = "attaching" if connector else "reserved"
+            self._transition(session, vol, allowed, new, "attachment create")
+            row = Attachment(id=str(uuid.uuid4()), volume_id=vol.id,
+                             instance_uuid=ref.get("instance_uuid"),
+                             attach_status="attaching" if connector else "reserved",
+                             attach_mode=mode, connector=connector or {},
+                             connection_info=self.connection_info(vol) if connector else {})
+            session.add(row)
+            session.flush()
+            return self.attachment_view(row)
+
+    def _attachment(self, session: Any, ctx: RequestContext, attachment_id: str
+                    ) -> tuple[Attachment, Volume]:
+        row = session.get(Attachment, attachment_id)
+        if row is None:
+            raise NotFound(f"Attachment {attachment_id} could not be found.")
+        vol = self._load(session, ctx, row.volume_id)
+        return row, vol
+
+    def update_attachment(self, ctx: RequestContext, attachment_id: str,
+                          body: Any) -> dict[str, Any]:
+        ref = body.get("attachment") if isinstance(body, dict) else None
+        if not isinstance(ref, dict) or not isinstance(ref.get("connector"), dict):
+            raise BadRequest("Missing required element 'attachment' with a connector.")
+        with self.db.session() as session:
+            row, vol = self._attachment(session, ctx, attachment_id)
+            row.connector = ref["connector"]
+            row.connection_info = self.connection_info(vol)
+            row.attach_status = "attaching"
+            row.attached_host = ref["connector"].get("host")
+            row.mountpoint = ref["connector"].get("mountpoint")
+            if vol.status == "reserved":
+                self._transition(session, vol, ("reserved",), "attaching", "attachment update")
+            return self.attachment_view(row)
+
+    def complete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
+        with self.db.session() as session:
+            row, vol = self._attachment(session, ctx, attachment_id)
+            row.attach_status = "attached"
+            row.attach_time = datetime.now(UTC)
+            self._transition(session, vol, ("attaching", "in-use", "reserved"), "in-use",
+                             "attachment complete", attach_status="attached")
+
+    def delete_attachment(self, ctx: RequestContext, attachment_id: str) -> None:
+        with self.db.session() as session:
+            row, vol = self._attachment(session, ctx, attachment_id)
+            self._detach_rows(session, vol, [row],
+                              ("reserved", "attaching", "in-use", "detaching", "error"))
+
+    def list_attachments(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        with self.db.session(readonly=True) as session:
+            query = select(Attachment).join(Volume, Volume.id == Attachment.volume_id)
+            if not ctx.is_admin:
+                query = query.where(Volume.project_id == ctx.project_id)
+            return [self.attachment_view(r) for r in session.scalars(query)]
+
+    def show_attachment(self, ctx: RequestContext, attachment_id: str) -> dict[str, Any]:
+        with self.db.session(readonly=True) as session:
+            row, _ = self._attachment(session, ctx, attachment_id)
+            return self.attachment_view(row)
