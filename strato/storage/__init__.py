@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
-from .base import DEFAULT_POOLS, Engine, Image, LiveSnapshot, ParentInfo, SnapInfo
+from .base import DEFAULT_POOLS, Engine, Image, LiveSnapshot, SnapInfo
 from .location import Location
 from .location import build as build_location
 from .location import parse as parse_location
@@ -25,6 +25,6 @@ def open_engine(name: str, **options: Any) -> Engine:
 
 
 __all__ = [
-    "DEFAULT_POOLS", "Engine", "Image", "LiveSnapshot", "Location", "ParentInfo",
-    "SnapInfo", "build_location", "errors", "open_engine", "parse_location",
+    "DEFAULT_POOLS", "Engine", "Image", "LiveSnapshot", "Location", "SnapInfo",
+    "build_location", "errors", "open_engine", "parse_location",
 ]

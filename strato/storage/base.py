@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import FunctionNotSupported
+
 DEFAULT_ORDER = 22  # 4 MiB objects, librbd's default
 DEFAULT_POOLS = ("images", "vms", "volumes")
 
@@ -27,14 +29,6 @@ class SnapInfo:
     size: int
     protected: bool
     timestamp: float
-
-
-@dataclass(frozen=True)
-class ParentInfo:
-    pool: str
-    image: str
-    snapshot: str
-    image_id: str
 
 
 @dataclass(frozen=True)
@@ -88,6 +82,9 @@ class Image(abc.ABC):
     def write(self, data: bytes, offset: int) -> int:
         """Write ``data`` at ``offset``; InvalidArgument beyond the end of the image."""
 
+    def flush(self) -> None:  # noqa: B027 - engines without a cache need nothing
+        """Make acknowledged writes durable (librbd ``Image.flush``); close() flushes."""
+
     @abc.abstractmethod
     def resize(self, size: int) -> None: ...
 
@@ -112,6 +109,10 @@ class Image(abc.ABC):
 
     @abc.abstractmethod
     def list_snaps(self) -> list[SnapInfo]: ...
+
+    @abc.abstractmethod
+    def rollback_to_snap(self, name: str) -> None:
+        """Make the head's data the snapshot's again (librbd ``rollback_to_snap``)."""
 
     @abc.abstractmethod
     def protect_snap(self, name: str) -> None: ...
@@ -145,6 +146,27 @@ class Image(abc.ABC):
     @abc.abstractmethod
     def deep_copy(self, dest_pool: str, dest_name: str) -> None:
         """Copy with snapshots and the parent link kept (librbd ``deep_copy``)."""
+
+    # --- a running QEMU owns the image -----------------------------------------------------
+    # Protocol for a disk in use by a guest (compute):
+    #   opts = image.blockdev_options()            -> QEMU -blockdev / blockdev-add
+    #   live = image.prepare_live_snapshot(name)   -> None: engine snapshots in-use
+    #          images itself (rbd), just call create_snap(name);
+    #          else send live.qmp (blockdev-snapshot-sync) to QEMU, then
+    #   image.commit_live_snapshot(name)            (or abort_live_snapshot on failure)
+    def blockdev_options(self, node_prefix: str = "strato") -> dict[str, Any]:
+        """How QEMU opens this image: nested -blockdev options (absolute paths)."""
+        raise FunctionNotSupported("blockdev_options")
+
+    def prepare_live_snapshot(self, name: str, node_prefix: str = "strato") -> LiveSnapshot | None:
+        """Begin a snapshot of an image whose top a running QEMU owns."""
+        raise FunctionNotSupported("prepare_live_snapshot")
+
+    def commit_live_snapshot(self, name: str) -> None:
+        raise FunctionNotSupported("commit_live_snapshot")
+
+    def abort_live_snapshot(self, name: str) -> None:
+        raise FunctionNotSupported("abort_live_snapshot")
 
 
 class Engine(abc.ABC):

@@ -1,8 +1,10 @@
 """Block store errors, named as librbd's Python binding names them.
 
 Callers written against ``rbd`` (Glance/Cinder/Nova-style code) catch these names, so
-every engine raises exactly these classes.  The snapshot-misuse classes subclass the
-librbd class that carries the same errno (EBUSY → ImageBusy, EINVAL → InvalidArgument).
+every engine raises exactly these classes; as in current rbd.pyx the errno-carrying ones
+derive from ``OSError`` (this module's, not the builtin), which derives from ``Error``.
+The snapshot-misuse classes subclass the librbd class that carries the same errno
+(EBUSY → ImageBusy, EINVAL → InvalidArgument), so code catching librbd names still works.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ class Error(Exception):
 
 
 class OSError(Error):  # noqa: A001 - librbd's name
-    """Unclassified I/O failure (librbd: ``rbd.OSError``)."""
+    """Parent of the errno-carrying errors, as in librbd's ``rbd.OSError``."""
 
 
-class PermissionError(Error):  # noqa: A001 - librbd's name
+class PermissionError(OSError):  # noqa: A001 - librbd's name
     errno = errno.EPERM
 
 
-class ObjectNotFound(Error):
+class ObjectNotFound(OSError):
     errno = errno.ENOENT
 
 
@@ -32,7 +34,7 @@ class PoolNotFound(ObjectNotFound):
     """The pool is not configured (rados: ObjectNotFound on ioctx open)."""
 
 
-class ImageNotFound(Error):
+class ImageNotFound(OSError):
     errno = errno.ENOENT
 
 
@@ -40,7 +42,7 @@ class SnapshotNotFound(ImageNotFound):
     """librbd reports a missing snapshot as ImageNotFound (ENOENT)."""
 
 
-class ImageExists(Error):
+class ImageExists(OSError):
     errno = errno.EEXIST
 
 
@@ -48,7 +50,7 @@ class SnapshotExists(ImageExists):
     pass
 
 
-class ImageBusy(Error):
+class ImageBusy(OSError):
     errno = errno.EBUSY
 
 
@@ -60,11 +62,11 @@ class SnapshotHasChildren(ImageBusy):
     """Unprotecting a snapshot that still has clones (EBUSY in librbd)."""
 
 
-class ImageHasSnapshots(Error):
+class ImageHasSnapshots(OSError):
     errno = errno.ENOTEMPTY
 
 
-class InvalidArgument(Error):
+class InvalidArgument(OSError):
     errno = errno.EINVAL
 
 
@@ -76,17 +78,21 @@ class UnsafeLayer(InvalidArgument):
     """A layer refers to a file outside the engine's directory (backing/data file)."""
 
 
-class ReadOnlyImage(Error):
+class ReadOnlyImage(OSError):
     errno = errno.EROFS
 
 
-class ArgumentOutOfRange(Error):
+class ArgumentOutOfRange(OSError):
     errno = errno.ERANGE
 
 
-class FunctionNotSupported(Error):
+class FunctionNotSupported(OSError):
     errno = errno.ENOSYS
 
 
-class IOError(Error):  # noqa: A001 - librbd's name
+class IOError(OSError):  # noqa: A001 - librbd's name
     errno = errno.EIO
+
+
+class NoSpace(OSError):
+    errno = errno.ENOSPC

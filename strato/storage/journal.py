@@ -13,11 +13,11 @@ import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .qemuimg import HELD_FDS
+from .qemuimg import close_held_fd, hold_fd
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,19 +47,14 @@ def read_json(path: Path) -> Any:
 class Intent:
     """A journal record held (flocked) by the running operation."""
 
-    def __init__(self, path: Path, fd: int, record: dict[str, Any]) -> None:
+    def __init__(self, path: Path, fd: int, record: dict[str, Any], keep_on_error: bool = False,
+                 cleanup: Sequence[Path] = ()) -> None:
         self.path = path
         self._fd = fd
         self.record = record
-        HELD_FDS.add(fd)
-
-    def update(self, **changes: Any) -> None:
-        """Replace the record in place (same inode, so our flock stays valid)."""
-        self.record.update(changes)
-        data = json.dumps(self.record, sort_keys=True).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-        os.fsync(self._fd)
+        self.keep_on_error = keep_on_error
+        self.cleanup = list(cleanup)
+        hold_fd(fd)
 
     def finish(self) -> None:
         """Drop the record: unlink while still locked, then release."""
@@ -74,14 +69,24 @@ class Intent:
     def release(self) -> None:
         """Let go of the record without settling it (another holder will)."""
         if self._fd >= 0:
-            HELD_FDS.discard(self._fd)
-            os.close(self._fd)
+            close_held_fd(self._fd)
             self._fd = -1
 
     def __enter__(self) -> Intent:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Done: drop the record.  Failed: keep it (stale) if a repair must roll forward;
+        otherwise delete the files the operation was creating and drop it."""
+        if exc_type is not None and self.keep_on_error:
+            self.release()
+            return
+        if exc_type is not None:
+            for path in self.cleanup:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
         self.finish()
 
 
@@ -89,8 +94,13 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
 
-    def begin(self, image_id: str, record: dict[str, Any]) -> Intent:
-        """Publish a locked intent record; locked before it becomes visible."""
+    def begin(self, image_id: str, record: dict[str, Any], keep_on_error: bool = False,
+              cleanup: Sequence[Path] = ()) -> Intent:
+        """Publish a locked intent record; locked before it becomes visible.
+
+        ``keep_on_error``: the operation changes existing layers, so a failure leaves the
+        record for repair to roll forward.  ``cleanup``: files to delete on failure.
+        """
         op_id = uuid.uuid4().hex
         record = dict(record, image_id=image_id, op_id=op_id)
         final = self.dir / f"{image_id}.{op_id}.json"
@@ -101,7 +111,7 @@ class Journal:
         os.fsync(fd)
         os.rename(tmp, final)
         fsync_dir(self.dir)
-        return Intent(final, fd, record)
+        return Intent(final, fd, record, keep_on_error, cleanup)
 
     def records(self) -> list[dict[str, Any]]:
         """Every record, live or stale (for the garbage collector's keep-list)."""

@@ -24,7 +24,7 @@ import re
 import stat as stat_mod
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -158,6 +158,12 @@ class LocalEngine(Engine):
                    timeout: float | None = None) -> FileLock:
         return FileLock(self.locks_dir / f"{image_id}.lock", exclusive, blocking, timeout)
 
+    def check_idle(self, paths: Iterable[Path]) -> None:
+        """ImageBusy if a QEMU (or any qemu-img) has one of these layer files open."""
+        for path in paths:
+            if qemuimg.in_use(path):
+                raise errors.ImageBusy(f"{path.name} is open by QEMU")
+
     def store_lock(self) -> FileLock:
         return FileLock(self.locks_dir / "store.lock")
 
@@ -227,7 +233,8 @@ class LocalEngine(Engine):
         with self.store_lock():
             if self.exists(pool, name):
                 raise errors.ImageExists(f"{pool}/{name}")
-            with self.journal.begin(meta["id"], {"op": "create", "layers": meta["layers"]}):
+            with self.journal.begin(meta["id"], {"op": "create", "layers": meta["layers"]},
+                                    cleanup=[self.layer_path(meta["layers"][0])]):
                 qemuimg.create_raw(self.layer_path(meta["layers"][0]), size)
                 crash.point("create", "after-layer")
                 self.save(pool, name, meta)
@@ -254,7 +261,8 @@ class LocalEngine(Engine):
         layer = {"id": new_id(), "fmt": "raw"}
         dest = self.layer_path(layer)
         image_id = new_id()
-        with self.journal.begin(image_id, {"op": "import", "layers": [layer]}):
+        with self.journal.begin(image_id, {"op": "import", "layers": [layer]},
+                                cleanup=[dest]):
             if isinstance(src, str | Path):
                 size = self._import_file(Path(src), fmt, dest)
             else:
@@ -275,7 +283,7 @@ class LocalEngine(Engine):
             size = src.stat().st_size
         else:
             raise errors.InvalidArgument(f"cannot import format {fmt!r}")
-        qemuimg.run("convert", "-q", "-f", fmt, "-O", "raw", "-S", "4k", "-W",
+        qemuimg.run("convert", "-q", "-f", fmt, "-O", "raw", "-S", "4k",
                     str(src), str(dest))
         padded = -(-size // 512) * 512
         if padded != os.stat(dest).st_size:
@@ -290,11 +298,14 @@ class LocalEngine(Engine):
                 meta = self.load(pool, name)
                 if meta["snaps"]:
                     raise errors.ImageHasSnapshots(f"{pool}/{name} has snapshots")
-                os.unlink(self.meta_path(pool, name))
+                self.check_idle(self.layer_path(layer) for layer in meta["layers"])
+                crash.point("remove", "after-checks")
+                os.unlink(self.meta_path(pool, name))  # the commit point
                 fsync_dir(self.pool_dir(pool))
                 crash.point("remove", "after-metadata")
                 for layer in meta["layers"]:
                     unlink_quiet(self.layer_path(layer))
+                    crash.point("remove", "after-first-layer")
                 lock.unlink()
 
     def rename(self, pool: str, src: str, dest: str) -> None:
@@ -328,10 +339,12 @@ class LocalEngine(Engine):
                                      [layer])
                 meta["parent"] = {"image_id": pmeta["id"], "pool": p_pool,
                                   "snap_id": snap["id"], "snap": snap["name"]}
-                with self.journal.begin(meta["id"], {"op": "clone", "layers": [layer]}):
+                with self.journal.begin(meta["id"], {"op": "clone", "layers": [layer]},
+                                        cleanup=[self.layer_path(layer)]):
                     crash.point("clone", "after-journal")
                     qemuimg.create_overlay(self.layer_path(layer), self.layer_path(base),
                                            base["fmt"], snap["size"])
+                    fsync_file(self.layer_path(layer))
                     crash.point("clone", "after-overlay")
                     self.save(c_pool, c_name, meta)
                     crash.point("clone", "after-metadata")
@@ -380,10 +393,14 @@ class LocalEngine(Engine):
         """
         files = [p for p in self.layers_dir.iterdir() if _LAYER_RE.match(p.name)]
         keep: set[str] = set()
+        journal_ids: set[str] = set()
+        live_ids: set[str] = set()
         for record in self.journal.records():
             keep.update(layer["id"] for layer in record.get("layers", []))
+            journal_ids.add(record.get("image_id", ""))
         for _pool, _name, meta in self.all_images():
             keep.update(layer["id"] for layer in meta["layers"])
+            live_ids.add(meta["id"])
         for path in files:
             if path.name.split(".")[0] not in keep:
                 unlink_quiet(path)
@@ -391,6 +408,14 @@ class LocalEngine(Engine):
             pid = path.name.split("-")[0]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 unlink_quiet(path)
+        for path in self.locks_dir.glob("*.lock"):
+            lid = path.name[:-5]
+            if lid != "store" and lid not in live_ids and lid not in journal_ids:
+                try:  # unlink only a lock nobody holds (holders re-check the inode)
+                    with FileLock(path, blocking=False) as lock:
+                        lock.unlink()
+                except errors.ImageBusy:
+                    pass
         for path in self.journal.dir.glob(".tmp-*"):
             if time.time() - path.stat().st_mtime > 60:
                 unlink_quiet(path)

@@ -36,6 +36,7 @@ class LocalImage(Image):
         self.snapshot = snapshot
         self.read_only = read_only or snapshot is not None
         self._live: tuple[FileLock, Intent, str, dict[str, str]] | None = None
+        self._dirty = False  # written since the last flush
         meta = engine.load(pool, name)
         self._id: str = meta["id"]
         with self._locked() as meta:  # repairs a crashed operation first
@@ -145,11 +146,13 @@ class LocalImage(Image):
                 return 0
             chain = self._chain(meta)
             if len(chain) == 1 and chain[0][1] == "raw":
+                self.engine.check_idle([chain[0][0]])  # qemu-img would see QEMU's locks
                 fd = os.open(chain[0][0], os.O_WRONLY)
                 try:
                     os.pwrite(fd, data, offset)
                 finally:
                     os.close(fd)
+                self._dirty = True
                 return len(data)
             start = offset - offset % 512
             end = -(-(offset + len(data)) // 512) * 512
@@ -167,15 +170,30 @@ class LocalImage(Image):
                        "file": qemuimg.image_opts(chain, read_only=False)}
                 qemuimg.run("convert", "-q", "-n", "-f", "raw", str(tmp),
                             qemuimg.json_opts(dst))
+                self._dirty = True
             finally:
                 _unlink(tmp)
             return len(data)
+
+    def flush(self) -> None:
+        """Make acknowledged writes durable (librbd: ``Image.flush``; close does it too).
+
+        Writes reach the page cache at once, so a crashed process loses nothing; this is
+        for power loss, and costs one fsync instead of one per write.
+        """
+        if not self._dirty:
+            return
+        with self._locked() as meta:
+            fsync_file(self.engine.layer_path(meta["layers"][-1]))
+        self._dirty = False
 
     def resize(self, size: int) -> None:
         self._writable()
         check_size(size)
         with self._locked(exclusive=True) as meta:
-            with self.engine.journal.begin(self._id, {"op": "resize", "size": size}):
+            self.engine.check_idle([self.engine.layer_path(meta["layers"][-1])])
+            with self.engine.journal.begin(self._id, {"op": "resize", "size": size},
+                                           keep_on_error=True):
                 crash.point("resize", "after-journal")
                 _do_resize(self.engine, self.pool, self.name, meta, size)
 
@@ -187,8 +205,12 @@ class LocalImage(Image):
                 n += len(piece)
             return n
         with self._locked() as meta:
-            src = qemuimg.json_opts(qemuimg.image_opts(self._chain(meta)))
-            qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", "-W", src, str(dest))
+            chain = self._chain(meta)
+            if len(chain) == 1 and chain[0][1] == "raw":
+                copy_sparse(chain[0][0], Path(dest), self._size(meta))
+            else:
+                src = qemuimg.json_opts(qemuimg.image_opts(chain))
+                qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", src, str(dest))
             return self._size(meta)
 
     def iter_chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
@@ -210,15 +232,52 @@ class LocalImage(Image):
                 raise errors.SnapshotExists(f"snapshot {name!r} exists")
             top = meta["layers"][-1]
             self.engine.image_chain(meta)  # refuse to build on an unsafe chain
+            # QEMU would go on writing into the layer we freeze: it must take the
+            # snapshot itself (prepare_live_snapshot)
+            self.engine.check_idle([self.engine.layer_path(top)])
+            fsync_file(self.engine.layer_path(top))  # the frozen data must be durable
             layer = {"id": new_id(), "fmt": "qcow2"}
-            with self.engine.journal.begin(self._id, {"op": "snapshot", "layers": [layer]}):
+            with self.engine.journal.begin(self._id, {"op": "snapshot", "layers": [layer]},
+                                           cleanup=[self.engine.layer_path(layer)]):
                 crash.point("snapshot", "after-journal")
                 qemuimg.create_overlay(self.engine.layer_path(layer),
                                        self.engine.layer_path(top), top["fmt"], meta["size"])
+                fsync_file(self.engine.layer_path(layer))
                 crash.point("snapshot", "after-overlay")
                 _add_snap(meta, name, layer)
                 self._save(meta)
                 crash.point("snapshot", "after-metadata")
+
+    def rollback_to_snap(self, name: str) -> None:
+        """The head becomes the snapshot's data again (librbd ``rollback_to_snap``).
+
+        The writable top is dropped and a fresh overlay put over the snapshot's frozen
+        layer: nothing is copied.  Only the newest snapshot can be rolled back to here
+        (what Cinder's revert allows); older ones raise InvalidArgument.
+        """
+        self._writable()
+        with self._locked(exclusive=True) as meta:
+            idx = snap_index(meta, name)
+            snap = meta["snaps"][idx]
+            if meta["layers"][-2]["id"] != snap["layer"]:
+                raise errors.InvalidArgument(
+                    f"rollback to {name!r}: only the newest snapshot can be rolled back to")
+            old_top = meta["layers"][-1]
+            self.engine.check_idle([self.engine.layer_path(old_top)])
+            frozen = meta["layers"][-2]
+            layer = {"id": new_id(), "fmt": "qcow2"}
+            with self.engine.journal.begin(self._id, {"op": "rollback", "layers": [layer]},
+                                           cleanup=[self.engine.layer_path(layer)]):
+                qemuimg.create_overlay(self.engine.layer_path(layer),
+                                       self.engine.layer_path(frozen), frozen["fmt"],
+                                       snap["size"])
+                fsync_file(self.engine.layer_path(layer))
+                crash.point("rollback", "after-overlay")
+                meta["layers"][-1] = layer
+                meta["size"] = snap["size"]
+                self._save(meta)
+                crash.point("rollback", "after-metadata")
+            _unlink(self.engine.layer_path(old_top))
 
     def remove_snap(self, name: str) -> None:
         self._writable()
@@ -226,8 +285,13 @@ class LocalImage(Image):
             snap = meta["snaps"][snap_index(meta, name)]
             if snap["protected"]:
                 raise errors.SnapshotProtected(f"snapshot {name!r} is protected")
+            j = meta["snaps"].index(snap)
+            written = meta["layers"][j:j + 2] if j + 2 == len(meta["layers"]) else [
+                meta["layers"][j + 1]]
+            self.engine.check_idle(self.engine.layer_path(layer) for layer in written)
             with self.engine.journal.begin(self._id,
-                                           {"op": "remove_snap", "snap_id": snap["id"]}):
+                                           {"op": "remove_snap", "snap_id": snap["id"]},
+                                           keep_on_error=True):
                 crash.point("remove_snap", "after-journal")
                 _do_remove_snap(self.engine, self.pool, self.name, meta, snap["id"])
 
@@ -301,7 +365,8 @@ class LocalImage(Image):
             if not meta["parent"]:
                 raise errors.InvalidArgument(f"{self.pool}/{self.name} is not a clone")
             self.engine.image_chain(meta)
-            with self.engine.journal.begin(self._id, {"op": "flatten"}):
+            self.engine.check_idle([self.engine.layer_path(meta["layers"][0])])
+            with self.engine.journal.begin(self._id, {"op": "flatten"}, keep_on_error=True):
                 crash.point("flatten", "after-journal")
                 _do_flatten(self.engine, self.pool, self.name, meta)
 
@@ -312,10 +377,11 @@ class LocalImage(Image):
             raise errors.ImageExists(f"{dest_pool}/{dest_name}")
         layer = {"id": new_id(), "fmt": "raw"}
         image_id = new_id()
-        with eng.journal.begin(image_id, {"op": "copy", "layers": [layer]}):
+        with eng.journal.begin(image_id, {"op": "copy", "layers": [layer]},
+                               cleanup=[eng.layer_path(layer)]):
             with self._locked() as meta:
                 src = qemuimg.json_opts(qemuimg.image_opts(self._chain(meta)))
-                qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", "-W", src,
+                qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", src,
                             str(eng.layer_path(layer)))
                 size, order = self._size(meta), meta["order"]
             fsync_file(eng.layer_path(layer))
@@ -334,12 +400,16 @@ class LocalImage(Image):
         intent: Intent | None = None
         try:
             with self._locked() as meta:
+                eng.check_idle([eng.layer_path(meta["layers"][-1])])
                 layers = [{"id": new_id(), "fmt": layer["fmt"]} for layer in meta["layers"]]
                 intent = eng.journal.begin(image_id, {"op": "deep_copy", "layers": layers})
                 for i, (old, new) in enumerate(zip(meta["layers"], layers, strict=True)):
                     src, dst = eng.layer_path(old), eng.layer_path(new)
-                    subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(src),
-                                    str(dst)], check=True, capture_output=True)
+                    cp = qemuimg.spawn(["cp", "--sparse=always", "--reflink=auto", str(src),
+                                        str(dst)], stderr=subprocess.PIPE)
+                    _, err = cp.communicate()
+                    if cp.returncode != 0:
+                        raise errors.IOError(f"copying {src} failed: {err.decode()}")
                     if i > 0:
                         lower = eng.layer_path(layers[i - 1])
                         qemuimg.run("rebase", "-q", "-u", "-f", "qcow2", "-b", str(lower),
@@ -351,6 +421,10 @@ class LocalImage(Image):
             crash.point("deep_copy", "after-layers")
             # the parent snapshot is re-checked under the store lock (it could have gone)
             eng.commit_new(dest_pool, dest_name, copy, check_parent=True)
+        except BaseException:
+            for layer in layers if intent is not None else []:
+                _unlink(eng.layer_path(layer))
+            raise
         finally:
             if intent is not None:
                 intent.finish()
@@ -370,22 +444,20 @@ class LocalImage(Image):
         chain = self.qemu_chain()
         node: dict[str, Any] | None = None
         for path, fmt in reversed(chain):
-            lid = path.name.split(".")[0][:16]
+            name = node_name(node_prefix, path.name.split(".")[0])
             cur: dict[str, Any] = {
-                "driver": fmt, "node-name": f"{node_prefix}-{lid}",
-                "file": {"driver": "file", "filename": str(path),
-                         "node-name": f"{node_prefix}-{lid}-file"},
+                "driver": fmt, "node-name": name,
+                "file": {"driver": "file", "filename": str(path), "node-name": f"{name}-file"},
             }
             if fmt == "qcow2":
                 cur["backing"] = node
-            if node is not None or self.read_only:
-                cur["read-only"] = True
+            cur["read-only"] = True  # every node below the top is frozen
             node = cur
         assert node is not None
         node["read-only"] = self.read_only
         return node
 
-    def prepare_live_snapshot(self, name: str) -> LiveSnapshot:
+    def prepare_live_snapshot(self, name: str, node_prefix: str = "strato") -> LiveSnapshot:
         """Start a snapshot that a running QEMU takes (``blockdev-snapshot-sync``).
 
         Holds the image lock until ``commit_live_snapshot``/``abort_live_snapshot``.
@@ -412,12 +484,12 @@ class LocalImage(Image):
             raise
         self._live = (lock, intent, name, layer)
         overlay = eng.layer_path(layer)
-        node = f"strato-{layer['id'][:16]}"
+        node = node_name(node_prefix, layer["id"])
         return LiveSnapshot(
             snapshot=name, overlay=overlay, backing=chain[0][0], backing_format=top["fmt"],
             node_name=node,
             qmp={"execute": "blockdev-snapshot-sync",
-                 "arguments": {"node-name": f"strato-{top['id'][:16]}",
+                 "arguments": {"node-name": node_name(node_prefix, top["id"]),
                                "snapshot-file": str(overlay), "snapshot-node-name": node,
                                "format": "qcow2", "mode": "absolute-paths"}},
         )
@@ -426,11 +498,17 @@ class LocalImage(Image):
         """QEMU now writes to the new overlay: record the old top as snapshot ``name``."""
         if self._live is None or self._live[2] != name:
             raise errors.InvalidArgument(f"no live snapshot {name!r} pending")
-        lock, intent, _, _layer = self._live
+        lock, intent, _, layer = self._live
         try:
             meta = self.engine.load(self.pool, self.name)
-            _finish_live(self.engine, self.pool, self.name, meta, intent.record, strict=True)
-            intent.finish()
+            try:
+                _finish_live(self.engine, self.pool, self.name, meta, intent.record,
+                             strict=True)
+            except errors.Error:
+                _unlink(self.engine.layer_path(layer))  # refused: never part of the image
+                raise
+            finally:
+                intent.finish()
         finally:
             self._live = None
             lock.release()
@@ -440,6 +518,8 @@ class LocalImage(Image):
         if self._live is None or self._live[2] != name:
             raise errors.InvalidArgument(f"no live snapshot {name!r} pending")
         lock, intent, _, layer = self._live
+        if qemuimg.in_use(self.engine.layer_path(layer)):
+            raise errors.ImageBusy("QEMU is using the new overlay: commit the snapshot")
         try:
             _unlink(self.engine.layer_path(layer))
             intent.finish()
@@ -448,11 +528,53 @@ class LocalImage(Image):
             lock.release()
 
     def close(self) -> None:
-        if self._live is not None:
-            self.abort_live_snapshot(self._live[2])
+        """Flush writes; settle a pending live snapshot as repair would (kept if QEMU
+        made the overlay, dropped otherwise)."""
+        if self._live is None:
+            try:
+                self.flush()
+            except errors.ImageNotFound:
+                pass  # removed or renamed meanwhile: nothing left to flush
+            return
+        lock, intent, _, _layer = self._live
+        self._live = None
+        try:
+            with intent:
+                recover(self.engine, intent)
+        finally:
+            lock.release()
+
+
+def copy_sparse(src: Path, dest: Path, size: int) -> None:
+    """Copy a raw file's data extents in the kernel (copy_file_range); holes stay holes."""
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        sfd, dfd = fin.fileno(), fout.fileno()
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(sfd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = min(os.lseek(sfd, start, os.SEEK_HOLE), size)
+            off = start
+            while off < end:
+                n = os.copy_file_range(sfd, dfd, min(end - off, 1 << 30), off, off)
+                if n == 0:
+                    break
+                off += n
+            pos = end
+        os.ftruncate(dfd, size)
 
 
 # --- the steps shared by operations and their recovery ------------------------------------
+def node_name(prefix: str, layer_id: str) -> str:
+    """QEMU node-name of a layer: ``<prefix>-<16 hex>`` (+ ``-file``) within QEMU's 31."""
+    if not prefix or len(prefix) > 9 or not prefix[0].isalpha() or not all(
+            c.isalnum() or c in "-_." for c in prefix):
+        raise errors.InvalidArgument(f"node prefix must be 1-9 characters: {prefix!r}")
+    return f"{prefix}-{layer_id[:16]}"
+
+
 def _check_snap_name(name: str) -> None:
     if not isinstance(name, str) or not name or "\0" in name or "/" in name:
         raise errors.InvalidArgument(f"invalid snapshot name {name!r}")
@@ -481,6 +603,7 @@ def _resize_layer(path: Path, fmt: str, size: int) -> None:
 def _do_resize(eng: LocalEngine, pool: str, name: str, meta: Meta, size: int) -> None:
     top = meta["layers"][-1]
     _resize_layer(eng.layer_path(top), top["fmt"], size)
+    fsync_file(eng.layer_path(top))
     crash.point("resize", "after-layer")
     meta["size"] = size
     eng.save(pool, name, meta)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import ImageBusy
-from .qemuimg import HELD_FDS
+from .qemuimg import close_held_fd, hold_fd
 
 
 class FileLock:
@@ -52,7 +52,7 @@ class FileLock:
             except FileNotFoundError:
                 same = False
             if same:
-                HELD_FDS.add(fd)
+                hold_fd(fd)
                 self._fd = fd
                 self._depth = 1
                 return
@@ -63,8 +63,7 @@ class FileLock:
             return
         self._depth -= 1
         if self._depth == 0:
-            HELD_FDS.discard(self._fd)
-            os.close(self._fd)
+            close_held_fd(self._fd)
             self._fd = None
 
     def unlink(self) -> None:

@@ -2,61 +2,108 @@
 
 Every call names the format of every file (``-f``/``-F``): probing a raw layer whose
 guest-written content looks like qcow2 would let a guest point us at host files.
-Children get PR_SET_PDEATHSIG so a SIGKILLed engine process never leaves a qemu-img
-writing behind the back of the repair that runs on the next open.
+Children get PR_SET_PDEATHSIG (via setpriv) so a SIGKILLed engine process never leaves
+a qemu-img writing behind the back of the repair that runs on the next open.
 """
 
 from __future__ import annotations
 
-import ctypes
+import fcntl
 import json
 import os
-import signal
+import shutil
 import struct
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import crash, errors
 
 QEMU_IMG = os.environ.get("STRATO_QEMU_IMG", "qemu-img")
 QCOW2_MAGIC = b"QFI\xfb"
 _EXT_BACKING_FORMAT = 0xE2792ACA
 _EXT_DATA_FILE = 0x44415441
 _INCOMPAT_DATA_FILE = 1 << 2
-_PR_SET_PDEATHSIG = 1
+# setpriv sets PR_SET_PDEATHSIG and execs the command: no preexec_fn (unsafe with threads)
+_SETPRIV = shutil.which("setpriv")
 
-# Lock and intent fds held by this process.  qemu-img children inherit them, so an
-# operation's image lock and intent stay held until its qemu-img is gone too: repair
-# after a crash can never race a dying child still writing a layer.
+# Lock and intent fds held by this process.  Children inherit them, so an operation's
+# image lock and intent stay held until its qemu-img is gone too: repair after a crash
+# never races a dying child still writing a layer.  _FDS_LOCK keeps a held fd from being
+# closed (and its number reused) while a child is being forked.
 HELD_FDS: set[int] = set()
+_FDS_LOCK = threading.Lock()
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:  # pragma: no cover - non-Linux
-        pass
+def hold_fd(fd: int) -> None:
+    with _FDS_LOCK:
+        HELD_FDS.add(fd)
 
 
-def run(*args: str, input_: bytes | None = None) -> str:
+def close_held_fd(fd: int) -> None:
+    with _FDS_LOCK:
+        HELD_FDS.discard(fd)
+        os.close(fd)
+
+
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a helper that dies with us and inherits our held lock fds."""
+    argv = [_SETPRIV, "--pdeathsig", "KILL", *cmd] if _SETPRIV else cmd
+    with _FDS_LOCK:
+        return subprocess.Popen(argv, pass_fds=tuple(HELD_FDS), **kwargs)
+
+
+def run(*args: str) -> str:
     """Run ``qemu-img args``; map its failures onto block store errors."""
     cmd = [QEMU_IMG, *args]
+    delay = crash.during(args[0])
+    if delay is not None:  # tests only: die while this qemu-img is at work
+        spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        crash.die()
     try:
-        proc = subprocess.run(
-            cmd, input=input_, capture_output=True, preexec_fn=_die_with_parent, check=False,
-            pass_fds=tuple(HELD_FDS),
-        )
-    except FileNotFoundError as exc:
+        proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError as exc:  # no setpriv fallback reaches here without qemu-img
         raise errors.FunctionNotSupported(f"{QEMU_IMG} not installed") from exc
+    out, err = proc.communicate()
     if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip()
+        msg = err.decode(errors="replace").strip()
+        if proc.returncode == 127 and "failed to execute" in msg:
+            raise errors.FunctionNotSupported(f"{QEMU_IMG} not installed: {msg}")
         if "lock" in msg.lower() and "get" in msg.lower():
             raise errors.ImageBusy(f"layer in use (by QEMU?): {msg}")
+        if "No space left" in msg:
+            raise errors.NoSpace(msg)
         raise errors.OSError(f"{' '.join(cmd)} failed ({proc.returncode}): {msg}")
-    return proc.stdout.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+_QEMU_LOCK_START, _QEMU_LOCK_LEN = 100, 200  # QEMU's permission lock bytes
+_FLOCK = "hhqqi4x"
+
+
+def in_use(path: Path) -> bool:
+    """Whether a QEMU process (or qemu-img) has the file open, from its OFD byte locks.
+
+    QEMU takes shared OFD locks on bytes 100-299 for the permissions it holds; asking
+    whether a write lock over them would conflict reveals any opener, without taking
+    anything.  Our own direct I/O on a raw top checks this so it never writes behind a
+    running guest's back.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _QEMU_LOCK_START,
+                            _QEMU_LOCK_LEN, 0)
+        reply = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, query)
+        return struct.unpack(_FLOCK, reply)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
 
 
 def create_raw(path: Path, size: int) -> None:

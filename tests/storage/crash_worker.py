@@ -32,6 +32,8 @@ def main() -> None:
                 img.create_snap(a["snap"])
             elif op == "remove_snap":
                 img.remove_snap(a["snap"])
+            elif op == "rollback":
+                img.rollback_to_snap(a["snap"])
             elif op == "flatten":
                 img.flatten()
             elif op == "resize":

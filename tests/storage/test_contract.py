@@ -264,6 +264,27 @@ def test_snapshots(engine: Engine) -> None:
     check_local_store(engine)
 
 
+def test_rollback_to_newest_snapshot(engine: Engine) -> None:
+    first, second = pattern(11, SIZE), pattern(12, MiB)
+    make(engine, "volumes", "rb", first)
+    with engine.open("volumes", "rb") as img:
+        img.create_snap("s1")
+        img.write(second, MiB)
+        img.resize(2 * SIZE)  # grown after the snapshot: rollback shrinks it back
+        img.rollback_to_snap("s1")
+        assert img.size() == SIZE and sha(img.read(0, SIZE)) == sha(first)
+        img.write(second, 0)  # the head is writable again, the snapshot untouched
+    assert snap_sha(engine, "volumes", "rb", "s1") == sha(first)
+    assert head_sha(engine, "volumes", "rb") == sha(apply(first, second, 0))
+    with engine.open("volumes", "rb") as img:
+        img.create_snap("s2")
+        with pytest.raises(errors.SnapshotNotFound):
+            img.rollback_to_snap("nope")
+        img.rollback_to_snap("s2")
+        assert sha(img.read(0, SIZE)) == sha(apply(first, second, 0))
+    check_local_store(engine)
+
+
 def test_protect_rules(engine: Engine) -> None:
     make(engine, "images", "img", pattern(20, SIZE))
     with engine.open("images", "img") as img:

@@ -220,6 +220,10 @@ def test_live_snapshot_with_real_qemu(eng: LocalEngine, qemu: Any, tmp_path: Pat
             disk.flatten()
         with pytest.raises(errors.ImageBusy):
             disk.resize(2 * SIZE)
+        with pytest.raises(errors.ImageBusy):
+            disk.create_snap("offline")  # would freeze a layer QEMU still writes
+        with pytest.raises(errors.ImageBusy):
+            disk.deep_copy("vms", "copy")
         live = disk.prepare_live_snapshot("snapshot-1")
         qmp.cmd(live.qmp["execute"], **live.qmp["arguments"])
         disk.commit_live_snapshot("snapshot-1")
@@ -316,3 +320,19 @@ def test_concurrent_processes_serialize(eng: LocalEngine) -> None:
         with eng.open("volumes", "shared", snapshot=f"{tag}3") as snap:
             assert snap.read(off, 4100) == b"D" * 4096 + tag.encode() * 4
     check_local_store(eng)
+
+
+def test_imports_are_sparse(eng: LocalEngine, tmp_path: Path) -> None:
+    """Zero runs of an import (file or stream) take no space in the layer."""
+    import io
+
+    data = pattern(9, MiB) + bytes(30 * MiB) + pattern(10, 4096) + bytes(MiB)
+    src = tmp_path / "s.raw"
+    src.write_bytes(data)
+    eng.import_from("images", "f", src)
+    eng.import_from("images", "s", io.BytesIO(data))
+    for name in ("f", "s"):
+        layer = eng.layer_path(eng.load("images", name)["layers"][0])
+        assert os.stat(layer).st_size == len(data)
+        assert os.stat(layer).st_blocks * 512 <= MiB + 64 * 1024
+        assert head_sha(eng, "images", name) == sha(data)
