@@ -148,6 +148,35 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """Notifications kept in the database, newest last."""
+    import json as _json
+
+    from sqlalchemy import select
+
+    from strato.db import Database
+    from strato.events import Event
+
+    conf = _conf(args)
+    db = Database.from_config(conf)
+    try:
+        with db.session(readonly=True) as session:
+            query = select(Event).order_by(Event.id.desc()).limit(args.limit)
+            if args.service:
+                query = query.where(Event.service == args.service)
+            if args.resource:
+                query = query.where(Event.resource_id == args.resource)
+            if args.type:
+                query = query.where(Event.event_type.startswith(args.type))
+            rows = list(session.scalars(query))
+        for ev in reversed(rows):
+            print(f"{ev.created_at.isoformat()} {ev.service} {ev.event_type} "
+                  f"{ev.resource_id} project={ev.project_id} {_json.dumps(ev.payload)}")
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from strato.policy import Enforcer
 
@@ -217,6 +246,12 @@ def parser() -> argparse.ArgumentParser:
     p = command("config", cmd_config, "Configuration: print a documented sample, or check "
                                       "a file.")
     p.add_argument("config_command", choices=("sample", "check"))
+
+    p = command("events", cmd_events, "List notifications (volume.create.end, …), newest last.")
+    p.add_argument("--service", help="only this service's (volume, compute, image)")
+    p.add_argument("--resource", help="only events about this resource id")
+    p.add_argument("--type", help="only event types starting with this (e.g. snapshot.)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
     command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
                                   "policy file.")

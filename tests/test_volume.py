@@ -249,6 +249,23 @@ def test_data_through_every_path(server: Server, cinder: Cinder, tmp_path: Path)
         assert vol.size() == 2 * GiB
     assert hashlib.sha256(_read(server, "volumes", f"volume-{v2['id']}", 2 << 20)
                           ).hexdigest() == want
+    # ... → image, as qcow2 this time: the copy path, converted, through the image store.
+    r = cinder.c.post(f"{cinder.base}/volumes/{v2['id']}/action", json={
+        "os-volume_upload_image": {"image_name": _uniq("back"), "disk_format": "qcow2"}})
+    assert r.status_code == 202, r.text
+    back_id = r.json()["os-volume_upload_image"]["image_id"]
+    cinder.wait(v2["id"], "available")
+    with server.client(server.token()) as c:
+        back = c.get(f"/image/v2/images/{back_id}").json()
+        assert back["status"] == "active" and back["disk_format"] == "qcow2"
+        assert back["virtual_size"] == 2 * GiB
+        out = tmp_path / "back.qcow2"
+        out.write_bytes(c.get(f"/image/v2/images/{back_id}/file").content)
+        c.delete(f"/image/v2/images/{back_id}")
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", str(out), str(tmp_path / "b")],
+                   check=True)
+    with open(tmp_path / "b", "rb") as fh:
+        assert hashlib.sha256(fh.read(2 << 20)).hexdigest() == want
     cinder.delete(v2["id"])
     cinder.delete_snapshot(snap["id"])
     cinder.delete(v1["id"])
@@ -476,3 +493,41 @@ def test_cli_image_create_from_volume(server: Server, cinder: Cinder) -> None:
     server.openstack("image", "delete", name)
     assert not [n for n in _blocks(server).list("volumes") if v["id"] in n]
     server.openstack("image", "delete", image["id"])
+
+
+def test_notifications_are_kept_as_events(server: Server, cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    s = cinder.snapshot(v["id"])
+    cinder.delete_snapshot(s["id"])
+    cinder.delete(v["id"])
+    from tests.support import strato
+
+    out = strato("events", "--config", str(server.conf), "--resource", v["id"]).stdout
+    kinds = [line.split()[2] for line in out.splitlines()]
+    assert kinds == ["volume.create.start", "volume.create.end", "volume.delete.start",
+                     "volume.delete.end"]
+    out = strato("events", "--config", str(server.conf), "--type", "snapshot.",
+                 "--resource", s["id"]).stdout
+    assert [line.split()[2] for line in out.splitlines()] == [
+        "snapshot.create.start", "snapshot.create.end", "snapshot.delete.start",
+        "snapshot.delete.end"]
+
+
+def test_cli_revert_to_the_latest_snapshot(server: Server, cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    name = f"volume-{v['id']}"
+    with _blocks(server).open("volumes", name) as image:
+        image.write(b"before" * 100, 0)
+    older = cinder.snapshot(v["id"])
+    snap = cinder.snapshot(v["id"])
+    with _blocks(server).open("volumes", name) as image:
+        image.write(b"after!" * 100, 0)
+    r = cinder.c.post(f"{cinder.base}/volumes/{v['id']}/action",
+                      json={"revert": {"snapshot_id": older["id"]}})
+    assert r.status_code == 400 and "latest" in r.json()["badRequest"]["message"]
+    server.openstack("--os-volume-api-version", "3.40", "volume", "revert", snap["id"])
+    cinder.wait(v["id"], "available")
+    assert _read(server, "volumes", name, 600) == b"before" * 100
+    for s in (snap, older):
+        cinder.delete_snapshot(s["id"])
+    cinder.delete(v["id"])

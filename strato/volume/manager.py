@@ -180,6 +180,12 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
             events.emit(session, "volume", "volume.delete.error", volume_id, vol.project_id,
                         error=str(exc))
         return {"busy": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - the store failed: an admin must look
+        LOG.warning("volume %s: delete failed: %s", volume_id, exc)
+        with services.db.session() as session:
+            api.set_status(session, Volume, volume_id, "deleting", "error_deleting",
+                           fault=f"{type(exc).__name__}: {exc}")
+        return {"error": str(exc)}
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
         if vol is None:
@@ -246,6 +252,12 @@ def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
             api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
                            fault=str(exc))
         return {"busy": str(exc)}
+    except Exception as exc:  # noqa: BLE001
+        LOG.warning("snapshot %s: delete failed: %s", snapshot_id, exc)
+        with services.db.session() as session:
+            api.set_status(session, Snapshot, snapshot_id, "deleting", "error_deleting",
+                           fault=f"{type(exc).__name__}: {exc}")
+        return {"error": str(exc)}
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
         if snap is None:
