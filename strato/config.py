@@ -185,6 +185,8 @@ OPTIONS: tuple[Option, ...] = (
            "Weight of capacity already allocated (negative: prefer the least used)."),
     Option("volume", "reserved_percentage", "non_negative_int", "0",
            "Percent of each backend's capacity kept free."),
+    Option("volume", "max_over_subscription_ratio", "float", "20.0",
+           "Thin backends may promise this many times their capacity to volumes."),
     Option("volume", "rbd_max_clone_depth", "non_negative_int", "5",
            "Clones of clones allowed before the source is flattened (0: always copy)."),
     Option("volume", "rbd_flatten_volume_from_snapshot", "bool", "false",

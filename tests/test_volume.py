@@ -531,3 +531,55 @@ def test_cli_revert_to_the_latest_snapshot(server: Server, cinder: Cinder) -> No
     for s in (snap, older):
         cinder.delete_snapshot(s["id"])
     cinder.delete(v["id"])
+
+
+def test_cli_bootable_force_snapshot_and_paging(server: Server, cinder: Cinder) -> None:
+    name = _uniq("boot")
+    server.openstack("volume", "create", "--size", "1", "--bootable", name)
+    vol = server.openstack_json("volume", "show", name)
+    vol = cinder.wait(vol["id"], "available")
+    deadline = time.monotonic() + 30
+    while server.openstack_json("volume", "show", name)["bootable"] is not True:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    snap = _uniq("snap")
+    server.openstack("volume", "snapshot", "create", "--volume", name, "--force", snap)
+    listed = server.openstack_json("volume", "snapshot", "list", "--long")
+    assert snap in [s["Name"] for s in listed]
+    _wait(cinder.c, f"{cinder.base}/snapshots/"
+          f"{next(s['ID'] for s in listed if s['Name'] == snap)}", "snapshot", "available")
+    # limit/marker pages over the detailed list, newest first.
+    extra = [cinder.create(size=1) for _ in range(2)]
+    r = cinder.c.get(f"{cinder.base}/volumes/detail", params={"limit": 1})
+    first = r.json()["volumes"]
+    assert [v["id"] for v in first] == [extra[1]["id"]] and "volumes_links" in r.json()
+    r = cinder.c.get(f"{cinder.base}/volumes/detail", params={"limit": 1,
+                                                              "marker": first[0]["id"]})
+    assert [v["id"] for v in r.json()["volumes"]] == [extra[0]["id"]]
+    r = cinder.c.get(f"{cinder.base}/volumes/detail", params={"sort": "name:asc",
+                                                              "name": name})
+    assert [v["id"] for v in r.json()["volumes"]] == [vol["id"]]
+    assert cinder.c.get(f"{cinder.base}/volumes/detail", params={"sort": "secret:asc"}
+                        ).status_code == 400
+    server.openstack("volume", "snapshot", "delete", snap)
+    for v in extra:
+        cinder.delete(v["id"])
+    deadline = time.monotonic() + 30
+    while server.openstack("volume", "delete", name, check=False).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_views_follow_the_microversion(cinder: Cinder) -> None:
+    v = cinder.create(size=1)
+    url = f"{cinder.base}/volumes/{v['id']}"
+    base = cinder.c.get(url, headers={"OpenStack-API-Version": "volume 3.0"})
+    assert base.headers["OpenStack-API-Version"] == "volume 3.0"
+    assert not {"group_id", "provider_id", "volume_type_id", "consumes_quota"} & set(
+        base.json()["volume"])
+    mid = cinder.c.get(url, headers={"OpenStack-API-Version": "volume 3.48"}).json()["volume"]
+    assert {"group_id", "provider_id", "shared_targets"} <= set(mid)
+    assert "volume_type_id" not in mid
+    new = cinder.c.get(url, headers={"OpenStack-API-Version": "volume 3.71"}).json()["volume"]
+    assert new["consumes_quota"] is True and new["volume_type_id"]
+    cinder.delete(v["id"])

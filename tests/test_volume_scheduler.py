@@ -17,7 +17,7 @@ FILTERS = ["AvailabilityZoneFilter", "CapacityFilter", "CapabilitiesFilter"]
 def _state(name: str, capacity: float, allocated: float, zone: str = "nova") -> BackendState:
     return BackendState(Backend(name, name, capacity, zone, {"volume_backend_name": name,
                                                              "thin_provisioning_support": True}),
-                        allocated, 0)
+                        allocated, 0, max_over_subscription_ratio=1.0)
 
 
 def test_filters_and_weighers() -> None:
@@ -38,6 +38,10 @@ def test_filters_and_weighers() -> None:
         choose(states, Request(5, None, {"volume_backend_name": "x"}), FILTERS, [], MULT)
     with pytest.raises(NoValidBackend):
         choose(states, Request(600, None, {}), FILTERS, [], MULT)
+    # Thin provisioning: 20x the capacity may be promised.
+    thin = BackendState(states[0].backend, 90, 0, max_over_subscription_ratio=20.0)
+    assert thin.free_gb == 100 * 20 - 90
+    assert choose([thin], Request(1000, None, {}), FILTERS, [], MULT).name == "a"
     # The allocated-capacity weigher alone spreads: the least allocated wins.
     assert choose(states[:2], req, FILTERS, ["AllocatedCapacityWeigher"], MULT).name == "b"
 
@@ -79,8 +83,9 @@ def test_types_route_volumes_to_backends(two_backends: Server) -> None:
                          pools=("images", "vms", "volumes", "volumes-fast"))
     assert f"volume-{fast['id']}" in blocks.list("volumes-fast")
     assert f"volume-{default['id']}" in blocks.list("volumes")
-    # Too big for the fast backend: error, with the reason, and no quota held.
-    big = cinder.create(wait="error", size=50, volume_type="fast")
+    # Too big for the fast backend even thin (20 GiB x 20): error, with the reason, and
+    # no quota held.
+    big = cinder.create(wait="error", size=500, volume_type="fast")
     assert "No valid backend" in big["error"]
     usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
                          params={"usage": "true"}).json()["quota_set"]

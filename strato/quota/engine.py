@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from strato.exceptions import OverLimit
@@ -47,18 +49,20 @@ class QuotaEngine:
 
     def _usage_rows(self, session: Session, project_id: str,
                     resources: list[str]) -> dict[str, QuotaUsage]:
-        rows = {u.resource: u for u in session.scalars(
+        """The project's usage rows for ``resources``, created if missing, locked.
+
+        ``INSERT … ON CONFLICT DO NOTHING`` first: two requests creating the same row
+        at once do not fail, the second waits for the first and finds it.
+        """
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else \
+            sqlite_insert
+        session.execute(insert(QuotaUsage).values([
+            {"project_id": project_id, "resource": r, "in_use": 0, "reserved": 0}
+            for r in resources]).on_conflict_do_nothing())
+        return {u.resource: u for u in session.scalars(
             select(QuotaUsage).where(QuotaUsage.project_id == project_id,
                                      QuotaUsage.resource.in_(resources))
-            .with_for_update())}
-        for resource in resources:
-            if resource not in rows:
-                row = QuotaUsage(project_id=project_id, resource=resource, in_use=0,
-                                 reserved=0)
-                session.add(row)
-                rows[resource] = row
-        session.flush()  # a concurrent first insert fails here; the caller retries
-        return rows
+            .with_for_update().execution_options(populate_existing=True))}
 
     def reserve(self, session: Session, project_id: str,
                 deltas: Mapping[str, int]) -> list[int]:

@@ -72,7 +72,8 @@ def schedule_volume(ctx: JobContext) -> dict[str, Any]:
                 Volume.host.is_not(None), Volume.status != "error")):
             name = host.split("@", 1)[1].split("#", 1)[0]
             allocated[name] = allocated.get(name, 0) + size
-        states = [BackendState(b, allocated.get(b.name, 0), conf.reserved_percentage)
+        states = [BackendState(b, allocated.get(b.name, 0), conf.reserved_percentage,
+                               conf.max_over_subscription_ratio)
                   for b in api.backends.values()]
         request = Request(vol.size, vol.availability_zone,
                           dict(vtype.extra_specs or {}) if vtype else {})

@@ -34,11 +34,18 @@ class BackendState:
     backend: Backend
     allocated_gb: float
     reserved_percentage: int
+    max_over_subscription_ratio: float = 20.0
 
     @property
     def free_gb(self) -> float:
-        reserved = self.backend.capacity_gb * self.reserved_percentage / 100
-        return self.backend.capacity_gb - reserved - self.allocated_gb
+        """Room left for new volumes.  Thin backends (every block-store pool: volumes are
+        sparse) may promise ``max_over_subscription_ratio`` times their capacity, as
+        Cinder's capacity filter allows."""
+        capacity = self.backend.capacity_gb
+        reserved = capacity * self.reserved_percentage / 100
+        if self.backend.capabilities.get("thin_provisioning_support"):
+            capacity *= max(1.0, self.max_over_subscription_ratio)
+        return capacity - reserved - self.allocated_gb
 
 
 @dataclass(frozen=True)
