@@ -24,7 +24,7 @@ from strato.storage import open_engine
 from tests.support import Server, free_port
 
 BIG, SMALL = 8 << 30, 64 << 20
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _fill(path: Path, size: int) -> None:

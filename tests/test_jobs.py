@@ -268,3 +268,26 @@ def test_many_workers_never_run_the_same_job(db: Database, db_url: str,
     assert len(counts) == n and set(counts.values()) == {1}, counts.most_common(3)
     assert {j.attempts for j in _jobs(db)} == {1}
     assert len({e["owner"] for e in runs}) > 1, "the work was shared between workers"
+
+
+def test_a_commit_wakes_idle_workers_in_the_process(db: Database) -> None:
+    """Workers poll rarely; a job committed in-process starts at once all the same."""
+    import threading
+
+    done = threading.Event()
+
+    def quick(ctx: JobContext) -> None:
+        done.set()
+
+    worker = Worker(db, handlers={"quick": quick}, lease=5, poll_interval=60)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the worker found nothing and sleeps for up to 60 s
+        with db.session() as s:
+            queue.enqueue(s, "quick")
+        assert done.wait(10), "the worker was not woken by the commit"
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -441,6 +441,18 @@ def test_attach_bookkeeping_and_attachments_api(server: Server, cinder: Cinder) 
     info = r.json()["connection_info"]
     assert info["driver_volume_type"] == "blockstore"
     assert info["data"]["name"] == f"volume-{v['id']}"
+    blockdev = info["data"]["blockdev"]  # what QEMU opens: the layer chain, absolute paths
+    assert blockdev["driver"] == "raw" and blockdev["file"]["filename"].startswith("/")
+    assert blockdev["read-only"] is False
+    # A read-only volume refuses a read-write attach.
+    assert cinder.c.post(url, json={"os-update_readonly_flag": {"readonly": True}}
+                         ).status_code == 202
+    assert cinder.c.post(url, json={"os-attach": {"instance_uuid": server_id}}
+                         ).status_code == 400
+    r = cinder.c.post(url, json={"os-initialize_connection": {"connector": {"host": "h"}}})
+    assert r.json()["connection_info"]["data"]["access_mode"] == "ro"
+    assert cinder.c.post(url, json={"os-update_readonly_flag": {"readonly": False}}
+                         ).status_code == 202
     assert cinder.c.post(url, json={"os-attach": {"instance_uuid": server_id,
                                                   "mountpoint": "/dev/vdb"}}).status_code == 202
     shown = cinder.wait(v["id"], "in-use")

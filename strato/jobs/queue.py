@@ -8,17 +8,34 @@ the job over.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from strato.db import Database, utcnow
 from strato.jobs.models import DONE, FAILED, PENDING, RUNNING, Job
 
 ANY = "any"
+
+# Workers in this process sleep on this between polls; a commit that enqueued a job
+# wakes them at once, so in-process work starts without waiting for the next poll.
+WAKE = threading.Condition()
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_workers(session: Session) -> None:
+    if session.info.pop("strato_enqueued", False):
+        with WAKE:
+            WAKE.notify_all()
+
+
+def wait_for_work(timeout: float) -> None:
+    with WAKE:
+        WAKE.wait(timeout)
 
 
 def enqueue(
@@ -41,6 +58,7 @@ def enqueue(
     )
     session.add(job)
     session.flush()
+    session.info["strato_enqueued"] = True
     return job
 
 

@@ -110,6 +110,8 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+        with queue.WAKE:
+            queue.WAKE.notify_all()
 
     def run_once(self) -> bool:
         """Claim and run one job; False when there was none."""
@@ -159,8 +161,8 @@ class Worker:
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
                 LOG.exception("worker %s: error while claiming", self.owner)
                 busy = False
-            if not busy:
-                self.stopping.wait(self.poll_interval)
+            if not busy and not self.stopping.is_set():
+                queue.wait_for_work(self.poll_interval)
 
 
 class _Heartbeat:

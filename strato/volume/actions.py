@@ -294,6 +294,10 @@ class VolumeActions:
                                 "volume_id": vol.id}
         if engine is not None:
             data["location"] = engine.location(pool, f"volume-{vol.id}")
+            with engine.open(pool, f"volume-{vol.id}", read_only=vol.readonly) as image:
+                if hasattr(image, "blockdev_options"):  # local engine: QEMU's -blockdev
+                    data["blockdev"] = image.blockdev_options(
+                        node_prefix=f"v{vol.id[:8]}")
         return {"driver_volume_type": "blockstore", "data": data}
 
     def attachment_view(self, row: Attachment) -> dict[str, Any]:
