@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import Request
 
 from strato.context import RequestContext
+from strato.exceptions import BadRequest
 
 
 def context(request: Request) -> RequestContext:
@@ -24,3 +26,14 @@ def base_url(request: Request) -> str:
 def query(request: Request) -> dict[str, str]:
     """Query parameters as a plain dict (the last value wins)."""
     return dict(request.query_params)
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body (None when empty); 400 when it is not JSON."""
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest("Malformed request body: the body is not valid JSON.") from None

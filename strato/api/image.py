@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from strato.api.common import base_url, context, services
+from strato.api.common import base_url, context, json_body, services
 from strato.exceptions import BadRequest, UnsupportedMediaType
 from strato.image import data, listing
 from strato.image.api import ImageAPI
@@ -52,15 +49,6 @@ PATCH_TYPES = ("application/openstack-images-v2.1-json-patch",
                "application/openstack-images-v2.0-json-patch")
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BadRequest("Malformed request body: the body is not valid JSON.") from None
-
 
 @router.get("/v2/images")
 def list_images(request: Request) -> dict:
@@ -70,7 +58,7 @@ def list_images(request: Request) -> dict:
 
 @router.post("/v2/images", status_code=201)
 async def create_image(request: Request) -> JSONResponse:
-    body = await _json(request)
+    body = await json_body(request)
     view = await run_in_threadpool(_api(request).create, context(request), body)
     return JSONResponse(view, status_code=201,
                         headers={"Location": f"{base_url(request)}/image/v2/images/"
@@ -88,7 +76,7 @@ async def update_image(request: Request, image_id: str) -> dict:
     if ctype not in PATCH_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
                                    f"{PATCH_TYPES[0]}.")
-    body = await _json(request)
+    body = await json_body(request)
     return await run_in_threadpool(_api(request).update, context(request), image_id, body)
 
 
@@ -158,7 +146,7 @@ def list_members(request: Request, image_id: str) -> dict:
 
 @router.post("/v2/images/{image_id}/members")
 async def add_member(request: Request, image_id: str) -> dict:
-    body = await _json(request)
+    body = await json_body(request)
     return await run_in_threadpool(_api(request).add_member, context(request), image_id, body)
 
 
@@ -169,7 +157,7 @@ def get_member(request: Request, image_id: str, member_id: str) -> dict:
 
 @router.put("/v2/images/{image_id}/members/{member_id}")
 async def update_member(request: Request, image_id: str, member_id: str) -> dict:
-    body = await _json(request)
+    body = await json_body(request)
     return await run_in_threadpool(_api(request).update_member, context(request), image_id,
                                    member_id, body)
 

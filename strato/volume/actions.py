@@ -17,8 +17,8 @@ from strato import events
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound
 from strato.jobs.queue import enqueue
-from strato.volume.api import VolumeAPI, _flag, _text, iso
-from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
+from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
+from strato.volume.models import Attachment, Snapshot, Volume
 
 STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
             "error_deleting", "error_restoring", "error_extending", "detaching",
@@ -108,11 +108,9 @@ class VolumeActions:
                 raise BadRequest(f"New size for extend must be greater than current size "
                                  f"(current: {vol.size}, extended: {new_size}).")
             allowed = ("available", "in-use") if version >= (3, 42) else ("available",)
-            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
-            tname = vtype.name if vtype else "__DEFAULT__"
             delta = new_size - vol.size
-            reservations = self.api.quota.reserve(session, vol.project_id, {
-                "gigabytes": delta, f"gigabytes_{tname}": delta})
+            deltas = volume_deltas(type_name(session, vol), delta, count=0)
+            reservations = self.api.quota.reserve(session, vol.project_id, deltas)
             previous = vol.status
             self._transition(session, vol, allowed, "extending", "extend")
             enqueue(session, "volume.extend", {

@@ -35,6 +35,23 @@ DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_
 IMAGE_CORE = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
 
 
+def volume_deltas(type_name: str, size: int, count: int = 1) -> dict[str, int]:
+    """What a volume counts against: in total and for its type."""
+    return {"volumes": count, "gigabytes": size, f"volumes_{type_name}": count,
+            f"gigabytes_{type_name}": size}
+
+
+def snapshot_deltas(type_name: str, size: int) -> dict[str, int]:
+    return {"snapshots": 1, "gigabytes": size, f"snapshots_{type_name}": 1,
+            f"gigabytes_{type_name}": size}
+
+
+def type_name(session: Session, vol: Volume | None) -> str:
+    vtype = session.get(VolumeType, vol.volume_type_id) if vol and vol.volume_type_id \
+        else None
+    return vtype.name if vtype else "__DEFAULT__"
+
+
 def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
@@ -243,9 +260,8 @@ class VolumeAPI:
             if size < src_size:
                 raise BadRequest(f"Volume size {size} GiB is smaller than its source "
                                  f"({src_size} GiB).")
-            reservations = self.quota.reserve(session, ctx.project_id, {
-                "volumes": 1, "gigabytes": size, f"volumes_{vtype.name}": 1,
-                f"gigabytes_{vtype.name}": size})
+            reservations = self.quota.reserve(session, ctx.project_id,
+                                              volume_deltas(vtype.name, size))
             vol = Volume(
                 id=volume_id, name=name, description=description, project_id=ctx.project_id,
                 user_id=ctx.user_id, size=size, status="creating", bootable=bootable,
@@ -353,8 +369,8 @@ class VolumeAPI:
             if vol.host is None:  # never placed: nothing in any store
                 session.delete(vol)
                 if vol.quota_committed:
-                    self.quota.release(session, vol.project_id, {"volumes": 1,
-                                                                 "gigabytes": vol.size})
+                    self.quota.release(session, vol.project_id,
+                                       volume_deltas(type_name(session, vol), vol.size))
                 events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
                 return
             enqueue(session, "volume.delete", {"volume_id": volume_id},
@@ -431,11 +447,8 @@ class VolumeAPI:
                 raise BadRequest(f"Invalid volume: Volume {volume_id} status must be "
                                  f"{' or '.join(allowed)}, but current status is: "
                                  f"{vol.status}.")
-            vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
-            tname = vtype.name if vtype else "__DEFAULT__"
-            reservations = self.quota.reserve(session, vol.project_id, {
-                "snapshots": 1, "gigabytes": vol.size, f"snapshots_{tname}": 1,
-                f"gigabytes_{tname}": vol.size})
+            reservations = self.quota.reserve(
+                session, vol.project_id, snapshot_deltas(type_name(session, vol), vol.size))
             snap = Snapshot(id=str(uuid.uuid4()), volume_id=volume_id, name=name,
                             description=description, project_id=vol.project_id,
                             user_id=ctx.user_id, size=vol.size, status="creating",

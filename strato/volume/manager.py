@@ -16,7 +16,7 @@ from sqlalchemy import select
 from strato import events
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
-from strato.volume.api import IMAGE_CORE
+from strato.volume.api import IMAGE_CORE, snapshot_deltas, type_name, volume_deltas
 from strato.volume.driver import SnapshotIsBusy, VolumeIsBusy
 from strato.volume.models import Snapshot, Volume, VolumeType
 from strato.volume.scheduler import BackendState, NoValidBackend, Request, choose
@@ -192,18 +192,12 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
         if vol is None:
             return {"skipped": "gone"}
         if vol.quota_committed:
-            tname = _type_name(session, vol)
-            api.quota.release(session, vol.project_id, {
-                "volumes": 1, "gigabytes": vol.size, f"volumes_{tname}": 1,
-                f"gigabytes_{tname}": vol.size})
+            api.quota.release(session, vol.project_id,
+                              volume_deltas(type_name(session, vol), vol.size))
         session.delete(vol)
         events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
     return {"deleted": volume_id}
 
-
-def _type_name(session: Any, vol: Volume) -> str:
-    vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
-    return vtype.name if vtype else "__DEFAULT__"
 
 
 @handler("snapshot.create")
@@ -265,10 +259,8 @@ def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
             return {"skipped": "gone"}
         if snap.quota_committed:
             vol = session.get(Volume, snap.volume_id)
-            tname = _type_name(session, vol) if vol else "__DEFAULT__"
-            api.quota.release(session, snap.project_id, {
-                "snapshots": 1, "gigabytes": snap.size, f"snapshots_{tname}": 1,
-                f"gigabytes_{tname}": snap.size})
+            api.quota.release(session, snap.project_id,
+                              snapshot_deltas(type_name(session, vol), snap.size))
         session.delete(snap)
         events.emit(session, "volume", "snapshot.delete.end", snapshot_id, snap.project_id)
     return {"deleted": snapshot_id}

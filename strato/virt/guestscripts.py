@@ -1,0 +1,125 @@
+"""Scripts baked into the test guest's initramfs (kept as strings so they ship as code)."""
+
+INIT = r"""#!/bin/busybox sh
+# strato test guest: PID 1 of an initramfs that stays the root filesystem.
+# Kernel parameter strato.noagent: do not start qemu-ga (to test agent-less paths).
+# The ext4 root disk (/dev/vda) is mounted at /mnt/root; its /bootcount counts boots.
+# Signals to PID 1 follow busybox's reboot/poweroff/halt applets:
+#   TERM = reboot, USR2 = poweroff, USR1 = halt.  /sbin/shutdown (used by qemu-ga's
+#   guest-shutdown) and the ACPI power button (QMP system_powerdown) send them too.
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /mnt/root /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+
+say() { echo "strato-init: $*"; }
+
+shutting_down=0
+finish() {
+    [ "$shutting_down" = 1 ] && return
+    shutting_down=1
+    say "$1 requested"
+    [ -n "$ga_pid" ] && kill "$ga_pid" 2>/dev/null
+    [ -n "$btn_pid" ] && kill "$btn_pid" 2>/dev/null
+    sync
+    umount /mnt/root 2>/dev/null || mount -o remount,ro /mnt/root 2>/dev/null
+    sync
+    echo "STRATO-GUEST-$1"
+    case "$1" in
+        reboot) reboot -f ;;
+        poweroff) poweroff -f ;;
+        *) halt -f ;;
+    esac
+    while :; do sleep 60; done
+}
+trap 'finish reboot' TERM
+trap 'finish poweroff' USR2
+trap 'finish halt' USR1
+trap '' INT HUP
+
+while read -r mod; do insmod "$mod" 2>/dev/null; done </etc/strato-modules
+
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if mount -t ext4 /dev/vda /mnt/root; then
+    n=$(cat /mnt/root/bootcount 2>/dev/null)
+    n=$(( ${n:-0} + 1 ))
+    echo "$n" >/mnt/root/bootcount
+    sync
+else
+    say "cannot mount /dev/vda"
+    n=0
+fi
+
+port=
+i=0
+while [ -z "$port" ] && [ $i -lt 100 ]; do
+    for f in /sys/class/virtio-ports/*/name; do
+        [ -r "$f" ] || continue
+        if [ "$(cat "$f")" = org.qemu.guest_agent.0 ]; then
+            port=/dev/${f#/sys/class/virtio-ports/}
+            port=${port%/name}
+        fi
+    done
+    [ -z "$port" ] && sleep 0.1
+    i=$((i + 1))
+done
+ga_pid=
+if grep -q strato.noagent /proc/cmdline; then
+    say "guest agent disabled (strato.noagent)"
+elif [ -n "$port" ]; then
+    # respawned by the main loop below if it ever dies
+    qemu-ga -m virtio-serial -p "$port" -t /run &
+    ga_pid=$!
+else
+    say "no guest agent port"
+fi
+
+# ACPI power button: any input event on the "Power Button" device means power off.
+watch_button() {
+    i=0
+    while [ $i -lt 100 ]; do
+        for d in /sys/class/input/event*; do
+            [ "$(cat "$d/device/name" 2>/dev/null)" = "Power Button" ] || continue
+            ev=/dev/input/${d##*/}
+            [ -c "$ev" ] || continue
+            got=$(dd if="$ev" bs=24 count=1 2>/dev/null | wc -c)
+            [ "$got" -gt 0 ] && kill -USR2 1
+            return
+        done
+        sleep 0.1
+        i=$((i + 1))
+    done
+    say "no ACPI power button"
+}
+watch_button &
+btn_pid=$!
+
+echo "STRATO-GUEST-READY bootcount=$n"
+
+while :; do
+    sleep 1 &
+    wait $!
+    if [ "$shutting_down" = 0 ] && [ -n "$ga_pid" ] && ! kill -0 "$ga_pid" 2>/dev/null; then
+        qemu-ga -m virtio-serial -p "$port" -t /run &
+        ga_pid=$!
+    fi
+done
+"""
+
+SHUTDOWN = r"""#!/bin/sh
+# /sbin/shutdown for the strato test guest: qemu-ga's guest-shutdown runs
+# "shutdown -P|-H|-r +0 message"; tell PID 1 (see /init) what to do.
+sig=USR2
+for a in "$@"; do
+    case "$a" in
+        -r) sig=TERM ;;
+        -H) sig=USR1 ;;
+        -P|-h) sig=USR2 ;;
+    esac
+done
+kill -"$sig" 1
+"""

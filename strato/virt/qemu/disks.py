@@ -1,0 +1,168 @@
+"""Disks of running guests: hot-plug, unplug, and live snapshots with the block store.
+
+Module functions over a ``QemuDriver`` (whose methods call them) so the driver module
+stays about the life cycle.  See ``spec`` for the node-name convention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from . import process
+from .errors import AgentError, AgentUnavailable, QMPError, VirtError
+from .qmp import Monitor
+from .spec import DiskSpec, node_prefix, overlay_options
+
+if TYPE_CHECKING:
+    from strato.storage.base import Image, LiveSnapshot
+
+    from .driver import QemuDriver
+
+LOG = logging.getLogger(__name__)
+
+
+def attach(drv: QemuDriver, uuid: str, disk: DiskSpec) -> None:
+    """Hot-plug ``disk`` into a running guest, or add it to a stopped one's spec."""
+    with drv._lock(uuid):
+        spec = drv.spec(uuid)
+        if spec.disk(disk.device_id) is not None:
+            raise VirtError(f"{uuid} already has a disk {disk.device_id}")
+        new_spec = spec.with_disks([*spec.disks, disk])
+        state = drv._state(uuid)
+        if drv.pid(uuid) is None:
+            if state["suspended"]:
+                raise VirtError(f"cannot change the disks of suspended {uuid}")
+            drv._save_spec(new_spec)
+            return
+        slots = process.assign_slots(state["slots"], [d.device_id for d in new_spec.disks])
+        dev = process.device_dict(disk.device_id, disk.node, slots[disk.device_id],
+                                  disk.serial)
+        with drv.monitor(uuid) as mon:
+            mon.execute("blockdev-add", disk.blockdev)
+            try:
+                mon.execute("device_add", dev)
+            except QMPError:
+                with contextlib.suppress(QMPError):
+                    mon.execute("blockdev-del", {"node-name": disk.node})
+                raise
+        state["slots"] = slots
+        state["owned"][disk.device_id] = disk.node
+        drv._save_state(uuid, state)
+        drv._save_spec(new_spec)
+
+
+def detach(drv: QemuDriver, uuid: str, device_id: str, timeout: float = 60.0) -> None:
+    """Unplug a disk (the guest must release it: ``DEVICE_DELETED``), then close it."""
+    with drv._lock(uuid):
+        spec = drv.spec(uuid)
+        disk = spec.disk(device_id)
+        if disk is None:
+            raise VirtError(f"{uuid} has no disk {device_id}")
+        state = drv._state(uuid)
+        if drv.pid(uuid) is not None:
+            with drv.monitor(uuid) as mon:
+                if device_present(mon, device_id):
+                    mon.execute("device_del", {"id": device_id})
+                    try:
+                        mon.wait_event(["DEVICE_DELETED"], timeout, {"device": device_id})
+                    except QMPError:
+                        if device_present(mon, device_id):
+                            raise VirtError(
+                                f"guest did not release {device_id} in {timeout}s"
+                            ) from None
+                for node in dict.fromkeys([state["owned"].get(device_id), disk.node]):
+                    if node:
+                        blockdev_del_quiet(mon, node)
+        elif state["suspended"]:
+            raise VirtError(f"cannot change the disks of suspended {uuid}")
+        state["slots"].pop(device_id, None)
+        state["owned"].pop(device_id, None)
+        drv._save_state(uuid, state)
+        drv._save_spec(spec.with_disks([d for d in spec.disks if d.device_id != device_id]))
+
+
+def live_snapshot(drv: QemuDriver, uuid: str, device_id: str, live: LiveSnapshot) -> None:
+    """Send the store's snapshot command (``live.qmp``) to QEMU and record the new
+    top layer in the spec, so later starts open the overlay, not the snapshot."""
+    with drv._lock(uuid):
+        spec = drv.spec(uuid)
+        disk = spec.disk(device_id)
+        if disk is None:
+            raise VirtError(f"{uuid} has no disk {device_id}")
+        args = live.qmp.get("arguments", {})
+        if args.get("node-name") not in (None, disk.node):
+            raise VirtError(f"snapshot of node {args.get('node-name')} but {device_id}'s "
+                            f"top is {disk.node} (node_prefix mismatch?)")
+        drv.qmp(uuid, live.qmp["execute"], args)
+        new = disk.with_blockdev(overlay_options(disk.blockdev, live.overlay, live.node_name))
+        drv._save_spec(spec.with_disks(
+            [new if d.device_id == device_id else d for d in spec.disks]))
+
+
+def snapshot(drv: QemuDriver, uuid: str, device_id: str, image: Image, name: str,
+             quiesce: bool | None = None) -> bool:
+    """Snapshot a running guest's disk ``image`` (open in the store) as ``name``.
+
+    ``quiesce``: True requires a guest-agent freeze, None tries it and falls back
+    to a crash-consistent snapshot, False skips it.  Returns whether the guest was
+    frozen.  The store is told the outcome (commit or abort) before returning.
+    """
+    with drv._lock(uuid):
+        live = image.prepare_live_snapshot(name, node_prefix(device_id))
+        if live is None:  # the engine snapshots in-use images itself (rbd)
+            with maybe_frozen(drv, uuid, quiesce) as quiesced:
+                image.create_snap(name)
+            return quiesced
+        taken = False
+        try:
+            with maybe_frozen(drv, uuid, quiesce) as quiesced:
+                live_snapshot(drv, uuid, device_id, live)
+                taken = True
+        except BaseException:
+            if taken:  # only the thaw failed: QEMU writes to the overlay already
+                image.commit_live_snapshot(name)
+            else:
+                image.abort_live_snapshot(name)
+            raise
+        image.commit_live_snapshot(name)
+        return quiesced
+
+
+@contextlib.contextmanager
+def maybe_frozen(drv: QemuDriver, uuid: str, quiesce: bool | None) -> Iterator[bool]:
+    """``frozen`` when asked (True) or possible (None); yields whether it froze."""
+    if quiesce is False:
+        yield False
+        return
+    freeze = drv.frozen(uuid)
+    try:
+        freeze.__enter__()
+    except (AgentUnavailable, AgentError):
+        if quiesce:
+            raise
+        LOG.warning("instance %s: guest agent unavailable, not quiescing", uuid)
+        yield False
+        return
+    with contextlib.ExitStack() as stack:
+        stack.push(freeze)
+        yield True
+
+
+def device_present(mon: Monitor, device_id: str) -> bool:
+    try:
+        mon.execute("qom-get", {"path": f"/machine/peripheral/{device_id}", "property": "type"})
+        return True
+    except QMPError:
+        return False
+
+
+def blockdev_del_quiet(mon: Monitor, node: str) -> None:
+    """blockdev-del, ignoring nodes already gone or not owned by the monitor (overlays
+    QEMU created for a live snapshot vanish with their device)."""
+    try:
+        mon.execute("blockdev-del", {"node-name": node})
+    except QMPError as exc:
+        LOG.debug("blockdev-del %s: %s", node, exc)

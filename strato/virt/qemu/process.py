@@ -1,0 +1,210 @@
+"""QEMU processes: the command line, spawning detached guests, finding them again.
+
+Guests run ``-daemonize``d: QEMU forks, the child calls setsid and is reparented to
+init, so restarting the compute agent never takes guests down.  The parent returns
+once the child has opened its sockets and written its pidfile, so a successful spawn
+means QMP is ready.  A pid is only trusted when ``/proc/<pid>/cmdline`` still names
+the instance's QMP socket (pids get reused) and the process is not a zombie.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SpawnError
+
+SOCKET_PATH_MAX = 107  # sun_path, minus the NUL
+FIRST_DISK_SLOT = 4  # PCI slots: 0 host bridge, 1 PIIX, 3 virtio-serial, disks from 4
+LAST_SLOT = 31
+
+
+def qemu_binary() -> str:
+    path = shutil.which("qemu-system-x86_64")
+    if path is None:
+        raise SpawnError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    return path
+
+
+def kvm_usable() -> bool:
+    """Real hardware virtualisation only: /dev/kvm may be a slow software emulator here."""
+    return (os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")) \
+        and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def accel_args() -> list[str]:
+    if kvm_usable():
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg,thread=multi,tb-size=32"]
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    """Files of one instance under ``<state_dir>/<uuid>/``."""
+
+    dir: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / "spec.json"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+    @property
+    def qmp(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    @property
+    def qga(self) -> Path:
+        return self.dir / "qga.sock"
+
+    @property
+    def console(self) -> Path:
+        return self.dir / "console.log"
+
+    @property
+    def suspend_image(self) -> Path:
+        return self.dir / "suspended.state"
+
+
+def _opt(value: str) -> str:
+    """Escape a value for QEMU's key=value option syntax (commas are doubled)."""
+    return value.replace(",", ",,")
+
+
+def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int,
+                  kernel: Path, initramfs: Path | None, cmdline: str,
+                  disks: list[tuple[str, dict[str, Any], int, str | None]],
+                  incoming: str | None = None) -> list[str]:
+    """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial)."""
+    for sock in (paths.qmp, paths.qga):
+        if len(str(sock)) > SOCKET_PATH_MAX:
+            raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
+    argv = [
+        qemu_binary(), "-name", f"guest={_opt(name)},debug-threads=on",
+        "-machine", "pc", *accel_args(),
+        "-m", str(memory_mb), "-smp", str(vcpus),
+        "-display", "none", "-nodefaults", "-no-user-config",
+        "-daemonize", "-pidfile", str(paths.pidfile),
+        "-qmp", f"unix:{_opt(str(paths.qmp))},server=on,wait=off",
+        "-chardev", f"file,id=serial0,path={_opt(str(paths.console))},append=on",
+        "-serial", "chardev:serial0",
+        "-device", "virtio-serial-pci,id=vser0,bus=pci.0,addr=0x3",
+        "-chardev", f"socket,id=qga0,path={_opt(str(paths.qga))},server=on,wait=off",
+        "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+        # a guest kernel panic pauses the VM (status guest-panicked = CRASHED)
+        "-device", "pvpanic", "-action", "panic=pause",
+        "-kernel", str(kernel), "-append", cmdline,
+    ]
+    if initramfs is not None:
+        argv += ["-initrd", str(initramfs)]
+    for device_id, opts, slot, serial in disks:
+        argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
+        argv += ["-device", device_args(device_id, opts["node-name"], slot, serial)]
+    if incoming is not None:
+        argv += ["-incoming", incoming]
+    return argv
+
+
+def device_args(device_id: str, node: str, slot: int, serial: str | None) -> str:
+    dev = f"virtio-blk-pci,id={device_id},drive={node},bus=pci.0,addr={slot:#x}"
+    if serial:
+        dev += f",serial={_opt(serial)}"
+    return dev
+
+
+def device_dict(device_id: str, node: str, slot: int, serial: str | None) -> dict[str, Any]:
+    """The same device for QMP ``device_add``."""
+    dev: dict[str, Any] = {"driver": "virtio-blk-pci", "id": device_id, "drive": node,
+                           "bus": "pci.0", "addr": f"{slot:#x}"}
+    if serial:
+        dev["serial"] = serial
+    return dev
+
+
+def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0) -> int:
+    """Start a daemonized QEMU; return its pid once the pidfile is there."""
+    paths.pidfile.unlink(missing_ok=True)
+    for sock in (paths.qmp, paths.qga):
+        sock.unlink(missing_ok=True)
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL, cwd=paths.dir)
+    except subprocess.TimeoutExpired as exc:
+        raise SpawnError(f"QEMU did not daemonize within {timeout}s") from exc
+    if res.returncode != 0:
+        raise SpawnError(f"QEMU failed to start: {res.stderr.strip() or res.returncode}")
+    pid = read_pid(paths)
+    if pid is None:
+        raise SpawnError(f"QEMU started but is gone: {res.stderr.strip()}")
+    return pid
+
+
+def read_pid(paths: InstancePaths) -> int | None:
+    """The pid of this instance's live QEMU, or None (no pidfile, dead, or reused pid)."""
+    try:
+        pid = int(paths.pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_is_ours(pid, paths) else None
+
+
+def pid_is_ours(pid: int, paths: InstancePaths) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    if state in ("Z", "X"):
+        return False
+    return f"unix:{_opt(str(paths.qmp))},".encode() in cmdline
+
+
+def wait_exit(pid: int, paths: InstancePaths, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the process to go; True if it did."""
+    deadline = time.monotonic() + timeout
+    while pid_is_ours(pid, paths):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def kill(pid: int, paths: InstancePaths, timeout: float = 10.0) -> None:
+    """SIGKILL the instance's QEMU (if it is still ours) and wait until it is gone."""
+    if pid_is_ours(pid, paths):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_exit(pid, paths, timeout)
+    paths.pidfile.unlink(missing_ok=True)
+
+
+def assign_slots(slots: dict[str, int], device_ids: list[str]) -> dict[str, int]:
+    """Keep known devices' PCI slots, give new ones the lowest free slot."""
+    out = {d: slots[d] for d in device_ids if d in slots}
+    used = set(out.values())
+    for d in device_ids:
+        if d not in out:
+            slot = next((s for s in range(FIRST_DISK_SLOT, LAST_SLOT + 1)
+                         if s not in used), None)
+            if slot is None:
+                raise SpawnError("no free PCI slot for another disk")
+            out[d] = slot
+            used.add(slot)
+    return out
