@@ -137,27 +137,33 @@ class RBDDriver:
 
     def copy_image(self, volume_id: str, size_gb: int, chunks: Iterator[bytes],
                    disk_format: str) -> None:
-        """Download to a temp file, ``qemu-img convert`` to raw, import; temp files go."""
+        """Download to a temp file and import it, converting on the way: raw and qcow2
+        go straight into the store (one pass); other formats are converted to raw first.
+        Temp files go whatever happens."""
+        name = volume_name(volume_id)
         with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
             fetched = Path(tmp) / "fetched"
             with open(fetched, "wb") as fh:
                 for chunk in chunks:
                     fh.write(chunk)
-            src = fetched
-            if disk_format not in ("raw", "iso", "ami", "ari", "aki"):
+            src, fmt = fetched, "raw"
+            if disk_format == "qcow2":
+                fmt = "qcow2"
+            elif disk_format not in ("raw", "iso", "ami", "ari", "aki"):
                 src = Path(tmp) / "converted.raw"
                 subprocess.run(["qemu-img", "convert", "-q", "-f", disk_format, "-O", "raw",
                                 "-S", "4k", str(fetched), str(src)], check=True,
                                capture_output=True)
                 fetched.unlink()
-            size = os.stat(src).st_size
-            if size > size_gb * GiB:
-                raise ValueError(f"image of {size} bytes does not fit a {size_gb} GiB volume")
-            if size % 512:
+            if fmt == "raw" and os.stat(src).st_size % 512:
+                size = os.stat(src).st_size
                 os.truncate(src, size + 512 - size % 512)
-            name = volume_name(volume_id)
-            self.engine.import_from(self.opt.pool, name, src)
+            self.engine.import_from(self.opt.pool, name, src, fmt=fmt)
         try:
+            with self.engine.open(self.opt.pool, name) as image:
+                if image.size() > size_gb * GiB:
+                    raise ValueError(f"image of {image.size()} bytes does not fit a "
+                                     f"{size_gb} GiB volume")
             self._resize_to(name, size_gb)
         except BaseException:
             self.engine.remove(self.opt.pool, name)
