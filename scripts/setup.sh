@@ -43,3 +43,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e ".${extra}"
     touch "$stamp"
 fi
+
+# Ceph for the rbd engine's tests: Debian's packages, librados/librbd bindings into .venv.
+if [ "$test_deps" = 1 ]; then scripts/setup-ceph.sh; fi

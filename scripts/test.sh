@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite: install what it needs, start PostgreSQL, run pytest.
+# The whole test suite: install what it needs, start PostgreSQL and Ceph, run pytest.
 # Arguments go to pytest (e.g. scripts/test.sh -k jobs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 
 pgdir=$(mktemp -d /tmp/strato-pg.XXXXXX)
+cephdir=$(mktemp -d /var/tmp/strato-ceph.XXXXXX)  # not /tmp: bluestore needs O_DIRECT
 port=${STRATO_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}
-cleanup() { scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"; }
+cleanup() {
+    scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"
+    scripts/ceph.sh stop "$cephdir"; rm -rf "$cephdir"
+}
 trap cleanup EXIT
 STRATO_TEST_PG_URL=$(scripts/pg.sh start "$pgdir" "$port")
 export STRATO_TEST_PG_URL STRATO_REQUIRE_PG=1
+# A real single-node Ceph cluster for the rbd engine's contract tests.
+STRATO_TEST_CEPH_CONF=$(scripts/ceph.sh start "$cephdir")
+export STRATO_TEST_CEPH_CONF STRATO_REQUIRE_CEPH=1
 
 .venv/bin/ruff check strato tests bench
 .venv/bin/python -m pytest "$@"

@@ -1,7 +1,7 @@
 """The block store: RBD-shaped pools of images, with interchangeable engines.
 
-``open_engine("local", root=Path(...))`` gives the embedded engine; the Ceph ``rbd``
-engine will plug in here under the same interface and contract tests.
+``open_engine("local", root=Path(...))`` gives the embedded engine;
+``open_engine("rbd", ceph_conf=...)`` the Ceph one (librbd), under the same contract tests.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from .location import parse as parse_location
 
 
 def open_engine(name: str, **options: Any) -> Engine:
-    """Open a block store engine by name (``local``; ``rbd`` later)."""
+    """Open a block store engine by name (``local`` or ``rbd``)."""
     if name == "local":
         from .local import LocalEngine
 
         return LocalEngine(**options)
+    if name == "rbd":
+        from .rbd import RbdEngine  # imports librbd: only when asked for
+
+        return RbdEngine(**options)
     raise errors.InvalidArgument(f"unknown block store engine {name!r}")
 
 

@@ -134,8 +134,18 @@ class QMP:
     """Just enough QMP over a unix socket for the test."""
 
     def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(str(path))
+        # The socket file appears at bind(), a moment before QEMU listens on it.
+        deadline = time.monotonic() + 20
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(str(path))
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.f = self.sock.makefile("rwb")
         self._read()  # greeting
         self.cmd("qmp_capabilities")
