@@ -214,9 +214,36 @@ class LocalImage(Image):
             return self._size(meta)
 
     def iter_chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
-        size = self.size()
-        for off in range(0, size, chunk):
-            yield self.read(off, min(chunk, size - off))
+        """Stream the raw content with one lock and no per-chunk process.
+
+        A single raw layer is read in place; a chain is converted once into a sparse,
+        already-unlinked temp file (one qemu-img run, not one per chunk).  The open
+        descriptor keeps the data readable even if a merge replaces the files meanwhile.
+        """
+        with self._locked() as meta:
+            chain = self._chain(meta)
+            size = self._size(meta)
+            if len(chain) == 1 and chain[0][1] == "raw":
+                fd = os.open(chain[0][0], os.O_RDONLY)
+            else:
+                tmp = self.engine.tmp_path("stream")
+                try:
+                    src = qemuimg.json_opts(qemuimg.image_opts(chain))
+                    qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", src, str(tmp))
+                    fd = os.open(tmp, os.O_RDONLY)
+                finally:
+                    _unlink(tmp)
+        try:
+            off = 0
+            while off < size:
+                want = min(chunk, size - off)
+                data = os.pread(fd, want, off)
+                if len(data) < want:  # past the end of a short sparse file: zeros
+                    data += bytes(want - len(data))
+                yield data
+                off += want
+        finally:
+            os.close(fd)
 
     # --- snapshots ----------------------------------------------------------------------
     def list_snaps(self) -> list[SnapInfo]:

@@ -280,8 +280,7 @@ class RBDDriver:
         md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
         with self.engine.open(loc.pool, loc.image, snapshot=loc.snapshot,
                               read_only=True) as image:
-            for offset in range(0, size, 8 << 20):
-                data = image.read(offset, min(8 << 20, size - offset))
+            for data in image.iter_chunks(8 << 20):
                 md5.update(data)
                 sha.update(data)
         return md5.hexdigest(), sha.hexdigest()
