@@ -14,6 +14,7 @@ run: setup
 	@$(STRATO) init --state-path $(STATE) --port $(PORT)
 	@$(STRATO) db upgrade --config $(CONF)
 	@$(STRATO) bootstrap --config $(CONF)
+	@$(STRATO) guest --config $(CONF)
 	@echo "strato: try 'openstack --os-cloud strato token issue' from another shell"
 	@exec $(STRATO) serve --config $(CONF)
 

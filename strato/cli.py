@@ -177,6 +177,23 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guest(args: argparse.Namespace) -> int:
+    """Build the tiny test guest and register it as images (kernel, ramdisk, disk)."""
+    from strato.compute.guestimage import register
+    from strato.service import Services
+
+    conf = _conf(args)
+    setup_logging(conf)
+    _check_schema(conf)
+    services = Services.build(conf)
+    try:
+        image_id = register(services, args.name, force=args.force)
+    finally:
+        services.close()
+    print(f"image {args.name}: {image_id}")
+    return 0
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from strato.policy import Enforcer
 
@@ -252,6 +269,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resource", help="only events about this resource id")
     p.add_argument("--type", help="only event types starting with this (e.g. snapshot.)")
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+    p = command("guest", cmd_guest, "Build strato's tiny test guest from Debian packages and "
+                                    "register it as images (kernel, ramdisk, raw disk).")
+    p.add_argument("--name", default="strato-guest", help="name of the disk image")
+    p.add_argument("--force", action="store_true", help="register again even if it exists")
 
     command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
                                   "policy file.")

@@ -32,6 +32,7 @@ def worker_targets(conf: Config) -> list[str]:
 
 def load_handlers() -> None:
     """Import the modules whose ``@handler`` functions workers run."""
+    import strato.compute.manager  # noqa: F401
     import strato.jobs.builtin  # noqa: F401
     import strato.volume.manager  # noqa: F401
 
@@ -57,6 +58,10 @@ def serve(conf: Config) -> int:
     _check_schema(conf)
     services = Services.build(conf)
     services.recover()
+    from strato.compute.agent import ComputeAgent
+
+    agent = ComputeAgent(services)
+    agent.start()  # re-attach to running guests, resolve half-done tasks, sync power
     pool = make_pool(conf, services)
     app = build_app(services)
 
@@ -70,6 +75,7 @@ def serve(conf: Config) -> int:
         finally:
             LOG.info("stopping job workers after their current step")
             pool.stop()
+            agent.stop()
             services.close()
             LOG.info("stopped")
 
@@ -91,6 +97,12 @@ def run_worker(conf: Config, targets: list[str] | None) -> int:
 
     _check_schema(conf)
     services = Services.build(conf)
+    from strato.compute.agent import ComputeAgent
+
+    agent = None
+    if f"host:{conf.DEFAULT.host}" in (targets or worker_targets(conf)):
+        agent = ComputeAgent(services)
+        agent.start()
     pool = make_pool(conf, services, targets)
     done = threading.Event()
 
@@ -104,5 +116,7 @@ def run_worker(conf: Config, targets: list[str] | None) -> int:
     LOG.info("worker serving targets %s", targets or worker_targets(conf))
     done.wait()
     pool.stop()
+    if agent is not None:
+        agent.stop()
     services.close()
     return 0

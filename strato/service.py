@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from strato.config import Config
 from strato.db import Database
@@ -49,6 +50,8 @@ class Services:
     image: ImageAPI
     volume: VolumeAPI
     volume_drivers: dict[str, RBDDriver]
+    compute: Any = None  # strato.compute.api.ComputeAPI
+    virt: Any = None  # strato.virt.qemu.QemuDriver of this host
 
     @classmethod
     def build(cls, conf: Config) -> Services:
@@ -65,9 +68,15 @@ class Services:
             pool=b.pool, max_clone_depth=v.rbd_max_clone_depth,
             flatten_volume_from_snapshot=v.rbd_flatten_volume_from_snapshot,
             conversion_dir=v.image_conversion_dir)) for b in backends}
+        from strato.compute.api import ComputeAPI
+        from strato.virt.qemu import QemuDriver, storage_resolver
+
+        volume = VolumeAPI(db, policy, conf, image, backends)
         return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
-                   image=image, volume=VolumeAPI(db, policy, conf, image, backends),
-                   volume_drivers=drivers)
+                   image=image, volume=volume, volume_drivers=drivers,
+                   compute=ComputeAPI(db, policy, conf, image, volume),
+                   virt=QemuDriver(conf.compute.instances_path,
+                                   resolve=storage_resolver(blocks)))
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""

@@ -1,11 +1,19 @@
-"""Compute (Nova v2.1) routes under /compute: discovery now, resources in later issues."""
+"""Compute (Nova v2.1) routes under /compute: parse HTTP, call strato.compute."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import json
+from typing import Any
 
-from strato.api.common import base_url
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
+from strato.compute.api import ComputeAPI, P
+from strato.compute.extras import ServerExtras
+from strato.exceptions import BadRequest, NotFound
 
 router = APIRouter(prefix="/compute")
 
@@ -30,3 +38,286 @@ def versions(request: Request) -> dict:
 @router.get("/v2.1/")
 def v21(request: Request) -> dict:
     return {"version": version_doc(request)}
+
+
+# ------------------------------------------------------------------ resources
+_ACTIONS = {  # body key -> (power action, policy rule, Nova's action label)
+    "os-start": ("start", "servers:start", "start"),
+    "os-stop": ("stop", "servers:stop", "stop"),
+    "pause": ("pause", "os-pause-server:pause", "pause"),
+    "unpause": ("unpause", "os-pause-server:unpause", "unpause"),
+    "suspend": ("suspend", "os-suspend-server:suspend", "suspend"),
+    "resume": ("resume", "os-suspend-server:resume", "resume"),
+}
+V = "/v2.1"
+
+
+class FastJSON(JSONResponse):
+    """Plain ``json.dumps``: responses are already JSON types, so FastAPI's encoder
+    (slow on a thousand servers) is skipped."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def _api(request: Request) -> ComputeAPI:
+    return services(request).compute
+
+
+def _extras(request: Request) -> ServerExtras:
+    return ServerExtras(_api(request))
+
+
+def _version(request: Request) -> tuple[int, int]:
+    major, minor = (context(request).microversion or "2.1").split(".")
+    return int(major), int(minor)
+
+
+async def _run(fn: Any, *args: Any) -> Any:
+    return await run_in_threadpool(fn, *args)
+
+
+# ---------------------------------------------------------------- flavors
+@router.get(V + "/flavors")
+def list_flavors(request: Request) -> FastJSON:
+    return FastJSON(_api(request).flavors.list(context(request), query(request), False,
+                                               _version(request)))
+
+
+@router.get(V + "/flavors/detail")
+def list_flavors_detail(request: Request) -> FastJSON:
+    return FastJSON(_api(request).flavors.list(context(request), query(request), True,
+                                               _version(request)))
+
+
+@router.get(V + "/flavors/{flavor_id}")
+def show_flavor(request: Request, flavor_id: str) -> FastJSON:
+    return FastJSON({"flavor": _api(request).flavors.show(context(request), flavor_id,
+                                                          _version(request))})
+
+
+@router.post(V + "/flavors")
+async def create_flavor(request: Request) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"flavor": await _run(_api(request).flavors.create, context(request),
+                                          body, _version(request))})
+
+
+@router.put(V + "/flavors/{flavor_id}")
+async def update_flavor(request: Request, flavor_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"flavor": await _run(_api(request).flavors.update, context(request),
+                                          flavor_id, body, _version(request))})
+
+
+@router.delete(V + "/flavors/{flavor_id}", status_code=202)
+def delete_flavor(request: Request, flavor_id: str) -> Response:
+    _api(request).flavors.delete(context(request), flavor_id)
+    return Response(status_code=202)
+
+
+@router.get(V + "/flavors/{flavor_id}/os-extra_specs")
+def list_extra_specs(request: Request, flavor_id: str) -> FastJSON:
+    return FastJSON({"extra_specs": _api(request).flavors.extra_specs(context(request),
+                                                                      flavor_id)})
+
+
+@router.post(V + "/flavors/{flavor_id}/os-extra_specs")
+async def create_extra_specs(request: Request, flavor_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"extra_specs": await _run(_api(request).flavors.set_extra_specs,
+                                               context(request), flavor_id, body)})
+
+
+@router.get(V + "/flavors/{flavor_id}/os-extra_specs/{key}")
+def show_extra_spec(request: Request, flavor_id: str, key: str) -> FastJSON:
+    return FastJSON(_api(request).flavors.extra_spec(context(request), flavor_id, key))
+
+
+@router.put(V + "/flavors/{flavor_id}/os-extra_specs/{key}")
+async def update_extra_spec(request: Request, flavor_id: str, key: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON(await _run(_api(request).flavors.set_extra_specs, context(request),
+                               flavor_id, body, key))
+
+
+@router.delete(V + "/flavors/{flavor_id}/os-extra_specs/{key}")
+def delete_extra_spec(request: Request, flavor_id: str, key: str) -> Response:
+    _api(request).flavors.delete_extra_spec(context(request), flavor_id, key)
+    return Response(status_code=200)
+
+
+# ---------------------------------------------------------------- servers
+@router.post(V + "/servers")
+async def create_server(request: Request) -> FastJSON:
+    body = await json_body(request)
+    server = await _run(_api(request).create, context(request), body, _version(request))
+    return FastJSON({"server": server}, status_code=202,
+                    headers={"Location": server["links"][0]["href"]})
+
+
+@router.get(V + "/servers")
+def list_servers(request: Request) -> Response:
+    return Response(_api(request).list(context(request), query(request), _version(request),
+                                       False), media_type="application/json")
+
+
+@router.get(V + "/servers/detail")
+def list_servers_detail(request: Request) -> Response:
+    return Response(_api(request).list(context(request), query(request), _version(request),
+                                       True), media_type="application/json")
+
+
+@router.get(V + "/servers/{server_id}")
+def show_server(request: Request, server_id: str) -> FastJSON:
+    return FastJSON({"server": _api(request).show(context(request), server_id,
+                                                  _version(request))})
+
+
+@router.put(V + "/servers/{server_id}")
+async def update_server(request: Request, server_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"server": await _run(_api(request).update, context(request), server_id,
+                                          body, _version(request))})
+
+
+@router.delete(V + "/servers/{server_id}", status_code=204)
+def delete_server(request: Request, server_id: str) -> Response:
+    _api(request).delete(context(request), server_id)
+    return Response(status_code=204)
+
+
+@router.post(V + "/servers/{server_id}/action")
+async def server_action(request: Request, server_id: str) -> Response:
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("The action body must hold exactly one action.")
+    (name, args), = body.items()
+    api, ctx = _api(request), context(request)
+    if name in _ACTIONS:
+        action, rule, label = _ACTIONS[name]
+        await _run(api.power_action, ctx, server_id, action, P + rule, label)
+        return Response(status_code=202)
+    if name == "reboot":
+        kind = (args or {}).get("type") if isinstance(args, dict) else None
+        if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
+            raise BadRequest("Invalid input for field/attribute type: SOFT or HARD.")
+        hard = kind.upper() == "HARD"
+        await _run(api.power_action, ctx, server_id, "reboot_hard" if hard else "reboot",
+                   P + "servers:reboot", "reboot")
+        return Response(status_code=202)
+    if name == "os-getConsoleOutput":
+        out = await _run(_extras(request).console_output, ctx, server_id, args,
+                         services(request).virt)
+        return FastJSON(out)
+    raise BadRequest(f"There is no such action: {name}")
+
+
+# ---------------------------------------------------------------- metadata
+@router.get(V + "/servers/{server_id}/metadata")
+def get_metadata(request: Request, server_id: str) -> FastJSON:
+    return FastJSON({"metadata": _api(request).metadata(context(request), server_id)})
+
+
+async def _meta_body(request: Request, key: str = "metadata") -> dict:
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"Missing required element '{key}' in request body.")
+    return body[key]
+
+
+@router.post(V + "/servers/{server_id}/metadata")
+async def merge_metadata(request: Request, server_id: str) -> FastJSON:
+    new = await _meta_body(request)
+    return FastJSON({"metadata": await _run(_api(request).set_metadata, context(request),
+                                            server_id, new, False, "create")})
+
+
+@router.put(V + "/servers/{server_id}/metadata")
+async def replace_metadata(request: Request, server_id: str) -> FastJSON:
+    new = await _meta_body(request)
+    return FastJSON({"metadata": await _run(_api(request).set_metadata, context(request),
+                                            server_id, new, True, "update_all")})
+
+
+@router.get(V + "/servers/{server_id}/metadata/{key}")
+def get_metadata_item(request: Request, server_id: str, key: str) -> FastJSON:
+    meta = _api(request).metadata(context(request), server_id)
+    if key not in meta:
+        raise NotFound(f"Metadata item was not found: {key}")
+    return FastJSON({"meta": {key: meta[key]}})
+
+
+@router.put(V + "/servers/{server_id}/metadata/{key}")
+async def set_metadata_item(request: Request, server_id: str, key: str) -> FastJSON:
+    new = await _meta_body(request, "meta")
+    if set(new) != {key}:
+        raise BadRequest("Request body and URI mismatch")
+    await _run(_api(request).set_metadata, context(request), server_id, new, False,
+               "update")
+    return FastJSON({"meta": new})
+
+
+@router.delete(V + "/servers/{server_id}/metadata/{key}", status_code=204)
+def delete_metadata_item(request: Request, server_id: str, key: str) -> Response:
+    _api(request).delete_metadata_key(context(request), server_id, key)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- volume attachments
+@router.get(V + "/servers/{server_id}/os-volume_attachments")
+def list_volume_attachments(request: Request, server_id: str) -> FastJSON:
+    return FastJSON({"volumeAttachments": _extras(request).list_attachments(
+        context(request), server_id, _version(request))})
+
+
+@router.get(V + "/servers/{server_id}/os-volume_attachments/{volume_id}")
+def show_volume_attachment(request: Request, server_id: str, volume_id: str) -> FastJSON:
+    return FastJSON({"volumeAttachment": _extras(request).show_attachment(
+        context(request), server_id, volume_id, _version(request))})
+
+
+@router.post(V + "/servers/{server_id}/os-volume_attachments")
+async def attach_volume(request: Request, server_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"volumeAttachment": await _run(
+        _extras(request).attach, context(request), server_id, body, _version(request))})
+
+
+@router.delete(V + "/servers/{server_id}/os-volume_attachments/{volume_id}",
+               status_code=202)
+async def detach_volume(request: Request, server_id: str, volume_id: str) -> Response:
+    await _run(_extras(request).detach, context(request), server_id, volume_id)
+    return Response(status_code=202)
+
+
+# ---------------------------------------------------------------- actions, quotas
+@router.get(V + "/servers/{server_id}/os-instance-actions")
+def list_instance_actions(request: Request, server_id: str) -> FastJSON:
+    return FastJSON({"instanceActions": _extras(request).list_actions(
+        context(request), server_id, _version(request))})
+
+
+@router.get(V + "/servers/{server_id}/os-instance-actions/{request_id}")
+def show_instance_action(request: Request, server_id: str, request_id: str) -> FastJSON:
+    return FastJSON({"instanceAction": _extras(request).show_action(
+        context(request), server_id, request_id, _version(request))})
+
+
+@router.get(V + "/os-quota-sets/{project_id}")
+def show_quota(request: Request, project_id: str) -> FastJSON:
+    return FastJSON({"quota_set": _extras(request).quota_set(context(request), project_id,
+                                                             False)})
+
+
+@router.get(V + "/os-quota-sets/{project_id}/detail")
+def show_quota_detail(request: Request, project_id: str) -> FastJSON:
+    return FastJSON({"quota_set": _extras(request).quota_set(context(request), project_id,
+                                                             True)})
+
+
+@router.put(V + "/os-quota-sets/{project_id}")
+async def update_quota(request: Request, project_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON({"quota_set": await _run(_extras(request).update_quota,
+                                             context(request), project_id, body)})

@@ -172,7 +172,7 @@ class QemuDriver:
             kernel=spec.kernel, initramfs=spec.initramfs, cmdline=spec.cmdline,
             disks=[(d.device_id, d.blockdev, slots[d.device_id], d.serial)
                    for d in spec.disks],
-            incoming=incoming,
+            incoming=incoming, extra_args=spec.extra_args,
         )
         pid = process.spawn(argv, paths)
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)

@@ -88,7 +88,7 @@ def _opt(value: str) -> str:
 def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int,
                   kernel: Path, initramfs: Path | None, cmdline: str,
                   disks: list[tuple[str, dict[str, Any], int, str | None]],
-                  incoming: str | None = None) -> list[str]:
+                  incoming: str | None = None, extra_args: tuple[str, ...] = ()) -> list[str]:
     """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial)."""
     for sock in (paths.qmp, paths.qga):
         if len(str(sock)) > SOCKET_PATH_MAX:
@@ -114,6 +114,7 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
     for device_id, opts, slot, serial in disks:
         argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
         argv += ["-device", device_args(device_id, opts["node-name"], slot, serial)]
+    argv += list(extra_args)
     if incoming is not None:
         argv += ["-incoming", incoming]
     return argv

@@ -120,6 +120,8 @@ class GuestSpec:
     initramfs: Path | None
     cmdline: str
     disks: tuple[DiskSpec, ...] = field(default_factory=tuple)
+    #: extra QEMU arguments (e.g. a user-mode NIC), appended as given
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.uuid):
@@ -135,7 +137,7 @@ class GuestSpec:
 
     def with_disks(self, disks: list[DiskSpec] | tuple[DiskSpec, ...]) -> GuestSpec:
         return GuestSpec(self.uuid, self.name, self.memory_mb, self.vcpus, self.kernel,
-                         self.initramfs, self.cmdline, tuple(disks))
+                         self.initramfs, self.cmdline, tuple(disks), self.extra_args)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -143,6 +145,7 @@ class GuestSpec:
             "vcpus": self.vcpus, "kernel": str(self.kernel),
             "initramfs": None if self.initramfs is None else str(self.initramfs),
             "cmdline": self.cmdline, "disks": [d.to_dict() for d in self.disks],
+            "extra_args": list(self.extra_args),
         }, indent=1)
 
     @classmethod
@@ -153,6 +156,7 @@ class GuestSpec:
             kernel=Path(d["kernel"]),
             initramfs=None if d["initramfs"] is None else Path(d["initramfs"]),
             cmdline=d["cmdline"], disks=tuple(DiskSpec.from_dict(x) for x in d["disks"]),
+            extra_args=tuple(d.get("extra_args", ())),
         )
 
 

@@ -1,0 +1,1 @@
+"""Compute (Nova v2.1 subset): API logic, the per-host agent and its job handlers."""

@@ -1,0 +1,537 @@
+"""Servers: validation, policy, quota reservations, records, scheduling, jobs.
+
+A create reserves quota, picks a host and enqueues ``compute.build`` for it in the
+transaction that writes the instance; every later state change is a conditional
+UPDATE on the state it expects (a lost race is a 409) plus a job for the host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from strato import events
+from strato.compute import bdm as bdm_parse
+from strato.compute import listing, states
+from strato.compute.flavors import FlavorAPI
+from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
+from strato.compute.scheduler import NoValidHost, Want, choose, host_states
+from strato.compute.views import Version, flavor_snapshot, iso, server_view
+from strato.config import Config
+from strato.context import RequestContext
+from strato.db import Database
+from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, OverLimit
+from strato.image.api import ImageAPI
+from strato.jobs.queue import enqueue
+from strato.policy import Enforcer
+from strato.quota.engine import QuotaEngine
+from strato.volume.actions import VolumeActions
+from strato.volume.api import VolumeAPI
+
+P = "os_compute_api:"
+SORT_KEYS = {"created_at": Instance.created_at, "updated_at": Instance.updated_at,
+             "display_name": Instance.name, "name": Instance.name, "uuid": Instance.id,
+             "vm_state": Instance.vm_state, "task_state": Instance.task_state,
+             "power_state": Instance.power_state, "host": Instance.host,
+             "launched_at": Instance.launched_at}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def instance_deltas(flavor: dict[str, Any], count: int = 1) -> dict[str, int]:
+    return {"instances": count, "cores": flavor["vcpus"] * count,
+            "ram": flavor["memory_mb"] * count}
+
+
+def ctx_payload(ctx: RequestContext) -> dict[str, Any]:
+    """What a job needs to act for the requester (volume calls)."""
+    return {"user_id": ctx.user_id, "project_id": ctx.project_id, "roles": list(ctx.roles),
+            "request_id": ctx.request_id}
+
+
+def ctx_from(payload: dict[str, Any]) -> RequestContext:
+    return RequestContext(user_id=payload["user_id"], project_id=payload["project_id"],
+                          roles=list(payload["roles"]),
+                          request_id=payload.get("request_id") or "req-strato-compute")
+
+
+def _text(ref: dict[str, Any], key: str, required: bool = False,
+          maximum: int = 255) -> str | None:
+    value = ref.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"Invalid input for field/attribute {key}. Value: None.")
+        return None
+    if not isinstance(value, str) or len(value) > maximum or (required and not value.strip()):
+        raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
+    return value
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
+            for k, v in value.items()):
+        raise BadRequest("Invalid input for field/attribute metadata: string keys (1-255) "
+                         "and string values (at most 255).")
+    return dict(value)
+
+
+def mac_of(instance_id: str) -> str:
+    h = instance_id.replace("-", "")
+    return f"fa:16:3e:{h[0:2]}:{h[2:4]}:{h[4:6]}"
+
+
+class ComputeAPI:
+    def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI,
+                 volumes: VolumeAPI) -> None:
+        self.db = db
+        self.policy = policy
+        self.conf = conf
+        self.images = images
+        self.volumes = volumes
+        self.volume_actions = VolumeActions(volumes)
+        self.base = conf.public_endpoint
+        self.flavors = FlavorAPI(db, policy, self.base)
+        c = conf.compute
+        self.quota = QuotaEngine({"instances": c.quota_instances, "cores": c.quota_cores,
+                                  "ram": c.quota_ram})
+
+    # ------------------------------------------------------------ lookups
+    def get_row(self, session: Session, ctx: RequestContext, server_id: str,
+                rule: str | None = None) -> Instance:
+        inst = session.get(Instance, server_id)
+        if inst is None or inst.deleted or not (ctx.is_admin
+                                                or inst.project_id == ctx.project_id):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        if rule:
+            self.policy.enforce(ctx, rule, {"project_id": inst.project_id})
+        return inst
+
+    @staticmethod
+    def bdms(session: Session, ids: list[str]) -> dict[str, list[BlockDevice]]:
+        out: dict[str, list[BlockDevice]] = {i: [] for i in ids}
+        if ids:
+            for b in session.scalars(select(BlockDevice).where(
+                    BlockDevice.instance_uuid.in_(ids)).order_by(BlockDevice.id)):
+                out[b.instance_uuid].append(b)
+        return out
+
+    def view(self, session: Session, ctx: RequestContext, inst: Instance,
+             version: Version) -> dict[str, Any]:
+        return server_view(inst, self.bdms(session, [inst.id])[inst.id], self.base, version,
+                           admin=self.policy.allowed(ctx, P + "os-extended-server-attributes",
+                                                     {"project_id": inst.project_id}))
+
+    @staticmethod
+    def record_action(session: Session, ctx: RequestContext, inst: Instance,
+                      action: str) -> None:
+        session.add(InstanceAction(instance_uuid=inst.id, action=action,
+                                   request_id=ctx.request_id, project_id=ctx.project_id,
+                                   user_id=ctx.user_id, start_time=now()))
+
+    # ------------------------------------------------------------ create
+    def create(self, ctx: RequestContext, body: Any, version: Version) -> dict[str, Any]:
+        ref = body.get("server") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'server' in request body.")
+        self.policy.enforce(ctx, P + "servers:create", {"project_id": ctx.project_id})
+        name = _text(ref, "name", required=True)
+        description = _text(ref, "description")
+        if description is not None and version < (2, 19):
+            raise BadRequest("Additional properties are not allowed ('description' was "
+                             "unexpected).")
+        metadata = _metadata(ref.get("metadata") or {})
+        network = self._networks(ref, version)
+        for key in ("min_count", "max_count"):
+            if key in ref and str(ref[key]) not in ("1",):
+                raise BadRequest(f"{key} other than 1 is not supported.")
+        flavor = self._flavor(ref.get("flavorRef"))
+        mappings = bdm_parse.parse(ref.get("block_device_mapping_v2"))
+        image_ref = ref.get("imageRef") or ""
+        root = next((m for m in mappings if m.boot_index == 0), None)
+        if root is not None and root.source_type == "image" and root.destination_type == "local":
+            image_ref = root.uuid or image_ref
+            mappings.remove(root)
+            root = None
+        if root is None and not image_ref:
+            raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the "
+                             "instance and image/block device mapping combination is not "
+                             "valid.")
+        if root is not None:
+            image_ref = ""  # boot from volume: the server shows "image": ""
+        kernel = {"kernel_id": "", "ramdisk_id": ""}
+        if image_ref:
+            image = self._image(ctx, image_ref)
+            if flavor.root_gb and (image.get("size") or 0) > flavor.root_gb << 30:
+                raise BadRequest(f"Flavor's disk is too small for requested image. Flavor "
+                                 f"disk is {flavor.root_gb << 30} bytes, image is "
+                                 f"{image.get('size')} bytes.")
+            if (image.get("min_disk") or 0) > flavor.root_gb > 0:
+                raise BadRequest("Flavor's disk is too small for requested image.")
+            if (image.get("min_ram") or 0) > flavor.memory_mb:
+                raise BadRequest("Flavor's memory is too small for requested image.")
+            kernel = {k: str(image.get(k) or "") for k in kernel}
+        for m in mappings:
+            if m.destination_type != "volume":
+                continue
+            if m.source_type == "image":
+                img = self._image(ctx, m.uuid or "")
+                if m.boot_index == 0:
+                    kernel = {k: str(img.get(k) or "") for k in kernel}
+            elif m.source_type == "volume":
+                vol = self._volume(ctx, m.uuid or "")
+                if vol["status"] != "available":
+                    raise BadRequest(f"Invalid volume: volume {m.uuid} status must be "
+                                     f"'available', not '{vol['status']}'.")
+                if m.boot_index == 0:
+                    meta = vol.get("volume_image_metadata") or {}
+                    kernel = {k: str(meta.get(k) or "") for k in kernel}
+            elif m.source_type == "snapshot":
+                snap = self._snapshot(ctx, m.uuid or "")
+                if snap["status"] != "available":
+                    raise BadRequest(f"Invalid snapshot {m.uuid}: status {snap['status']}.")
+                m.volume_size = m.volume_size or snap["size"]
+                if m.boot_index == 0:
+                    meta = self._volume(ctx, snap["volume_id"]).get(
+                        "volume_image_metadata") or {}
+                    kernel = {k: str(meta.get(k) or "") for k in kernel}
+        instance_id = str(uuid.uuid4())
+        # Existing volumes are reserved for this server before it exists (Nova's API
+        # does the same); undone if the server is not created.
+        reserved: dict[int, str] = {}
+        try:
+            for i, m in enumerate(mappings):
+                if m.source_type == "volume" and m.destination_type == "volume":
+                    att = self.volume_actions.create_attachment(ctx, {"attachment": {
+                        "volume_id": m.uuid, "instance_uuid": instance_id}})
+                    reserved[i] = att["id"]
+            return self._create_record(ctx, instance_id, name, description, metadata,
+                                       network, flavor, image_ref, kernel, mappings,
+                                       reserved, ref, version)
+        except BaseException:
+            for att_id in reserved.values():
+                self.volume_actions.delete_attachment(ctx, att_id)
+            raise
+
+    def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
+                       description: str | None, metadata: dict[str, str], network: str,
+                       flavor: Flavor, image_ref: str, kernel: dict[str, str],
+                       mappings: list[bdm_parse.Mapping], attachments: dict[int, str],
+                       ref: dict[str, Any], version: Version) -> dict[str, Any]:
+        snap = flavor_snapshot(flavor)
+        inst = Instance(
+            id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
+            image_ref=image_ref, kernel_id=kernel["kernel_id"],
+            ramdisk_id=kernel["ramdisk_id"], flavor_id=flavor.id, flavor=snap,
+            vm_state=states.BUILDING, task_state=states.SPAWNING,
+            power_state=0, metadata_=metadata, tags=[],
+            access_ip_v4=_text(ref, "accessIPv4", maximum=39),
+            access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
+            key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
+            availability_zone=ref.get("availability_zone") or "nova", network=network,
+            mac=mac_of(instance_id), reservation_id=f"r-{uuid.uuid4().hex[:8]}",
+            created_at=now())
+        with self.db.session() as session:
+            session.add(inst)
+            session.flush()
+            devices = iter("bcdefghijklmnopqrstuvwxyz")
+            for i, m in enumerate(mappings):
+                dev = "vda" if m.boot_index == 0 else f"vd{next(devices)}"
+                session.add(BlockDevice(
+                    instance_uuid=instance_id, device_name=dev, source_type=m.source_type,
+                    destination_type=m.destination_type, source_id=m.uuid,
+                    volume_id=m.uuid if m.source_type == "volume" else None,
+                    volume_size=m.volume_size, boot_index=m.boot_index,
+                    delete_on_termination=m.delete_on_termination,
+                    attachment_id=attachments.get(i), tag=m.tag))
+            self.record_action(session, ctx, inst, "create")
+            events.emit(session, "compute", "compute.instance.create.start", instance_id,
+                        ctx.project_id, name=name)
+            want = Want(snap["memory_mb"], snap["vcpus"],
+                        snap["root_gb"] if image_ref else 0)
+            try:
+                inst.reservations = self.quota.reserve(session, ctx.project_id,
+                                                       instance_deltas(snap))
+            except OverLimit as exc:  # Nova answers 403 to a server over quota
+                raise Forbidden(f"Quota exceeded: {exc.message}") from None
+            try:
+                host = choose(host_states(session, self.conf), want)
+            except NoValidHost as exc:
+                inst.vm_state, inst.task_state = states.ERROR, None
+                inst.fault = {"code": 500, "message": str(exc), "created": iso(now()),
+                              "details": "NoValidHost"}
+                self.quota.rollback(session, list(inst.reservations or []))
+                inst.reservations = []
+                events.emit(session, "compute", "compute.instance.create.error",
+                            instance_id, ctx.project_id, error=str(exc))
+            else:
+                inst.host = host
+                enqueue(session, "compute.build", {"instance_id": instance_id,
+                                                   "ctx": ctx_payload(ctx)},
+                        target=f"host:{host}", max_attempts=3)
+        return {"id": instance_id, "links": server_view(
+            inst, [], self.base, version, admin=False)["links"],
+            "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
+            "adminPass": ref.get("adminPass") or uuid.uuid4().hex[:12]}
+
+    def _networks(self, ref: dict[str, Any], version: Version) -> str:
+        nets = ref.get("networks")
+        if nets is None:
+            if version >= (2, 37):
+                raise BadRequest("Invalid input for field/attribute networks: 'networks' is "
+                                 "a required property.")
+            return "auto"
+        if nets in ("none", "auto"):
+            if version < (2, 37):
+                raise BadRequest("Invalid input for field/attribute networks: needs "
+                                 "microversion 2.37.")
+            return nets
+        if isinstance(nets, list):
+            return "auto"  # every guest gets the one user-mode NIC
+        raise BadRequest(f"Invalid input for field/attribute networks. Value: {nets}.")
+
+    def _flavor(self, flavor_ref: Any) -> Flavor:
+        if not isinstance(flavor_ref, str | int) or not str(flavor_ref):
+            raise BadRequest("Invalid input for field/attribute flavorRef.")
+        fid = str(flavor_ref).rstrip("/").rsplit("/", 1)[-1]
+        with self.db.session(readonly=True) as session:
+            flavor = session.get(Flavor, fid)
+            if flavor is None or flavor.disabled:
+                raise BadRequest(f"Flavor {fid} could not be found.")
+            session.expunge(flavor)
+            return flavor
+
+    def _image(self, ctx: RequestContext, image_id: str) -> dict[str, Any]:
+        try:
+            image = self.images.show(ctx, image_id.rstrip("/").rsplit("/", 1)[-1])
+        except NotFound:
+            raise BadRequest(f"Image {image_id} could not be found.") from None
+        if image["status"] != "active":
+            raise BadRequest(f"Image {image_id} is not active.")
+        return image
+
+    def _volume(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        try:
+            return self.volumes.show(ctx, volume_id, (3, 0))
+        except NotFound:
+            raise BadRequest(f"Volume {volume_id} could not be found.") from None
+
+    def _snapshot(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        try:
+            return self.volumes.show_snapshot(ctx, snapshot_id, (3, 0))
+        except NotFound:
+            raise BadRequest(f"Snapshot {snapshot_id} could not be found.") from None
+
+    # ------------------------------------------------------------ read
+    def show(self, ctx: RequestContext, server_id: str, version: Version) -> dict[str, Any]:
+        with self.db.session(readonly=True) as session:
+            inst = self.get_row(session, ctx, server_id, P + "servers:show")
+            return self.view(session, ctx, inst, version)
+
+    def list(self, ctx: RequestContext, params: dict[str, str], version: Version,
+             detail: bool) -> bytes:
+        """The response body, JSON (rendered servers are memoised: see ``listing``)."""
+        self.policy.enforce(ctx, P + ("servers:detail" if detail else "servers:index"),
+                            {"project_id": ctx.project_id})
+        admin = ctx.is_admin
+        query = select(Instance).where(Instance.deleted.is_(False))
+        all_tenants = "all_tenants" in params and params["all_tenants"].lower() not in (
+            "0", "false", "off")
+        if all_tenants:
+            self.policy.enforce(ctx, P + "servers:index:get_all_tenants", {})
+        project = params.get("project_id") or params.get("tenant_id")
+        if project and admin:
+            query = query.where(Instance.project_id == project)
+        elif not (all_tenants and admin):
+            query = query.where(Instance.project_id == ctx.project_id)
+        if "status" in params:
+            vm_states = states.STATUS_FILTER.get(params["status"].upper())
+            if vm_states is None:
+                return b'{"servers":[]}'
+            query = query.where(Instance.vm_state.in_(vm_states))
+        if "host" in params and admin:
+            query = query.where(Instance.host == params["host"])
+        if "image" in params:
+            query = query.where(Instance.image_ref == params["image"].rsplit("/", 1)[-1])
+        if "flavor" in params:
+            query = query.where(Instance.flavor_id == params["flavor"].rsplit("/", 1)[-1])
+        if "changes-since" in params:
+            query = query.where(Instance.updated_at >= _parse_time(params["changes-since"]))
+        if "locked" in params and version >= (2, 73):
+            query = query.where(Instance.locked.is_(params["locked"].lower() == "true"))
+        key = params.get("sort_key", "created_at")
+        column = SORT_KEYS.get(key)
+        if column is None:
+            raise BadRequest(f"Invalid sort_key {key}.")
+        desc = params.get("sort_dir", "desc") != "asc"
+        name_re = None
+        if "name" in params:
+            try:
+                name_re = re.compile(params["name"])
+            except re.error:
+                raise BadRequest(f"Invalid regular expression for name: {params['name']}") \
+                    from None
+        limit = self.conf.compute.osapi_max_limit
+        if params.get("limit"):
+            if not params["limit"].isdigit():
+                raise BadRequest(f"Invalid limit {params['limit']!r}.")
+            limit = min(int(params["limit"]), limit)
+        with self.db.session(readonly=True) as session:
+            if params.get("marker"):
+                marker = session.get(Instance, params["marker"])
+                if marker is None:
+                    raise BadRequest(f"marker [{params['marker']}] not found")
+                query = query.where(_after(column, marker, desc))
+            query = query.order_by(column.desc() if desc else column.asc(),
+                                   Instance.id.desc() if desc else Instance.id.asc())
+            query = query.with_only_columns(*listing.RAW)
+            if name_re is None:
+                rows = list(session.execute(query.limit(limit)))
+            else:
+                rows = [r for r in session.execute(query) if name_re.search(r.name)][:limit]
+            if detail:
+                servers = listing.render(rows, listing.bdm_rows(session, [r.id for r in rows]),
+                                         self.base, version, admin)
+            else:
+                servers = [json.dumps({"id": r.id, "name": r.name, "links": [
+                    {"rel": "self", "href": f"{self.base}/compute/v2.1/servers/{r.id}"},
+                    {"rel": "bookmark", "href": f"{self.base}/compute/servers/{r.id}"}]},
+                    separators=(",", ":")).encode() for r in rows]
+        body = b'{"servers":[' + b",".join(servers) + b"]"
+        if len(rows) == limit and rows:
+            kind = "servers/detail" if detail else "servers"
+            body += b',"servers_links":' + json.dumps([{"rel": "next", "href": (
+                f"{self.base}/compute/v2.1/{kind}?limit={limit}&marker={rows[-1].id}")}]
+            ).encode()
+        return body + b"}"
+
+    # ------------------------------------------------------------ update / delete
+    def update(self, ctx: RequestContext, server_id: str, body: Any,
+               version: Version) -> dict[str, Any]:
+        ref = body.get("server") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'server' in request body.")
+        allowed = {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"}
+        if version >= (2, 19):
+            allowed.add("description")
+        extra = set(ref) - allowed
+        if extra:
+            raise BadRequest(f"Additional properties are not allowed ({', '.join(extra)} "
+                             "unexpected).")
+        with self.db.session() as session:
+            inst = self.get_row(session, ctx, server_id, P + "servers:update")
+            if "name" in ref:
+                inst.name = _text(ref, "name", required=True) or inst.name
+            if "accessIPv4" in ref:
+                inst.access_ip_v4 = _text(ref, "accessIPv4", maximum=39)
+            if "accessIPv6" in ref:
+                inst.access_ip_v6 = _text(ref, "accessIPv6", maximum=39)
+            if "description" in ref:
+                inst.description = _text(ref, "description")
+            inst.updated_at = now()
+            session.flush()
+            return self.view(session, ctx, inst, version)
+
+    def delete(self, ctx: RequestContext, server_id: str) -> None:
+        with self.db.session() as session:
+            inst = self.get_row(session, ctx, server_id, P + "servers:delete")
+            self._check_lock(ctx, inst)
+            if inst.task_state == states.DELETING:
+                return
+            done = session.execute(update(Instance).where(
+                Instance.id == inst.id, Instance.deleted.is_(False),
+                or_(Instance.task_state.is_(None), Instance.task_state != states.DELETING))
+                .values(task_state=states.DELETING, updated_at=now())).rowcount
+            if not done:
+                raise Conflict(f"Instance {server_id} changed state; try again.")
+            self.record_action(session, ctx, inst, "delete")
+            events.emit(session, "compute", "compute.instance.delete.start", inst.id,
+                        inst.project_id)
+            enqueue(session, "compute.delete", {"instance_id": inst.id,
+                                                "ctx": ctx_payload(ctx)},
+                    target=f"host:{inst.host or self.conf.DEFAULT.host}", max_attempts=5)
+
+    @staticmethod
+    def _check_lock(ctx: RequestContext, inst: Instance) -> None:
+        if inst.locked and not ctx.is_admin:
+            raise Conflict(f"Instance {inst.id} is locked")
+
+    # ------------------------------------------------------------ power actions
+    def power_action(self, ctx: RequestContext, server_id: str, action: str,
+                     rule: str, label: str) -> None:
+        allowed, task, _, _ = states.POWER_ACTIONS[action]
+        with self.db.session() as session:
+            inst = self.get_row(session, ctx, server_id, rule)
+            self._check_lock(ctx, inst)
+            if inst.vm_state not in allowed or inst.task_state is not None:
+                raise Conflict(_state_message(label, inst))
+            done = session.execute(update(Instance).where(
+                Instance.id == inst.id, Instance.vm_state == inst.vm_state,
+                Instance.task_state.is_(None)).values(task_state=task, updated_at=now())
+            ).rowcount
+            if not done:
+                raise Conflict(_state_message(label, inst))
+            self.record_action(session, ctx, inst, label)
+            enqueue(session, "compute.power", {"instance_id": inst.id, "action": action,
+                                               "request_id": ctx.request_id},
+                    target=f"host:{inst.host}", max_attempts=3)
+
+    # ------------------------------------------------------------ metadata
+    def metadata(self, ctx: RequestContext, server_id: str) -> dict[str, str]:
+        with self.db.session(readonly=True) as session:
+            inst = self.get_row(session, ctx, server_id, P + "server-metadata:index")
+            return dict(inst.metadata_ or {})
+
+    def set_metadata(self, ctx: RequestContext, server_id: str, new: dict[str, str],
+                     replace: bool, rule: str) -> dict[str, str]:
+        new = _metadata(new)
+        with self.db.session() as session:
+            inst = self.get_row(session, ctx, server_id, P + f"server-metadata:{rule}")
+            self._check_lock(ctx, inst)
+            inst.metadata_ = new if replace else {**(inst.metadata_ or {}), **new}
+            inst.updated_at = now()
+            return dict(inst.metadata_)
+
+    def delete_metadata_key(self, ctx: RequestContext, server_id: str, key: str) -> None:
+        with self.db.session() as session:
+            inst = self.get_row(session, ctx, server_id, P + "server-metadata:delete")
+            self._check_lock(ctx, inst)
+            meta = dict(inst.metadata_ or {})
+            if key not in meta:
+                raise NotFound(f"Metadata item was not found: {key}")
+            del meta[key]
+            inst.metadata_ = meta
+            inst.updated_at = now()
+
+
+def _state_message(label: str, inst: Instance) -> str:
+    if inst.task_state is not None:
+        return (f"Cannot '{label}' instance {inst.id} while it is in task_state "
+                f"{inst.task_state}")
+    return f"Cannot '{label}' instance {inst.id} while it is in vm_state {inst.vm_state}"
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Invalid changes-since value: {text}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _after(column: Any, marker: Instance, desc: bool) -> Any:
+    """Keyset pagination: rows after the marker in (column, id) order."""
+    value = getattr(marker, column.key)
+    if value is None:
+        return Instance.id < marker.id if desc else Instance.id > marker.id
+    if desc:
+        return or_(column < value, and_(column == value, Instance.id < marker.id))
+    return or_(column > value, and_(column == value, Instance.id > marker.id))

@@ -1,0 +1,230 @@
+"""Server sub-resources: volume attachments, console output, instance actions, quotas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from strato.compute import states
+from strato.compute.api import ComputeAPI, P, ctx_payload, now
+from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
+from strato.compute.views import Version, attachment_view, iso_us
+from strato.context import RequestContext
+from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.jobs.queue import enqueue
+
+ATTACH_STATES = (states.ACTIVE, states.PAUSED, states.STOPPED)
+
+
+class ServerExtras:
+    def __init__(self, api: ComputeAPI) -> None:
+        self.api = api
+        self.db = api.db
+        self.policy = api.policy
+
+    # ------------------------------------------------------------ volume attachments
+    def list_attachments(self, ctx: RequestContext, server_id: str,
+                         version: Version) -> list[dict[str, Any]]:
+        with self.db.session(readonly=True) as session:
+            inst = self.api.get_row(session, ctx, server_id,
+                                    P + "os-volumes-attachments:index")
+            return [attachment_view(b, version) for b in self.api.bdms(
+                session, [inst.id])[inst.id] if b.volume_id and b.status == "attached"]
+
+    def show_attachment(self, ctx: RequestContext, server_id: str, volume_id: str,
+                        version: Version) -> dict[str, Any]:
+        for a in self.list_attachments(ctx, server_id, version):
+            if a["volumeId"] == volume_id:
+                return a
+        raise NotFound(f"Volume {volume_id} is not attached to the server {server_id}.")
+
+    def attach(self, ctx: RequestContext, server_id: str, body: Any,
+               version: Version) -> dict[str, Any]:
+        ref = body.get("volumeAttachment") if isinstance(body, dict) else None
+        if not isinstance(ref, dict) or not isinstance(ref.get("volumeId"), str):
+            raise BadRequest("Missing required element 'volumeAttachment' with a volumeId.")
+        volume_id = ref["volumeId"]
+        dot = ref.get("delete_on_termination", False)
+        if "delete_on_termination" in ref and version < (2, 79):
+            raise BadRequest("delete_on_termination needs microversion 2.79.")
+        with self.db.session(readonly=True) as session:
+            inst = self.api.get_row(session, ctx, server_id,
+                                    P + "os-volumes-attachments:create")
+            self.api._check_lock(ctx, inst)
+            if inst.vm_state not in ATTACH_STATES or inst.task_state is not None:
+                raise Conflict(f"Cannot 'attach_volume' instance {inst.id} while it is in "
+                               f"vm_state {inst.vm_state}")
+            used = {b.device_name for b in self.api.bdms(session, [inst.id])[inst.id]}
+            if any(b.volume_id == volume_id for b in self.api.bdms(
+                    session, [inst.id])[inst.id]):
+                raise BadRequest(f"Invalid volume: volume {volume_id} is already attached "
+                                 "to this server.")
+            host = inst.host
+        device = next((f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"
+                       if f"vd{c}" not in used), None)
+        if device is None:
+            raise BadRequest("No free disk device names left on the server.")
+        try:
+            self.api.volumes.show(ctx, volume_id, (3, 0))
+        except NotFound:
+            raise NotFound(f"Volume {volume_id} could not be found.") from None
+        try:
+            att = self.api.volume_actions.create_attachment(ctx, {"attachment": {
+                "volume_id": volume_id, "instance_uuid": server_id}})
+        except BadRequest as exc:
+            raise BadRequest(f"Invalid volume: {exc.message}") from None
+        try:
+            with self.db.session() as session:
+                inst = self.api.get_row(session, ctx, server_id)
+                if inst.vm_state not in ATTACH_STATES or inst.task_state is not None:
+                    raise Conflict(f"Cannot 'attach_volume' instance {inst.id} while it is "
+                                   f"in vm_state {inst.vm_state}")
+                b = BlockDevice(instance_uuid=server_id, device_name=device,
+                                source_type="volume", destination_type="volume",
+                                source_id=volume_id, volume_id=volume_id,
+                                delete_on_termination=bool(dot), attachment_id=att["id"],
+                                status="attaching", tag=ref.get("tag"), created_at=now())
+                session.add(b)
+                self.api.record_action(session, ctx, inst, "attach_volume")
+                session.flush()
+                enqueue(session, "compute.attach_volume", {
+                    "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
+                    "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
+                return attachment_view(b, version)
+        except BaseException:
+            self.api.volume_actions.delete_attachment(ctx, att["id"])
+            raise
+
+    def detach(self, ctx: RequestContext, server_id: str, volume_id: str) -> None:
+        with self.db.session() as session:
+            inst = self.api.get_row(session, ctx, server_id,
+                                    P + "os-volumes-attachments:delete")
+            self.api._check_lock(ctx, inst)
+            b = next((b for b in self.api.bdms(session, [inst.id])[inst.id]
+                      if b.volume_id == volume_id), None)
+            if b is None:
+                raise NotFound(f"Volume {volume_id} is not attached to the server "
+                               f"{server_id}.")
+            if b.boot_index == 0:
+                raise BadRequest("Can't detach root device volume")
+            if b.status != "attached":
+                raise Conflict(f"Volume {volume_id} is {b.status}, not attached.")
+            if inst.vm_state not in ATTACH_STATES or inst.task_state is not None:
+                raise Conflict(f"Cannot 'detach_volume' instance {inst.id} while it is in "
+                               f"vm_state {inst.vm_state}")
+            b.status = "detaching"
+            self.api.record_action(session, ctx, inst, "detach_volume")
+            enqueue(session, "compute.detach_volume", {
+                "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
+                "request_id": ctx.request_id}, target=f"host:{inst.host}", max_attempts=3)
+        self.api.volume_actions.dispatch(ctx, volume_id, {"os-begin_detaching": {}}, (3, 0))
+
+    # ------------------------------------------------------------ console
+    def console_output(self, ctx: RequestContext, server_id: str, args: Any,
+                       driver: Any) -> dict[str, str]:
+        length = args.get("length") if isinstance(args, dict) else None
+        if length is not None:
+            try:
+                length = int(length)
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid input for field/attribute length: {length}") \
+                    from None
+            if length < -1:
+                raise BadRequest("length must be >= -1")
+            if length == -1:
+                length = None
+        with self.db.session(readonly=True) as session:
+            inst = self.api.get_row(session, ctx, server_id, P + "os-console-output")
+            if inst.vm_state == states.BUILDING or inst.host != self.api.conf.DEFAULT.host:
+                raise Conflict(f"Cannot 'get_console_output' instance {inst.id} while it "
+                               f"is in vm_state {inst.vm_state}")
+        return {"output": driver.console_output(server_id, length)}
+
+    # ------------------------------------------------------------ instance actions
+    def action_view(self, a: InstanceAction, version: Version) -> dict[str, Any]:
+        body = {"action": a.action, "instance_uuid": a.instance_uuid,
+                "request_id": a.request_id, "user_id": a.user_id,
+                "project_id": a.project_id, "start_time": iso_us(a.start_time),
+                "message": a.message}
+        if version >= (2, 58):
+            body["updated_at"] = iso_us(a.updated_at or a.start_time)
+        return body
+
+    def _actions_row(self, session: Any, ctx: RequestContext, server_id: str) -> None:
+        inst = session.get(Instance, server_id)
+        if inst is None or not (ctx.is_admin or inst.project_id == ctx.project_id):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        self.policy.enforce(ctx, P + "os-instance-actions:list",
+                            {"project_id": inst.project_id})
+
+    def list_actions(self, ctx: RequestContext, server_id: str,
+                     version: Version) -> list[dict[str, Any]]:
+        with self.db.session(readonly=True) as session:
+            self._actions_row(session, ctx, server_id)
+            return [self.action_view(a, version) for a in session.scalars(
+                select(InstanceAction).where(InstanceAction.instance_uuid == server_id)
+                .order_by(InstanceAction.start_time.desc(), InstanceAction.id.desc()))]
+
+    def show_action(self, ctx: RequestContext, server_id: str, request_id: str,
+                    version: Version) -> dict[str, Any]:
+        with self.db.session(readonly=True) as session:
+            self._actions_row(session, ctx, server_id)
+            a = session.scalars(select(InstanceAction).where(
+                InstanceAction.instance_uuid == server_id,
+                InstanceAction.request_id == request_id)).first()
+            if a is None:
+                raise NotFound(f"Action for request_id {request_id} on instance "
+                               f"{server_id} not found")
+            body = self.action_view(a, version)
+            if version >= (2, 51) or self.policy.allowed(ctx, P + "os-instance-actions:events"):
+                details = self.policy.allowed(ctx, P + "os-instance-actions:events:details")
+                events = []
+                for e in session.scalars(select(InstanceActionEvent).where(
+                        InstanceActionEvent.action_id == a.id).order_by(
+                        InstanceActionEvent.id)):
+                    ev: dict[str, Any] = {"event": e.event,
+                                          "start_time": iso_us(e.start_time),
+                                          "finish_time": iso_us(e.finish_time),
+                                          "result": e.result}
+                    if details:
+                        ev["traceback"] = e.traceback
+                    if version >= (2, 62):
+                        ev["hostId"] = ""
+                        if details:
+                            ev["host"] = e.host
+                    events.append(ev)
+                body["events"] = events
+            return body
+
+    # ------------------------------------------------------------ quotas
+    def quota_set(self, ctx: RequestContext, project_id: str, detail: bool) -> dict[str, Any]:
+        self.policy.enforce(ctx, P + "os-quota-sets:show", {"project_id": project_id})
+        quota = self.api.quota
+        with self.db.session(readonly=True) as session:
+            limits = quota.limits(session, project_id)
+            used = quota.usage(session, project_id)
+        body: dict[str, Any] = {"id": project_id}
+        for r in ("instances", "cores", "ram"):
+            limit = limits.get(r, quota.default_for(r))
+            if detail:
+                row = used.get(r)
+                body[r] = {"limit": limit, "in_use": row.in_use if row else 0,
+                           "reserved": row.reserved if row else 0}
+            else:
+                body[r] = limit
+        return body
+
+    def update_quota(self, ctx: RequestContext, project_id: str, body: Any) -> dict[str, Any]:
+        self.policy.enforce(ctx, P + "os-quota-sets:update", {"project_id": project_id})
+        ref = body.get("quota_set") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'quota_set' in request body.")
+        with self.db.session() as session:
+            for r, value in ref.items():
+                if r not in ("instances", "cores", "ram"):
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                    raise BadRequest(f"Quota limit for {r} must be an integer >= -1.")
+                self.api.quota.set_limit(session, project_id, r, value)
+        return self.quota_set(ctx, project_id, False)

@@ -1,0 +1,192 @@
+"""Flavors: listing for everyone, create/delete/extra specs for admins."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from strato.compute.models import Flavor
+from strato.compute.views import Version, flavor_view
+from strato.context import RequestContext
+from strato.db import Database
+from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.policy import Enforcer
+
+P = "os_compute_api:"
+SORT_KEYS = {"flavorid": Flavor.id, "id": Flavor.id, "name": Flavor.name,
+             "memory_mb": Flavor.memory_mb, "vcpus": Flavor.vcpus, "root_gb": Flavor.root_gb,
+             "created_at": Flavor.created_at}
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid input for field/attribute {what}.")
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid input for field/attribute {what}: {value!r} is not an "
+                         "integer.") from None
+    if out < minimum:
+        raise BadRequest(f"Invalid input for field/attribute {what}: {out} is less than the "
+                         f"minimum of {minimum}.")
+    return out
+
+
+def _specs(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and 0 < len(k) <= 255 and isinstance(v, str | int | float)
+            and len(str(v)) <= 255 for k, v in value.items()):
+        raise BadRequest("Invalid input for field/attribute extra_specs.")
+    return {k: str(v) for k, v in value.items()}
+
+
+class FlavorAPI:
+    def __init__(self, db: Database, policy: Enforcer, base: str) -> None:
+        self.db = db
+        self.policy = policy
+        self.base = base
+
+    def get_row(self, session: Any, flavor_id: str) -> Flavor:
+        flavor = session.get(Flavor, flavor_id)
+        if flavor is None:
+            raise NotFound(f"Flavor {flavor_id} could not be found.")
+        return flavor
+
+    def list(self, ctx: RequestContext, params: dict[str, str], detail: bool,
+             version: Version) -> dict[str, Any]:
+        query = select(Flavor)
+        public = params.get("is_public")
+        if not ctx.is_admin or public is None or public.lower() in ("true", "1", "yes"):
+            query = query.where(Flavor.is_public.is_(True))
+        elif public.lower() in ("false", "0", "no"):
+            query = query.where(Flavor.is_public.is_(False))
+        # 'None' (the literal the client sends) and anything else: every flavor
+        if "minRam" in params:
+            query = query.where(Flavor.memory_mb >= _int(params["minRam"], "minRam"))
+        if "minDisk" in params:
+            query = query.where(Flavor.root_gb >= _int(params["minDisk"], "minDisk"))
+        key = SORT_KEYS.get(params.get("sort_key", "flavorid"))
+        if key is None:
+            raise BadRequest(f"Invalid sort_key {params['sort_key']}.")
+        query = query.order_by(key.desc() if params.get("sort_dir") == "desc" else key.asc())
+        with self.db.session(readonly=True) as session:
+            rows = list(session.scalars(query))
+        if params.get("marker"):
+            ids = [f.id for f in rows]
+            if params["marker"] not in ids:
+                raise BadRequest(f"marker [{params['marker']}] not found")
+            rows = rows[ids.index(params["marker"]) + 1:]
+        out: dict[str, Any] = {}
+        if params.get("limit"):
+            limit = _int(params["limit"], "limit")
+            if len(rows) > limit > 0:
+                out["flavors_links"] = [{"rel": "next", "href": (
+                    f"{self.base}/compute/v2.1/flavors?limit={limit}"
+                    f"&marker={rows[limit - 1].id}")}]
+            rows = rows[:limit]
+        if detail:
+            out["flavors"] = [flavor_view(f, self.base, version) for f in rows]
+        else:
+            out["flavors"] = [{"id": f.id, "name": f.name,
+                               "links": flavor_view(f, self.base, version)["links"],
+                               **({"description": f.description} if version >= (2, 55)
+                                  else {})} for f in rows]
+        return out
+
+    def show(self, ctx: RequestContext, flavor_id: str, version: Version) -> dict[str, Any]:
+        with self.db.session(readonly=True) as session:
+            return flavor_view(self.get_row(session, flavor_id), self.base, version)
+
+    def create(self, ctx: RequestContext, body: Any, version: Version) -> dict[str, Any]:
+        self.policy.enforce(ctx, P + "os-flavor-manage:create", {})
+        ref = body.get("flavor") if isinstance(body, dict) else None
+        if not isinstance(ref, dict):
+            raise BadRequest("Missing required element 'flavor' in request body.")
+        name = ref.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise BadRequest("Invalid input for field/attribute name.")
+        fid = ref.get("id")
+        if fid is None or fid == "auto":
+            fid = str(uuid.uuid4())
+        if not isinstance(fid, str | int) or not str(fid).strip():
+            raise BadRequest("Invalid input for field/attribute id.")
+        desc = ref.get("description")
+        if desc is not None and version < (2, 55):
+            raise BadRequest("Invalid input for field/attribute flavor: 'description' "
+                             "needs microversion 2.55.")
+        swap = ref.get("swap", 0)
+        flavor = Flavor(
+            id=str(fid), name=name, memory_mb=_int(ref.get("ram"), "ram", 1),
+            vcpus=_int(ref.get("vcpus"), "vcpus", 1), root_gb=_int(ref.get("disk"), "disk"),
+            ephemeral_gb=_int(ref.get("OS-FLV-EXT-DATA:ephemeral", 0), "ephemeral"),
+            swap=_int(swap if swap != "" else 0, "swap"),
+            rxtx_factor=float(ref.get("rxtx_factor", 1.0)),
+            is_public=bool(ref.get("os-flavor-access:is_public", True)),
+            description=desc, extra_specs={})
+        try:
+            with self.db.session() as session:
+                if session.scalars(select(Flavor).where(Flavor.name == name)).first():
+                    raise Conflict(f"Flavor with name {name} already exists.")
+                if session.get(Flavor, flavor.id):
+                    raise Conflict(f"Flavor with ID {flavor.id} already exists.")
+                session.add(flavor)
+        except IntegrityError:
+            raise Conflict(f"Flavor {name} already exists.") from None
+        return flavor_view(flavor, self.base, version)
+
+    def update(self, ctx: RequestContext, flavor_id: str, body: Any,
+               version: Version) -> dict[str, Any]:
+        self.policy.enforce(ctx, P + "os-flavor-manage:update", {})
+        ref = body.get("flavor") if isinstance(body, dict) else None
+        if version < (2, 55) or not isinstance(ref, dict) or set(ref) != {"description"}:
+            raise BadRequest("Only a flavor's description can be updated (microversion "
+                             "2.55).")
+        with self.db.session() as session:
+            flavor = self.get_row(session, flavor_id)
+            flavor.description = ref["description"]
+            return flavor_view(flavor, self.base, version)
+
+    def delete(self, ctx: RequestContext, flavor_id: str) -> None:
+        self.policy.enforce(ctx, P + "os-flavor-manage:delete", {})
+        with self.db.session() as session:
+            session.delete(self.get_row(session, flavor_id))
+
+    # ------------------------------------------------------------ extra specs
+    def extra_specs(self, ctx: RequestContext, flavor_id: str) -> dict[str, str]:
+        self.policy.enforce(ctx, P + "os-flavor-extra-specs:index")
+        with self.db.session(readonly=True) as session:
+            return dict(self.get_row(session, flavor_id).extra_specs or {})
+
+    def extra_spec(self, ctx: RequestContext, flavor_id: str, key: str) -> dict[str, str]:
+        self.policy.enforce(ctx, P + "os-flavor-extra-specs:show")
+        specs = self.extra_specs(ctx, flavor_id)
+        if key not in specs:
+            raise NotFound(f"Flavor {flavor_id} has no extra specs with key {key}.")
+        return {key: specs[key]}
+
+    def set_extra_specs(self, ctx: RequestContext, flavor_id: str, body: Any,
+                        key: str | None = None) -> dict[str, str]:
+        """POST merges ``extra_specs``; PUT on a key sets that one key."""
+        rule = "update" if key else "create"
+        self.policy.enforce(ctx, f"{P}os-flavor-extra-specs:{rule}", {})
+        new = _specs(body.get("extra_specs") if key is None and isinstance(body, dict)
+                     else body)
+        if key is not None and set(new) != {key}:
+            raise BadRequest("The request body must hold exactly the key of the URL.")
+        with self.db.session() as session:
+            flavor = self.get_row(session, flavor_id)
+            flavor.extra_specs = {**(flavor.extra_specs or {}), **new}
+        return new
+
+    def delete_extra_spec(self, ctx: RequestContext, flavor_id: str, key: str) -> None:
+        self.policy.enforce(ctx, P + "os-flavor-extra-specs:delete", {})
+        with self.db.session() as session:
+            flavor = self.get_row(session, flavor_id)
+            specs = dict(flavor.extra_specs or {})
+            if key not in specs:
+                raise NotFound(f"Flavor {flavor_id} has no extra specs with key {key}.")
+            del specs[key]
+            flavor.extra_specs = specs

@@ -1,0 +1,46 @@
+"""Compute default policy rules (Nova's names)."""
+
+from oslo_policy.policy import RuleDefault
+
+MEMBER = "rule:admin_or_member"
+READER = "rule:admin_or_reader"
+ADMIN = "rule:admin_required"
+P = "os_compute_api:"
+
+RULES = [
+    *(RuleDefault(f"{P}servers:{name}", MEMBER) for name in (
+        "create", "update", "delete", "start", "stop", "reboot")),
+    *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
+    RuleDefault(f"{P}servers:index:get_all_tenants", ADMIN),
+    RuleDefault(f"{P}servers:show:host_status", ADMIN),
+    RuleDefault(f"{P}os-extended-server-attributes", ADMIN),
+    RuleDefault(f"{P}os-pause-server:pause", MEMBER),
+    RuleDefault(f"{P}os-pause-server:unpause", MEMBER),
+    RuleDefault(f"{P}os-suspend-server:suspend", MEMBER),
+    RuleDefault(f"{P}os-suspend-server:resume", MEMBER),
+    RuleDefault(f"{P}os-console-output", MEMBER),
+    RuleDefault(f"{P}os-volumes-attachments:index", READER),
+    RuleDefault(f"{P}os-volumes-attachments:show", READER),
+    RuleDefault(f"{P}os-volumes-attachments:create", MEMBER),
+    RuleDefault(f"{P}os-volumes-attachments:delete", MEMBER),
+    RuleDefault(f"{P}os-instance-actions:list", READER),
+    RuleDefault(f"{P}os-instance-actions:show", READER),
+    RuleDefault(f"{P}os-instance-actions:events", ADMIN),
+    RuleDefault(f"{P}os-instance-actions:events:details", ADMIN),
+    RuleDefault(f"{P}server-metadata:index", READER),
+    RuleDefault(f"{P}server-metadata:show", READER),
+    RuleDefault(f"{P}server-metadata:create", MEMBER),
+    RuleDefault(f"{P}server-metadata:update", MEMBER),
+    RuleDefault(f"{P}server-metadata:update_all", MEMBER),
+    RuleDefault(f"{P}server-metadata:delete", MEMBER),
+    RuleDefault(f"{P}os-flavor-manage:create", ADMIN),
+    RuleDefault(f"{P}os-flavor-manage:update", ADMIN),
+    RuleDefault(f"{P}os-flavor-manage:delete", ADMIN),
+    RuleDefault(f"{P}os-flavor-extra-specs:index", READER),
+    RuleDefault(f"{P}os-flavor-extra-specs:show", READER),
+    RuleDefault(f"{P}os-flavor-extra-specs:create", ADMIN),
+    RuleDefault(f"{P}os-flavor-extra-specs:update", ADMIN),
+    RuleDefault(f"{P}os-flavor-extra-specs:delete", ADMIN),
+    RuleDefault(f"{P}os-quota-sets:show", READER),
+    RuleDefault(f"{P}os-quota-sets:update", ADMIN),
+]

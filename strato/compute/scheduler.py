@@ -1,0 +1,72 @@
+"""The compute-host scheduler: filter on free RAM, vCPUs and disk; spread by free RAM.
+
+It runs inside the create transaction and locks the node rows it reads (``FOR
+UPDATE`` on PostgreSQL; SQLite serializes writers), so two creates never both take
+the last room on a host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from strato.compute import states
+from strato.compute.models import ComputeNode, Instance
+
+
+class NoValidHost(Exception):  # noqa: N818 - Nova's name
+    """No host passes the filters."""
+
+
+@dataclass(frozen=True)
+class Want:
+    memory_mb: int
+    vcpus: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    free_ram_mb: float
+    free_vcpus: float
+    free_disk_gb: float
+
+
+def host_states(session: Session, conf: Any) -> list[HostState]:
+    c = conf.compute
+    nodes = list(session.scalars(select(ComputeNode).order_by(ComputeNode.host)
+                                 .with_for_update()))
+    used: dict[str, tuple[int, int, int]] = {}
+    live = (Instance.deleted.is_(False), Instance.vm_state != states.ERROR,
+            Instance.host.is_not(None))
+    ram = func.coalesce(func.sum(Instance.flavor["memory_mb"].as_integer()), 0)
+    cpus = func.coalesce(func.sum(Instance.flavor["vcpus"].as_integer()), 0)
+    # a server booted from a volume uses no local disk
+    disk = func.coalesce(func.sum(case((Instance.image_ref != "",
+                                        Instance.flavor["root_gb"].as_integer()), else_=0)), 0)
+    for host, r, v, d in session.execute(
+            select(Instance.host, ram, cpus, disk).where(*live).group_by(Instance.host)):
+        used[host] = (int(r), int(v), int(d))
+    out = []
+    for n in nodes:
+        r, v, d = used.get(n.host, (0, 0, 0))
+        out.append(HostState(
+            n.host,
+            free_ram_mb=n.memory_mb * c.ram_allocation_ratio - c.reserved_host_memory_mb - r,
+            free_vcpus=n.vcpus * c.cpu_allocation_ratio - v,
+            free_disk_gb=n.local_gb * c.disk_allocation_ratio
+            - c.reserved_host_disk_mb / 1024 - d))
+    return out
+
+
+def choose(hosts: list[HostState], want: Want) -> str:
+    """RamFilter, CoreFilter, DiskFilter; then the most free RAM (Nova's RAMWeigher)."""
+    fit = [h for h in hosts if h.free_ram_mb >= want.memory_mb
+           and h.free_vcpus >= want.vcpus and h.free_disk_gb >= want.disk_gb]
+    if not fit:
+        raise NoValidHost("No valid host was found. There are not enough hosts available.")
+    return max(fit, key=lambda h: (h.free_ram_mb, h.host)).host

@@ -1,0 +1,164 @@
+"""Responses rendered for the requested microversion: nothing from a later one shows.
+
+Milestones used: 2.3 more admin attributes and ``delete_on_termination`` in
+``volumes_attached``; 2.9 ``locked``; 2.16 ``host_status``; 2.19 ``description``;
+2.26 ``tags``; 2.47 the flavor embedded; 2.55 flavor ``description``; 2.61 flavor
+``extra_specs``; 2.73 ``locked_reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from strato.compute import states
+from strato.compute.models import BlockDevice, Flavor, Instance
+
+Version = tuple[int, int]
+PRIVATE_ADDR = "10.0.2.15"  # QEMU user-mode networking's first DHCP lease
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_us(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def flavor_view(f: Flavor, base: str, version: Version) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f.id, "name": f.name, "ram": f.memory_mb, "disk": f.root_gb, "vcpus": f.vcpus,
+        "OS-FLV-EXT-DATA:ephemeral": f.ephemeral_gb, "OS-FLV-DISABLED:disabled": f.disabled,
+        "swap": f.swap or "", "rxtx_factor": f.rxtx_factor,
+        "os-flavor-access:is_public": f.is_public,
+        "links": _links(base, "flavors", f.id),
+    }
+    if version >= (2, 55):
+        body["description"] = f.description
+    if version >= (2, 61):
+        body["extra_specs"] = dict(f.extra_specs or {})
+    return body
+
+
+def flavor_snapshot(f: Flavor) -> dict[str, Any]:
+    """The flavor as an instance keeps it (Nova's instance.flavor)."""
+    return {"id": f.id, "name": f.name, "memory_mb": f.memory_mb, "vcpus": f.vcpus,
+            "root_gb": f.root_gb, "ephemeral_gb": f.ephemeral_gb, "swap": f.swap,
+            "extra_specs": dict(f.extra_specs or {})}
+
+
+def _links(base: str, kind: str, rid: str) -> list[dict[str, str]]:
+    return [{"rel": "self", "href": f"{base}/compute/v2.1/{kind}/{rid}"},
+            {"rel": "bookmark", "href": f"{base}/compute/{kind}/{rid}"}]
+
+
+def host_id(project_id: str, host: str | None) -> str:
+    if not host:
+        return ""
+    return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
+def addresses(inst: Instance) -> dict[str, Any]:
+    """Every guest has one user-mode NIC (``networks`` none/auto/[] alike)."""
+    if not inst.mac or inst.vm_state in (states.BUILDING, states.ERROR, states.DELETED):
+        return {}
+    return {"private": [{"addr": PRIVATE_ADDR, "version": 4, "OS-EXT-IPS:type": "fixed",
+                         "OS-EXT-IPS-MAC:mac_addr": inst.mac}]}
+
+
+def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Version, *,
+                admin: bool, host_up: bool = True, show: bool = True) -> dict[str, Any]:
+    """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it."""
+    fl = inst.flavor or {}
+    if version >= (2, 47):
+        flavor: dict[str, Any] = {
+            "vcpus": fl.get("vcpus"), "ram": fl.get("memory_mb"), "disk": fl.get("root_gb"),
+            "ephemeral": fl.get("ephemeral_gb", 0), "swap": fl.get("swap", 0),
+            "original_name": fl.get("name")}
+        if version >= (2, 61) or admin:
+            flavor["extra_specs"] = dict(fl.get("extra_specs") or {})
+    else:
+        flavor = {"id": inst.flavor_id, "links": [
+            {"rel": "bookmark", "href": f"{base}/compute/flavors/{inst.flavor_id}"}]}
+    image: Any = ""
+    if inst.image_ref:
+        image = {"id": inst.image_ref, "links": [
+            {"rel": "bookmark", "href": f"{base}/compute/images/{inst.image_ref}"}]}
+    volumes = []
+    for b in bdms:
+        if b.volume_id and b.destination_type == "volume":
+            entry: dict[str, Any] = {"id": b.volume_id}
+            if version >= (2, 3):
+                entry["delete_on_termination"] = b.delete_on_termination
+            volumes.append(entry)
+    body: dict[str, Any] = {
+        "id": inst.id, "name": inst.name,
+        "status": states.status(inst.vm_state, inst.task_state),
+        "tenant_id": inst.project_id, "user_id": inst.user_id,
+        "metadata": dict(inst.metadata_ or {}), "hostId": host_id(inst.project_id, inst.host),
+        "image": image, "flavor": flavor,
+        "created": iso(inst.created_at), "updated": iso(inst.updated_at or inst.created_at),
+        "addresses": addresses(inst),
+        "accessIPv4": inst.access_ip_v4 or "", "accessIPv6": inst.access_ip_v6 or "",
+        "links": _links(base, "servers", inst.id),
+        "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": inst.availability_zone,
+        "config_drive": "", "key_name": inst.key_name,
+        "OS-SRV-USG:launched_at": iso_us(inst.launched_at),
+        "OS-SRV-USG:terminated_at": iso_us(inst.terminated_at),
+        "OS-EXT-STS:task_state": inst.task_state, "OS-EXT-STS:vm_state": inst.vm_state,
+        "OS-EXT-STS:power_state": inst.power_state,
+        "os-extended-volumes:volumes_attached": volumes,
+    }
+    body["security_groups"] = [{"name": "default"}]
+    if inst.vm_state in (states.BUILDING, states.ACTIVE):
+        body["progress"] = 100 if inst.vm_state == states.ACTIVE else 0
+    if admin:
+        body["OS-EXT-SRV-ATTR:host"] = inst.host
+        body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
+        body["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
+        if version >= (2, 3):
+            root = next((b.device_name for b in bdms if b.boot_index == 0), "vda")
+            body.update({
+                "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
+                "OS-EXT-SRV-ATTR:launch_index": 0,
+                "OS-EXT-SRV-ATTR:hostname": _hostname(inst.name),
+                "OS-EXT-SRV-ATTR:kernel_id": inst.kernel_id,
+                "OS-EXT-SRV-ATTR:ramdisk_id": inst.ramdisk_id,
+                "OS-EXT-SRV-ATTR:root_device_name": f"/dev/{root}",
+                "OS-EXT-SRV-ATTR:user_data": inst.user_data,
+            })
+    if inst.fault and inst.vm_state in (states.ERROR, states.DELETED):
+        fault = {k: inst.fault[k] for k in ("code", "message", "created")}
+        if admin and inst.fault.get("details"):
+            fault["details"] = inst.fault["details"]
+        body["fault"] = fault
+    if version >= (2, 9):
+        body["locked"] = inst.locked
+    if version >= (2, 16) and admin:
+        body["host_status"] = ("UP" if host_up else "UNKNOWN") if inst.host else ""
+    if version >= (2, 19):
+        body["description"] = inst.description
+    if version >= (2, 26):
+        body["tags"] = list(inst.tags or [])
+    if version >= (2, 71) and show:
+        body["server_groups"] = []
+    if version >= (2, 73):
+        body["locked_reason"] = inst.locked_reason
+    return body
+
+
+def _hostname(name: str) -> str:
+    out = "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower()).strip("-")
+    return out[:63] or "server"
+
+
+def attachment_view(b: BlockDevice, version: Version) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": b.volume_id, "serverId": b.instance_uuid,
+                            "volumeId": b.volume_id, "device": f"/dev/{b.device_name}"}
+    if version >= (2, 70):
+        body["tag"] = b.tag
+    if version >= (2, 79):
+        body["delete_on_termination"] = b.delete_on_termination
+    return body
