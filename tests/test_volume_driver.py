@@ -63,3 +63,30 @@ def test_backup_snapshots_go_other_snapshots_refuse(tmp_path: Path) -> None:
     d.delete_volume("a")
     d.delete_volume("a")  # already gone: deletes cleanly
     assert d.engine.list("volumes") == []
+
+
+def test_a_deleted_disk_goes_when_its_last_clone_goes(tmp_path: Path) -> None:
+    """Any snapshot of a ``.deleted`` image (not only ``.clone_snap``) is released."""
+    from strato.storage.refs import drop_unneeded_snaps, retire
+
+    d = _driver(tmp_path)
+    eng = d.engine
+    eng.create("vms", "i_disk", 1 << 20)
+    with eng.open("vms", "i_disk") as disk:
+        disk.create_snap("instance-snap")
+        disk.protect_snap("instance-snap")
+        disk.create_snap("unused")
+    eng.clone("vms", "i_disk", "instance-snap", "images", "img")
+    with eng.open("vms", "i_disk") as disk:
+        needed = drop_unneeded_snaps(eng, disk, [s.name for s in disk.list_snaps()])
+    assert needed
+    retire(eng, "vms", "i_disk", needed, None)
+    assert eng.list("vms") == ["i_disk.deleted"]
+    with eng.open("vms", "i_disk.deleted") as kept:
+        assert [s.name for s in kept.list_snaps()] == ["instance-snap"]
+    from strato.storage.refs import parent_of, release_parent
+
+    parent = parent_of(eng, "images", "img")
+    eng.remove("images", "img")
+    release_parent(eng, *parent)
+    assert eng.list("vms") == [] and eng.list("images") == []

@@ -11,7 +11,7 @@ from typing import Any
 from strato.image.models import Image as ImageRow
 from strato.storage import errors
 from strato.storage.location import parse as parse_location
-from strato.storage.refs import release_parent, snap_has_children
+from strato.storage.refs import drop_unneeded_snaps, retire
 
 LOG = logging.getLogger(__name__)
 
@@ -80,26 +80,13 @@ def remove_root(services: Any, instance_id: str) -> None:
         image = engine.open(pool, name)
     except errors.ImageNotFound:
         return
-    keep = False
     with image:
         try:
             parent: tuple[str, str, str] | None = image.parent_info()
         except errors.ImageNotFound:
             parent = None
-        for snap in image.list_snaps():
-            if snap_has_children(engine, pool, name, snap.name):
-                keep = True
-                continue
-            if image.is_protected_snap(snap.name):
-                image.unprotect_snap(snap.name)
-            image.remove_snap(snap.name)
-    if keep:
-        LOG.info("%s/%s has snapshots with clones: kept as %s.deleted", pool, name, name)
-        engine.rename(pool, name, f"{name}.deleted")
-        return
-    engine.remove(pool, name)
-    if parent is not None:
-        release_parent(engine, *parent)
+        needed = drop_unneeded_snaps(engine, image, [s.name for s in image.list_snaps()])
+    retire(engine, pool, name, needed, parent)
 
 
 def cached_image_file(services: Any, image_id: str) -> Path:

@@ -1,8 +1,9 @@
 """Garbage rules shared by every service that clones: what a removed clone leaves behind.
 
 A ``*.clone_snap`` snapshot exists only to carry clones; with none left it is garbage.
-An image renamed ``*.deleted`` was kept only for its clones; with no snapshots left it
-is garbage too — and removing it may free its own parent in turn.
+An image renamed ``*.deleted`` was kept only for its clones, so any snapshot of it with
+no clones left is garbage; with no snapshots left the image itself is — and removing it
+may free its own parent in turn.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from . import errors
-from .base import Engine
+from .base import Engine, Image
 
 LOG = logging.getLogger(__name__)
 CLONE_SNAP = ".clone_snap"
@@ -33,7 +34,7 @@ def parent_of(engine: Engine, pool: str, name: str) -> tuple[str, str, str] | No
 def release_parent(engine: Engine, pool: str, name: str, snap: str) -> None:
     """A clone of ``pool/name@snap`` went away: drop what nothing needs any more."""
     while True:
-        if not snap.endswith(CLONE_SNAP):
+        if not (snap.endswith(CLONE_SNAP) or name.endswith(DELETED)):
             return
         try:
             image = engine.open(pool, name)
@@ -58,3 +59,30 @@ def release_parent(engine: Engine, pool: str, name: str, snap: str) -> None:
         if grandparent is None:
             return
         pool, name, snap = grandparent
+
+
+def drop_unneeded_snaps(engine: Engine, image: Image, snaps: list[str]) -> bool:
+    """Remove each of ``snaps`` that no clone needs; True when some are still needed."""
+    needed = False
+    for snap in snaps:
+        if snap_has_children(engine, image.pool, image.name, snap):
+            needed = True
+            continue
+        if image.is_protected_snap(snap):
+            image.unprotect_snap(snap)
+        image.remove_snap(snap)
+    return needed
+
+
+def retire(engine: Engine, pool: str, name: str, needed: bool,
+           parent: tuple[str, str, str] | None) -> None:
+    """An image whose owner deleted it: kept as ``<name>.deleted`` while clones need it,
+    otherwise removed, and then its parent's references are released."""
+    if needed:
+        LOG.info("%s/%s still has clones: kept as %s%s until they go", pool, name, name,
+                 DELETED)
+        engine.rename(pool, name, f"{name}{DELETED}")
+        return
+    engine.remove(pool, name)
+    if parent is not None:
+        release_parent(engine, *parent)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strato.storage import Engine, Image, errors, parse_location
-from strato.storage.refs import release_parent, snap_has_children
+from strato.storage.refs import drop_unneeded_snaps, release_parent, retire
 
 LOG = logging.getLogger(__name__)
 GiB = 1 << 30
@@ -190,20 +190,8 @@ class RBDDriver:
             if others:
                 raise VolumeIsBusy(f"volume {volume_id} has snapshots: {', '.join(others)}")
             parent = self._parent(image)
-            keep = False
-            for clone_snap in snaps:
-                if snap_has_children(self.engine, pool, name, clone_snap):
-                    keep = True
-                    continue
-                image.unprotect_snap(clone_snap)
-                image.remove_snap(clone_snap)
-        if keep:
-            LOG.info("%s still has clones: renamed %s.deleted until they go", name, name)
-            self.engine.rename(pool, name, f"{name}.deleted")
-            return
-        self.engine.remove(pool, name)
-        if parent is not None:
-            release_parent(self.engine, *parent)
+            needed = drop_unneeded_snaps(self.engine, image, snaps)
+        retire(self.engine, pool, name, needed, parent)
 
     def _parent(self, image: Image) -> tuple[str, str, str] | None:
         try:
