@@ -71,7 +71,7 @@ class Services:
         from strato.compute.api import ComputeAPI
         from strato.virt.qemu import QemuDriver, storage_resolver
 
-        volume = VolumeAPI(db, policy, conf, image, backends)
+        volume = VolumeAPI(db, policy, conf, image, backends, blocks)
         return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
                    image=image, volume=volume, volume_drivers=drivers,
                    compute=ComputeAPI(db, policy, conf, image, volume),

@@ -101,12 +101,7 @@ class Uploader:
             if content_length is not None and self.size != content_length:
                 raise BadRequest(f"Upload ended after {self.size} of {content_length} "
                                  "bytes.")
-            found = self.inspector.detect()
-            try:
-                formats.check(disk_format, found)
-            except formats.FormatError as exc:
-                raise BadRequest(str(exc)) from None
-            location = await run_in_threadpool(writer.commit)
+            location, found = await run_in_threadpool(self._seal, writer, disk_format)
         except BaseException as exc:
             await run_in_threadpool(self._fail, writer, exc)
             raise
@@ -153,13 +148,21 @@ class Uploader:
             for data in chunks:
                 self.size += len(data)
                 self._consume(writer, data)
-            found = self.inspector.detect()
-            formats.check(disk_format, found)
-            location = writer.commit()
+            location, found = self._seal(writer, disk_format)
         except BaseException as exc:
             self._fail(writer, exc)
             raise
         self._finish(location, found)
+
+    def _seal(self, writer: StoreWriter, disk_format: str | None
+              ) -> tuple[str, formats.Detected]:
+        """All data is in: refuse content that is not what it claims, else commit it."""
+        found = self.inspector.detect()
+        try:
+            formats.check(disk_format, found)
+        except formats.FormatError as exc:
+            raise BadRequest(str(exc)) from None
+        return writer.commit(), found
 
     def _consume(self, writer: StoreWriter, data: bytes) -> None:
         """Hash (md5 and sha512 side by side: hashlib releases the GIL), inspect, write."""

@@ -284,18 +284,13 @@ class VolumeActions:
     def connection_info(self, vol: Volume) -> dict[str, Any]:
         """What a hypervisor needs to open the volume (QEMU blockdev options)."""
         backend = vol.host.split("@", 1)[1].split("#", 1)[0]  # type: ignore[union-attr]
-        pool = self.api.backends[backend].pool
-        engine = self.api.images.store.engine if hasattr(
-            self.api.images.store, "engine") else None
-        data: dict[str, Any] = {"pool": pool, "name": f"volume-{vol.id}",
+        pool, name = self.api.backends[backend].pool, f"volume-{vol.id}"
+        engine = self.api.engine
+        data: dict[str, Any] = {"pool": pool, "name": name,
                                 "access_mode": "ro" if vol.readonly else "rw",
-                                "volume_id": vol.id}
-        if engine is not None:
-            data["location"] = engine.location(pool, f"volume-{vol.id}")
-            with engine.open(pool, f"volume-{vol.id}", read_only=vol.readonly) as image:
-                if hasattr(image, "blockdev_options"):  # local engine: QEMU's -blockdev
-                    data["blockdev"] = image.blockdev_options(
-                        node_prefix=f"v{vol.id[:8]}")
+                                "volume_id": vol.id, "location": engine.location(pool, name)}
+        with engine.open(pool, name, read_only=vol.readonly) as image:
+            data["blockdev"] = image.blockdev_options(node_prefix=f"v{vol.id[:8]}")
         return {"driver_volume_type": "blockstore", "data": data}
 
     def attachment_view(self, row: Attachment) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from strato.image.models import Image
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
+from strato.storage import Engine
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
 from strato.volume.scheduler import Backend
 
@@ -88,8 +89,9 @@ def _flag(value: Any, what: str) -> bool:
 
 class VolumeAPI:
     def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI,
-                 backends: list[Backend]) -> None:
+                 backends: list[Backend], engine: Engine) -> None:
         self.db = db
+        self.engine = engine  # the block store the backends' pools live in
         self.policy = policy
         self.conf = conf
         self.images = images
