@@ -115,3 +115,17 @@ def wait_volume(nova: Nova, volume_id: str, status: str, timeout: float = 60) ->
             return vol
         time.sleep(0.2)
     raise AssertionError(f"volume {volume_id} not {status}: {vol}")
+
+
+def wait_guest_serial(driver: QemuDriver, server_id: str, serial: str, present: bool = True,
+                      timeout: float = 30) -> None:
+    """The guest kernel probes a hot-plugged disk (and lets one go) a moment after QMP returns."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        with driver.agent(server_id) as ga:
+            seen = ga.sh("cat /sys/block/vd*/serial 2>/dev/null; true").stdout.decode()
+        if (serial in seen) == present:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"serial {serial!r} {'not ' if present else ''}in the guest: {seen!r}")

@@ -10,7 +10,7 @@ import pytest
 
 from strato.storage import open_engine
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, wait_console, wait_volume
+from tests.compute.conftest import Nova, wait_console, wait_guest_serial, wait_volume
 from tests.support import Server
 
 
@@ -91,16 +91,12 @@ def test_boot_from_image_and_every_power_action(compute_server: Server, nova: No
     wait_volume(nova, vol["id"], "available")  # type: ignore[index]
     srv.openstack("server", "add", "volume", name, vol["id"])  # type: ignore[index]
     wait_volume(nova, vol["id"], "in-use")  # type: ignore[index]
-    with driver.agent(sid) as ga:
-        serials = ga.sh("cat /sys/block/vd*/serial").stdout.decode()
-    assert vol["id"][:20] in serials  # type: ignore[index]
+    wait_guest_serial(driver, sid, vol["id"][:20])  # type: ignore[index]
     atts = nova.req("GET", f"/servers/{sid}/os-volume_attachments").json()
     assert atts["volumeAttachments"][0]["device"] == "/dev/vdb"
     srv.openstack("server", "remove", "volume", name, vol["id"])  # type: ignore[index]
     wait_volume(nova, vol["id"], "available")  # type: ignore[index]
-    with driver.agent(sid) as ga:
-        assert vol["id"][:20] not in ga.sh(  # type: ignore[index]
-            "cat /sys/block/vd*/serial").stdout.decode()
+    wait_guest_serial(driver, sid, vol["id"][:20], present=False)  # type: ignore[index]
 
     actions = [a["action"] for a in nova.req(
         "GET", f"/servers/{sid}/os-instance-actions").json()["instanceActions"]]
