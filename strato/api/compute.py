@@ -13,6 +13,7 @@ from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import ServerExtras
+from strato.compute.snapshot_api import create_image
 from strato.exceptions import BadRequest, NotFound
 
 router = APIRouter(prefix="/compute")
@@ -206,6 +207,11 @@ async def server_action(request: Request, server_id: str) -> Response:
         await _run(api.power_action, ctx, server_id, "reboot_hard" if hard else "reboot",
                    P + "servers:reboot", "reboot")
         return Response(status_code=202)
+    if name == "createImage":
+        location, out = await _run(create_image, api, ctx, server_id, args, _version(request))
+        if out is not None:  # 2.45: the id in the body, no Location
+            return FastJSON(out, status_code=202)
+        return Response(status_code=202, headers={"Location": location})
     if name == "os-getConsoleOutput":
         out = await _run(_extras(request).console_output, ctx, server_id, args,
                          services(request).virt)

@@ -92,6 +92,10 @@ class ComputeAgent:
                 continue
             LOG.info("instance %s: resolving task %s left by a restart", inst.id,
                      inst.task_state)
+            if inst.task_state in states.SNAPSHOT_TASKS:
+                from strato.compute.snapshot_manager import abandon
+
+                abandon(self.services, inst)  # then the task state is resolved below
             with self.services.db.session() as session:
                 if inst.task_state == states.DELETING:
                     enqueue(session, "compute.delete", {"instance_id": inst.id, "ctx": {

@@ -161,6 +161,11 @@ class ComputeAPI:
             image_ref = root.uuid or image_ref
             mappings.remove(root)
             root = None
+        if root is None and image_ref:
+            from_image = self._image_mappings(ctx, image_ref)
+            if from_image:  # a volume-backed snapshot: its volumes come from snapshots
+                mappings = from_image + [m for m in mappings if m.boot_index != 0]
+                root = next((m for m in from_image if m.boot_index == 0), None)
         if root is None and not image_ref:
             raise BadRequest("Block Device Mapping is Invalid: Boot sequence for the "
                              "instance and image/block device mapping combination is not "
@@ -317,6 +322,27 @@ class ComputeAPI:
         if image["status"] != "active":
             raise BadRequest(f"Image {image_id} is not active.")
         return image
+
+    def _image_mappings(self, ctx: RequestContext, image_ref: str) -> list[bdm_parse.Mapping]:
+        """The block device mapping a volume-backed snapshot image carries (seed 000's
+        ``block_device_mapping`` property, ``bdm_v2``); [] for an image with data."""
+        raw = self._image(ctx, image_ref).get("block_device_mapping")
+        if not raw:
+            return []
+        try:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise BadRequest(f"Image {image_ref} has an invalid block_device_mapping.") \
+                from None
+        if not isinstance(items, list):
+            raise BadRequest(f"Image {image_ref} has an invalid block_device_mapping.")
+        return bdm_parse.parse([{
+            "source_type": i.get("source_type"), "destination_type": i.get("destination_type"),
+            "uuid": i.get("snapshot_id") or i.get("volume_id") or i.get("image_id"),
+            "boot_index": i.get("boot_index"), "volume_size": i.get("volume_size"),
+            "delete_on_termination": i.get("delete_on_termination") or False,
+            "tag": i.get("tag")} for i in items if isinstance(i, dict)
+            and not i.get("no_device")])
 
     def _volume(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
         try:

@@ -68,4 +68,4 @@ def register(services: Any, name: str = "strato-guest", dest: Path | None = None
     ramdisk = _upload(services, ctx, f"{name}-ramdisk", g.initramfs, "ari", "ari", {})
     return _upload(services, ctx, name, g.disk, "raw", "bare", {
         "kernel_id": kernel, "ramdisk_id": ramdisk, "os_command_line": CMDLINE,
-        "hw_disk_bus": "virtio"})
+        "hw_disk_bus": "virtio", "hw_qemu_guest_agent": "yes"})

@@ -335,6 +335,10 @@ def power(ctx: JobContext) -> dict[str, Any]:
             LOG.warning("instance %s: %s failed: %s", instance_id, action, exc)
             error = exc
         p = services.virt.power_state(instance_id)
+        if error is None and action == "stop":
+            from strato.compute.snapshot_manager import sweep_disk_snaps
+
+            sweep_disk_snaps(services, instance_id)  # left by snapshots while it ran
         with services.db.session() as session:
             if error is None:
                 _set(session, instance_id, task, vm_state=after, task_state=None,

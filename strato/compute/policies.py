@@ -11,6 +11,8 @@ RULES = [
     *(RuleDefault(f"{P}servers:{name}", MEMBER) for name in (
         "create", "update", "delete", "start", "stop", "reboot")),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
+    RuleDefault(f"{P}servers:create_image", MEMBER),
+    RuleDefault(f"{P}servers:create_image:allow_volume_backed", MEMBER),
     RuleDefault(f"{P}servers:index:get_all_tenants", ADMIN),
     RuleDefault(f"{P}servers:show:host_status", ADMIN),
     RuleDefault(f"{P}os-extended-server-attributes", ADMIN),

@@ -12,6 +12,11 @@ SPAWNING, POWERING_OFF, POWERING_ON = "spawning", "powering-off", "powering-on"
 REBOOTING, REBOOTING_HARD = "rebooting", "rebooting_hard"
 PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending", "resuming"
 DELETING = "deleting"
+IMAGE_SNAPSHOT_PENDING, IMAGE_SNAPSHOT = "image_snapshot_pending", "image_snapshot"
+IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING = "image_pending_upload", "image_uploading"
+#: createImage's task states, in order
+SNAPSHOT_TASKS = (IMAGE_SNAPSHOT_PENDING, IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING)
+SNAPSHOT_VM_STATES = (ACTIVE, STOPPED, PAUSED, SUSPENDED)
 
 #: action -> (vm_states it needs, task_state while it runs, vm_state after, power after)
 POWER_ACTIONS: dict[str, tuple[tuple[str, ...], str, str, int]] = {

@@ -23,6 +23,7 @@ from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, OverLim
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
 from strato.image.models import Image, ImageMember, ImageProperty, ImageTag
 from strato.image.stores.base import ImageStore, InUseByStore, NotFoundInStore
+from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 
 LOG = logging.getLogger(__name__)
@@ -342,6 +343,44 @@ class ImageAPI:
                 update(Image).where(Image.id == image_id, Image.status == expected)
                 .values(status=new, updated_at=datetime.now(UTC), **values))
             return result.rowcount == 1
+
+    def set_properties(self, image_id: str, properties: dict[str, str],
+                       activate: bool = False, hash_after: bool = False,
+                       **values: Any) -> bool:
+        """Properties (and columns) strato itself sets on a queued image, in one
+        transaction; ``activate``: and queued -> active, for data strato placed itself
+        (a snapshot's clone, or none for a volume-backed snapshot), with ``hash_after``
+        the job that computes its checksums.  False when the image is no longer queued."""
+        with self.db.session() as session:
+            image = session.scalars(select(Image).where(
+                Image.id == image_id, Image.status == "queued")
+                .with_for_update()).first()
+            if image is None:
+                return False
+            for key, value in properties.items():
+                self._check_property(key, value)
+                prop = next((p for p in image.properties if p.name == key), None)
+                if prop is None:
+                    image.properties.append(ImageProperty(name=key, value=value))
+                else:
+                    prop.value = value
+            for key, value in values.items():
+                setattr(image, key, value)
+            image.updated_at = datetime.now(UTC)
+            if activate:
+                image.status = "active"
+            if hash_after:
+                enqueue(session, "image.hash", {"image_id": image_id}, max_attempts=3)
+            return True
+
+    def set_hashes(self, image_id: str, location: str, md5: str, sha512: str) -> bool:
+        """Checksums computed after activation (the hash pass of a cloned snapshot);
+        only while the image still holds the data that was hashed."""
+        with self.db.session() as session:
+            return session.execute(update(Image).where(
+                Image.id == image_id, Image.location == location,
+                Image.checksum.is_(None)).values(
+                checksum=md5, os_hash_algo="sha512", os_hash_value=sha512)).rowcount == 1
 
     # ------------------------------------------------------------ actions and tags
     def deactivate(self, ctx: RequestContext, image_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Named crash points for the crash tests.
+"""Named crash points for the crash tests, and injected faults.
 
 ``STRATO_STORAGE_CRASHPOINT=snapshot:after-overlay`` makes the process SIGKILL itself
 when the engine reaches that point, exactly as an OOM kill or power cut would stop it.
@@ -34,3 +34,30 @@ def point(op: str, where: str) -> None:
     want = os.environ.get(ENV)
     if want and want == f"{op}:{where}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+FAULT_FILE_ENV = "STRATO_FAULT_FILE"
+
+
+class InjectedFault(RuntimeError):
+    """A failure a test asked for (``fault``)."""
+
+
+def fault(op: str, where: str) -> None:
+    """Fail (or die) here once, when the file named by ``STRATO_FAULT_FILE`` says
+    ``fail <op>:<where>`` (or ``kill <op>:<where>``); the file is consumed.  Lets a test
+    inject a failure into a running server.  Unset outside tests: one dict lookup."""
+    path = os.environ.get(FAULT_FILE_ENV)
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            words = f.read().split()
+    except FileNotFoundError:
+        return
+    if len(words) != 2 or words[1] != f"{op}:{where}":
+        return
+    os.unlink(path)
+    if words[0] == "kill":
+        die()
+    raise InjectedFault(f"injected fault at {op}:{where}")

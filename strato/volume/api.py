@@ -426,7 +426,11 @@ class VolumeAPI:
             row.metadata_ = meta
 
     # ------------------------------------------------------------ snapshots
-    def create_snapshot(self, ctx: RequestContext, body: Any, version: tuple[int, int]) -> dict:
+    def create_snapshot(self, ctx: RequestContext, body: Any, version: tuple[int, int],
+                        taken_by_compute: bool = False) -> dict:
+        """``taken_by_compute``: the record only (``creating``, quota reserved); compute
+        takes the disk snapshot of the running guest and then calls
+        ``strato.volume.manager.finish_snapshot`` (Cinder's assisted snapshots)."""
         if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
             raise BadRequest("Missing required element 'snapshot' in request body.")
         ref = body["snapshot"]
@@ -457,8 +461,9 @@ class VolumeAPI:
                             progress="0%", metadata_=metadata, reservations=reservations,
                             image_metadata={})
             session.add(snap)
-            enqueue(session, "snapshot.create", {"snapshot_id": snap.id},
-                    target=self.target_of(vol.host), max_attempts=3)
+            if not taken_by_compute:
+                enqueue(session, "snapshot.create", {"snapshot_id": snap.id},
+                        target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "snapshot.create.start", snap.id, vol.project_id,
                         volume_id=volume_id)
             session.flush()

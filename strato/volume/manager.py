@@ -202,7 +202,12 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
 
 @handler("snapshot.create")
 def create_snapshot(ctx: JobContext) -> dict[str, Any]:
-    services, snapshot_id = ctx.services, ctx.payload["snapshot_id"]
+    return finish_snapshot(ctx.services, _driver(ctx), ctx.payload["snapshot_id"])
+
+
+def finish_snapshot(services: Any, driver: Any, snapshot_id: str) -> dict[str, Any]:
+    """Snapshot (or, when compute already took it, just protect) and make it available;
+    on failure the snapshot goes to ``error`` with its quota given back."""
     api = services.volume
     with services.db.session(readonly=True) as session:
         snap = session.get(Snapshot, snapshot_id)
@@ -212,7 +217,7 @@ def create_snapshot(ctx: JobContext) -> dict[str, Any]:
         volume_id = snap.volume_id
         image_meta = dict(vol.image_metadata or {}) if vol is not None and vol.bootable else {}
     try:
-        _driver(ctx).create_snapshot(volume_id, snapshot_id)
+        driver.create_snapshot(volume_id, snapshot_id)
     except Exception as exc:  # noqa: BLE001
         LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
         with services.db.session() as session:

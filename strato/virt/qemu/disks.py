@@ -87,19 +87,33 @@ def detach(drv: QemuDriver, uuid: str, device_id: str, timeout: float = 60.0) ->
 def live_snapshot(drv: QemuDriver, uuid: str, device_id: str, live: LiveSnapshot) -> None:
     """Send the store's snapshot command (``live.qmp``) to QEMU and record the new
     top layer in the spec, so later starts open the overlay, not the snapshot."""
+    live_snapshots(drv, uuid, [(device_id, live)])
+
+
+def live_snapshots(drv: QemuDriver, uuid: str, lives: list[tuple[str, LiveSnapshot]]) -> None:
+    """Several disks' live snapshots at one instant: one QMP ``transaction`` (all
+    taken or none), then the spec follows every disk onto its overlay."""
     with drv._lock(uuid):
         spec = drv.spec(uuid)
-        disk = spec.disk(device_id)
-        if disk is None:
-            raise VirtError(f"{uuid} has no disk {device_id}")
-        args = live.qmp.get("arguments", {})
-        if args.get("node-name") not in (None, disk.node):
-            raise VirtError(f"snapshot of node {args.get('node-name')} but {device_id}'s "
-                            f"top is {disk.node} (node_prefix mismatch?)")
-        drv.qmp(uuid, live.qmp["execute"], args)
-        new = disk.with_blockdev(overlay_options(disk.blockdev, live.overlay, live.node_name))
-        drv._save_spec(spec.with_disks(
-            [new if d.device_id == device_id else d for d in spec.disks]))
+        actions = []
+        for device_id, live in lives:
+            disk = spec.disk(device_id)
+            if disk is None:
+                raise VirtError(f"{uuid} has no disk {device_id}")
+            args = live.qmp.get("arguments", {})
+            if args.get("node-name") not in (None, disk.node):
+                raise VirtError(f"snapshot of node {args.get('node-name')} but {device_id}'s "
+                                f"top is {disk.node} (node_prefix mismatch?)")
+            actions.append({"type": live.qmp["execute"], "data": args})
+        if len(actions) == 1:
+            drv.qmp(uuid, actions[0]["type"], actions[0]["data"])
+        elif actions:
+            drv.qmp(uuid, "transaction", {"actions": actions})
+        new = {device_id: overlay_options(spec.disk(device_id).blockdev,  # type: ignore[union-attr]
+                                          live.overlay, live.node_name)
+               for device_id, live in lives}
+        drv._save_spec(spec.with_disks([d.with_blockdev(new[d.device_id])
+                                        if d.device_id in new else d for d in spec.disks]))
 
 
 def snapshot(drv: QemuDriver, uuid: str, device_id: str, image: Image, name: str,
@@ -110,25 +124,48 @@ def snapshot(drv: QemuDriver, uuid: str, device_id: str, image: Image, name: str
     to a crash-consistent snapshot, False skips it.  Returns whether the guest was
     frozen.  The store is told the outcome (commit or abort) before returning.
     """
+    return snapshot_many(drv, uuid, [(device_id, image, name)], quiesce)
+
+
+def snapshot_many(drv: QemuDriver, uuid: str, disks: list[tuple[str, Image, str]],
+                  quiesce: bool | None = None) -> bool:
+    """``snapshot`` for several disks of one guest, all inside one freeze window: the
+    disks QEMU owns in one QMP transaction, the ones their store snapshots itself
+    (rbd) right after it.  A failure leaves none of the stores' snapshots pending."""
     with drv._lock(uuid):
-        live = image.prepare_live_snapshot(name, node_prefix(device_id))
-        if live is None:  # the engine snapshots in-use images itself (rbd)
-            with maybe_frozen(drv, uuid, quiesce) as quiesced:
-                image.create_snap(name)
-            return quiesced
+        prepared: list[tuple[str, Image, str, LiveSnapshot | None]] = []
+        try:
+            for device_id, image, name in disks:
+                prepared.append((device_id, image, name,
+                                 image.prepare_live_snapshot(name, node_prefix(device_id))))
+        except BaseException:
+            _settle(prepared, taken=False)
+            raise
+        lives = [(dev, live) for dev, _, _, live in prepared if live is not None]
         taken = False
         try:
             with maybe_frozen(drv, uuid, quiesce) as quiesced:
-                live_snapshot(drv, uuid, device_id, live)
-                taken = True
+                if lives:
+                    live_snapshots(drv, uuid, lives)
+                    taken = True
+                for _, image, name, live in prepared:
+                    if live is None:  # the engine snapshots in-use images itself (rbd)
+                        image.create_snap(name)
         except BaseException:
-            if taken:  # only the thaw failed: QEMU writes to the overlay already
-                image.commit_live_snapshot(name)
-            else:
-                image.abort_live_snapshot(name)
+            _settle(prepared, taken)  # taken: only a later step failed, QEMU is on overlays
             raise
-        image.commit_live_snapshot(name)
+        _settle(prepared, taken=True)
         return quiesced
+
+
+def _settle(prepared: list[tuple[str, Image, str, LiveSnapshot | None]], taken: bool) -> None:
+    for _, image, name, live in prepared:
+        if live is None:
+            continue
+        if taken:
+            image.commit_live_snapshot(name)
+        else:
+            image.abort_live_snapshot(name)
 
 
 @contextlib.contextmanager

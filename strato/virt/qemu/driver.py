@@ -463,6 +463,12 @@ class QemuDriver:
         """
         return disks.snapshot(self, uuid, device_id, image, name, quiesce)
 
+    def snapshot_disks(self, uuid: str, items: list[tuple[str, Image, str]],
+                       quiesce: bool | None = None) -> bool:
+        """``snapshot_disk`` for several ``(device_id, image, name)`` of one guest at one
+        instant (one freeze, one QMP transaction); returns whether it was frozen."""
+        return disks.snapshot_many(self, uuid, items, quiesce)
+
 
 # --- helpers ---------------------------------------------------------------------------
 def _write_atomic(path: Path, text: str) -> None:

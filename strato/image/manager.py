@@ -1,0 +1,34 @@
+"""Image jobs: the hash pass of images whose data strato placed without reading it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from strato.image.models import Image
+from strato.image.stores.base import NotFoundInStore
+from strato.jobs.worker import JobContext, handler
+
+LOG = logging.getLogger(__name__)
+
+
+@handler("image.hash")
+def hash_image(ctx: JobContext) -> dict[str, Any]:
+    """md5 and sha512 of an active image made by cloning (an instance snapshot): the
+    image is usable at once, its checksums follow when this pass has read the data."""
+    services, image_id = ctx.services, ctx.payload["image_id"]
+    with services.db.session(readonly=True) as session:
+        image = session.get(Image, image_id)
+        if image is None or image.location is None or image.checksum is not None:
+            return {"skipped": "gone or hashed"}
+        location, size = image.location, image.size or 0
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
+    try:
+        for chunk in services.image.store.read(location, size, chunk=8 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    except NotFoundInStore:
+        return {"skipped": "data gone"}
+    done = services.image.set_hashes(image_id, location, md5.hexdigest(), sha.hexdigest())
+    return {"hashed": image_id, "stored": done}
