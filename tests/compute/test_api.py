@@ -154,3 +154,28 @@ def test_failed_build_is_error_and_leaves_nothing(compute_server: Server, nova: 
     nova.req("DELETE", f"/servers/{sid}")
     nova.wait(sid, "gone")
     srv.openstack("image", "delete", image["id"])  # type: ignore[index]
+
+
+def test_create_image_refuses_bad_input_and_states(compute_server: Server, nova: Nova) -> None:
+    sid = _boot_error(nova, compute_server)  # ERROR: not a state createImage accepts
+    images_before = compute_server.openstack_json("image", "list")
+
+    def create(body: object, version: str = "2.79") -> object:
+        return nova.req("POST", f"/servers/{sid}/action", version,
+                        json={"createImage": body})
+
+    for bad in ({"name": ""}, {"name": "   "}, {"name": "x" * 256}, {},
+                {"name": "ok", "metadata": {"k": 1}}, {"name": "ok", "metadata": []},
+                {"name": "ok", "bogus": 1}, "name"):
+        r = create(bad)
+        assert r.status_code == 400 and "badRequest" in r.json(), (bad, r.text)  # type: ignore[attr-defined]
+    r = create({"name": "ok", "metadata": {f"k{i}": "v" for i in range(129)}})
+    assert r.status_code == 403, r.text  # type: ignore[attr-defined]
+    r = create({"name": "ok"})
+    assert r.status_code == 409, r.text  # type: ignore[attr-defined]
+    assert "vm_state error" in r.json()["conflictingRequest"]["message"]  # type: ignore[attr-defined]
+    assert nova.req("POST", "/servers/strato-no-such/action",
+                    json={"createImage": {"name": "x"}}).status_code == 404
+    # a refused createImage leaves no image behind
+    assert compute_server.openstack_json("image", "list") == images_before
+    nova.req("DELETE", f"/servers/{sid}")

@@ -52,6 +52,18 @@ def _wait_checksum(srv: Server, image_id: str, timeout: float = 60) -> dict:
     raise AssertionError(f"image {image_id} was never hashed")
 
 
+def _wait_active(srv: Server, nova: Nova, sid: str, image_id: str,
+                 timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        image = srv.openstack_json("image", "show", image_id)
+        if image["status"] == "active" and nova.server(sid)[  # type: ignore[index]
+                "OS-EXT-STS:task_state"] is None:
+            return image  # type: ignore[return-value]
+        time.sleep(0.3)
+    raise AssertionError(f"image {image_id} not active")
+
+
 def test_image_backed_running_and_stopped(compute_server: Server, nova: Nova,
                                           driver: QemuDriver) -> None:
     srv = compute_server
@@ -101,11 +113,21 @@ def test_image_backed_running_and_stopped(compute_server: Server, nova: Nova,
     # stopped: a snapshot of the closed disk, not quiesced
     srv.openstack("server", "stop", sid)
     nova.wait(sid, "SHUTOFF")
-    cold = srv.openstack_json("server", "image", "create", "--wait", "--name",
-                              _name("cold"), sid)
-    cold_id = str(cold["id"])  # type: ignore[index]
-    assert srv.openstack_json("image", "show", cold_id)[  # type: ignore[index]
-        "properties"]["strato_quiesced"] == "false"
+    # before 2.45 the image is named by Location; from 2.45 by the body
+    r = nova.req("POST", f"/servers/{sid}/action", "2.44",
+                 json={"createImage": {"name": _name("cold"), "metadata": {"k": "v"}}})
+    assert r.status_code == 202 and not r.content
+    cold_id = r.headers["Location"].rsplit("/", 1)[1]
+    assert r.headers["Location"].endswith(f"/image/v2/images/{cold_id}")
+    cold = _wait_active(srv, nova, sid, cold_id)
+    assert cold["properties"]["strato_quiesced"] == "false"  # stopped: nothing to freeze
+    assert cold["properties"]["k"] == "v"
+    r = nova.req("POST", f"/servers/{sid}/action", "2.45",
+                 json={"createImage": {"name": _name("cold")}})
+    assert r.status_code == 202 and "Location" not in r.headers
+    cold2_id = r.json()["image_id"]
+    _wait_active(srv, nova, sid, cold2_id)
+    srv.openstack("image", "delete", cold2_id)
 
     # the image is in use by the child: 409, nothing lost
     r = srv.openstack("image", "delete", image_id, check=False)

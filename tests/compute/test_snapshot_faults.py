@@ -1,0 +1,235 @@
+"""createImage when things go wrong: failures injected at each step, the server killed
+mid-way, a freeze that cannot happen, the standard (extract and upload) path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from strato.storage import open_engine
+from strato.storage.crash import FAULT_FILE_ENV
+from strato.storage.errors import ImageNotFound
+from strato.virt.qemu import QemuDriver
+from tests.compute.conftest import Nova, wait_console
+from tests.support import Server, free_port, strato
+
+
+@pytest.fixture(scope="module")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    state = tmp_path_factory.mktemp("snapfault")
+    srv = Server(state, free_port(), extra_conf={
+        "compute": {"sync_power_state_interval": "0"}, "jobs": {"lease_seconds": "3"}})
+    srv.setup()
+    strato("guest", "--config", str(srv.conf))
+    os.environ[FAULT_FILE_ENV] = str(state / "fault")  # the server inherits it
+    try:
+        srv.start()
+        yield srv
+    finally:
+        os.environ.pop(FAULT_FILE_ENV, None)
+        srv.stop()
+        drv = QemuDriver(srv.state / "instances")
+        for sid in drv.list_instances():
+            drv.destroy(sid)
+
+
+def _inject(srv: Server, what: str) -> None:
+    (srv.state / "fault").write_text(what)
+
+
+def _blocks(srv: Server):  # type: ignore[no-untyped-def]
+    return open_engine("local", root=srv.state / "blocks", repair=False)
+
+
+def _boot(srv: Server, nova: Nova, *args: str) -> str:
+    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                                 "--wait", *args, f"f-{uuid.uuid4().hex[:6]}")
+    sid = str(created["id"])  # type: ignore[index]
+    drv = QemuDriver(srv.state / "instances")
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    return sid
+
+
+def _create_image(nova: Nova, sid: str) -> str:
+    r = nova.req("POST", f"/servers/{sid}/action",
+                 json={"createImage": {"name": f"snap-{uuid.uuid4().hex[:6]}"}})
+    assert r.status_code == 202, r.text
+    return str(r.json()["image_id"])
+
+
+def _settled(nova: Nova, sid: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = nova.server(sid)
+        if body["OS-EXT-STS:task_state"] is None:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"server {sid} stuck in {body['OS-EXT-STS:task_state']}")
+
+
+def _image_status(nova: Nova, image_id: str) -> str | None:
+    r = nova.c.get(f"/image/v2/images/{image_id}")
+    return None if r.status_code == 404 else str(r.json()["status"])
+
+
+def _last_event(nova: Nova, sid: str) -> dict:
+    actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()["instanceActions"]
+    act = next(a for a in actions if a["action"] == "createImage")  # newest first
+    return nova.req("GET", f"/servers/{sid}/os-instance-actions/{act['request_id']}"
+                    ).json()["instanceAction"]["events"][0]
+
+
+def _snaps(srv: Server, sid: str) -> list[str]:
+    with _blocks(srv).open("vms", f"{sid}_disk", read_only=True) as disk:
+        return [s.name for s in disk.list_snaps()]
+
+
+def test_failure_at_each_step_leaves_nothing(fault_server: Server) -> None:
+    srv, nova = fault_server, Nova(fault_server)
+    sid = _boot(srv, nova, "--image", "strato-guest")
+    for point in ("after-disk-snap", "after-clone"):
+        _inject(srv, f"fail snapshot:{point}")
+        image_id = _create_image(nova, sid)
+        body = _settled(nova, sid)
+        assert body["status"] == "ACTIVE"
+        assert _image_status(nova, image_id) is None, point  # the image is gone
+        assert not _blocks(srv).exists("images", image_id), point  # and its clone
+        event = _last_event(nova, sid)
+        assert event["result"] == "Error" and "injected fault" in event["traceback"]
+    # the running guest writes above those snapshots: they go when it stops
+    srv.openstack("server", "stop", sid)
+    Nova(srv).wait(sid, "SHUTOFF")
+    assert _snaps(srv, sid) == []
+    # and a snapshot after the failures works
+    image_id = _create_image(nova, sid)
+    _settled(nova, sid)
+    assert _image_status(nova, image_id) == "active"
+    assert _snaps(srv, sid) == [f"{image_id}.clone_snap"]
+    srv.openstack("server", "delete", "--wait", sid)
+    srv.openstack("image", "delete", image_id)
+    assert not _blocks(srv).exists("vms", f"{sid}_disk.deleted")
+
+
+def test_killed_mid_snapshot_resumes_after_restart(fault_server: Server) -> None:
+    srv, nova = fault_server, Nova(fault_server)
+    sid = _boot(srv, nova, "--image", "strato-guest")
+    _inject(srv, "kill snapshot:after-clone")
+    image_id = _create_image(nova, sid)
+    assert srv.proc is not None
+    assert srv.proc.wait(60) == -9  # SIGKILL, mid-way
+    srv.start()
+    nova = Nova(srv)
+    body = _settled(nova, sid)
+    assert body["status"] == "ACTIVE"
+    assert _image_status(nova, image_id) == "active"
+    assert _snaps(srv, sid) == [f"{image_id}.clone_snap"]  # one snapshot, reused
+    assert [n for n in _blocks(srv).list("images") if n.startswith(image_id)] == [image_id]
+    assert _last_event(nova, sid)["result"] == "Success"
+    srv.openstack("server", "delete", "--wait", sid)
+    srv.openstack("image", "delete", image_id)
+
+
+def test_freeze_that_cannot_happen(fault_server: Server) -> None:
+    """The guest agent does not answer (vCPUs stopped behind strato's back): with
+    os_require_quiesce the snapshot is refused; without, it is taken unquiesced."""
+    srv, nova = fault_server, Nova(fault_server)
+    drv = QemuDriver(srv.state / "instances")
+    sid = _boot(srv, nova, "--image", "strato-guest")
+    srv.openstack("image", "set", "--property", "os_require_quiesce=yes", "strato-guest")
+    try:
+        drv.qmp(sid, "stop")
+        image_id = _create_image(nova, sid)
+        _settled(nova, sid)
+        assert _image_status(nova, image_id) is None
+        assert _last_event(nova, sid)["result"] == "Error"
+        drv.qmp(sid, "cont")
+        with drv.agent(sid) as ga:
+            assert ga.fsfreeze_status() == "thawed"
+    finally:
+        srv.openstack("image", "unset", "--property", "os_require_quiesce", "strato-guest")
+    drv.qmp(sid, "stop")
+    image_id = _create_image(nova, sid)
+    _settled(nova, sid)
+    drv.qmp(sid, "cont")
+    image = srv.openstack_json("image", "show", image_id)
+    assert image["status"] == "active"  # type: ignore[index]
+    assert image["properties"]["strato_quiesced"] == "false"  # type: ignore[index]
+    with drv.agent(sid) as ga:
+        assert ga.fsfreeze_status() == "thawed"
+    srv.openstack("server", "delete", "--wait", sid)
+    srv.openstack("image", "delete", image_id)
+
+
+def test_volume_backed_failure_leaves_no_volume_snapshot(fault_server: Server) -> None:
+    srv, nova = fault_server, Nova(fault_server)
+    sid = _boot(srv, nova, "--image", "strato-guest", "--boot-from-volume", "1")
+    srv.openstack("server", "stop", sid)
+    nova.wait(sid, "SHUTOFF")
+    _inject(srv, "fail snapshot:after-volume-snaps")
+    image_id = _create_image(nova, sid)
+    _settled(nova, sid)
+    assert _image_status(nova, image_id) is None
+    deadline = time.monotonic() + 30
+    while srv.openstack_json("volume", "snapshot", "list") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert srv.openstack_json("volume", "snapshot", "list") == []
+    vol = nova.server(sid)["os-extended-volumes:volumes_attached"][0]["id"]
+    with _blocks(srv).open("volumes", f"volume-{vol}", read_only=True) as image:
+        assert image.list_snaps() == []
+    srv.openstack("server", "delete", "--wait", sid)
+    srv.openstack("volume", "delete", vol)
+
+
+def test_standard_path_extracts_and_uploads(fault_server: Server) -> None:
+    """snapshot_image_format=qcow2: no clone; the snapshot is converted in
+    snapshots_directory, uploaded, and the temp file removed, on failure too."""
+    srv = fault_server
+    conf = srv.conf.read_text()
+    srv.stop()
+    srv.conf.write_text(conf.replace("[compute]\n", "[compute]\nsnapshot_image_format = qcow2\n",
+                                     1))
+    srv.start()
+    try:
+        nova = Nova(srv)
+        drv = QemuDriver(srv.state / "instances")
+        sid = _boot(srv, nova, "--image", "strato-guest")
+        with drv.agent(sid) as ga:
+            ga.sh("echo one > /mnt/root/marker-before")
+        workdir = srv.state / "instances" / "snapshots"
+        _inject(srv, "fail snapshot:before-upload")
+        image_id = _create_image(nova, sid)
+        _settled(nova, sid)
+        assert _image_status(nova, image_id) is None
+        assert not list(workdir.glob("*"))
+
+        image_id = _create_image(nova, sid)
+        _settled(nova, sid)
+        image = srv.openstack_json("image", "show", image_id)
+        assert image["status"] == "active" and image["disk_format"] == "qcow2"  # type: ignore[index]
+        assert image["checksum"]  # type: ignore[index]
+        with _blocks(srv).open("images", image_id, read_only=True) as stored:
+            with pytest.raises(ImageNotFound):  # uploaded data, not a clone
+                stored.parent_info()
+        assert not list(workdir.glob("*"))
+        data = Path(srv.state / "std.qcow2")
+        srv.openstack("image", "save", "--file", str(data), image_id)
+        info = subprocess.run(["qemu-img", "info", str(data)], capture_output=True, text=True)
+        assert "file format: qcow2" in info.stdout
+        data.unlink()
+        child = _boot(srv, nova, "--image", image_id)
+        with drv.agent(child) as ga:
+            assert "marker-before" in ga.sh("ls /mnt/root").stdout.decode()
+        for s in (child, sid):
+            srv.openstack("server", "delete", "--wait", s)
+        srv.openstack("image", "delete", image_id)
+    finally:
+        srv.stop()
+        srv.conf.write_text(conf)
+        srv.start()
