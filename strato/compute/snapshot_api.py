@@ -8,20 +8,18 @@ a snapshot; the host fills in the data (``strato.compute.snapshot_manager``).
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, update
 
 from strato import events
 from strato.compute import states
+from strato.compute.api import ComputeAPI, ctx_payload
 from strato.compute.models import BlockDevice, Instance
 from strato.compute.views import Version
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, StratoError
 from strato.jobs.queue import enqueue
-
-if TYPE_CHECKING:
-    from strato.compute.api import ComputeAPI
 
 P = "os_compute_api:servers:create_image"
 
@@ -133,8 +131,6 @@ def create_image(api: ComputeAPI, ctx: RequestContext, server_id: str, args: Any
             api.record_action(session, ctx, inst, "createImage")
             events.emit(session, "compute", "compute.instance.snapshot.start", inst.id,
                         inst.project_id, image_id=image["id"])
-            from strato.compute.api import ctx_payload
-
             enqueue(session, "compute.snapshot", {
                 "instance_id": inst.id, "image_id": image["id"], "ctx": ctx_payload(ctx),
                 "volume_backed": volume_backed}, target=f"host:{inst.host}", max_attempts=3)

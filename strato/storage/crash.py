@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "STRATO_STORAGE_CRASHPOINT"
 
@@ -45,7 +46,7 @@ class InjectedFault(RuntimeError):
 
 def fault(op: str, where: str) -> None:
     """Fail (or die) here once, when the file named by ``STRATO_FAULT_FILE`` says
-    ``fail <op>:<where>`` (or ``kill <op>:<where>``); the file is consumed.  Lets a test
+    ``fail <op>:<where>`` (or ``kill``, or ``sleep=<seconds>``); the file is consumed.  Lets a test
     inject a failure into a running server.  Unset outside tests: one dict lookup."""
     path = os.environ.get(FAULT_FILE_ENV)
     if not path:
@@ -60,4 +61,7 @@ def fault(op: str, where: str) -> None:
     os.unlink(path)
     if words[0] == "kill":
         die()
+    if words[0].startswith("sleep="):  # hold here, so a test can act meanwhile
+        time.sleep(float(words[0].removeprefix("sleep=")))
+        return
     raise InjectedFault(f"injected fault at {op}:{where}")

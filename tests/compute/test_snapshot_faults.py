@@ -233,3 +233,21 @@ def test_standard_path_extracts_and_uploads(fault_server: Server) -> None:
         srv.stop()
         srv.conf.write_text(conf)
         srv.start()
+
+
+def test_instance_deleted_mid_snapshot(fault_server: Server) -> None:
+    srv, nova = fault_server, Nova(fault_server)
+    sid = _boot(srv, nova, "--image", "strato-guest")
+    _inject(srv, "sleep=4 snapshot:after-disk-snap")
+    image_id = _create_image(nova, sid)
+    deadline = time.monotonic() + 30
+    while nova.server(sid)["OS-EXT-STS:task_state"] != "image_snapshot":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert nova.req("DELETE", f"/servers/{sid}").status_code == 204
+    nova.wait(sid, "gone")
+    assert _image_status(nova, image_id) is None
+    engine = _blocks(srv)
+    assert not engine.exists("images", image_id)
+    assert not engine.exists("vms", f"{sid}_disk")
+    assert not engine.exists("vms", f"{sid}_disk.deleted")
