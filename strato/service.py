@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from strato.config import Config
+from strato.config import Config, ConfigError
 from strato.db import Database
 from strato.identity.api import IdentityAPI
 from strato.identity.tokens import TokenFactory, load_keys
@@ -23,13 +23,77 @@ def volume_backends(conf: Config) -> list[Backend]:
                           conf.volume.storage_availability_zone)
 
 
-def open_block_store(conf: Config) -> Engine:
-    s = conf.storage
-    pools = dict.fromkeys([s.images_pool, s.vms_pool, *(b.pool for b in volume_backends(conf))])
-    return open_engine(s.engine, root=s.local_path, pools=tuple(pools))
+DEFAULT_CEPH_CONF = "/etc/ceph/ceph.conf"
 
 
-def open_image_store(conf: Config, engine: Engine) -> ImageStore:
+@dataclass
+class BlockStores:
+    """Where each service's block data lives: an engine and a pool for image data and
+    for instance disks, an engine per volume backend.  Services on the same engine
+    (the local one, or one Ceph cluster as one user) share one engine object, so one
+    pooled connection; clones work wherever two pools share a cluster (fsid)."""
+
+    images: Engine
+    images_pool: str
+    vms: Engine
+    vms_pool: str
+    volumes: dict[str, Engine]
+    by_pool: dict[str, Engine]
+
+
+def _timeout(value: int) -> float:
+    return float(value) if value > 0 else 30.0  # bounded: never librados' 300 s
+
+
+def open_block_stores(conf: Config) -> BlockStores:
+    s, gs, v, c = conf.storage, conf.glance_store, conf.volume, conf.compute
+    # role -> (engine kind, pool, ceph options)
+    roles: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "images": (s.images_engine, gs.rbd_store_pool, {
+            "ceph_conf": str(gs.rbd_store_ceph_conf), "user": gs.rbd_store_user or "admin",
+            "cluster": "ceph", "connect_timeout": _timeout(gs.rados_connect_timeout)}),
+        "vms": (s.vms_engine, c.images_rbd_pool, {
+            "ceph_conf": c.images_rbd_ceph_conf or DEFAULT_CEPH_CONF,
+            "user": c.rbd_user or "admin", "cluster": "ceph"}),
+    }
+    for b in volume_backends(conf):
+        roles[f"volume:{b.name}"] = (s.volumes_engine, b.pool, {
+            "ceph_conf": v.rbd_ceph_conf or DEFAULT_CEPH_CONF, "user": v.rbd_user or "admin",
+            "cluster": v.rbd_cluster_name, "connect_timeout": _timeout(v.rados_connect_timeout),
+            "connection_retries": v.rados_connection_retries,
+            "connection_interval": float(v.rados_connection_interval)})
+
+    def cluster(kind: str, ceph: dict[str, Any]) -> tuple[str, ...]:
+        return ("local",) if kind == "local" else ("rbd", ceph["ceph_conf"], ceph["cluster"])
+
+    pools: dict[tuple[str, ...], dict[str, None]] = {}
+    owner: dict[str, tuple[str, ...]] = {}
+    for role, (kind, pool, ceph) in roles.items():
+        where = cluster(kind, ceph)
+        if owner.setdefault(pool, where) != where:
+            raise ConfigError(f"pool {pool!r} ({role}) is named on two block stores; "
+                              "give each store's pools their own names")
+        pools.setdefault(where, {})[pool] = None
+    engines: dict[tuple[str, ...], Engine] = {}
+    by_role: dict[str, Engine] = {}
+    for role, (kind, _pool, ceph) in roles.items():
+        where = cluster(kind, ceph)
+        key = (*where, ceph["user"]) if kind == "rbd" else where
+        if key not in engines:
+            if kind == "local":
+                engines[key] = open_engine("local", root=s.local_path,
+                                           pools=tuple(pools[where]))
+            else:
+                engines[key] = open_engine("rbd", pools=tuple(pools[where]), **ceph)
+        by_role[role] = engines[key]
+    return BlockStores(
+        images=by_role["images"], images_pool=gs.rbd_store_pool, vms=by_role["vms"],
+        vms_pool=c.images_rbd_pool,
+        volumes={r.split(":", 1)[1]: e for r, e in by_role.items() if r.startswith("volume:")},
+        by_pool={pool: by_role[role] for role, (_, pool, _) in roles.items()})
+
+
+def open_image_store(conf: Config, stores: BlockStores) -> ImageStore:
     gs = conf.glance_store
     if gs.default_store == "file":
         from strato.image.stores.file import FileStore
@@ -37,7 +101,7 @@ def open_image_store(conf: Config, engine: Engine) -> ImageStore:
         return FileStore(gs.filesystem_store_datadir)
     from strato.image.stores.rbd import RbdStore
 
-    return RbdStore(engine, conf.storage.images_pool, gs.rbd_store_chunk_size)
+    return RbdStore(stores.images, stores.images_pool, gs.rbd_store_chunk_size)
 
 
 @dataclass
@@ -46,7 +110,7 @@ class Services:
     db: Database
     policy: Enforcer
     identity: IdentityAPI
-    blocks: Engine
+    stores: BlockStores
     image: ImageAPI
     volume: VolumeAPI
     volume_drivers: dict[str, RBDDriver]
@@ -60,23 +124,24 @@ class Services:
         tokens = TokenFactory(load_keys(conf.token.key_repository), conf.token.expiration)
         identity = IdentityAPI(db, tokens, policy, conf.public_endpoint,
                                conf.DEFAULT.region_name, conf.identity.password_min_length)
-        blocks = open_block_store(conf)
-        image = ImageAPI(db, policy, open_image_store(conf, blocks), conf)
+        stores = open_block_stores(conf)
+        image = ImageAPI(db, policy, open_image_store(conf, stores), conf)
         v = conf.volume
         backends = volume_backends(conf)
-        drivers = {b.name: RBDDriver(blocks, DriverOptions(
+        drivers = {b.name: RBDDriver(stores.volumes[b.name], DriverOptions(
             pool=b.pool, max_clone_depth=v.rbd_max_clone_depth,
             flatten_volume_from_snapshot=v.rbd_flatten_volume_from_snapshot,
-            conversion_dir=v.image_conversion_dir)) for b in backends}
+            conversion_dir=v.image_conversion_dir,
+            order=v.rbd_store_chunk_size.bit_length() + 19)) for b in backends}
         from strato.compute.api import ComputeAPI
         from strato.virt.qemu import QemuDriver, storage_resolver
 
-        volume = VolumeAPI(db, policy, conf, image, backends, blocks)
-        return cls(conf=conf, db=db, policy=policy, identity=identity, blocks=blocks,
+        volume = VolumeAPI(db, policy, conf, image, backends, stores.volumes)
+        return cls(conf=conf, db=db, policy=policy, identity=identity, stores=stores,
                    image=image, volume=volume, volume_drivers=drivers,
                    compute=ComputeAPI(db, policy, conf, image, volume),
                    virt=QemuDriver(conf.compute.instances_path,
-                                   resolve=storage_resolver(blocks)))
+                                   resolve=storage_resolver(stores.by_pool)))
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""

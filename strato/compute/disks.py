@@ -39,7 +39,7 @@ def image_property(services: Any, image_id: str, key: str) -> str | None:
 def create_root(services: Any, instance_id: str, image_id: str, size_gb: int) -> None:
     """``vms/<uuid>_disk``: a copy-on-write clone of the image when the store can (same
     fsid, raw, a snapshot), else a copy; grown to the flavor's disk.  Idempotent."""
-    engine, pool, name = services.blocks, services.conf.storage.vms_pool, root_name(instance_id)
+    engine, pool, name = services.stores.vms, services.stores.vms_pool, root_name(instance_id)
     if not engine.exists(pool, name):
         location, disk_format, size = _image_row(services, image_id)
         loc = None
@@ -65,7 +65,7 @@ def _copy_in(services: Any, location: str, size: int, disk_format: str, pool: st
         with os.fdopen(fd, "wb") as f:
             for chunk in services.image.store.read(location, size, chunk=8 << 20):
                 f.write(chunk)
-        services.blocks.import_from(pool, name, tmp,
+        services.stores.vms.import_from(pool, name, tmp,
                                     fmt="qcow2" if disk_format == "qcow2" else "raw")
     finally:
         os.unlink(tmp)
@@ -75,7 +75,7 @@ def remove_root(services: Any, instance_id: str) -> None:
     """Seed 002's rules: a disk whose snapshots still have clones is kept as
     ``<name>.deleted`` until they go; otherwise it is removed with its snapshots and
     its parent's clone snapshot is released."""
-    engine, pool, name = services.blocks, services.conf.storage.vms_pool, root_name(instance_id)
+    engine, pool, name = services.stores.vms, services.stores.vms_pool, root_name(instance_id)
     try:
         image = engine.open(pool, name)
     except errors.ImageNotFound:

@@ -175,8 +175,8 @@ def _spec(services: Any, ctx: RequestContext, inst: Instance,
     pending: list[BlockDevice] = []
     if inst.image_ref:
         name = disks.root_name(inst.id)
-        pool = services.conf.storage.vms_pool
-        with services.blocks.open(pool, name) as img:
+        pool = services.stores.vms_pool
+        with services.stores.vms.open(pool, name) as img:
             disks_.append(DiskSpec("vda", img.blockdev_options(node_prefix("vda")),
                                    source=f"{pool}/{name}"))
     for b in sorted(bdms, key=lambda b: (b.boot_index != 0, b.device_name)):

@@ -37,7 +37,7 @@ from strato.context import RequestContext
 from strato.exceptions import NotFound, StratoError
 from strato.image.models import Image as ImageRow
 from strato.jobs.worker import Interrupted, JobContext, LeaseLost, handler
-from strato.storage import crash, errors
+from strato.storage import crash, errors, same_cluster
 from strato.storage.refs import CLONE_SNAP
 from strato.volume.driver import snapshot_name, volume_name
 from strato.volume.models import Snapshot, Volume
@@ -159,7 +159,7 @@ def _quiesce(services: Any, inst: Instance, props: dict[str, str]) -> bool | Non
 def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
                   props: dict[str, str]) -> None:
     services = ctx.services
-    engine, pool = services.blocks, services.conf.storage.vms_pool
+    engine, pool = services.stores.vms, services.stores.vms_pool
     name, snap = disks.root_name(inst.id), disk_snap(image_id)
     ctx.checkpoint(disk_snap=snap)
     with engine.open(pool, name) as disk:
@@ -178,7 +178,7 @@ def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
     fmt = services.conf.compute.snapshot_image_format or "raw"
     marks = {"strato_quiesced": str(quiesced).lower(), "image_state": "available"}
     _step(services, inst.id, states.IMAGE_PENDING_UPLOAD, states.IMAGE_UPLOADING)
-    if fmt == "raw" and getattr(store, "engine", None) is engine:
+    if fmt == "raw" and same_cluster(getattr(store, "engine", None), engine):
         with engine.open(pool, name) as disk:
             if not disk.is_protected_snap(snap):
                 disk.protect_snap(snap)
@@ -203,7 +203,7 @@ def _standard(ctx: JobContext, inst: Instance, image_id: str, fmt: str,
     from strato.image.data import Uploader
 
     services = ctx.services
-    engine, pool = services.blocks, services.conf.storage.vms_pool
+    engine, pool = services.stores.vms, services.stores.vms_pool
     name, snap = disks.root_name(inst.id), disk_snap(image_id)
     workdir = Path(services.conf.compute.snapshots_directory)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +335,7 @@ def _drop_disk_snap(services: Any, instance_id: str, snap: str) -> None:
     above it (a running guest on the local engine) makes that impossible now: it is
     then left unprotected, and ``sweep_disk_snaps`` removes it when the guest stops
     or is deleted."""
-    engine, pool = services.blocks, services.conf.storage.vms_pool
+    engine, pool = services.stores.vms, services.stores.vms_pool
     try:
         with engine.open(pool, disks.root_name(instance_id)) as disk:
             if snap not in {s.name for s in disk.list_snaps()}:
@@ -357,7 +357,7 @@ def _drop_disk_snap(services: Any, instance_id: str, snap: str) -> None:
 def sweep_disk_snaps(services: Any, instance_id: str) -> None:
     """Snapshot leftovers of the root disk (``*.clone_snap`` with no clone) go; for a
     stopped guest, whose layers nothing writes."""
-    engine, pool = services.blocks, services.conf.storage.vms_pool
+    engine, pool = services.stores.vms, services.stores.vms_pool
     try:
         with engine.open(pool, disks.root_name(instance_id), read_only=True) as disk:
             names = [s.name for s in disk.list_snaps() if s.name.endswith(CLONE_SNAP)]
@@ -411,3 +411,33 @@ def abandon(services: Any, inst: Instance) -> int:
     for image_id, name in images:
         undo(services, rctx, inst.id, image_id, {"snapshots": snaps[name]})
     return len(images)
+
+
+@handler("compute.volume_snapshot")
+def volume_snapshot(ctx: JobContext) -> dict[str, Any]:
+    """Cinder's assisted snapshot: a snapshot of a volume this host's running guest
+    writes, taken by the guest's QEMU (crash-consistent, as a forced snapshot is),
+    then finished by the volume service's code."""
+    from strato.volume.manager import finish_snapshot
+
+    services, p = ctx.services, ctx.payload
+    snapshot_id, instance_id = p["snapshot_id"], p["instance_id"]
+    driver = services.volume_drivers[p["backend"]]
+    with services.db.session(readonly=True) as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None or snap.status != "creating":
+            return {"skipped": snap.status if snap else "gone"}
+        volume_id = snap.volume_id
+    with instance_lock(instance_id):
+        _, bdms = _load(services, instance_id)
+        device = next((b.device_name for b in bdms if b.volume_id == volume_id
+                       and b.attachment_id), None)
+        name = snapshot_name(snapshot_id)
+        try:
+            with driver.engine.open(driver.opt.pool, volume_name(volume_id)) as image:
+                taken = name in {s.name for s in image.list_snaps()}
+                if not taken and device and services.virt.pid(instance_id) is not None:
+                    services.virt.snapshot_disk(instance_id, device, image, name, False)
+        except Exception as exc:  # noqa: BLE001 - finish_snapshot records the error
+            LOG.warning("volume %s: assisted snapshot failed: %s", volume_id, exc)
+    return finish_snapshot(services, driver, snapshot_id)

@@ -28,7 +28,15 @@ def open_engine(name: str, **options: Any) -> Engine:
     raise errors.InvalidArgument(f"unknown block store engine {name!r}")
 
 
+def same_cluster(a: Engine | None, b: Engine | None) -> bool:
+    """Whether data in ``a`` can be cloned into ``b`` (seed 002's ``_is_cloneable``: the
+    same fsid), else it must be copied."""
+    if a is None or b is None:
+        return False
+    return a is b or a.fsid() == b.fsid()
+
+
 __all__ = [
     "DEFAULT_POOLS", "Engine", "Image", "LiveSnapshot", "Location", "SnapInfo",
-    "build_location", "errors", "open_engine", "parse_location",
+    "build_location", "errors", "open_engine", "parse_location", "same_cluster",
 ]

@@ -285,7 +285,7 @@ class VolumeActions:
         """What a hypervisor needs to open the volume (QEMU blockdev options)."""
         backend = vol.host.split("@", 1)[1].split("#", 1)[0]  # type: ignore[union-attr]
         pool, name = self.api.backends[backend].pool, f"volume-{vol.id}"
-        engine = self.api.engine
+        engine = self.api.engines[backend]
         data: dict[str, Any] = {"pool": pool, "name": name,
                                 "access_mode": "ro" if vol.readonly else "rw",
                                 "volume_id": vol.id, "location": engine.location(pool, name)}

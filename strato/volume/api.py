@@ -89,9 +89,9 @@ def _flag(value: Any, what: str) -> bool:
 
 class VolumeAPI:
     def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI,
-                 backends: list[Backend], engine: Engine) -> None:
+                 backends: list[Backend], engines: dict[str, Engine]) -> None:
         self.db = db
-        self.engine = engine  # the block store the backends' pools live in
+        self.engines = engines  # backend name -> the block store its pool lives in
         self.policy = policy
         self.conf = conf
         self.images = images

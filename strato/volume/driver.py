@@ -45,6 +45,7 @@ class DriverOptions:
     max_clone_depth: int = 5
     flatten_volume_from_snapshot: bool = False
     conversion_dir: Path = Path("/var/tmp")
+    order: int | None = None  # object size of new volumes, 2**order (rbd_store_chunk_size)
 
 
 class RBDDriver:
@@ -55,7 +56,8 @@ class RBDDriver:
     # ------------------------------------------------------------ create
     def create_volume(self, volume_id: str, size_gb: int) -> None:
         """A blank volume (``rbd create``)."""
-        self.engine.create(self.opt.pool, volume_name(volume_id), size_gb * GiB)
+        self.engine.create(self.opt.pool, volume_name(volume_id), size_gb * GiB,
+                           order=self.opt.order)
 
     def _resize_to(self, name: str, size_gb: int) -> None:
         with self.engine.open(self.opt.pool, name) as image:
@@ -158,7 +160,7 @@ class RBDDriver:
             if fmt == "raw" and os.stat(src).st_size % 512:
                 size = os.stat(src).st_size
                 os.truncate(src, size + 512 - size % 512)
-            self.engine.import_from(self.opt.pool, name, src, fmt=fmt)
+            self.engine.import_from(self.opt.pool, name, src, fmt=fmt, order=self.opt.order)
         try:
             with self.engine.open(self.opt.pool, name) as image:
                 if image.size() > size_gb * GiB:

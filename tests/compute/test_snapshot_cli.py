@@ -150,6 +150,10 @@ def test_volume_backed_running(compute_server: Server, nova: Nova,
     body = nova.server(sid)
     assert body["image"] == ""
     vol_id = body["os-extended-volumes:volumes_attached"][0]["id"]
+    data = srv.openstack_json("volume", "create", "--size", "1", _name("data"))
+    wait_volume(nova, data["id"], "available")  # type: ignore[index]
+    srv.openstack("server", "add", "volume", sid, data["id"])  # type: ignore[index]
+    wait_volume(nova, data["id"], "in-use")  # type: ignore[index]
     _sh(driver, sid, "echo one > /mnt/root/marker-before")
 
     name = _name("bfv")
@@ -164,7 +168,8 @@ def test_volume_backed_running(compute_server: Server, nova: Nova,
     assert props["strato_quiesced"] == "true" and "image_id" not in props
     assert props["kernel_id"]  # from the image the boot volume was made from
     mapping = json.loads(props["block_device_mapping"])
-    assert len(mapping) == 1
+    assert [(x["device_name"], x["boot_index"]) for x in mapping] == [
+        ("/dev/vda", 0), ("/dev/vdb", None)]  # both volumes, one QMP transaction
     m = mapping[0]
     assert m["source_type"] == "snapshot" and m["destination_type"] == "volume"
     assert m["boot_index"] == 0 and m["device_name"] == "/dev/vda" and m["volume_size"] == 1
@@ -175,15 +180,36 @@ def test_volume_backed_running(compute_server: Server, nova: Nova,
     child = _boot(srv, nova, driver, "--image", image_id)
     seen = _markers(driver, child)
     assert "marker-before" in seen and "marker-after" not in seen
-    child_vol = nova.server(child)["os-extended-volumes:volumes_attached"][0]["id"]
-    assert srv.openstack_json("volume", "show", child_vol)[  # type: ignore[index]
-        "snapshot_id"] == m["snapshot_id"]
+    child_vols = [v["id"] for v in nova.server(child)["os-extended-volumes:volumes_attached"]]
+    assert sorted(srv.openstack_json("volume", "show", v)[  # type: ignore[index]
+        "snapshot_id"] for v in child_vols) == sorted(x["snapshot_id"] for x in mapping)
+
+    # a forced snapshot of the running guest's volume: taken by its QEMU (assisted)
+    forced = srv.openstack_json("volume", "snapshot", "create", "--force", "--volume",
+                                vol_id, _name("forced"))
+    deadline = time.monotonic() + 30
+    while srv.openstack_json("volume", "snapshot", "show", forced["id"])[  # type: ignore[index]
+            "status"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+    # stopped: nothing to freeze
+    srv.openstack("server", "stop", sid)
+    nova.wait(sid, "SHUTOFF")
+    cold = srv.openstack_json("server", "image", "create", "--wait", "--name", _name("cold"),
+                              sid)
+    cold_img = srv.openstack_json("image", "show", cold["id"])  # type: ignore[index]
+    assert cold_img["properties"]["strato_quiesced"] == "false"  # type: ignore[index]
+    cold_map = json.loads(cold_img["properties"]["block_device_mapping"])  # type: ignore[index]
 
     for s in (child, sid):
         srv.openstack("server", "delete", "--wait", s)
-    wait_volume(nova, child_vol, "available")  # kept, as the original's mapping says
-    srv.openstack("volume", "delete", child_vol)
-    wait_volume(nova, child_vol, "gone")
-    srv.openstack("image", "delete", image_id)
-    srv.openstack("volume", "snapshot", "delete", m["snapshot_id"])
-    wait_volume(nova, vol_id, "available")
+    for v in child_vols:  # kept, as the original's mapping says
+        wait_volume(nova, v, "available")
+        srv.openstack("volume", "delete", v)
+        wait_volume(nova, v, "gone")
+    srv.openstack("image", "delete", image_id, cold["id"])  # type: ignore[index]
+    snaps = [x["snapshot_id"] for x in mapping + cold_map] + [forced["id"]]  # type: ignore[index]
+    srv.openstack("volume", "snapshot", "delete", *snaps)
+    for v in (vol_id, data["id"]):  # type: ignore[index]
+        wait_volume(nova, v, "available")

@@ -489,12 +489,14 @@ def _trim(path: Path, keep: int) -> None:
         _write_atomic(path, tail.decode("utf-8", "replace"))
 
 
-def storage_resolver(engine: Engine) -> Resolver:
-    """A resolver reading disks from a ``strato.storage`` engine (source ``pool/image``)."""
+def storage_resolver(engine: Engine | dict[str, Engine]) -> Resolver:
+    """A resolver reading disks from ``strato.storage`` engines (source ``pool/image``):
+    one engine, or the engine of each pool."""
 
     def resolve(source: str, prefix: str) -> dict[str, Any]:
         pool, _, name = source.partition("/")
-        with engine.open(pool, name) as img:
+        eng = engine[pool] if isinstance(engine, dict) else engine
+        with eng.open(pool, name) as img:
             return img.blockdev_options(prefix)
 
     return resolve
