@@ -115,16 +115,18 @@ def test_volume_backed_on_ceph(ceph_server: Server) -> None:
         srv.openstack("server", "delete", "--wait", s)
     for v in (child_vol, vol_id):
         wait_volume(nova, v, "available")
-        srv.openstack("volume", "delete", v)
-        wait_volume(nova, v, "gone")
-    # the source volume had a snapshot with a clone: kept as .deleted until they go
+    srv.openstack("volume", "delete", child_vol)
+    wait_volume(nova, child_vol, "gone")
     srv.openstack("image", "delete", snap_id)
     srv.openstack("volume", "snapshot", "delete", vsnap)
     deadline = time.monotonic() + 30
-    while {f"volume-{vol_id}", f"volume-{vol_id}.deleted", f"volume-{child_vol}"} & _ls(
-            "volumes"):
-        assert time.monotonic() < deadline, _ls("volumes")
+    while _snaps("volumes", f"volume-{vol_id}"):
+        assert time.monotonic() < deadline
         time.sleep(0.3)
+    srv.openstack("volume", "delete", vol_id)
+    wait_volume(nova, vol_id, "gone")
+    assert not {f"volume-{vol_id}", f"volume-{vol_id}.deleted",
+                f"volume-{child_vol}"} & _ls("volumes")
     assert _snaps("images", image_id) == {"snap"}
 
 
