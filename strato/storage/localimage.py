@@ -8,6 +8,7 @@ rolled forward by ``recover`` (snapshot removal merges, resize).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -214,36 +215,40 @@ class LocalImage(Image):
             return self._size(meta)
 
     def iter_chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Stream the raw content with one lock and no per-chunk process.
+        """Stream the raw content with one lock, no per-chunk process and no copy.
 
-        A single raw layer is read in place; a chain is converted once into a sparse,
-        already-unlinked temp file (one qemu-img run, not one per chunk).  The open
-        descriptor keeps the data readable even if a merge replaces the files meanwhile.
+        A single raw layer is read in place.  A chain is mapped once (``qemu-img map``:
+        which layer holds each extent, at which file offset) and read straight from the
+        layers' files; only compressed clusters (no file offset) make it convert the
+        chain into an unlinked temp file first.  The descriptors are opened under the
+        lock: layers are never rewritten under a view (merges copy into clusters the
+        map did not point at, and a dropped layer's open descriptor keeps its data).
         """
         with self._locked() as meta:
             chain = self._chain(meta)
             size = self._size(meta)
             if len(chain) == 1 and chain[0][1] == "raw":
                 fd = os.open(chain[0][0], os.O_RDONLY)
+                extents: list[tuple[int, int, int | None, int]] = [(0, size, 0, 0)]
+                fds = [fd]
             else:
-                tmp = self.engine.tmp_path("stream")
-                try:
-                    src = qemuimg.json_opts(qemuimg.image_opts(chain))
-                    qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", src, str(tmp))
-                    fd = os.open(tmp, os.O_RDONLY)
-                finally:
-                    _unlink(tmp)
+                extents, fds = _mapped(chain, size), []
+                if extents is not None:
+                    fds = [os.open(path, os.O_RDONLY) for path, _ in chain]
+                else:
+                    tmp = self.engine.tmp_path("stream")
+                    try:
+                        src = qemuimg.json_opts(qemuimg.image_opts(chain))
+                        qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k", src, str(tmp))
+                        fds = [os.open(tmp, os.O_RDONLY)]
+                    finally:
+                        _unlink(tmp)
+                    extents = [(0, size, 0, 0)]
         try:
-            off = 0
-            while off < size:
-                want = min(chunk, size - off)
-                data = os.pread(fd, want, off)
-                if len(data) < want:  # past the end of a short sparse file: zeros
-                    data += bytes(want - len(data))
-                yield data
-                off += want
+            yield from _read_extents(fds, extents, size, chunk)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
 
     # --- snapshots ----------------------------------------------------------------------
     def list_snaps(self) -> list[SnapInfo]:
@@ -600,6 +605,61 @@ def node_name(prefix: str, layer_id: str) -> str:
             c.isalnum() or c in "-_." for c in prefix):
         raise errors.InvalidArgument(f"node prefix must be 1-9 characters: {prefix!r}")
     return f"{prefix}-{layer_id[:16]}"
+
+
+def _mapped(chain: list[tuple[Path, str]], size: int
+            ) -> list[tuple[int, int, int | None, int]] | None:
+    """``(start, length, layer index or None for zeros, file offset)`` of the chain's
+    view, from ``qemu-img map``; None when some data has no plain file offset."""
+    out = json.loads(qemuimg.run("map", "--output=json",
+                                 qemuimg.json_opts(qemuimg.image_opts(chain))))
+    extents: list[tuple[int, int, int | None, int]] = []
+    for e in out:
+        start, length = int(e["start"]), int(e["length"])
+        if start >= size:
+            break
+        length = min(length, size - start)
+        if not e.get("data"):
+            extents.append((start, length, None, 0))
+        elif "offset" in e and not e.get("compressed"):
+            extents.append((start, length, int(e["depth"]), int(e["offset"])))
+        else:
+            return None
+    return extents
+
+
+def _read_extents(fds: list[int], extents: list[tuple[int, int, int | None, int]],
+                  size: int, chunk: int) -> Iterator[bytes]:
+    """The view's bytes in ``chunk`` pieces (the last one shorter), read with pread;
+    a piece that lies in one extent is yielded as read, without another copy."""
+    buf = bytearray()
+    covered = 0
+    for _start, length, layer, offset in extents:
+        covered += length
+        done = 0
+        while done < length:
+            want = min(chunk - len(buf), length - done)
+            if layer is None:
+                data = bytes(want)
+            else:
+                data = os.pread(fds[layer], want, offset + done)
+                if len(data) < want:  # past the end of a short sparse file: zeros
+                    data += bytes(want - len(data))
+            done += want
+            if not buf and want == chunk:
+                yield data
+                continue
+            buf += data
+            if len(buf) == chunk:
+                yield bytes(buf)
+                buf.clear()
+    if covered < size:  # the map stops short of the end: the rest reads as zeros
+        buf += bytes(size - covered)
+    while len(buf) > chunk:
+        yield bytes(buf[:chunk])
+        del buf[:chunk]
+    if buf:
+        yield bytes(buf)
 
 
 def _check_snap_name(name: str) -> None:

@@ -163,3 +163,48 @@ def test_image_backed_on_ceph(ceph_server: Server) -> None:
     srv.openstack("image", "delete", snap_id)
     left = {n for n in _ls("vms") | _ls("images") if sid in n or child in n or snap_id in n}
     assert left == set()
+
+
+def test_mixed_engines_copy_across_clusters(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Image data on the local engine, volumes and instance disks on Ceph: nothing can
+    be cloned across (different fsids), so volumes and root disks are copies and an
+    instance snapshot takes the standard path (extract, upload)."""
+    conf = ceph_conf()
+    srv = Server(tmp_path_factory.mktemp("mixed"), free_port(), extra_conf={
+        "storage": {"engine": "rbd", "images_engine": "local"},
+        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "mixed:volumes"},
+        "compute": {"images_rbd_ceph_conf": conf}})
+    srv.setup()
+    strato("guest", "--config", str(srv.conf))
+    srv.start()
+    try:
+        nova = Nova(srv)
+        image_id = str(srv.openstack_json("image", "show", "strato-guest")["id"])  # type: ignore[index]
+        assert image_id not in _ls("images")  # on the local engine
+        vol = srv.openstack_json("volume", "create", "--image", "strato-guest", "--size", "1",
+                                 f"m-{uuid.uuid4().hex[:6]}")
+        vol_id = str(vol["id"])  # type: ignore[index]
+        wait_volume(nova, vol_id, "available")
+        info = json.loads(_rbd("info", "--format", "json", f"volumes/volume-{vol_id}"))
+        assert "parent" not in info  # a copy
+        sid = _boot(srv, "--image", "strato-guest")
+        assert "parent" not in json.loads(_rbd("info", "--format", "json", f"vms/{sid}_disk"))
+        _sh(srv, sid, "echo one > /mnt/root/marker-before")
+        snap = srv.openstack_json("server", "image", "create", "--wait", "--name",
+                                  f"m-{uuid.uuid4().hex[:6]}", sid)
+        snap_id = str(snap["id"])  # type: ignore[index]
+        image = srv.openstack_json("image", "show", snap_id)
+        assert image["checksum"] and snap_id not in _ls("images")  # type: ignore[index]
+        child = _boot(srv, "--image", snap_id)
+        assert "marker-before" in _sh(srv, child, "ls /mnt/root")
+        for s in (child, sid):
+            srv.openstack("server", "delete", "--wait", s)
+        srv.openstack("image", "delete", snap_id)
+        srv.openstack("volume", "delete", vol_id)
+        wait_volume(nova, vol_id, "gone")
+        assert not {f"{sid}_disk", f"{child}_disk"} & _ls("vms")
+    finally:
+        srv.stop()
+        drv = QemuDriver(srv.state / "instances")
+        for sid_ in drv.list_instances():
+            drv.destroy(sid_)

@@ -346,3 +346,30 @@ def test_imports_are_sparse(eng: LocalEngine, tmp_path: Path) -> None:
         assert os.stat(layer).st_size == len(data)
         assert os.stat(layer).st_blocks * 512 <= MiB + 64 * 1024
         assert head_sha(eng, "images", name) == sha(data)
+
+
+@pytest.mark.parametrize("chunk", [512, 3 * 512 * 7, MiB, 3 * MiB + 512, 8 * MiB])
+def test_iter_chunks_of_a_chain_reads_the_view(eng: LocalEngine, tmp_path: Path,
+                                               chunk: int) -> None:
+    """A chain is read from its layers' files by ``qemu-img map``: every byte, holes
+    as zeros, newest layer winning, in exactly ``chunk`` pieces, same as an export."""
+    eng.create("images", "chain", SIZE)
+    with eng.open("images", "chain") as img:
+        img.write(pattern(MiB, 1), 0)
+        img.write(pattern(512, 2), 2 * MiB + 512)
+        img.create_snap("s1")
+        img.write(pattern(64 << 10, 3), MiB - (32 << 10))  # straddles the first write
+        img.write(pattern(512, 4), SIZE - 512)
+        img.create_snap("s2")
+        img.protect_snap("s2")
+    eng.clone("images", "chain", "s2", "vms", "kid")
+    with eng.open("vms", "kid") as kid:
+        kid.write(pattern(4096, 5), 3 * MiB)
+    for pool, name, snap in (("images", "chain", "s1"), ("images", "chain", None),
+                             ("vms", "kid", None)):
+        with eng.open(pool, name, snapshot=snap, read_only=True) as img:
+            pieces = list(img.iter_chunks(chunk))
+            out = tmp_path / f"{name}-{snap}.raw"
+            img.export_to(out)
+        assert all(len(p) == chunk for p in pieces[:-1]) and 0 < len(pieces[-1]) <= chunk
+        assert b"".join(pieces) == out.read_bytes()
