@@ -82,13 +82,13 @@ def snapshot(ctx: JobContext) -> dict[str, Any]:
             if image is None or image.status != "queued":
                 raise Gone(f"image {image_id} was deleted before its data was made")
             _step(services, instance_id, states.IMAGE_SNAPSHOT_PENDING, states.IMAGE_SNAPSHOT)
-            props = {p.name: p.value for p in image.properties}
+            props = {prop.name: prop.value for prop in image.properties}
             if p.get("volume_backed"):
                 _volume_backed(ctx, rctx, inst, bdms, image_id, image.name or "", props)
             else:
                 _image_backed(ctx, inst, image_id, props)
         except (LeaseLost, Interrupted):
-            raise  # the next owner of the job starts over
+            raise  # the next owner of the job resumes it
         except Exception as exc:  # noqa: BLE001 - everything made so far is undone
             LOG.warning("instance %s: snapshot %s failed: %s", instance_id, image_id, exc)
             undo(services, rctx, instance_id, image_id, ctx.progress)
