@@ -498,13 +498,13 @@ class ComputeAPI:
             inst = self.get_row(session, ctx, server_id, rule)
             self._check_lock(ctx, inst)
             if inst.vm_state not in allowed or inst.task_state is not None:
-                raise Conflict(_state_message(label, inst))
+                raise Conflict(state_message(label, inst))
             done = session.execute(update(Instance).where(
                 Instance.id == inst.id, Instance.vm_state == inst.vm_state,
                 Instance.task_state.is_(None)).values(task_state=task, updated_at=now())
             ).rowcount
             if not done:
-                raise Conflict(_state_message(label, inst))
+                raise Conflict(state_message(label, inst))
             self.record_action(session, ctx, inst, label)
             enqueue(session, "compute.power", {"instance_id": inst.id, "action": action,
                                                "request_id": ctx.request_id},
@@ -538,7 +538,7 @@ class ComputeAPI:
             inst.updated_at = now()
 
 
-def _state_message(label: str, inst: Instance) -> str:
+def state_message(label: str, inst: Instance) -> str:
     if inst.task_state is not None:
         return (f"Cannot '{label}' instance {inst.id} while it is in task_state "
                 f"{inst.task_state}")

@@ -7,7 +7,6 @@ Three images: the kernel (``aki``), the ramdisk (``ari``) and the raw root disk 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,9 @@ from sqlalchemy import select
 
 from strato.context import RequestContext
 from strato.identity.models import Project
-from strato.image.data import Uploader
+from strato.image.data import Uploader, file_chunks
 from strato.image.models import Image
 from strato.virt.guestbuild import CMDLINE, build_guest
-
-
-def _chunks(path: Path, size: int = 8 << 20) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while data := f.read(size):
-            yield data
 
 
 def _admin_ctx(services: Any) -> RequestContext:
@@ -42,7 +35,7 @@ def _upload(services: Any, ctx: RequestContext, name: str, path: Path, disk_form
                                         "visibility": "public", **props})
     try:
         Uploader(services.image, ctx, image["id"], services.conf.DEFAULT.host).ingest(
-            _chunks(path), disk_format)
+            file_chunks(path), disk_format)
     except BaseException:
         services.image.delete(ctx, image["id"])
         raise

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from strato import events
 from strato.compute import states
-from strato.compute.api import ComputeAPI, ctx_payload
+from strato.compute.api import ComputeAPI, ctx_payload, state_message
 from strato.compute.models import BlockDevice, Instance
 from strato.compute.views import Version
 from strato.context import RequestContext
@@ -143,12 +143,8 @@ def create_image(api: ComputeAPI, ctx: RequestContext, server_id: str, args: Any
 
 
 def _check_state(inst: Instance) -> None:
-    if inst.task_state is not None:
-        raise Conflict(f"Cannot 'createImage' instance {inst.id} while it is in task_state "
-                       f"{inst.task_state}")
-    if inst.vm_state not in states.SNAPSHOT_VM_STATES:
-        raise Conflict(f"Cannot 'createImage' instance {inst.id} while it is in vm_state "
-                       f"{inst.vm_state}")
+    if inst.task_state is not None or inst.vm_state not in states.SNAPSHOT_VM_STATES:
+        raise Conflict(state_message("createImage", inst))
 
 
 def _common(inst: Instance, ctx: RequestContext, name: str, base_ref: str) -> dict[str, Any]:

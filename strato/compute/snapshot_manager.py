@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from strato.exceptions import NotFound, StratoError
 from strato.image.models import Image as ImageRow
 from strato.jobs.worker import Interrupted, JobContext, LeaseLost, handler
 from strato.storage import crash, errors, same_cluster
-from strato.storage.refs import CLONE_SNAP
+from strato.storage.refs import CLONE_SNAP, drop_unneeded_snaps
 from strato.volume.driver import snapshot_name, volume_name
 from strato.volume.models import Snapshot, Volume
 
@@ -144,7 +143,7 @@ def _revert(services: Any, inst: Instance, image_id: str, exc: BaseException,
            f"{type(exc).__name__}: {exc}")
 
 
-def _quiesce(services: Any, inst: Instance, props: dict[str, str]) -> bool | None:
+def _quiesce(inst: Instance, props: dict[str, str]) -> bool | None:
     """True: required (``os_require_quiesce``); None: try (``hw_qemu_guest_agent``);
     False: don't (no agent, or vCPUs paused: the agent cannot answer)."""
     required = props.get("os_require_quiesce", "").lower() in _YES
@@ -167,7 +166,7 @@ def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
             quiesced = bool(ctx.progress.get("quiesced", False))
         elif services.virt.pid(inst.id) is not None:
             quiesced = services.virt.snapshot_disk(inst.id, "vda", disk, snap,
-                                                   _quiesce(services, inst, props))
+                                                   _quiesce(inst, props))
         else:
             disk.create_snap(snap)
             quiesced = False
@@ -200,7 +199,7 @@ def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
 def _standard(ctx: JobContext, inst: Instance, image_id: str, fmt: str,
               marks: dict[str, str]) -> None:
     """Extract the point-in-time snapshot (never the disk being written) and upload."""
-    from strato.image.data import Uploader
+    from strato.image.data import Uploader, file_chunks
 
     services = ctx.services
     engine, pool = services.stores.vms, services.stores.vms_pool
@@ -220,16 +219,10 @@ def _standard(ctx: JobContext, inst: Instance, image_id: str, fmt: str,
             raise Gone(f"image {image_id} was deleted during the snapshot")
         crash.fault("snapshot", "before-upload")
         Uploader(services.image, None, image_id, services.conf.DEFAULT.host).ingest(
-            _file_chunks(out), fmt)
+            file_chunks(out), fmt)
     finally:
         _remove_temp(services, image_id)
     _drop_disk_snap(services, inst.id, snap)
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            yield chunk
 
 
 # ---------------------------------------------------------------- volume-backed
@@ -250,7 +243,8 @@ def _volume_backed(ctx: JobContext, rctx: RequestContext, inst: Instance,
             "description": desc}}, (3, 0), taken_by_compute=True)
         taken[b.device_name] = snap["id"]
         ctx.checkpoint(snapshots=list(taken.values()), by_device=taken)
-    drivers = {b.device_name: _volume_driver(services, b.volume_id or "") for b in vols}
+    backends = {b.device_name: _volume_backend(services, b.volume_id or "") for b in vols}
+    drivers = {dev: driver for dev, (driver, _) in backends.items()}
     quiesced = bool(ctx.progress.get("quiesced", False))
     with ExitStack() as stack:
         items = [(b.device_name, stack.enter_context(drivers[b.device_name].engine.open(
@@ -263,7 +257,7 @@ def _volume_backed(ctx: JobContext, rctx: RequestContext, inst: Instance,
             raise RuntimeError("an earlier attempt left some volume snapshots only")
         elif items and services.virt.pid(inst.id) is not None:
             quiesced = services.virt.snapshot_disks(inst.id, items,
-                                                    _quiesce(services, inst, props))
+                                                    _quiesce(inst, props))
         else:
             for _, image, snap_name in items:
                 image.create_snap(snap_name)
@@ -277,11 +271,10 @@ def _volume_backed(ctx: JobContext, rctx: RequestContext, inst: Instance,
         if "error" in result or result.get("skipped") not in (None, "available"):
             raise RuntimeError(f"snapshot of volume {b.volume_id}: {result}")
     _step(services, inst.id, states.IMAGE_PENDING_UPLOAD, states.IMAGE_UPLOADING)
-    sizes = {b.device_name: _volume_size(services, b.volume_id or "") for b in vols}
     mapping = [{
         "source_type": "snapshot", "destination_type": "volume",
         "snapshot_id": taken[b.device_name], "volume_id": None, "image_id": None,
-        "volume_size": sizes[b.device_name], "device_name": f"/dev/{b.device_name}",
+        "volume_size": backends[b.device_name][1], "device_name": f"/dev/{b.device_name}",
         "boot_index": b.boot_index, "delete_on_termination": b.delete_on_termination,
         "guest_format": None, "disk_bus": "virtio", "device_type": "disk",
         "no_device": None, "tag": b.tag} for b in vols]
@@ -292,19 +285,14 @@ def _volume_backed(ctx: JobContext, rctx: RequestContext, inst: Instance,
         raise Gone(f"image {image_id} was deleted during the snapshot")
 
 
-def _volume_driver(services: Any, volume_id: str) -> Any:
+def _volume_backend(services: Any, volume_id: str) -> tuple[Any, int]:
+    """The driver of the backend a volume lives on, and its size in GiB."""
     with services.db.session(readonly=True) as session:
         vol = session.get(Volume, volume_id)
         if vol is None or not vol.host:
             raise NotFound(f"volume {volume_id} has no backend")
         backend = services.volume.target_of(vol.host).split(":", 1)[1]
-    return services.volume_drivers[backend]
-
-
-def _volume_size(services: Any, volume_id: str) -> int:
-    with services.db.session(readonly=True) as session:
-        vol = session.get(Volume, volume_id)
-        return int(vol.size) if vol is not None else 0
+        return services.volume_drivers[backend], int(vol.size)
 
 
 # ---------------------------------------------------------------- undo
@@ -338,15 +326,8 @@ def _drop_disk_snap(services: Any, instance_id: str, snap: str) -> None:
     engine, pool = services.stores.vms, services.stores.vms_pool
     try:
         with engine.open(pool, disks.root_name(instance_id)) as disk:
-            if snap not in {s.name for s in disk.list_snaps()}:
-                return
-            with engine.open(pool, disks.root_name(instance_id), snapshot=snap,
-                             read_only=True) as at:
-                if at.list_children():
-                    return
-            if disk.is_protected_snap(snap):
-                disk.unprotect_snap(snap)
-            disk.remove_snap(snap)
+            if snap in {s.name for s in disk.list_snaps()}:
+                drop_unneeded_snaps(engine, disk, [snap])
     except errors.ImageNotFound:
         return
     except errors.ImageBusy:
@@ -370,17 +351,11 @@ def sweep_disk_snaps(services: Any, instance_id: str) -> None:
 def _drop_volume_snapshot(services: Any, rctx: RequestContext, snapshot_id: str) -> None:
     """A volume snapshot this createImage made: error (quota back) if still creating,
     then deleted through the volume service."""
-    api = services.volume
-    with services.db.session() as session:
-        snap = session.get(Snapshot, snapshot_id)
-        if snap is None:
-            return
-        if snap.status == "creating":
-            api.quota.rollback(session, list(snap.reservations or []))
-            api.set_status(session, Snapshot, snapshot_id, "creating", "error",
-                           fault="createImage did not finish", reservations=[])
+    from strato.volume.manager import fail_snapshot
+
+    fail_snapshot(services, snapshot_id, "createImage did not finish")
     with suppress(NotFound, StratoError):
-        api.delete_snapshot(rctx, snapshot_id)
+        services.volume.delete_snapshot(rctx, snapshot_id)
 
 
 def _remove_temp(services: Any, image_id: str) -> None:

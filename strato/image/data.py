@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -194,6 +195,13 @@ class Uploader:
             except NotFoundInStore:
                 pass
             raise Conflict(f"Image {self.image_id} was deleted during the upload.")
+
+
+def file_chunks(path: Path, size: int = 8 << 20) -> Iterator[bytes]:
+    """A file's data in ``size`` pieces, for ``Uploader.ingest``."""
+    with open(path, "rb") as f:
+        while data := f.read(size):
+            yield data
 
 
 def download(api: ImageAPI, ctx: RequestContext, image_id: str) -> Download | None:

@@ -246,11 +246,7 @@ def finish_snapshot(services: Any, driver: Any, snapshot_id: str) -> dict[str, A
         driver.create_snapshot(volume_id, snapshot_id)
     except Exception as exc:  # noqa: BLE001
         LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
-        with services.db.session() as session:
-            snap = session.get(Snapshot, snapshot_id)
-            api.quota.rollback(session, list(snap.reservations or []))
-            api.set_status(session, Snapshot, snapshot_id, "creating", "error",
-                           fault=str(exc), reservations=[])
+        fail_snapshot(services, snapshot_id, str(exc))
         return {"error": str(exc)}
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
@@ -260,6 +256,18 @@ def finish_snapshot(services: Any, driver: Any, snapshot_id: str) -> dict[str, A
                        image_metadata=image_meta)
         events.emit(session, "volume", "snapshot.create.end", snapshot_id, snap.project_id)
     return {"snapshot_id": snapshot_id}
+
+
+def fail_snapshot(services: Any, snapshot_id: str, reason: str) -> None:
+    """A snapshot still ``creating`` goes to ``error``, its quota reservation back."""
+    api = services.volume
+    with services.db.session() as session:
+        snap = session.get(Snapshot, snapshot_id)
+        if snap is None or snap.status != "creating":
+            return
+        api.quota.rollback(session, list(snap.reservations or []))
+        api.set_status(session, Snapshot, snapshot_id, "creating", "error", fault=reason,
+                       reservations=[])
 
 
 @handler("snapshot.delete")
