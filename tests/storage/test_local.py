@@ -373,3 +373,35 @@ def test_iter_chunks_of_a_chain_reads_the_view(eng: LocalEngine, tmp_path: Path,
             img.export_to(out)
         assert all(len(p) == chunk for p in pieces[:-1]) and 0 < len(pieces[-1]) <= chunk
         assert b"".join(pieces) == out.read_bytes()
+
+
+def test_large_aligned_writes_skip_the_page_cache(eng: LocalEngine,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aligned buffer of 1 MiB or more is written with O_DIRECT; an unaligned buffer
+    (refused by O_DIRECT with EINVAL) and a small write go through the page cache.  The
+    data reads back the same every way."""
+    import mmap
+
+    eng.create("images", "d", 16 * MiB)
+    opened: list[int] = []
+    real_open = os.open
+
+    def spying_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        opened.append(flags)
+        return real_open(path, flags, *args, **kw)
+
+    aligned = mmap.mmap(-1, 2 * MiB)
+    aligned[:] = pattern(1, 2 * MiB)
+    unaligned = memoryview(b"\0" + pattern(2, 2 * MiB))[1:]
+    with eng.open("images", "d") as img:
+        monkeypatch.setattr(os, "open", spying_open)
+        img.write(aligned, 0)
+        monkeypatch.undo()
+        img.write(unaligned, 4 * MiB)
+        img.write(pattern(3, 4096), 8 * MiB)
+    assert any(flags & os.O_DIRECT for flags in opened)
+    with eng.open("images", "d") as img:
+        assert img.read(0, 2 * MiB) == pattern(1, 2 * MiB)
+        assert img.read(4 * MiB, 2 * MiB) == pattern(2, 2 * MiB)
+        assert img.read(8 * MiB, 4096) == pattern(3, 4096)
+        assert img.read(2 * MiB, 2 * MiB) == bytes(2 * MiB)
