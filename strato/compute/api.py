@@ -31,6 +31,7 @@ from strato.image.api import ImageAPI
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
+from strato.validation import string_map
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
@@ -73,15 +74,6 @@ def _text(ref: dict[str, Any], key: str, required: bool = False,
     if not isinstance(value, str) or len(value) > maximum or (required and not value.strip()):
         raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
     return value
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
-            for k, v in value.items()):
-        raise BadRequest("Invalid input for field/attribute metadata: string keys (1-255) "
-                         "and string values (at most 255).")
-    return dict(value)
 
 
 def mac_of(instance_id: str) -> str:
@@ -148,7 +140,7 @@ class ComputeAPI:
         if description is not None and version < (2, 19):
             raise BadRequest("Additional properties are not allowed ('description' was "
                              "unexpected).")
-        metadata = _metadata(ref.get("metadata") or {})
+        metadata = string_map(ref.get("metadata") or {}, "metadata")
         network = self._networks(ref, version)
         for key in ("min_count", "max_count"):
             if key in ref and str(ref[key]) not in ("1",):
@@ -518,7 +510,7 @@ class ComputeAPI:
 
     def set_metadata(self, ctx: RequestContext, server_id: str, new: dict[str, str],
                      replace: bool, rule: str) -> dict[str, str]:
-        new = _metadata(new)
+        new = string_map(new, "metadata")
         with self.db.session() as session:
             inst = self.get_row(session, ctx, server_id, P + f"server-metadata:{rule}")
             self._check_lock(ctx, inst)

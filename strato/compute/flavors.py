@@ -14,6 +14,7 @@ from strato.context import RequestContext
 from strato.db import Database
 from strato.exceptions import BadRequest, Conflict, NotFound
 from strato.policy import Enforcer
+from strato.validation import string_map
 
 P = "os_compute_api:"
 SORT_KEYS = {"flavorid": Flavor.id, "id": Flavor.id, "name": Flavor.name,
@@ -36,11 +37,7 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
 
 
 def _specs(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and 0 < len(k) <= 255 and isinstance(v, str | int | float)
-            and len(str(v)) <= 255 for k, v in value.items()):
-        raise BadRequest("Invalid input for field/attribute extra_specs.")
-    return {k: str(v) for k, v in value.items()}
+    return string_map(value, "extra_specs", numbers=True)
 
 
 class FlavorAPI:

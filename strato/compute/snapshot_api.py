@@ -20,6 +20,7 @@ from strato.compute.views import Version
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, StratoError
 from strato.jobs.queue import enqueue
+from strato.validation import string_map
 
 P = "os_compute_api:servers:create_image"
 
@@ -56,12 +57,7 @@ def _name(entity: dict[str, Any]) -> str:
 
 
 def _image_metadata(api: ComputeAPI, entity: dict[str, Any]) -> dict[str, str]:
-    meta = entity.get("metadata", {})
-    if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and 0 < len(k) <= 255 and isinstance(v, str) and len(v) <= 255
-            for k, v in meta.items()):
-        raise BadRequest("Invalid image metadata: string keys (1-255) and string values "
-                         "(at most 255).")
+    meta = string_map(entity.get("metadata", {}), "metadata")
     limit = api.conf.compute.quota_metadata_items
     if 0 <= limit < len(meta):
         raise Forbidden(f"Image metadata limit exceeded: {len(meta)} items, at most {limit}.")
@@ -69,7 +65,7 @@ def _image_metadata(api: ComputeAPI, entity: dict[str, Any]) -> dict[str, str]:
     if extra:
         raise BadRequest(f"Additional properties are not allowed ({', '.join(sorted(extra))} "
                          "were unexpected).")
-    return dict(meta)
+    return meta
 
 
 def _inherited(props: dict[str, Any]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
 from strato.storage import Engine
+from strato.validation import string_map
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
 from strato.volume.scheduler import Backend
 
@@ -70,13 +71,7 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:
-    meta = body.get("metadata") or {}
-    if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255 and len(v) <= 255
-            for k, v in meta.items()):
-        raise BadRequest("Invalid input for field 'metadata': string keys (1-255) and "
-                         "string values (at most 255).")
-    return dict(meta)
+    return string_map(body.get("metadata") or {}, "metadata")
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -548,12 +543,7 @@ class VolumeAPI:
 
     @staticmethod
     def _specs(value: Any) -> dict[str, str]:
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 255
-                and len(v) <= 255 for k, v in value.items()):
-            raise BadRequest("Invalid extra_specs: string keys and values of at most 255 "
-                             "characters.")
-        return dict(value)
+        return string_map(value, "extra_specs")
 
     def create_type(self, ctx: RequestContext, body: Any) -> dict:
         self.policy.enforce(ctx, "volume_extension:types_manage", {})
