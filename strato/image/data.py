@@ -1,9 +1,10 @@
 """Image data: streamed upload (``PUT /file``) and download (``GET /file``).
 
 An upload never holds the image in memory: the request body is read as it arrives,
-gathered into ``rbd_store_chunk_size`` pieces, hashed (md5 and sha512), inspected
-(format, virtual size, unsafe references) and written to the store from a worker
-thread.  Any failure — a client that goes away, content that is not what it claims,
+gathered into ``rbd_store_chunk_size`` pieces, inspected (format, virtual size, unsafe
+references), hashed (md5 and sha512) and written to the store by threads of its own
+(``_Stages``); data strato makes itself (``Uploader.ingest``) takes the same way.  Any
+failure — a client that goes away, content that is not what it claims,
 a quota crossed — removes the partial data and puts the image back to ``queued``, as
 Glance does, so the client can upload again.
 """
@@ -16,7 +17,7 @@ import hashlib
 import logging
 import mmap
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +34,7 @@ from strato.image.models import Image
 from strato.image.stores.base import NotFoundInStore, StoreWriter
 
 LOG = logging.getLogger(__name__)
-# Hashing threads shared by the uploads strato makes itself (``Uploader.ingest``).
-_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-hash")
-# Chunk buffers per client upload: enough that md5 always has the next one ready.
+# Chunk buffers per upload: enough that md5 always has the next one ready.
 _RING = 4
 
 
@@ -114,27 +113,8 @@ class Uploader:
 
     async def _pump(self, body: AsyncIterator[bytes], writer: StoreWriter,
                     room: int | None) -> None:
-        """Copy the body into a ring of chunk-sized buffers; each full one is hashed (md5,
-        sha512) and written by three ordered threads while the next ones fill.
-
-        md5 is the slowest stage and cannot be split, so it must never wait on the
-        network, the other hash or the disk; reused buffers also spare the allocator
-        (fresh 8 MiB objects cost a page fault per 4 KiB).
-        """
-        loop = asyncio.get_running_loop()
-        stages = [ThreadPoolExecutor(1, thread_name_prefix=f"image-{what}")
-                  for what in ("md5", "sha512", "write")]
-        # Page-aligned (mmap) buffers, so the local engine can write them with O_DIRECT.
-        ring = [mmap.mmap(-1, self.chunk) for _ in range(_RING)]
-        busy: list[list[asyncio.Future[Any]]] = [[] for _ in range(_RING)]
-        slot = fill = 0
-
-        def submit(data: mmap.mmap | bytes) -> list[asyncio.Future[Any]]:
-            self.inspector.feed(data)
-            return [loop.run_in_executor(stages[0], self.md5.update, data),
-                    loop.run_in_executor(stages[1], self.sha512.update, data),
-                    loop.run_in_executor(stages[2], writer.write, data)]
-
+        """Feed the request body through the stages as it arrives."""
+        stages = _Stages(self, writer)
         try:
             async for piece in body:
                 self.size += len(piece)
@@ -142,32 +122,14 @@ class Uploader:
                     raise OverLimit(self._quota_message(self.size))
                 view = memoryview(piece)
                 while view:
-                    if fill == 0 and busy[slot]:  # the slot's last chunk must be done
-                        await asyncio.gather(*busy[slot])
-                        busy[slot] = []
-                    n = min(len(view), self.chunk - fill)
-                    ring[slot][fill:fill + n] = view[:n]
-                    fill += n
-                    view = view[n:]
-                    if fill == self.chunk:
-                        busy[slot] = submit(ring[slot])
-                        slot, fill = (slot + 1) % _RING, 0
-            if fill:
-                busy[slot] = submit(bytes(ring[slot][:fill]))
-            for futures in busy:
-                await asyncio.gather(*futures)
+                    for future in stages.before_put():
+                        await asyncio.wrap_future(future)
+                    view = stages.put(view)
+            stages.put_rest()
+            for future in stages.in_flight():
+                await asyncio.wrap_future(future)
         finally:  # on failure too: no thread may still touch the ring or the writer
-            pending = [f for futures in busy for f in futures]
-            if pending:
-                await asyncio.wait(pending)
-            for future in pending:  # the first error is raised; the others are seen
-                if not future.cancelled():
-                    future.exception()
-            for stage in stages:
-                stage.shutdown(wait=False)
-            for buf in ring:
-                with contextlib.suppress(BufferError):  # a traceback may still view it
-                    buf.close()
+            await run_in_threadpool(stages.close)
 
     def ingest(self, chunks: Iterable[bytes], disk_format: str | None) -> None:
         """Store data that strato itself produced (a volume uploaded to an image).
@@ -180,9 +142,20 @@ class Uploader:
         writer: StoreWriter | None = None
         try:
             writer = self.api.store.writer(self.image_id, None)
-            for data in chunks:
-                self.size += len(data)
-                self._consume(writer, data)
+            stages = _Stages(self, writer)
+            try:
+                for data in chunks:
+                    self.size += len(data)
+                    view = memoryview(data)
+                    while view:
+                        for future in stages.before_put():
+                            future.result()
+                        view = stages.put(view)
+                stages.put_rest()
+                for future in stages.in_flight():
+                    future.result()
+            finally:
+                stages.close()
             location, found = self._seal(writer, disk_format)
         except BaseException as exc:
             self._fail(writer, exc)
@@ -198,15 +171,6 @@ class Uploader:
         except formats.FormatError as exc:
             raise BadRequest(str(exc)) from None
         return writer.commit(), found
-
-    def _consume(self, writer: StoreWriter, data: bytes) -> None:
-        """Hash (md5 and sha512 side by side: hashlib releases the GIL), inspect, write."""
-        md5 = _HASHERS.submit(self.md5.update, data)
-        sha = _HASHERS.submit(self.sha512.update, data)
-        self.inspector.feed(data)
-        writer.write(data)
-        md5.result()
-        sha.result()
 
     def _fail(self, writer: StoreWriter | None, exc: BaseException) -> None:
         LOG.info("image %s: upload failed (%s: %s); partial data removed", self.image_id,
@@ -229,6 +193,71 @@ class Uploader:
             except NotFoundInStore:
                 pass
             raise Conflict(f"Image {self.image_id} was deleted during the upload.")
+
+
+class _Stages:
+    """The ordered threads an upload's data goes through — md5, sha512 and the store
+    write — fed from a ring of chunk-sized buffers.
+
+    md5 is the slowest stage and cannot be split, so it must never wait on the network,
+    the other hash or the disk: each stage takes the next full buffer as soon as it is
+    done with the last one.  The buffers are reused (a fresh 8 MiB object costs a page
+    fault per 4 KiB) and page-aligned (mmap), so the local engine writes them with
+    O_DIRECT, without a copy into the page cache.  Callers wait on ``before_put`` and
+    ``in_flight`` in their own way (the API in its event loop, ``ingest`` blocking).
+    """
+
+    def __init__(self, uploader: Uploader, writer: StoreWriter) -> None:
+        self.up = uploader
+        self.writer = writer
+        self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"image-{what}")
+                        for what in ("md5", "sha512", "write")]
+        self.ring = [mmap.mmap(-1, uploader.chunk) for _ in range(_RING)]
+        self.busy: list[list[Future[Any]]] = [[] for _ in range(_RING)]
+        self.slot = self.fill = 0
+
+    def before_put(self) -> list[Future[Any]]:
+        """What must be done with the current buffer before ``put`` may fill it."""
+        return self.busy[self.slot] if self.fill == 0 else []
+
+    def put(self, view: memoryview) -> memoryview:
+        """Copy what fits of ``view`` into the current buffer, start the stages on it
+        once full, and return the rest."""
+        if self.fill == 0:
+            self.busy[self.slot] = []  # the caller waited for them (before_put)
+        buf, chunk = self.ring[self.slot], len(self.ring[self.slot])
+        n = min(len(view), chunk - self.fill)
+        buf[self.fill:self.fill + n] = view[:n]
+        self.fill += n
+        if self.fill == chunk:
+            self._start(buf)
+            self.slot, self.fill = (self.slot + 1) % _RING, 0
+        return view[n:]
+
+    def put_rest(self) -> None:
+        """The last, partial buffer (its stages have finished with it: see ``put``)."""
+        if self.fill:
+            self._start(bytes(self.ring[self.slot][:self.fill]))
+            self.slot, self.fill = (self.slot + 1) % _RING, 0
+
+    def _start(self, data: mmap.mmap | bytes) -> None:
+        self.up.inspector.feed(data)
+        self.busy[self.slot] = [
+            self.threads[0].submit(self.up.md5.update, data),
+            self.threads[1].submit(self.up.sha512.update, data),
+            self.threads[2].submit(self.writer.write, data)]
+
+    def in_flight(self) -> list[Future[Any]]:
+        return [f for futures in self.busy for f in futures]
+
+    def close(self) -> None:
+        """Wait for every stage (after a failure too), then free the threads and buffers."""
+        wait(self.in_flight())
+        for thread in self.threads:
+            thread.shutdown(wait=False)
+        for buf in self.ring:
+            with contextlib.suppress(BufferError):  # a traceback may still view it
+                buf.close()
 
 
 def file_chunks(path: Path, size: int = 8 << 20) -> Iterator[bytes]:
