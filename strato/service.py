@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strato.config import Config, ConfigError
 from strato.db import Database
@@ -16,6 +16,10 @@ from strato.storage import Engine, open_engine
 from strato.volume.api import VolumeAPI
 from strato.volume.driver import DriverOptions, RBDDriver
 from strato.volume.scheduler import Backend, parse_backends
+
+if TYPE_CHECKING:  # imported in build() only: most commands never load compute
+    from strato.compute.api import ComputeAPI
+    from strato.virt.qemu import QemuDriver
 
 
 def volume_backends(conf: Config) -> list[Backend]:
@@ -114,8 +118,8 @@ class Services:
     image: ImageAPI
     volume: VolumeAPI
     volume_drivers: dict[str, RBDDriver]
-    compute: Any = None  # strato.compute.api.ComputeAPI
-    virt: Any = None  # strato.virt.qemu.QemuDriver of this host
+    compute: ComputeAPI
+    virt: QemuDriver  # of this host
 
     @classmethod
     def build(cls, conf: Config) -> Services:
