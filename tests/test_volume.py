@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import time
 import uuid
@@ -270,6 +271,64 @@ def test_data_through_every_path(server: Server, cinder: Cinder, tmp_path: Path)
     cinder.delete_snapshot(snap["id"])
     cinder.delete(v1["id"])
     assert not list((server.state / "conversion").glob("*"))
+
+
+@pytest.fixture(scope="module")
+def file_store_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Images in the `file` store: nothing can be cloned between images and volumes."""
+    srv = Server(tmp_path_factory.mktemp("filestore"), free_port(), extra_conf={
+        "glance_store": {"default_store": "file"}})
+    srv.setup()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_raw_volume_to_an_image_in_another_store_is_streamed(
+        file_store_server: Server) -> None:
+    """image (file store) → volume by copy → raw image by copy: the volume's data goes
+    to the image store straight from the block store, with nothing staged on disk, and
+    the image's size and hashes are those of the whole volume."""
+    srv = file_store_server
+    token = srv.token()
+    with srv.client(token) as c:
+        project = c.get("/identity/v3/auth/tokens", headers={
+            "X-Subject-Token": token}).json()["token"]["project"]["id"]
+    cinder = Cinder(srv, token, project)
+    data = _pattern(2 << 20, "streamed")
+    image = _upload_image(srv, data)
+    v = cinder.create(imageRef=image["id"], size=1)
+    # No room to stage anything: the conversion directory is now a file.
+    conversion = srv.state / "conversion"
+    shutil.rmtree(conversion, ignore_errors=True)
+    conversion.write_text("not a directory")
+    try:
+        r = cinder.c.post(f"{cinder.base}/volumes/{v['id']}/action", json={
+            "os-volume_upload_image": {"image_name": _uniq("back"), "disk_format": "raw"}})
+        assert r.status_code == 202, r.text
+        back_id = r.json()["os-volume_upload_image"]["image_id"]
+        cinder.wait(v["id"], "available")
+    finally:
+        conversion.unlink()
+        conversion.mkdir()
+    md5, sha = hashlib.md5(data), hashlib.sha512(data)
+    zeros = bytes(8 << 20)
+    for _ in range((GiB - len(data)) // len(zeros)):
+        md5.update(zeros)
+        sha.update(zeros)
+    rest = (GiB - len(data)) % len(zeros)
+    md5.update(zeros[:rest])
+    sha.update(zeros[:rest])
+    with srv.client(token) as c:
+        back = c.get(f"/image/v2/images/{back_id}").json()
+        assert back["status"] == "active", back
+        assert (back["size"], back["checksum"], back["os_hash_value"]) == (
+            GiB, md5.hexdigest(), sha.hexdigest())
+        with c.stream("GET", f"/image/v2/images/{back_id}/file") as resp:
+            assert next(resp.iter_bytes(2 << 20))[:len(data)] == data
+        c.delete(f"/image/v2/images/{back_id}")
+        c.delete(f"/image/v2/images/{image['id']}")
+    cinder.delete(v["id"])
 
 
 # ------------------------------------------------------------------ refusals

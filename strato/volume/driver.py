@@ -276,21 +276,23 @@ class RBDDriver:
         return md5.hexdigest(), sha.hexdigest()
 
     def export_chunks(self, volume_id: str, disk_format: str) -> Iterator[bytes]:
-        """The volume's data in ``disk_format`` (raw streamed, others converted first)."""
+        """The volume's data in ``disk_format``: raw-like formats streamed straight from
+        the store, others converted in ``image_conversion_dir`` first."""
+        from strato.image.data import file_chunks
+
+        name = volume_name(volume_id)
+        if disk_format in ("raw", "iso", "ami", "ari", "aki"):
+            with self.engine.open(self.opt.pool, name, read_only=True) as image:
+                yield from image.iter_chunks(8 << 20)
+            return
         with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
-            raw = Path(tmp) / "volume.raw"
-            with self.engine.open(self.opt.pool, volume_name(volume_id),
-                                  read_only=True) as image:
+            raw, out = Path(tmp) / "volume.raw", Path(tmp) / f"volume.{disk_format}"
+            with self.engine.open(self.opt.pool, name, read_only=True) as image:
                 image.export_to(raw)
-            out = raw
-            if disk_format not in ("raw", "iso", "ami", "ari", "aki"):
-                out = Path(tmp) / f"volume.{disk_format}"
-                subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", disk_format,
-                                str(raw), str(out)], check=True, capture_output=True)
-                raw.unlink()
-            with open(out, "rb") as fh:
-                while chunk := fh.read(8 << 20):
-                    yield chunk
+            subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", disk_format,
+                            str(raw), str(out)], check=True, capture_output=True)
+            raw.unlink()
+            yield from file_chunks(out)
 
     def _conversion_dir(self) -> Path:
         self.opt.conversion_dir.mkdir(parents=True, exist_ok=True)
