@@ -284,11 +284,10 @@ def file_store_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore
     srv.stop()
 
 
-def test_raw_volume_to_an_image_in_another_store_is_streamed(
-        file_store_server: Server) -> None:
-    """image (file store) → volume by copy → raw image by copy: the volume's data goes
-    to the image store straight from the block store, with nothing staged on disk, and
-    the image's size and hashes are those of the whole volume."""
+def test_raw_data_between_stores_is_streamed(file_store_server: Server) -> None:
+    """raw image (file store) → volume by copy → raw image by copy: the data goes
+    between the stores as a stream, with nothing staged on disk; the volume reads as the
+    image, and the new image's size and hashes are those of the whole volume."""
     srv = file_store_server
     token = srv.token()
     with srv.client(token) as c:
@@ -297,12 +296,14 @@ def test_raw_volume_to_an_image_in_another_store_is_streamed(
     cinder = Cinder(srv, token, project)
     data = _pattern(2 << 20, "streamed")
     image = _upload_image(srv, data)
-    v = cinder.create(imageRef=image["id"], size=1)
-    # No room to stage anything: the conversion directory is now a file.
+    # No room to stage anything: the conversion directory is a file.
     conversion = srv.state / "conversion"
     shutil.rmtree(conversion, ignore_errors=True)
     conversion.write_text("not a directory")
     try:
+        v = cinder.create(imageRef=image["id"], size=1)
+        with _blocks(srv).open("volumes", f"volume-{v['id']}") as vol:
+            assert vol.clone_depth() == 0  # another store: copied, not cloned
         r = cinder.c.post(f"{cinder.base}/volumes/{v['id']}/action", json={
             "os-volume_upload_image": {"image_name": _uniq("back"), "disk_format": "raw"}})
         assert r.status_code == 202, r.text
@@ -311,6 +312,7 @@ def test_raw_volume_to_an_image_in_another_store_is_streamed(
     finally:
         conversion.unlink()
         conversion.mkdir()
+    assert _read(srv, "volumes", f"volume-{v['id']}", len(data)) == data
     md5, sha = hashlib.md5(data), hashlib.sha512(data)
     zeros = bytes(8 << 20)
     for _ in range((GiB - len(data)) // len(zeros)):

@@ -8,6 +8,7 @@ need is renamed ``<name>.deleted`` and removed when its last child goes.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from strato.storage import Engine, Image, errors, parse_location
 from strato.storage.refs import drop_unneeded_snaps, release_parent, retire
@@ -29,6 +31,32 @@ class VolumeIsBusy(Exception):  # noqa: N818 - Cinder's name
 
 class SnapshotIsBusy(Exception):  # noqa: N818
     """Volumes were cloned from this snapshot and still need it."""
+
+
+# Disk formats whose data is the disk itself, byte for byte.
+RAW_LIKE = ("raw", "iso", "ami", "ari", "aki")
+
+
+class _ChunkStream(io.RawIOBase):
+    """Chunks (an image download) read as a stream: what the engines' import takes."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(chunk)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
 
 
 def volume_name(volume_id: str) -> str:
@@ -139,28 +167,32 @@ class RBDDriver:
 
     def copy_image(self, volume_id: str, size_gb: int, chunks: Iterator[bytes],
                    disk_format: str) -> None:
-        """Download to a temp file and import it, converting on the way: raw and qcow2
-        go straight into the store (one pass); other formats are converted to raw first.
-        Temp files go whatever happens."""
+        """Copy an image's data in: raw-like formats stream straight into the store;
+        qcow2 is fetched to a temp file and imported in one pass; other formats are
+        fetched and converted to raw first.  Temp files go whatever happens."""
         name = volume_name(volume_id)
-        with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
-            fetched = Path(tmp) / "fetched"
-            with open(fetched, "wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-            src, fmt = fetched, "raw"
-            if disk_format == "qcow2":
+        if disk_format in RAW_LIKE:
+            stream = io.BufferedReader(_ChunkStream(chunks), buffer_size=8 << 20)
+            self.engine.import_from(self.opt.pool, name, stream, order=self.opt.order)
+        else:
+            with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
+                src = Path(tmp) / "fetched"
+                with open(src, "wb") as fh:
+                    for chunk in chunks:
+                        fh.write(chunk)
                 fmt = "qcow2"
-            elif disk_format not in ("raw", "iso", "ami", "ari", "aki"):
-                src = Path(tmp) / "converted.raw"
-                subprocess.run(["qemu-img", "convert", "-q", "-f", disk_format, "-O", "raw",
-                                "-S", "4k", str(fetched), str(src)], check=True,
-                               capture_output=True)
-                fetched.unlink()
-            if fmt == "raw" and os.stat(src).st_size % 512:
-                size = os.stat(src).st_size
-                os.truncate(src, size + 512 - size % 512)
-            self.engine.import_from(self.opt.pool, name, src, fmt=fmt, order=self.opt.order)
+                if disk_format != "qcow2":
+                    fmt, converted = "raw", Path(tmp) / "converted.raw"
+                    subprocess.run(["qemu-img", "convert", "-q", "-f", disk_format, "-O",
+                                    "raw", "-S", "4k", str(src), str(converted)],
+                                   check=True, capture_output=True)
+                    src.unlink()
+                    src = converted
+                    size = os.stat(src).st_size
+                    if size % 512:
+                        os.truncate(src, size + 512 - size % 512)
+                self.engine.import_from(self.opt.pool, name, src, fmt=fmt,
+                                        order=self.opt.order)
         try:
             with self.engine.open(self.opt.pool, name) as image:
                 if image.size() > size_gb * GiB:
@@ -281,7 +313,7 @@ class RBDDriver:
         from strato.image.data import file_chunks
 
         name = volume_name(volume_id)
-        if disk_format in ("raw", "iso", "ami", "ari", "aki"):
+        if disk_format in RAW_LIKE:
             with self.engine.open(self.opt.pool, name, read_only=True) as image:
                 yield from image.iter_chunks(8 << 20)
             return
