@@ -260,6 +260,15 @@ class _Stages:
                 buf.close()
 
 
+def checksums(chunks: Iterable[bytes]) -> tuple[str, str]:
+    """md5 and sha512 of data strato placed without reading it (a clone), read back."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
+    for chunk in chunks:
+        md5.update(chunk)
+        sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()
+
+
 def file_chunks(path: Path, size: int = 8 << 20) -> Iterator[bytes]:
     """A file's data in ``size`` pieces, for ``Uploader.ingest``."""
     with open(path, "rb") as f:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
+from strato.image.data import checksums
 from strato.image.models import Image
 from strato.image.stores.base import NotFoundInStore
 from strato.jobs.worker import JobContext, handler
@@ -23,12 +23,9 @@ def hash_image(ctx: JobContext) -> dict[str, Any]:
         if image is None or image.location is None or image.checksum is not None:
             return {"skipped": "gone or hashed"}
         location, size = image.location, image.size or 0
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
     try:
-        for chunk in services.image.store.read(location, size, chunk=8 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
+        md5, sha512 = checksums(services.image.store.read(location, size, chunk=8 << 20))
     except NotFoundInStore:
         return {"skipped": "data gone"}
-    done = services.image.set_hashes(image_id, location, md5.hexdigest(), sha.hexdigest())
+    done = services.image.set_hashes(image_id, location, md5, sha512)
     return {"hashed": image_id, "stored": done}

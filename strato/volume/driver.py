@@ -294,19 +294,6 @@ class RBDDriver:
             raise
         return self.engine.location(images_pool, image_id, "snap"), size
 
-    def hash_image(self, location: str, size: int) -> tuple[str, str]:
-        """md5 and sha512 of an image's data, read (not copied) from the store."""
-        import hashlib
-
-        loc = parse_location(location)
-        md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
-        with self.engine.open(loc.pool, loc.image, snapshot=loc.snapshot,
-                              read_only=True) as image:
-            for data in image.iter_chunks(8 << 20):
-                md5.update(data)
-                sha.update(data)
-        return md5.hexdigest(), sha.hexdigest()
-
     def export_chunks(self, volume_id: str, disk_format: str) -> Iterator[bytes]:
         """The volume's data in ``disk_format``: raw-like formats streamed straight from
         the store, others converted in ``image_conversion_dir`` first."""

@@ -357,7 +357,7 @@ def revert_volume(ctx: JobContext) -> dict[str, Any]:
 def upload_to_image(ctx: JobContext) -> dict[str, Any]:
     """A clone into the image store when both sit on the same block store and the image
     is raw; otherwise a copy (converted to the asked format) through the image store."""
-    from strato.image.data import Uploader
+    from strato.image.data import Uploader, checksums
     from strato.image.models import Image
 
     services, p = ctx.services, ctx.payload
@@ -379,7 +379,7 @@ def upload_to_image(ctx: JobContext) -> dict[str, Any]:
             services.image._set_status(image_id, "saving", "queued", upload_host=None)
         if same_store and p["disk_format"] == "raw":
             location, size = driver.clone_to_image(volume_id, image_id, store.pool)
-            hashes = driver.hash_image(location, size)
+            hashes = checksums(store.read(location, size, chunk=8 << 20))
             if not services.image._set_status(
                     image_id, "queued", "active", size=size, virtual_size=size,
                     checksum=hashes[0], os_hash_algo="sha512", os_hash_value=hashes[1],
