@@ -8,6 +8,7 @@ quota reservation back and puts the volume in ``error`` with the reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -216,24 +217,24 @@ def create_snapshot(ctx: JobContext) -> dict[str, Any]:
             Attachment.attached_host.is_not(None))).first()
         host = att.attached_host if att is not None else None
         instance_id = att.instance_uuid if att is not None else None
-    if host and instance_id and snap is not None and snap.status == "creating":
-        try:
-            _driver(ctx).create_snapshot(snap.volume_id, snapshot_id)
-        except ImageBusy:
-            with services.db.session() as session:
-                enqueue(session, "compute.volume_snapshot", {
-                    "snapshot_id": snapshot_id, "instance_id": instance_id,
-                    "backend": ctx.target.split(":", 1)[1]},
-                    target=f"host:{host}", max_attempts=3)
-            return {"assisted": host}
-        except Exception:  # noqa: BLE001 - finish_snapshot's attempt reports it
-            pass
-    return finish_snapshot(services, _driver(ctx), snapshot_id)
+
+    def hand_to_compute() -> dict[str, Any]:
+        with services.db.session() as session:
+            enqueue(session, "compute.volume_snapshot", {
+                "snapshot_id": snapshot_id, "instance_id": instance_id,
+                "backend": ctx.target.split(":", 1)[1]},
+                target=f"host:{host}", max_attempts=3)
+        return {"assisted": host}
+
+    return finish_snapshot(services, _driver(ctx), snapshot_id,
+                           on_busy=hand_to_compute if host and instance_id else None)
 
 
-def finish_snapshot(services: Any, driver: Any, snapshot_id: str) -> dict[str, Any]:
+def finish_snapshot(services: Any, driver: Any, snapshot_id: str,
+                    on_busy: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Snapshot (or, when compute already took it, just protect) and make it available;
-    on failure the snapshot goes to ``error`` with its quota given back."""
+    on failure the snapshot goes to ``error`` with its quota given back.  ``on_busy``:
+    what to do instead when the volume is busy in a running guest (hand it over)."""
     api = services.volume
     with services.db.session(readonly=True) as session:
         snap = session.get(Snapshot, snapshot_id)
@@ -245,6 +246,8 @@ def finish_snapshot(services: Any, driver: Any, snapshot_id: str) -> dict[str, A
     try:
         driver.create_snapshot(volume_id, snapshot_id)
     except Exception as exc:  # noqa: BLE001
+        if on_busy is not None and isinstance(exc, ImageBusy):
+            return on_busy()
         LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
         fail_snapshot(services, snapshot_id, str(exc))
         return {"error": str(exc)}
