@@ -658,6 +658,49 @@ def _read_extents(fds: list[int], extents: list[tuple[int, int, int | None, int]
         yield bytes(buf)
 
 
+# Writes at least this large, at this alignment, skip the page cache.
+_DIRECT_MIN = 1 << 20
+_DIRECT_ALIGN = 4096
+
+
+def _pwrite(path: Path, data: bytes, offset: int) -> None:
+    """Write into a raw layer; large aligned writes skip the page cache (O_DIRECT).
+
+    Copying into the page cache costs as much CPU as md5 on these machines, and an
+    image upload computes md5 and sha512 as well; O_DIRECT hands the caller's buffer to
+    the disk without that copy.  What O_DIRECT refuses (EINVAL: an unaligned buffer, a
+    filesystem without it) goes through the page cache.
+    """
+    view = memoryview(data)
+    if len(view) >= _DIRECT_MIN and offset % _DIRECT_ALIGN == 0 \
+            and len(view) % _DIRECT_ALIGN == 0:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        else:
+            try:
+                _pwrite_all(fd, view, offset)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+            finally:
+                os.close(fd)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _pwrite_all(fd, view, offset)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
 def _check_snap_name(name: str) -> None:
     if not isinstance(name, str) or not name or "\0" in name or "/" in name:
         raise errors.InvalidArgument(f"invalid snapshot name {name!r}")
@@ -794,45 +837,3 @@ def recover(eng: LocalEngine, intent: Intent) -> None:
 
 __all__ = ["LocalImage", "recover"]
 
-
-# Writes at least this large, at this alignment, skip the page cache.
-_DIRECT_MIN = 1 << 20
-_DIRECT_ALIGN = 4096
-
-
-def _pwrite(path: Path, data: bytes, offset: int) -> None:
-    """Write into a raw layer; large aligned writes skip the page cache (O_DIRECT).
-
-    Copying into the page cache costs as much CPU as md5 on these machines, and an
-    image upload computes md5 and sha512 as well; O_DIRECT hands the caller's buffer to
-    the disk without that copy.  What O_DIRECT refuses (EINVAL: an unaligned buffer, a
-    filesystem without it) goes through the page cache.
-    """
-    view = memoryview(data)
-    if len(view) >= _DIRECT_MIN and offset % _DIRECT_ALIGN == 0 \
-            and len(view) % _DIRECT_ALIGN == 0:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-        else:
-            try:
-                _pwrite_all(fd, view, offset)
-                return
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-            finally:
-                os.close(fd)
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        _pwrite_all(fd, view, offset)
-    finally:
-        os.close(fd)
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done

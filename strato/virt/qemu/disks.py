@@ -96,6 +96,7 @@ def live_snapshots(drv: QemuDriver, uuid: str, lives: list[tuple[str, LiveSnapsh
     with drv._lock(uuid):
         spec = drv.spec(uuid)
         actions = []
+        new = {}  # device -> its blockdev once on the overlay
         for device_id, live in lives:
             disk = spec.disk(device_id)
             if disk is None:
@@ -105,13 +106,11 @@ def live_snapshots(drv: QemuDriver, uuid: str, lives: list[tuple[str, LiveSnapsh
                 raise VirtError(f"snapshot of node {args.get('node-name')} but {device_id}'s "
                                 f"top is {disk.node} (node_prefix mismatch?)")
             actions.append({"type": live.qmp["execute"], "data": args})
+            new[device_id] = overlay_options(disk.blockdev, live.overlay, live.node_name)
         if len(actions) == 1:
             drv.qmp(uuid, actions[0]["type"], actions[0]["data"])
         elif actions:
             drv.qmp(uuid, "transaction", {"actions": actions})
-        new = {device_id: overlay_options(spec.disk(device_id).blockdev,  # type: ignore[union-attr]
-                                          live.overlay, live.node_name)
-               for device_id, live in lives}
         drv._save_spec(spec.with_disks([d.with_blockdev(new[d.device_id])
                                         if d.device_id in new else d for d in spec.disks]))
 
