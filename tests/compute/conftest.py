@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,18 +19,40 @@ from tests.support import Server, free_port, strato
 BOOT_TIMEOUT = 120.0
 
 
-@pytest.fixture(scope="session")
-def compute_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("cmp"), free_port(), extra_conf={"compute": {
-        "sync_power_state_interval": "1", "quota_ram": "-1", "quota_cores": "-1"}})
+@contextlib.contextmanager
+def guest_server(root: Path, extra_conf: dict[str, dict[str, str]]) -> Iterator[Server]:
+    """A `strato serve` with the tiny guest registered; on the way out it stops and
+    every guest it left behind is destroyed."""
+    srv = Server(root, free_port(), extra_conf=extra_conf)
     srv.setup()
     strato("guest", "--config", str(srv.conf))
-    srv.start()
-    yield srv
-    srv.stop()
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        drv = QemuDriver(srv.state / "instances")
+        for sid in drv.list_instances():
+            drv.destroy(sid)
+
+
+@pytest.fixture(scope="session")
+def compute_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with guest_server(tmp_path_factory.mktemp("cmp"), {"compute": {
+            "sync_power_state_interval": "1", "quota_ram": "-1", "quota_cores": "-1"}}) as srv:
+        yield srv
+
+
+def boot_ready(srv: Server, *args: str, prefix: str = "srv") -> str:
+    """``openstack server create --wait``, then until the guest has booted and its agent
+    answers; the server's id."""
+    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                                 "--wait", *args, f"{prefix}-{uuid.uuid4().hex[:6]}")
+    sid = str(created["id"])  # type: ignore[index]
     drv = QemuDriver(srv.state / "instances")
-    for uuid in drv.list_instances():
-        drv.destroy(uuid)
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    return sid
 
 
 class Nova:

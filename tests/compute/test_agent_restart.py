@@ -10,22 +10,15 @@ from collections.abc import Iterator
 import pytest
 
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, wait_console
-from tests.support import Server, free_port, strato
+from tests.compute.conftest import Nova, guest_server, wait_console
+from tests.support import Server
 
 
 @pytest.fixture(scope="module")
 def restart_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("rst"), free_port(),
-                 extra_conf={"compute": {"sync_power_state_interval": "1"}})
-    srv.setup()
-    strato("guest", "--config", str(srv.conf))
-    srv.start()
-    yield srv
-    srv.stop()
-    drv = QemuDriver(srv.state / "instances")
-    for uuid in drv.list_instances():
-        drv.destroy(uuid)
+    with guest_server(tmp_path_factory.mktemp("rst"),
+                      {"compute": {"sync_power_state_interval": "1"}}) as srv:
+        yield srv
 
 
 def _boot(nova: Nova, srv: Server, name: str) -> str:

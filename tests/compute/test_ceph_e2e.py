@@ -15,27 +15,21 @@ from collections.abc import Iterator
 import pytest
 
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, wait_console, wait_volume
+from tests.compute.conftest import Nova, boot_ready, guest_server, wait_volume
 from tests.storage.conftest import ceph_conf
-from tests.support import Server, free_port, strato
+from tests.support import Server
 
 
 @pytest.fixture(scope="module")
 def ceph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     conf = ceph_conf()
-    srv = Server(tmp_path_factory.mktemp("ceph"), free_port(), extra_conf={
-        "storage": {"engine": "rbd"},
-        "glance_store": {"rbd_store_ceph_conf": conf},
-        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
-        "compute": {"images_rbd_ceph_conf": conf, "sync_power_state_interval": "1"}})
-    srv.setup()
-    strato("guest", "--config", str(srv.conf))
-    srv.start()
-    yield srv
-    srv.stop()
-    drv = QemuDriver(srv.state / "instances")
-    for sid in drv.list_instances():
-        drv.destroy(sid)
+    with guest_server(tmp_path_factory.mktemp("ceph"), {
+            "storage": {"engine": "rbd"},
+            "glance_store": {"rbd_store_ceph_conf": conf},
+            "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
+            "compute": {"images_rbd_ceph_conf": conf,
+                        "sync_power_state_interval": "1"}}) as srv:
+        yield srv
 
 
 def _rbd(*args: str) -> str:
@@ -50,16 +44,6 @@ def _ls(pool: str) -> set[str]:
 def _snaps(pool: str, name: str) -> set[str]:
     return {s["name"] for s in json.loads(_rbd("snap", "ls", "--format", "json",
                                                f"{pool}/{name}"))}
-
-
-def _boot(srv: Server, *args: str) -> str:
-    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
-                                 "--wait", *args, f"c-{uuid.uuid4().hex[:6]}")
-    sid = str(created["id"])  # type: ignore[index]
-    drv = QemuDriver(srv.state / "instances")
-    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
-    drv.wait_for_agent(sid)
-    return sid
 
 
 def _sh(srv: Server, sid: str, script: str) -> str:
@@ -91,7 +75,7 @@ def test_volume_backed_on_ceph(ceph_server: Server) -> None:
     info = json.loads(_rbd("info", "--format", "json", f"volumes/volume-{vol_id}"))
     assert info["parent"]["pool"] == "images" and info["parent"]["image"] == image_id
 
-    sid = _boot(srv, "--volume", vol_id)
+    sid = boot_ready(srv, "--volume", vol_id)
     _sh(srv, sid, "echo one > /mnt/root/marker-before")
     snap = srv.openstack_json("server", "image", "create", "--wait", "--name",
                               f"s-{uuid.uuid4().hex[:6]}", sid)
@@ -103,7 +87,7 @@ def test_volume_backed_on_ceph(ceph_server: Server) -> None:
     vsnap = mapping[0]["snapshot_id"]
     assert _snaps("volumes", f"volume-{vol_id}") == {f"snapshot-{vsnap}"}
 
-    child = _boot(srv, "--image", snap_id)
+    child = boot_ready(srv, "--image", snap_id)
     seen = _sh(srv, child, "ls /mnt/root")
     assert "marker-before" in seen and "marker-after" not in seen
     child_vol = nova.server(child)["os-extended-volumes:volumes_attached"][0]["id"]
@@ -133,7 +117,7 @@ def test_volume_backed_on_ceph(ceph_server: Server) -> None:
 def test_image_backed_on_ceph(ceph_server: Server) -> None:
     srv = ceph_server
     image_id = str(srv.openstack_json("image", "show", "strato-guest")["id"])  # type: ignore[index]
-    sid = _boot(srv, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     info = json.loads(_rbd("info", "--format", "json", f"vms/{sid}_disk"))
     assert info["parent"]["pool"] == "images" and info["parent"]["image"] == image_id
     _sh(srv, sid, "echo one > /mnt/root/marker-before")
@@ -151,7 +135,7 @@ def test_image_backed_on_ceph(ceph_server: Server) -> None:
         "properties"]["strato_quiesced"] == "true"
     _checksum_matches(srv, snap_id)
 
-    child = _boot(srv, "--image", snap_id)
+    child = boot_ready(srv, "--image", snap_id)
     seen = _sh(srv, child, "ls /mnt/root")
     assert "marker-before" in seen and "marker-after" not in seen
     children = _rbd("children", f"images/{snap_id}@snap").split()
@@ -170,14 +154,10 @@ def test_mixed_engines_copy_across_clusters(tmp_path_factory: pytest.TempPathFac
     be cloned across (different fsids), so volumes and root disks are copies and an
     instance snapshot takes the standard path (extract, upload)."""
     conf = ceph_conf()
-    srv = Server(tmp_path_factory.mktemp("mixed"), free_port(), extra_conf={
-        "storage": {"engine": "rbd", "images_engine": "local"},
-        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "mixed:volumes"},
-        "compute": {"images_rbd_ceph_conf": conf}})
-    srv.setup()
-    strato("guest", "--config", str(srv.conf))
-    srv.start()
-    try:
+    with guest_server(tmp_path_factory.mktemp("mixed"), {
+            "storage": {"engine": "rbd", "images_engine": "local"},
+            "volume": {"rbd_ceph_conf": conf, "enabled_backends": "mixed:volumes"},
+            "compute": {"images_rbd_ceph_conf": conf}}) as srv:
         nova = Nova(srv)
         image_id = str(srv.openstack_json("image", "show", "strato-guest")["id"])  # type: ignore[index]
         assert image_id not in _ls("images")  # on the local engine
@@ -187,7 +167,7 @@ def test_mixed_engines_copy_across_clusters(tmp_path_factory: pytest.TempPathFac
         wait_volume(nova, vol_id, "available")
         info = json.loads(_rbd("info", "--format", "json", f"volumes/volume-{vol_id}"))
         assert "parent" not in info  # a copy
-        sid = _boot(srv, "--image", "strato-guest")
+        sid = boot_ready(srv, "--image", "strato-guest")
         assert "parent" not in json.loads(_rbd("info", "--format", "json", f"vms/{sid}_disk"))
         _sh(srv, sid, "echo one > /mnt/root/marker-before")
         snap = srv.openstack_json("server", "image", "create", "--wait", "--name",
@@ -195,7 +175,7 @@ def test_mixed_engines_copy_across_clusters(tmp_path_factory: pytest.TempPathFac
         snap_id = str(snap["id"])  # type: ignore[index]
         image = srv.openstack_json("image", "show", snap_id)
         assert image["checksum"] and snap_id not in _ls("images")  # type: ignore[index]
-        child = _boot(srv, "--image", snap_id)
+        child = boot_ready(srv, "--image", snap_id)
         assert "marker-before" in _sh(srv, child, "ls /mnt/root")
         for s in (child, sid):
             srv.openstack("server", "delete", "--wait", s)
@@ -203,8 +183,3 @@ def test_mixed_engines_copy_across_clusters(tmp_path_factory: pytest.TempPathFac
         srv.openstack("volume", "delete", vol_id)
         wait_volume(nova, vol_id, "gone")
         assert not {f"{sid}_disk", f"{child}_disk"} & _ls("vms")
-    finally:
-        srv.stop()
-        drv = QemuDriver(srv.state / "instances")
-        for sid_ in drv.list_instances():
-            drv.destroy(sid_)

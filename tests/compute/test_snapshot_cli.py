@@ -11,7 +11,7 @@ import uuid
 
 from strato.storage import open_engine
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, wait_console, wait_volume
+from tests.compute.conftest import Nova, boot_ready, wait_volume
 from tests.support import Server
 
 
@@ -27,15 +27,6 @@ def _sh(driver: QemuDriver, sid: str, script: str) -> str:
     with driver.agent(sid) as ga:
         r = ga.sh(script)
         return r.stdout.decode()
-
-
-def _boot(srv: Server, nova: Nova, driver: QemuDriver, *args: str) -> str:
-    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
-                                 "--wait", *args, _name("srv"))
-    sid = str(created["id"])  # type: ignore[index]
-    wait_console(driver, sid, "STRATO-GUEST-READY bootcount=")  # a snapshot's count goes on
-    driver.wait_for_agent(sid)
-    return sid
 
 
 def _markers(driver: QemuDriver, sid: str) -> str:
@@ -68,7 +59,7 @@ def test_image_backed_running_and_stopped(compute_server: Server, nova: Nova,
                                           driver: QemuDriver) -> None:
     srv = compute_server
     base = srv.openstack_json("image", "show", "strato-guest")
-    sid = _boot(srv, nova, driver, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     _sh(driver, sid, "echo one > /mnt/root/marker-before")  # page cache: the freeze syncs
 
     snap = srv.openstack_json("server", "image", "create", "--wait", "--name",
@@ -104,7 +95,7 @@ def test_image_backed_running_and_stopped(compute_server: Server, nova: Nova,
         ("compute_snapshot_instance", "Success")]
 
     # a server booted from the snapshot has the first marker and not the second
-    child = _boot(srv, nova, driver, "--image", image_id)
+    child = boot_ready(srv, "--image", image_id)
     seen = _markers(driver, child)
     assert "marker-before" in seen and "marker-after" not in seen
     with _blocks(srv).open("vms", f"{child}_disk", read_only=True) as disk:
@@ -146,7 +137,7 @@ def test_image_backed_running_and_stopped(compute_server: Server, nova: Nova,
 def test_volume_backed_running(compute_server: Server, nova: Nova,
                                driver: QemuDriver) -> None:
     srv = compute_server
-    sid = _boot(srv, nova, driver, "--image", "strato-guest", "--boot-from-volume", "1")
+    sid = boot_ready(srv, "--image", "strato-guest", "--boot-from-volume", "1")
     body = nova.server(sid)
     assert body["image"] == ""
     vol_id = body["os-extended-volumes:volumes_attached"][0]["id"]
@@ -177,7 +168,7 @@ def test_volume_backed_running(compute_server: Server, nova: Nova,
     assert vsnap["name"] == f"snapshot for {name}"  # type: ignore[index]
     assert vsnap["status"] == "available" and vsnap["volume_id"] == vol_id  # type: ignore[index]
 
-    child = _boot(srv, nova, driver, "--image", image_id)
+    child = boot_ready(srv, "--image", image_id)
     seen = _markers(driver, child)
     assert "marker-before" in seen and "marker-after" not in seen
     child_vols = [v["id"] for v in nova.server(child)["os-extended-volumes:volumes_attached"]]

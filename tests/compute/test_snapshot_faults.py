@@ -16,27 +16,20 @@ from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from strato.storage.errors import ImageNotFound
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, wait_console
-from tests.support import Server, free_port, strato
+from tests.compute.conftest import Nova, boot_ready, guest_server
+from tests.support import Server
 
 
 @pytest.fixture(scope="module")
 def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("snapfault")
-    srv = Server(state, free_port(), extra_conf={
-        "compute": {"sync_power_state_interval": "0"}, "jobs": {"lease_seconds": "3"}})
-    srv.setup()
-    strato("guest", "--config", str(srv.conf))
     os.environ[FAULT_FILE_ENV] = str(state / "fault")  # the server inherits it
     try:
-        srv.start()
-        yield srv
+        with guest_server(state, {"compute": {"sync_power_state_interval": "0"},
+                                  "jobs": {"lease_seconds": "3"}}) as srv:
+            yield srv
     finally:
         os.environ.pop(FAULT_FILE_ENV, None)
-        srv.stop()
-        drv = QemuDriver(srv.state / "instances")
-        for sid in drv.list_instances():
-            drv.destroy(sid)
 
 
 def _inject(srv: Server, what: str) -> None:
@@ -45,16 +38,6 @@ def _inject(srv: Server, what: str) -> None:
 
 def _blocks(srv: Server):  # type: ignore[no-untyped-def]
     return open_engine("local", root=srv.state / "blocks", repair=False)
-
-
-def _boot(srv: Server, nova: Nova, *args: str) -> str:
-    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
-                                 "--wait", *args, f"f-{uuid.uuid4().hex[:6]}")
-    sid = str(created["id"])  # type: ignore[index]
-    drv = QemuDriver(srv.state / "instances")
-    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
-    drv.wait_for_agent(sid)
-    return sid
 
 
 def _create_image(nova: Nova, sid: str) -> str:
@@ -93,7 +76,7 @@ def _snaps(srv: Server, sid: str) -> list[str]:
 
 def test_failure_at_each_step_leaves_nothing(fault_server: Server) -> None:
     srv, nova = fault_server, Nova(fault_server)
-    sid = _boot(srv, nova, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     for point in ("after-disk-snap", "after-clone"):
         _inject(srv, f"fail snapshot:{point}")
         image_id = _create_image(nova, sid)
@@ -119,7 +102,7 @@ def test_failure_at_each_step_leaves_nothing(fault_server: Server) -> None:
 
 def test_killed_mid_snapshot_resumes_after_restart(fault_server: Server) -> None:
     srv, nova = fault_server, Nova(fault_server)
-    sid = _boot(srv, nova, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     _inject(srv, "kill snapshot:after-clone")
     image_id = _create_image(nova, sid)
     assert srv.proc is not None
@@ -141,7 +124,7 @@ def test_freeze_that_cannot_happen(fault_server: Server) -> None:
     os_require_quiesce the snapshot is refused; without, it is taken unquiesced."""
     srv, nova = fault_server, Nova(fault_server)
     drv = QemuDriver(srv.state / "instances")
-    sid = _boot(srv, nova, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     srv.openstack("image", "set", "--property", "os_require_quiesce=yes", "strato-guest")
     try:
         drv.qmp(sid, "stop")
@@ -169,7 +152,7 @@ def test_freeze_that_cannot_happen(fault_server: Server) -> None:
 
 def test_volume_backed_failure_leaves_no_volume_snapshot(fault_server: Server) -> None:
     srv, nova = fault_server, Nova(fault_server)
-    sid = _boot(srv, nova, "--image", "strato-guest", "--boot-from-volume", "1")
+    sid = boot_ready(srv, "--image", "strato-guest", "--boot-from-volume", "1")
     srv.openstack("server", "stop", sid)
     nova.wait(sid, "SHUTOFF")
     _inject(srv, "fail snapshot:after-volume-snaps")
@@ -199,7 +182,7 @@ def test_standard_path_extracts_and_uploads(fault_server: Server) -> None:
     try:
         nova = Nova(srv)
         drv = QemuDriver(srv.state / "instances")
-        sid = _boot(srv, nova, "--image", "strato-guest")
+        sid = boot_ready(srv, "--image", "strato-guest")
         with drv.agent(sid) as ga:
             ga.sh("echo one > /mnt/root/marker-before")
         workdir = srv.state / "instances" / "snapshots"
@@ -223,7 +206,7 @@ def test_standard_path_extracts_and_uploads(fault_server: Server) -> None:
         info = subprocess.run(["qemu-img", "info", str(data)], capture_output=True, text=True)
         assert "file format: qcow2" in info.stdout
         data.unlink()
-        child = _boot(srv, nova, "--image", image_id)
+        child = boot_ready(srv, "--image", image_id)
         with drv.agent(child) as ga:
             assert "marker-before" in ga.sh("ls /mnt/root").stdout.decode()
         for s in (child, sid):
@@ -237,7 +220,7 @@ def test_standard_path_extracts_and_uploads(fault_server: Server) -> None:
 
 def test_instance_deleted_mid_snapshot(fault_server: Server) -> None:
     srv, nova = fault_server, Nova(fault_server)
-    sid = _boot(srv, nova, "--image", "strato-guest")
+    sid = boot_ready(srv, "--image", "strato-guest")
     _inject(srv, "sleep=4 snapshot:after-disk-snap")
     image_id = _create_image(nova, sid)
     deadline = time.monotonic() + 30
