@@ -291,7 +291,7 @@ def _volume_backend(services: Any, volume_id: str) -> tuple[Any, int]:
         vol = session.get(Volume, volume_id)
         if vol is None or not vol.host:
             raise NotFound(f"volume {volume_id} has no backend")
-        backend = services.volume.target_of(vol.host).split(":", 1)[1]
+        backend = services.volume.backend_of(vol.host)
         return services.volume_drivers[backend], int(vol.size)
 
 

@@ -283,7 +283,7 @@ class VolumeActions:
 
     def connection_info(self, vol: Volume) -> dict[str, Any]:
         """What a hypervisor needs to open the volume (QEMU blockdev options)."""
-        backend = vol.host.split("@", 1)[1].split("#", 1)[0]  # type: ignore[union-attr]
+        backend = self.api.backend_of(vol.host)  # type: ignore[arg-type]
         pool, name = self.api.backends[backend].pool, f"volume-{vol.id}"
         engine = self.api.engines[backend]
         data: dict[str, Any] = {"pool": pool, "name": name,

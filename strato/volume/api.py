@@ -100,9 +100,14 @@ class VolumeAPI:
         return f"{self.conf.DEFAULT.host}@{backend}#{self.backends[backend].pool}"
 
     @staticmethod
-    def target_of(host: str) -> str:
+    def backend_of(host: str) -> str:
+        """The backend named in a volume's ``host@backend#pool``."""
+        return host.split("@", 1)[1].split("#", 1)[0]
+
+    @classmethod
+    def target_of(cls, host: str) -> str:
         """The job target of the backend a volume lives on."""
-        return "volume:" + host.split("@", 1)[1].split("#", 1)[0]
+        return "volume:" + cls.backend_of(host)
 
     # ------------------------------------------------------------ views
     def volume_view(self, vol: Volume, ctx: RequestContext, vtype: VolumeType | None,

@@ -73,7 +73,7 @@ def schedule_volume(ctx: JobContext) -> dict[str, Any]:
         allocated: dict[str, float] = {}
         for host, size in session.execute(select(Volume.host, Volume.size).where(
                 Volume.host.is_not(None), Volume.status != "error")):
-            name = host.split("@", 1)[1].split("#", 1)[0]
+            name = api.backend_of(host)
             allocated[name] = allocated.get(name, 0) + size
         states = [BackendState(b, allocated.get(b.name, 0), conf.reserved_percentage,
                                conf.max_over_subscription_ratio)
