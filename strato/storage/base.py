@@ -110,6 +110,11 @@ class Image(abc.ABC):
     @abc.abstractmethod
     def list_snaps(self) -> list[SnapInfo]: ...
 
+    def compact(self) -> int:
+        """Finish removals of snapshots whose data could not be merged at once; returns
+        how many still wait.  Engines that remove snapshots at once have none."""
+        return 0
+
     @abc.abstractmethod
     def rollback_to_snap(self, name: str) -> None:
         """Make the head's data the snapshot's again (librbd ``rollback_to_snap``)."""
@@ -212,6 +217,11 @@ class Engine(abc.ABC):
 
     def exists(self, pool: str, name: str) -> bool:
         return name in self.list(pool)
+
+    def compact(self) -> int:
+        """``Image.compact`` for every image that needs it; returns how many removals
+        still wait."""
+        return 0
 
     def location(self, pool: str, name: str, snapshot: str | None = None) -> str:
         from .location import build

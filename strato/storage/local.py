@@ -19,6 +19,7 @@ images whose ``parent.image_id`` is this one, so a clone or flatten rewrites one
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat as stat_mod
@@ -36,6 +37,7 @@ from .locking import FileLock
 if TYPE_CHECKING:
     from .localimage import LocalImage
 
+LOG = logging.getLogger(__name__)
 MAX_CHAIN = 512
 _LAYER_RE = re.compile(r"^([0-9a-f]{32})\.(raw|qcow2)$")
 Meta = dict[str, Any]
@@ -296,7 +298,7 @@ class LocalEngine(Engine):
             with self.image_lock(meta["id"], timeout=5.0) as lock:
                 self.repair_image(meta["id"])
                 meta = self.load(pool, name)
-                if meta["snaps"]:
+                if visible_snaps(meta):
                     raise errors.ImageHasSnapshots(f"{pool}/{name} has snapshots")
                 self.check_idle(self.layer_path(layer) for layer in meta["layers"])
                 crash.point("remove", "after-checks")
@@ -376,6 +378,22 @@ class LocalEngine(Engine):
             except errors.ImageBusy:
                 continue
         self.gc()
+        self.compact()
+
+    def compact(self) -> int:
+        """Merge what removed snapshots left waiting, in every image (a guest stopped,
+        a volume detached: nothing holds the layers now); returns how many still wait."""
+        waiting = 0
+        for pool, name, meta in list(self.all_images()):
+            if not any(s.get("removed") for s in meta["snaps"]):
+                continue
+            try:
+                with self.open(pool, name) as image:
+                    waiting += image.compact()
+            except errors.Error as exc:
+                LOG.warning("compacting %s/%s: %s", pool, name, exc)
+                waiting += 1
+        return waiting
 
     def repair_image(self, image_id: str) -> None:
         """Under the image's exclusive lock: settle its stale intents."""
@@ -423,9 +441,15 @@ class LocalEngine(Engine):
 
 def snap_index(meta: Meta, name: str) -> int:
     for i, snap in enumerate(meta["snaps"]):
-        if snap["name"] == name:
+        if snap["name"] == name and not snap.get("removed"):
             return i
     raise errors.SnapshotNotFound(f"no snapshot {name!r}")
+
+
+def visible_snaps(meta: Meta) -> list[dict[str, Any]]:
+    """The snapshots callers see: a removed one whose layer still waits to be merged
+    (see ``LocalImage.compact``) is gone for them."""
+    return [s for s in meta["snaps"] if not s.get("removed")]
 
 
 def _import_stream(src: BinaryIO, dest: Path, block: int = 4 << 20) -> int:

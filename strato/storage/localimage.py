@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import time
@@ -18,15 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import crash, errors, qemuimg
+from . import crash, errors, online, qemuimg
 from .base import Image, LiveSnapshot, SnapInfo
 from .journal import Intent
-from .local import LocalEngine, Meta, check_size, fsync_file, new_id, snap_index
+from .local import LocalEngine, Meta, check_size, fsync_file, new_id, snap_index, visible_snaps
 from .local import unlink_quiet as _unlink
 from .location import build as build_location
 from .locking import FileLock
 
 CHUNK = 64 << 20
+LOG = logging.getLogger(__name__)
 
 
 class LocalImage(Image):
@@ -250,13 +252,13 @@ class LocalImage(Image):
     def list_snaps(self) -> list[SnapInfo]:
         with self._locked() as meta:
             return [SnapInfo(s["id"], s["name"], s["size"], s["protected"], s["ts"])
-                    for s in meta["snaps"]]
+                    for s in visible_snaps(meta)]
 
     def create_snap(self, name: str) -> None:
         self._writable()
         _check_snap_name(name)
         with self._locked(exclusive=True) as meta:
-            if any(s["name"] == name for s in meta["snaps"]):
+            if any(s["name"] == name for s in visible_snaps(meta)):
                 raise errors.SnapshotExists(f"snapshot {name!r} exists")
             top = meta["layers"][-1]
             self.engine.image_chain(meta)  # refuse to build on an unsafe chain
@@ -308,20 +310,40 @@ class LocalImage(Image):
             _unlink(self.engine.layer_path(old_top))
 
     def remove_snap(self, name: str) -> None:
+        """Remove a snapshot, whether or not a QEMU has the image open.
+
+        The snapshot is gone for every caller at once; its layer is merged now (by the
+        QEMU holding the image, or qemu-img), or later by ``compact`` when nothing that
+        can merge it holds the layers now.
+        """
         self._writable()
         with self._locked(exclusive=True) as meta:
             snap = meta["snaps"][snap_index(meta, name)]
             if snap["protected"]:
                 raise errors.SnapshotProtected(f"snapshot {name!r} is protected")
-            j = meta["snaps"].index(snap)
-            written = meta["layers"][j:j + 2] if j + 2 == len(meta["layers"]) else [
-                meta["layers"][j + 1]]
-            self.engine.check_idle(self.engine.layer_path(layer) for layer in written)
-            with self.engine.journal.begin(self._id,
-                                           {"op": "remove_snap", "snap_id": snap["id"]},
-                                           keep_on_error=True):
-                crash.point("remove_snap", "after-journal")
-                _do_remove_snap(self.engine, self.pool, self.name, meta, snap["id"])
+            self._remove_snap(meta, snap["id"])
+            self._compact(meta)
+
+    def _remove_snap(self, meta: Meta, snap_id: int) -> bool:
+        with self.engine.journal.begin(self._id, {"op": "remove_snap", "snap_id": snap_id},
+                                       keep_on_error=True):
+            crash.point("remove_snap", "after-journal")
+            return _do_remove_snap(self.engine, self.pool, self.name, meta, snap_id)
+
+    def compact(self) -> int:
+        """Merge the layers of removed snapshots that had to wait (the QEMU holding them
+        could not be asked then); returns how many are still waiting."""
+        self._writable()
+        with self._locked(exclusive=True) as meta:
+            return self._compact(meta)
+
+    def _compact(self, meta: Meta) -> int:
+        for snap_id in [s["id"] for s in meta["snaps"] if s.get("removed")]:
+            meta = self.engine.load(self.pool, self.name)
+            if not self._remove_snap(meta, snap_id):
+                break  # the same holder blocks the rest too
+        return sum(1 for s in self.engine.load(self.pool, self.name)["snaps"]
+                   if s.get("removed"))
 
     def protect_snap(self, name: str) -> None:
         with self._locked(exclusive=True) as meta:
@@ -500,7 +522,7 @@ class LocalImage(Image):
         try:
             eng.repair_image(self._id)
             meta = eng.load(self.pool, self.name)
-            if any(s["name"] == name for s in meta["snaps"]):
+            if any(s["name"] == name for s in visible_snaps(meta)):
                 raise errors.SnapshotExists(f"snapshot {name!r} exists")
             chain = eng.image_chain(meta)
             top = meta["layers"][-1]
@@ -735,35 +757,110 @@ def _do_resize(eng: LocalEngine, pool: str, name: str, meta: Meta, size: int) ->
     eng.save(pool, name, meta)
 
 
-def _do_remove_snap(eng: LocalEngine, pool: str, name: str, meta: Meta, snap_id: int) -> None:
-    """Merge the snapshot's frozen layer with the one above it (idempotent steps).
+def _do_remove_snap(eng: LocalEngine, pool: str, name: str, meta: Meta, snap_id: int) -> bool:
+    """Remove a snapshot: mark it removed (the commit point), then merge its frozen
+    layer with the one above it.  Every step is idempotent; returns False when the merge
+    must wait (the snapshot then stays hidden, and ``compact`` finishes it later).
 
     Above it is the top: commit the top down into the frozen layer (copies only what was
     written since), which becomes the top.  Above it is another snapshot's layer (maybe
-    with clones backed by it): stream the frozen layer up into that one with a
-    view-preserving rebase, so that layer keeps its id and its clones stay valid.
+    with clones backed by it): stream the frozen layer up into that one, so that layer
+    keeps its id and its clones stay valid.  A QEMU holding the layers does either as a
+    block job (``online``); otherwise qemu-img does.
     """
     j = next(i for i, s in enumerate(meta["snaps"]) if s["id"] == snap_id)
+    snap = meta["snaps"][j]
+    if not snap.get("removed"):
+        snap["removed"] = True
+        eng.save(pool, name, meta)
+        crash.point("remove_snap", "after-mark")
     lower, upper = meta["layers"][j], meta["layers"][j + 1]
-    lower_p, upper_p = eng.layer_path(lower), eng.layer_path(upper)
-    if j + 1 == len(meta["layers"]) - 1:
-        _resize_layer(lower_p, lower["fmt"], meta["size"])
-        crash.point("remove_snap", "after-resize")
-        qemuimg.run("commit", "-q", "-d", "-f", "qcow2", str(upper_p))
-        fsync_file(lower_p)
-        drop = upper
-        meta["layers"].pop(j + 1)
-    else:
-        below = eng.chain(lower_p, lower["fmt"])[1:2]
-        _safe_rebase(upper_p, below[0] if below else None)
-        fsync_file(upper_p)
-        drop = lower
-        meta["layers"].pop(j)
+    try:
+        if j + 1 == len(meta["layers"]) - 1:
+            _merge_top(eng, pool, name, meta, snap, lower, upper)
+            drop = upper
+            meta["layers"].pop(j + 1)
+        else:
+            _merge_up(eng, lower, upper)
+            drop = lower
+            meta["layers"].pop(j)
+    except (errors.ImageBusy, online.MergeFailed) as exc:
+        LOG.info("%s/%s: merge of removed snapshot %s deferred: %s", pool, name,
+                 snap["name"], exc)
+        return False
     crash.point("remove_snap", "after-merge")
     meta["snaps"].pop(j)
     eng.save(pool, name, meta)
     crash.point("remove_snap", "after-metadata")
     _unlink(eng.layer_path(drop))
+    return True
+
+
+def _merge_top(eng: LocalEngine, pool: str, name: str, meta: Meta, snap: dict[str, Any],
+               lower: dict[str, str], upper: dict[str, str]) -> None:
+    """Make ``lower`` the top with the top's data: QEMU's active commit while a guest
+    writes the top, ``qemu-img commit`` otherwise."""
+    lower_p, upper_p = eng.layer_path(lower), eng.layer_path(upper)
+    holder = online.holder_of([upper_p, lower_p])
+    if holder is None:
+        if snap.get("pivot"):
+            # a QEMU was told to switch to ``lower`` and is gone: it may have written
+            # there since, so ``lower`` is the newer truth; the top is stale
+            return
+        _resize_layer(lower_p, lower["fmt"], meta["size"])
+        crash.point("remove_snap", "after-resize")
+        qemuimg.run("commit", "-q", "-d", "-f", "qcow2", str(upper_p))
+        fsync_file(lower_p)
+        return
+
+    def mark(pivot: bool) -> None:
+        if snap.get("pivot", False) != pivot:
+            snap["pivot"] = pivot
+            eng.save(pool, name, meta)
+
+    def before_pivot() -> None:
+        mark(True)
+        crash.point("remove_snap", "before-pivot")
+
+    with online.session(holder, eng.locks_dir) as sess:
+        job = online.job_id(upper["id"])
+        if sess.job(job) is None:
+            if snap.get("pivot"):
+                # no job, a switch recorded: it was made (a failure is recorded before
+                # its job goes) unless the top is still in use (a QEMU started since
+                # from the old chain): then the top is the truth again
+                sess.drop_node(upper_p)
+                if not online.holders([upper_p]):
+                    return
+            mark(False)
+            crash.point("remove_snap", "before-job")
+        sess.commit(job, upper_p, lower_p, before_pivot, lambda: mark(False))
+        crash.point("remove_snap", "after-job")
+
+
+def _merge_up(eng: LocalEngine, lower: dict[str, str], upper: dict[str, str]) -> None:
+    """Stream ``lower`` into ``upper`` (view-preserving); ``upper``'s backing then
+    points below ``lower``.  Done already when its header says so."""
+    lower_p, upper_p = eng.layer_path(lower), eng.layer_path(upper)
+    below = eng.chain(lower_p, lower["fmt"])[1:2]
+    base = below[0] if below else None
+    holder = online.holder_of([upper_p, lower_p])
+    if holder is None:
+        if qemuimg.read_qcow2_header(upper_p).backing_file != (str(base[0]) if base else None):
+            _safe_rebase(upper_p, base)
+        fsync_file(upper_p)
+        return
+    with online.session(holder, eng.locks_dir) as sess:
+        job = online.job_id(lower["id"])
+        sess.settle(job)  # one a dead store left running
+        if qemuimg.read_qcow2_header(upper_p).backing_file != (
+                str(base[0]) if base else None):
+            crash.point("remove_snap", "before-job")
+            sess.stream(job, upper_p, base[0] if base else None, lower_p)
+        else:
+            sess.drop_node(lower_p)
+        crash.point("remove_snap", "after-job")
+    fsync_file(upper_p)
 
 
 def _safe_rebase(path: Path, backing: tuple[Path, str] | None) -> None:

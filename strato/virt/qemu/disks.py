@@ -97,22 +97,37 @@ def live_snapshots(drv: QemuDriver, uuid: str, lives: list[tuple[str, LiveSnapsh
         spec = drv.spec(uuid)
         actions = []
         new = {}  # device -> its blockdev once on the overlay
-        for device_id, live in lives:
-            disk = spec.disk(device_id)
-            if disk is None:
-                raise VirtError(f"{uuid} has no disk {device_id}")
-            args = live.qmp.get("arguments", {})
-            if args.get("node-name") not in (None, disk.node):
-                raise VirtError(f"snapshot of node {args.get('node-name')} but {device_id}'s "
-                                f"top is {disk.node} (node_prefix mismatch?)")
-            actions.append({"type": live.qmp["execute"], "data": args})
-            new[device_id] = overlay_options(disk.blockdev, live.overlay, live.node_name)
-        if len(actions) == 1:
-            drv.qmp(uuid, actions[0]["type"], actions[0]["data"])
-        elif actions:
-            drv.qmp(uuid, "transaction", {"actions": actions})
+        with drv.monitor(uuid) as mon:
+            tops = active_nodes(mon)
+            for device_id, live in lives:
+                disk = spec.disk(device_id)
+                if disk is None:
+                    raise VirtError(f"{uuid} has no disk {device_id}")
+                args = live.qmp.get("arguments", {})
+                # the store may have merged layers under the guest since it started, so
+                # QEMU (not the spec) says which node is the top now
+                if args.get("node-name") not in (None, tops.get(device_id)):
+                    raise VirtError(f"snapshot of node {args.get('node-name')} but "
+                                    f"{device_id}'s top is {tops.get(device_id)}")
+                actions.append({"type": live.qmp["execute"], "data": args})
+                new[device_id] = overlay_options(disk.blockdev, live.overlay, live.node_name)
+            if len(actions) == 1:
+                mon.execute(actions[0]["type"], actions[0]["data"])
+            elif actions:
+                mon.execute("transaction", {"actions": actions})
         drv._save_spec(spec.with_disks([d.with_blockdev(new[d.device_id])
                                         if d.device_id in new else d for d in spec.disks]))
+
+
+def active_nodes(mon: Monitor) -> dict[str, str]:
+    """Device id -> the node its guest writes to now (QMP ``query-block``)."""
+    tops = {}
+    for dev in mon.execute("query-block"):
+        qdev = str(dev.get("qdev") or "")
+        node = (dev.get("inserted") or {}).get("node-name")
+        if qdev.startswith("/machine/peripheral/") and node:
+            tops[qdev.split("/")[3]] = str(node)
+    return tops
 
 
 def snapshot(drv: QemuDriver, uuid: str, device_id: str, image: Image, name: str,

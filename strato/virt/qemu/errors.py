@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from strato import qmp
+
 
 class VirtError(Exception):
     """Base of every hypervisor driver error."""
@@ -23,12 +25,8 @@ class SpawnError(VirtError):
     """QEMU refused to start; the message carries its stderr."""
 
 
-class QMPError(VirtError):
+class QMPError(VirtError, qmp.QMPError):
     """A QMP command failed (``klass`` is QEMU's error class) or QMP is unreachable."""
-
-    def __init__(self, message: str, klass: str | None = None) -> None:
-        super().__init__(message)
-        self.klass = klass
 
 
 class AgentUnavailable(VirtError):

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strato.storage.online import monitor_args
+
 from .errors import SpawnError
 
 SOCKET_PATH_MAX = 107  # sun_path, minus the NUL
@@ -68,6 +70,11 @@ class InstancePaths:
         return self.dir / "qmp.sock"
 
     @property
+    def store_qmp(self) -> Path:
+        """The block store's own monitor (layer merges: ``strato.storage.online``)."""
+        return self.dir / "store.sock"
+
+    @property
     def qga(self) -> Path:
         return self.dir / "qga.sock"
 
@@ -90,7 +97,7 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
                   disks: list[tuple[str, dict[str, Any], int, str | None]],
                   incoming: str | None = None, extra_args: tuple[str, ...] = ()) -> list[str]:
     """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial)."""
-    for sock in (paths.qmp, paths.qga):
+    for sock in (paths.qmp, paths.qga, paths.store_qmp):
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
     argv = [
@@ -100,6 +107,7 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         "-display", "none", "-nodefaults", "-no-user-config",
         "-daemonize", "-pidfile", str(paths.pidfile),
         "-qmp", f"unix:{_opt(str(paths.qmp))},server=on,wait=off",
+        *monitor_args(paths.store_qmp),
         "-chardev", f"file,id=serial0,path={_opt(str(paths.console))},append=on",
         "-serial", "chardev:serial0",
         "-device", "virtio-serial-pci,id=vser0,bus=pci.0,addr=0x3",
@@ -139,7 +147,7 @@ def device_dict(device_id: str, node: str, slot: int, serial: str | None) -> dic
 def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0) -> int:
     """Start a daemonized QEMU; return its pid once the pidfile is there."""
     paths.pidfile.unlink(missing_ok=True)
-    for sock in (paths.qmp, paths.qga):
+    for sock in (paths.qmp, paths.qga, paths.store_qmp):
         sock.unlink(missing_ok=True)
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
