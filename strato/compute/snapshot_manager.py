@@ -319,10 +319,8 @@ def undo(services: Any, rctx: RequestContext, instance_id: str, image_id: str,
 
 
 def _drop_disk_snap(services: Any, instance_id: str, snap: str) -> None:
-    """Remove a root-disk snapshot nothing is cloned from.  QEMU writing the layer
-    above it (a running guest on the local engine) makes that impossible now: it is
-    then left unprotected, and ``sweep_disk_snaps`` removes it when the guest stops
-    or is deleted."""
+    """Remove a root-disk snapshot nothing is cloned from (merged by the guest's QEMU
+    when it runs: see ``strato.storage.online``)."""
     engine, pool = services.stores.vms, services.stores.vms_pool
     try:
         with engine.open(pool, disks.root_name(instance_id)) as disk:
@@ -330,18 +328,16 @@ def _drop_disk_snap(services: Any, instance_id: str, snap: str) -> None:
                 drop_unneeded_snaps(engine, disk, [snap])
     except errors.ImageNotFound:
         return
-    except errors.ImageBusy:
-        LOG.info("instance %s: %s in use by the running guest; removed when it stops",
-                 instance_id, snap)
 
 
 def sweep_disk_snaps(services: Any, instance_id: str) -> None:
-    """Snapshot leftovers of the root disk (``*.clone_snap`` with no clone) go; for a
-    stopped guest, whose layers nothing writes."""
+    """When the guest stops: snapshot leftovers of the root disk (``*.clone_snap`` with
+    no clone) go, and merges that had to wait for the guest's layers are made."""
     engine, pool = services.stores.vms, services.stores.vms_pool
     try:
-        with engine.open(pool, disks.root_name(instance_id), read_only=True) as disk:
+        with engine.open(pool, disks.root_name(instance_id)) as disk:
             names = [s.name for s in disk.list_snaps() if s.name.endswith(CLONE_SNAP)]
+            disk.compact()
     except errors.ImageNotFound:
         return
     for name in names:

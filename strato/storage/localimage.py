@@ -287,6 +287,9 @@ class LocalImage(Image):
         """
         self._writable()
         with self._locked(exclusive=True) as meta:
+            if any(s.get("removed") for s in meta["snaps"]):  # merge those layers first
+                self._compact(meta)
+                meta = self.engine.load(self.pool, self.name)
             idx = snap_index(meta, name)
             snap = meta["snaps"][idx]
             if meta["layers"][-2]["id"] != snap["layer"]:
