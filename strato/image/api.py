@@ -348,8 +348,19 @@ class ImageAPI:
         transaction.  The job waits a lease first: the caller usually finishes at once."""
         previous, image.status = image.status, "pending_delete"
         image.updated_at = datetime.now(UTC)
-        enqueue(session, "image.delete", {"image_id": image.id, "previous": previous},
+        enqueue(session, "image.delete", self._delete_payload(image.id, previous,
+                                                              image.location),
                 delay=self.conf.jobs.lease_seconds, max_attempts=10)
+
+    def _delete_payload(self, image_id: str, previous: str, location: str | None
+                        ) -> dict[str, Any]:
+        holds = None
+        if location is not None:
+            try:
+                holds = self.store.holds(location)
+            except Exception as exc:  # noqa: BLE001 - only a crash's leftover is at stake
+                LOG.warning("image %s: cannot tell what its data holds: %s", image_id, exc)
+        return {"image_id": image_id, "previous": previous, "holds": holds}
 
     def finish_delete(self, image_id: str) -> dict[str, Any]:
         """Remove a ``pending_delete`` image's data, then its record (idempotent: the
@@ -361,6 +372,8 @@ class ImageAPI:
             if image is None or image.status != "pending_delete":
                 return {"skipped": image.status if image else "gone"}
             location = image.location
+            holds = next((j.payload.get("holds") for j in session.scalars(
+                self._delete_jobs(image_id)) if j.payload.get("holds")), None)
         crash.fault("image.delete", "before-data")
         left: dict[str, str] | None = None
         if location is not None:
@@ -375,6 +388,12 @@ class ImageAPI:
                 LOG.warning("image %s: data removed, but %s; job image.release will "
                             "retry", image_id, exc)
                 left = exc.garbage
+        if left is None and holds:  # a delete cut off after the data went: release it
+            try:
+                self.store.release(holds)
+            except Exception as exc:  # noqa: BLE001 - the job image.release retries
+                LOG.warning("image %s: %s not released yet: %s", image_id, holds, exc)
+                left = holds
         crash.fault("image.delete", "before-record")
         with self.db.session() as session:
             image = session.get(Image, image_id)
@@ -417,8 +436,8 @@ class ImageAPI:
             for image in session.scalars(select(Image).where(
                     Image.status == "pending_delete")):
                 if session.scalars(self._delete_jobs(image.id)).first() is None:
-                    enqueue(session, "image.delete", {"image_id": image.id,
-                                                      "previous": "active"}, max_attempts=10)
+                    enqueue(session, "image.delete", self._delete_payload(
+                        image.id, "active", image.location), max_attempts=10)
                     added += 1
         return added
 

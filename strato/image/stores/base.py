@@ -60,6 +60,12 @@ class ImageStore(abc.ABC):
         is gone but a reference it held elsewhere is not released yet; any other error
         may come after part of the data was removed: retry until it is gone."""
 
+    def holds(self, location: str) -> dict[str, str] | None:
+        """What the data at ``location`` holds elsewhere (the ``garbage`` its delete
+        would leave if the release failed), so a delete cut off after the data went can
+        still release it; None when nothing."""
+        return None
+
     @abc.abstractmethod
     def release(self, garbage: dict[str, str]) -> None:
         """Release what a delete left behind (``LeftBehind.garbage``); raises while it

@@ -158,6 +158,13 @@ class RbdStore(ImageStore):
                              f"released yet: {type(exc).__name__}: {exc}",
                              {"pool": p_pool, "image": p_name, "snap": p_snap}) from exc
 
+    def holds(self, location: str) -> dict[str, str] | None:
+        loc = parse_location(location)
+        parent = parent_of(self.engine, loc.pool, loc.image)
+        if parent is None:
+            return None
+        return {"pool": parent[0], "image": parent[1], "snap": parent[2]}
+
     def release(self, garbage: dict[str, str]) -> None:
         release_parent(self.engine, garbage["pool"], garbage["image"], garbage["snap"])
 
