@@ -385,8 +385,7 @@ class ImageAPI:
                 self._undelete(image_id)
                 raise
             except LeftBehind as exc:
-                LOG.warning("image %s: data removed, but %s; job image.release will "
-                            "retry", image_id, exc)
+                LOG.warning("image %s: %s; job image.release will retry", image_id, exc)
                 left = exc.garbage
         if left is None and holds:  # a delete cut off after the data went: release it
             try:
