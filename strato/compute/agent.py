@@ -118,6 +118,9 @@ class ComputeAgent:
                         Instance.id == inst.id, Instance.task_state == inst.task_state)
                         .values(task_state=None, power_state=int(p), updated_at=now(),
                                 vm_state=vm_state_for(p, inst.vm_state)))
+        from strato.compute.snapshot_manager import sweep_orphan_snapshots
+
+        sweep_orphan_snapshots(self.services, self.host)
         self.sync_power_states()
 
     def sync_power_states(self) -> int:

@@ -201,28 +201,14 @@ class ComputeAPI:
                         "volume_image_metadata") or {}
                     kernel = {k: str(meta.get(k) or "") for k in kernel}
         instance_id = str(uuid.uuid4())
-        # Existing volumes are reserved for this server before it exists (Nova's API
-        # does the same); undone if the server is not created.
-        reserved: dict[int, str] = {}
-        try:
-            for i, m in enumerate(mappings):
-                if m.source_type == "volume" and m.destination_type == "volume":
-                    att = self.volume_actions.create_attachment(ctx, {"attachment": {
-                        "volume_id": m.uuid, "instance_uuid": instance_id}})
-                    reserved[i] = att["id"]
-            return self._create_record(ctx, instance_id, name, description, metadata,
-                                       network, flavor, image_ref, kernel, mappings,
-                                       reserved, ref, version)
-        except BaseException:
-            for att_id in reserved.values():
-                self.volume_actions.delete_attachment(ctx, att_id)
-            raise
+        return self._create_record(ctx, instance_id, name, description, metadata, network,
+                                   flavor, image_ref, kernel, mappings, ref, version)
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
                        flavor: Flavor, image_ref: str, kernel: dict[str, str],
-                       mappings: list[bdm_parse.Mapping], attachments: dict[int, str],
-                       ref: dict[str, Any], version: Version) -> dict[str, Any]:
+                       mappings: list[bdm_parse.Mapping], ref: dict[str, Any],
+                       version: Version) -> dict[str, Any]:
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -237,6 +223,14 @@ class ComputeAPI:
             mac=mac_of(instance_id), reservation_id=f"r-{uuid.uuid4().hex[:8]}",
             created_at=now())
         with self.db.session() as session:
+            # Existing volumes are reserved for this server (Nova's API does the same) in
+            # the transaction that records it and its build job: all or nothing.
+            attachments: dict[int, str] = {}
+            for i, m in enumerate(mappings):
+                if m.source_type == "volume" and m.destination_type == "volume":
+                    attachments[i] = self.volume_actions.create_attachment(ctx, {
+                        "attachment": {"volume_id": m.uuid, "instance_uuid": instance_id}},
+                        session)["id"]
             session.add(inst)
             session.flush()
             devices = iter("bcdefghijklmnopqrstuvwxyz")

@@ -69,32 +69,30 @@ class ServerExtras:
             self.api.volumes.show(ctx, volume_id, (3, 0))
         except NotFound:
             raise NotFound(f"Volume {volume_id} could not be found.") from None
-        try:
-            att = self.api.volume_actions.create_attachment(ctx, {"attachment": {
-                "volume_id": volume_id, "instance_uuid": server_id}})
-        except BadRequest as exc:
-            raise BadRequest(f"Invalid volume: {exc.message}") from None
-        try:
-            with self.db.session() as session:
-                inst = self.api.get_row(session, ctx, server_id)
-                if inst.vm_state not in ATTACH_STATES or inst.task_state is not None:
-                    raise Conflict(f"Cannot 'attach_volume' instance {inst.id} while it is "
-                                   f"in vm_state {inst.vm_state}")
-                b = BlockDevice(instance_uuid=server_id, device_name=device,
-                                source_type="volume", destination_type="volume",
-                                source_id=volume_id, volume_id=volume_id,
-                                delete_on_termination=bool(dot), attachment_id=att["id"],
-                                status="attaching", tag=ref.get("tag"), created_at=now())
-                session.add(b)
-                self.api.record_action(session, ctx, inst, "attach_volume")
-                session.flush()
-                enqueue(session, "compute.attach_volume", {
-                    "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
-                    "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
-                return attachment_view(b, version)
-        except BaseException:
-            self.api.volume_actions.delete_attachment(ctx, att["id"])
-            raise
+        with self.db.session() as session:
+            # The volume's reservation, the mapping, the action and the job: one
+            # transaction, so a crash leaves no volume reserved for nothing.
+            inst = self.api.get_row(session, ctx, server_id)
+            if inst.vm_state not in ATTACH_STATES or inst.task_state is not None:
+                raise Conflict(f"Cannot 'attach_volume' instance {inst.id} while it is "
+                               f"in vm_state {inst.vm_state}")
+            try:
+                att = self.api.volume_actions.create_attachment(ctx, {"attachment": {
+                    "volume_id": volume_id, "instance_uuid": server_id}}, session)
+            except BadRequest as exc:
+                raise BadRequest(f"Invalid volume: {exc.message}") from None
+            b = BlockDevice(instance_uuid=server_id, device_name=device,
+                            source_type="volume", destination_type="volume",
+                            source_id=volume_id, volume_id=volume_id,
+                            delete_on_termination=bool(dot), attachment_id=att["id"],
+                            status="attaching", tag=ref.get("tag"), created_at=now())
+            session.add(b)
+            self.api.record_action(session, ctx, inst, "attach_volume")
+            session.flush()
+            enqueue(session, "compute.attach_volume", {
+                "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
+                "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
+            return attachment_view(b, version)
 
     def detach(self, ctx: RequestContext, server_id: str, volume_id: str) -> None:
         with self.db.session() as session:
@@ -115,10 +113,11 @@ class ServerExtras:
                                f"vm_state {inst.vm_state}")
             b.status = "detaching"
             self.api.record_action(session, ctx, inst, "detach_volume")
+            # with the job, not after it: a worker may take the job at commit
+            self.api.volume_actions.begin_detaching(ctx, volume_id, session)
             enqueue(session, "compute.detach_volume", {
                 "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
                 "request_id": ctx.request_id}, target=f"host:{inst.host}", max_attempts=3)
-        self.api.volume_actions.dispatch(ctx, volume_id, {"os-begin_detaching": {}}, (3, 0))
 
     # ------------------------------------------------------------ console
     def console_output(self, ctx: RequestContext, server_id: str, args: Any,

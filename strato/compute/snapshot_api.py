@@ -20,6 +20,7 @@ from strato.compute.views import Version
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, StratoError
 from strato.jobs.queue import enqueue
+from strato.storage import crash
 from strato.validation import string_map
 
 P = "os_compute_api:servers:create_image"
@@ -107,13 +108,13 @@ def create_image(api: ComputeAPI, ctx: RequestContext, server_id: str, args: Any
             raise BadRequest(f"Invalid image metadata: {key!r} is not a property.")
         body[key] = value
     try:
-        image = api.images.create(ctx, body)
-    except StratoError as exc:
-        if exc.status == 413:  # Glance's image count quota: Nova answers 403
-            raise Forbidden(exc.message) from None
-        raise
-    try:
+        record = api.images.new_record(ctx, body)
+        # One transaction: the image, the task state, the action and the job; a crash
+        # leaves all of them or none (``sweep_orphan_snapshots`` ends rows older code
+        # left queued with no job).
         with api.db.session() as session:
+            image = api.images.add_record(session, record)
+            crash.point("createImage", "after-image-record")
             done = session.execute(update(Instance).where(
                 Instance.id == inst.id, Instance.deleted.is_(False),
                 Instance.vm_state.in_(states.SNAPSHOT_VM_STATES),
@@ -127,12 +128,13 @@ def create_image(api: ComputeAPI, ctx: RequestContext, server_id: str, args: Any
             api.record_action(session, ctx, inst, "createImage")
             events.emit(session, "compute", "compute.instance.snapshot.start", inst.id,
                         inst.project_id, image_id=image["id"])
+            crash.point("createImage", "before-job")
             enqueue(session, "compute.snapshot", {
                 "instance_id": inst.id, "image_id": image["id"], "ctx": ctx_payload(ctx),
                 "volume_backed": volume_backed}, target=f"host:{inst.host}", max_attempts=3)
-    except BaseException:
-        with suppress(StratoError):
-            api.images.delete(ctx, image["id"])
+    except StratoError as exc:
+        if exc.status == 413:  # Glance's image count quota: Nova answers 403
+            raise Forbidden(exc.message) from None
         raise
     location = image_url(api, image["id"])
     return location, ({"image_id": image["id"]} if version >= (2, 45) else None)

@@ -384,6 +384,66 @@ def abandon(services: Any, inst: Instance) -> int:
     return len(images)
 
 
+def sweep_orphan_snapshots(services: Any, host: str) -> int:
+    """Snapshot images of this host's instances left ``queued`` with no job to make
+    their data (an older createImage committed the image before its job; or the job
+    ran out of attempts): each is undone and deleted, with an ``Error`` event on the
+    instance's createImage action.  Returns how many."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import aliased
+
+    from strato.compute.models import InstanceAction
+    from strato.image.models import ImageProperty
+    from strato.jobs.models import PENDING, RUNNING, Job
+
+    with services.db.session(readonly=True) as session:
+        kind = aliased(ImageProperty)
+        rows = list(session.execute(select(ImageRow.id, ImageProperty.value).join(
+            ImageProperty, ImageProperty.image_id == ImageRow.id).join(
+            kind, kind.image_id == ImageRow.id).join(
+            Instance, Instance.id == ImageProperty.value).where(
+            ImageProperty.name == "instance_uuid", kind.name == "image_type",
+            kind.value == "snapshot", ImageRow.status == "queued", Instance.host == host)))
+        if not rows:
+            return 0
+        jobs: dict[str, Job] = {}
+        for job in session.scalars(select(Job).where(Job.name == "compute.snapshot")
+                                   .order_by(Job.id)):
+            jobs[str(job.payload.get("image_id"))] = job
+        orphans = [(image_id, instance_id, jobs.get(image_id)) for image_id, instance_id
+                   in rows if jobs.get(image_id) is None
+                   or jobs[image_id].state not in (PENDING, RUNNING)]
+        found = {o[1]: session.get(Instance, o[1]) for o in orphans}
+        session.expunge_all()
+    for image_id, instance_id, job in orphans:
+        inst = found[instance_id]
+        if inst is None:
+            continue
+        payload = dict(job.payload) if job is not None else {}
+        request_id = (payload.get("ctx") or {}).get("request_id") or \
+            f"req-strato-sweep-{image_id[:8]}"
+        rctx = RequestContext(user_id=inst.user_id, project_id=inst.project_id,
+                              roles=["admin"], request_id=request_id)
+        LOG.warning("instance %s: snapshot image %s was left queued with no job; "
+                    "deleting it", instance_id, image_id)
+        undo(services, rctx, instance_id, image_id,
+             dict(job.progress or {}) if job is not None else {})
+        with services.db.session() as session:
+            action = session.scalars(select(InstanceAction).where(
+                InstanceAction.instance_uuid == instance_id,
+                InstanceAction.request_id == request_id)).first()
+            if action is None:
+                session.add(InstanceAction(
+                    instance_uuid=instance_id, action="createImage", request_id=request_id,
+                    project_id=inst.project_id, user_id=inst.user_id, start_time=now()))
+            events.emit(session, "compute", "compute.instance.snapshot.error", instance_id,
+                        inst.project_id, image_id=image_id, error="interrupted")
+        _event(services, instance_id, request_id, EVENT, "Error",
+               f"Interrupted: createImage of image {image_id} never started (no job); "
+               "the image was deleted")
+    return len(orphans)
+
+
 @handler("compute.volume_snapshot")
 def volume_snapshot(ctx: JobContext) -> dict[str, Any]:
     """Cinder's assisted snapshot: a snapshot of a volume this host's running guest

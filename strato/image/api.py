@@ -22,9 +22,11 @@ from strato.db import Database
 from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, OverLimit
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
 from strato.image.models import Image, ImageMember, ImageProperty, ImageTag
-from strato.image.stores.base import ImageStore, InUseByStore, NotFoundInStore
+from strato.image.stores.base import ImageStore, InUseByStore, LeftBehind, NotFoundInStore
+from strato.jobs.models import PENDING, RUNNING, Job
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
+from strato.storage import crash
 
 LOG = logging.getLogger(__name__)
 
@@ -232,6 +234,13 @@ class ImageAPI:
 
     # ------------------------------------------------------------ create/show/update/delete
     def create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        image = self.new_record(ctx, body)
+        with self.db.session() as session:
+            self.add_record(session, image)
+        return self.view(image)
+
+    def new_record(self, ctx: RequestContext, body: Any) -> Image:
+        """A validated, not yet stored ``queued`` image (policy checked)."""
         if not isinstance(body, dict):
             raise BadRequest("Request body must be a JSON object.")
         owner = body.get("owner", ctx.project_id) if ctx.is_admin else ctx.project_id
@@ -243,15 +252,21 @@ class ImageAPI:
                 continue
             self._set(ctx, image, key, value, creating=True)
         self._check_counts(image)
+        return image
+
+    def add_record(self, session: Session, image: Image) -> dict[str, Any]:
+        """Store ``image`` (from :meth:`new_record`) in the caller's transaction, within
+        the owner's image count quota: another service's record and job can commit
+        with it, so no crash leaves one without the other."""
+        if self.quotas.image_count >= 0:
+            count = session.scalar(select(func.count()).select_from(Image).where(
+                Image.owner == image.owner))
+            if count + 1 > self.quotas.image_count:
+                raise OverLimit(f"Maximum number of images exceeded. Attempted: "
+                                f"{count + 1}, Maximum: {self.quotas.image_count}")
+        session.add(image)
         try:
-            with self.db.session() as session:
-                if self.quotas.image_count >= 0:
-                    count = session.scalar(select(func.count()).select_from(Image).where(
-                        Image.owner == owner))
-                    if count + 1 > self.quotas.image_count:
-                        raise OverLimit(f"Maximum number of images exceeded. Attempted: "
-                                        f"{count + 1}, Maximum: {self.quotas.image_count}")
-                session.add(image)
+            session.flush()  # an error rolls the caller's whole transaction back
         except IntegrityError:
             raise Conflict(f"Image with identifier {image.id} already exists!") from None
         return self.view(image)
@@ -301,40 +316,129 @@ class ImageAPI:
         self._set(ctx, image, key, op["value"])
 
     def delete(self, ctx: RequestContext, image_id: str) -> None:
-        """Remove the data (seed 002's order), then the record.
+        """Glance's delete, honest whatever the store does.
 
-        The record goes to ``pending_delete`` first, so a crash between the two steps
-        is finished by :meth:`recover`.  Data that clones still need stays, and so
-        does the image: 409, nothing lost.
+        The record goes to ``pending_delete`` in the same transaction as an
+        ``image.delete`` job, then the request tries to finish at once (seed 002's
+        order: data, then record).  Clones that still need the data: 409 naming them,
+        the image back as it was (nothing was removed).  Any other failure: 204 all the
+        same, the image stays ``pending_delete`` (hidden from lists) and the job
+        finishes the delete; a record never says ``active`` once data went.
         """
         with self.db.session() as session:
             image = self.load(session, ctx, image_id)
             self.require_owner(ctx, image, "delete_image")
             if image.protected:
                 raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
-            previous, location = image.status, image.location
+            previous = image.status
             if previous == "pending_delete":
                 raise Conflict(f"Image {image_id} is being deleted.")
-            image.status = "pending_delete"
+            self.start_delete(session, image)
         try:
-            self._delete_data(image_id, location)
-        except InUseByStore:
-            self._set_status(image_id, "pending_delete", previous)
+            self.finish_delete(image_id)
+        except InUseByStore as exc:
             raise Conflict(f"Image {image_id} could not be deleted because it is in use: "
-                           "volumes or instances were cloned from it.") from None
-        except Exception:
-            self._set_status(image_id, "pending_delete", previous)
-            raise
-        with self.db.session() as session:
-            session.delete(session.get(Image, image_id))
+                           f"volumes or instances were cloned from it ({exc}).") from None
+        except Exception as exc:  # noqa: BLE001 - the job finishes it; the client is done
+            LOG.warning("image %s: delete not finished at once (%s: %s); job image.delete "
+                        "will finish it", image_id, type(exc).__name__, exc)
 
-    def _delete_data(self, image_id: str, location: str | None) -> None:
-        if location is None:
-            return
-        try:
-            self.store.delete(location)
-        except NotFoundInStore:
-            LOG.warning("image %s: data already gone from %s", image_id, location)
+    def start_delete(self, session: Session, image: Image) -> None:
+        """``pending_delete`` and the job that finishes the delete, in the caller's
+        transaction.  The job waits a lease first: the caller usually finishes at once."""
+        previous, image.status = image.status, "pending_delete"
+        image.updated_at = datetime.now(UTC)
+        enqueue(session, "image.delete", self._delete_payload(image.id, previous,
+                                                              image.location),
+                delay=self.conf.jobs.lease_seconds, max_attempts=10)
+
+    def _delete_payload(self, image_id: str, previous: str, location: str | None
+                        ) -> dict[str, Any]:
+        holds = None
+        if location is not None:
+            try:
+                holds = self.store.holds(location)
+            except Exception as exc:  # noqa: BLE001 - only a crash's leftover is at stake
+                LOG.warning("image %s: cannot tell what its data holds: %s", image_id, exc)
+        return {"image_id": image_id, "previous": previous, "holds": holds}
+
+    def finish_delete(self, image_id: str) -> dict[str, Any]:
+        """Remove a ``pending_delete`` image's data, then its record (idempotent: the
+        request, the job and recovery all call it).  InUseByStore: clones need the
+        data and nothing was removed; the image goes back to the status it had and its
+        job is cancelled.  Other errors leave it ``pending_delete`` for a retry."""
+        with self.db.session(readonly=True) as session:
+            image = session.get(Image, image_id)
+            if image is None or image.status != "pending_delete":
+                return {"skipped": image.status if image else "gone"}
+            location = image.location
+            holds = next((j.payload.get("holds") for j in session.scalars(
+                self._delete_jobs(image_id)) if j.payload.get("holds")), None)
+        crash.fault("image.delete", "before-data")
+        left: dict[str, str] | None = None
+        if location is not None:
+            try:
+                self.store.delete(location)
+            except NotFoundInStore:
+                LOG.warning("image %s: data already gone from %s", image_id, location)
+            except InUseByStore:
+                self._undelete(image_id)
+                raise
+            except LeftBehind as exc:
+                LOG.warning("image %s: %s; job image.release will retry", image_id, exc)
+                left = exc.garbage
+        if left is None and holds:  # a delete cut off after the data went: release it
+            try:
+                self.store.release(holds)
+            except Exception as exc:  # noqa: BLE001 - the job image.release retries
+                LOG.warning("image %s: %s not released yet: %s", image_id, holds, exc)
+                left = holds
+        crash.fault("image.delete", "before-record")
+        with self.db.session() as session:
+            image = session.get(Image, image_id)
+            if image is not None:
+                session.delete(image)
+            if left is not None:
+                enqueue(session, "image.release", left, max_attempts=10)
+            self._drop_delete_jobs(session, image_id)
+        return {"deleted": image_id, **({"left_behind": left} if left else {})}
+
+    def _undelete(self, image_id: str) -> None:
+        """The data could not go and none of it went: the status it had, no job."""
+        with self.db.session() as session:
+            previous = "active"
+            for job in session.scalars(self._delete_jobs(image_id)):
+                previous = str(job.payload.get("previous") or previous)
+            session.execute(update(Image).where(
+                Image.id == image_id, Image.status == "pending_delete").values(
+                status=previous, updated_at=datetime.now(UTC)))
+            self._drop_delete_jobs(session, image_id)
+
+    @staticmethod
+    def _delete_jobs(image_id: str) -> Any:
+        return select(Job).where(Job.name == "image.delete", Job.state.in_(
+            (PENDING, RUNNING))).where(Job.payload["image_id"].as_string() == image_id)
+
+    @staticmethod
+    def _drop_delete_jobs(session: Session, image_id: str) -> None:
+        """Pending ``image.delete`` jobs of the image have nothing left to do."""
+        for job in session.scalars(ImageAPI._delete_jobs(image_id)):
+            if job.state == PENDING:
+                session.delete(job)
+
+    def ensure_delete_jobs(self) -> int:
+        """Every ``pending_delete`` image has a job that finishes its delete (rows left
+        by a crash, by older code, or whose job ran out of attempts).  Returns how many
+        jobs were added."""
+        added = 0
+        with self.db.session() as session:
+            for image in session.scalars(select(Image).where(
+                    Image.status == "pending_delete")):
+                if session.scalars(self._delete_jobs(image.id)).first() is None:
+                    enqueue(session, "image.delete", self._delete_payload(
+                        image.id, "active", image.location), max_attempts=10)
+                    added += 1
+        return added
 
     def _set_status(self, image_id: str, expected: str, new: str, **values: Any) -> bool:
         """A conditional state change: False when the image is not in ``expected``."""

@@ -300,30 +300,18 @@ def recover(api: ImageAPI, host: str) -> int:
 
     An image still ``saving`` for this host had its upload cut off with the process:
     its partial data is removed and it goes back to ``queued``.  An image left in
-    ``pending_delete`` has its delete finished (or, if clones still need its data,
-    goes back to ``active``).
+    ``pending_delete`` gets a job that finishes its delete if it has none (the job,
+    not this start, retries until the data is gone; clones that still need the data
+    send the image back to the status it had).
     """
     fixed = 0
     with api.db.session(readonly=True) as session:
         saving = list(session.scalars(select(Image.id).where(
             Image.status == "saving", Image.upload_host == host)))
-        deleting = [(i.id, i.location) for i in session.scalars(
-            select(Image).where(Image.status == "pending_delete"))]
     for image_id in saving:
         api.store.discard(image_id)
         fixed += api._set_status(image_id, "saving", "queued", upload_host=None)
-    for image_id, location in deleting:
-        try:
-            api._delete_data(image_id, location)
-        except Exception:  # noqa: BLE001 - in use or unreachable: keep the image
-            LOG.warning("image %s: could not finish its delete; back to active", image_id)
-            api._set_status(image_id, "pending_delete", "active")
-            continue
-        with api.db.session() as session:
-            image = session.get(Image, image_id)
-            if image is not None:
-                session.delete(image)
-        fixed += 1
+    fixed += api.ensure_delete_jobs()
     if fixed:
         LOG.info("image recovery: %d image(s) put right at %s", fixed,
                  datetime.now(UTC).isoformat())

@@ -7,7 +7,7 @@ from typing import Any
 
 from strato.image.data import checksums
 from strato.image.models import Image
-from strato.image.stores.base import NotFoundInStore
+from strato.image.stores.base import InUseByStore, NotFoundInStore
 from strato.jobs.worker import JobContext, handler
 
 LOG = logging.getLogger(__name__)
@@ -29,3 +29,21 @@ def hash_image(ctx: JobContext) -> dict[str, Any]:
         return {"skipped": "data gone"}
     done = services.image.set_hashes(image_id, location, md5, sha512)
     return {"hashed": image_id, "stored": done}
+
+
+@handler("image.delete")
+def delete_image(ctx: JobContext) -> dict[str, Any]:
+    """Finish a delete the request could not: data, then record (retried until the
+    data is gone; clones that need it put the image back as it was)."""
+    try:
+        return ctx.services.image.finish_delete(ctx.payload["image_id"])
+    except InUseByStore as exc:
+        return {"in_use": str(exc)}
+
+
+@handler("image.release")
+def release(ctx: JobContext) -> dict[str, Any]:
+    """What a deleted image held on its parent (a ``*.clone_snap``), released once
+    nothing stops it (a running guest writing above it, say)."""
+    ctx.services.image.store.release(ctx.payload)
+    return {"released": ctx.payload}

@@ -17,6 +17,7 @@ from strato import events
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound
 from strato.jobs.queue import enqueue
+from strato.storage import crash
 from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
 from strato.volume.models import Attachment, Snapshot, Volume
 
@@ -141,19 +142,19 @@ class VolumeActions:
         for key in ("visibility", "protected"):
             if key in args:
                 image_body[key] = args[key]
-        image = self.api.images.create(ctx, image_body)  # the record exists before 202
-        try:
-            with self.db.session() as session:
-                vol = self._load(session, ctx, volume_id)
-                self._transition(session, vol, (status,), "uploading", "upload to image",
-                                 fault=None)
-                enqueue(session, "volume.upload_image", {
-                    "volume_id": volume_id, "image_id": image["id"], "previous": status,
-                    "disk_format": disk_format}, target=self.api.target_of(vol.host),
-                    max_attempts=3)
-        except BaseException:
-            self.api.images.delete(ctx, image["id"])
-            raise
+        record = self.api.images.new_record(ctx, image_body)
+        # One transaction: the volume's status, the image (queued before the 202) and
+        # the job; a crash leaves all or none of them.
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id)
+            self._transition(session, vol, (status,), "uploading", "upload to image",
+                             fault=None)
+            image = self.api.images.add_record(session, record)
+            crash.point("upload-image", "before-job")
+            enqueue(session, "volume.upload_image", {
+                "volume_id": volume_id, "image_id": image["id"], "previous": status,
+                "disk_format": disk_format}, target=self.api.target_of(vol.host),
+                max_attempts=3)
         return {"os-volume_upload_image": {
             "id": volume_id, "updated_at": image["updated_at"], "status": "uploading",
             "display_description": None, "size": size, "volume_type": None,
@@ -205,8 +206,13 @@ class VolumeActions:
     def _os_begin_detaching(self, ctx: RequestContext, volume_id: str, args: Any,
                             v: Any) -> None:
         with self.db.session() as session:
-            vol = self._load(session, ctx, volume_id)
-            self._transition(session, vol, ("in-use",), "detaching", "begin detaching")
+            self.begin_detaching(ctx, volume_id, session)
+
+    def begin_detaching(self, ctx: RequestContext, volume_id: str, session: Any) -> None:
+        """``in-use`` -> ``detaching`` in the caller's transaction (compute's detach
+        commits it with its job)."""
+        vol = self._load(session, ctx, volume_id)
+        self._transition(session, vol, ("in-use",), "detaching", "begin detaching")
 
     def _os_roll_detaching(self, ctx: RequestContext, volume_id: str, args: Any,
                            v: Any) -> None:
@@ -300,27 +306,32 @@ class VolumeActions:
                 "connection_info": row.connection_info or None}
 
     # ------------------------------------------------------------ attachments API (3.27+)
-    def create_attachment(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+    def create_attachment(self, ctx: RequestContext, body: Any,
+                          session: Any = None) -> dict[str, Any]:
+        """``session``: in the caller's transaction (compute reserves a volume in the
+        transaction that records the server or the attachment and its job)."""
         ref = body.get("attachment") if isinstance(body, dict) else None
         if not isinstance(ref, dict) or not isinstance(ref.get("volume_id"), str):
             raise BadRequest("Missing required element 'attachment' with a volume_id.")
         mode = ref.get("mode", "rw")
         if mode not in ("rw", "ro"):
             raise BadRequest(f"Invalid attach mode {mode!r}.")
-        with self.db.session() as session:
-            vol = self._load(session, ctx, ref["volume_id"])
-            allowed = ("available", "in-use") if vol.multiattach else ("available",)
-            connector = ref.get("connector")
-            new = "attaching" if connector else "reserved"
-            self._transition(session, vol, allowed, new, "attachment create")
-            row = Attachment(id=str(uuid.uuid4()), volume_id=vol.id,
-                             instance_uuid=ref.get("instance_uuid"),
-                             attach_status="attaching" if connector else "reserved",
-                             attach_mode=mode, connector=connector or {},
-                             connection_info=self.connection_info(vol) if connector else {})
-            session.add(row)
-            session.flush()
-            return self.attachment_view(row)
+        if session is None:
+            with self.db.session() as own:
+                return self.create_attachment(ctx, body, own)
+        vol = self._load(session, ctx, ref["volume_id"])
+        allowed = ("available", "in-use") if vol.multiattach else ("available",)
+        connector = ref.get("connector")
+        new = "attaching" if connector else "reserved"
+        self._transition(session, vol, allowed, new, "attachment create")
+        row = Attachment(id=str(uuid.uuid4()), volume_id=vol.id,
+                         instance_uuid=ref.get("instance_uuid"),
+                         attach_status="attaching" if connector else "reserved",
+                         attach_mode=mode, connector=connector or {},
+                         connection_info=self.connection_info(vol) if connector else {})
+        session.add(row)
+        session.flush()
+        return self.attachment_view(row)
 
     def _attachment(self, session: Any, ctx: RequestContext, attachment_id: str
                     ) -> tuple[Attachment, Volume]:

@@ -32,7 +32,10 @@ from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
 NAME_MAX = 255
-DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
+# error_deleting: the store still had the data when the delete failed; deleting again
+# retries it.
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing",
+             "error_deleting")
 # Core image attributes a volume keeps in volume_image_metadata, besides properties.
 IMAGE_CORE = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
 
@@ -358,6 +361,7 @@ class VolumeAPI:
             if vol.status not in DELETABLE:
                 raise BadRequest(f"Invalid volume: Volume status must be available or error "
                                  f"or error_restoring or error_extending or error_managing "
+                                 f"or error_deleting "
                                  f"and must not be migrating, attached, belong to a group, "
                                  f"have snapshots or be disassociated from snapshots after "
                                  f"volume transfer (status {vol.status}).")

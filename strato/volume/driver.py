@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strato.storage import Engine, Image, errors, parse_location
+from strato.storage import Engine, Image, crash, errors, parse_location
 from strato.storage.refs import drop_unneeded_snaps, release_parent, retire
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +31,15 @@ class VolumeIsBusy(Exception):  # noqa: N818 - Cinder's name
 
 class SnapshotIsBusy(Exception):  # noqa: N818
     """Volumes were cloned from this snapshot and still need it."""
+
+
+class ParentNotReleased(Exception):  # noqa: N818 - a report: the delete itself is done
+    """The volume is gone (or kept as ``.deleted`` for its clones), but what it held on
+    its parent (``pool``, ``image``, ``snap``) could not be released yet."""
+
+    def __init__(self, message: str, parent: tuple[str, str, str]) -> None:
+        super().__init__(message)
+        self.parent = parent
 
 
 # Disk formats whose data is the disk itself, byte for byte.
@@ -206,7 +215,12 @@ class RBDDriver:
     # ------------------------------------------------------------ delete
     def delete_volume(self, volume_id: str) -> None:
         """Seed 002's delete: refuse with snapshots; keep as ``.deleted`` while clones
-        need it; clean the parent's references when this was a clone."""
+        need it; clean the parent's references when this was a clone.
+
+        VolumeIsBusy comes before the volume's data is touched; any other error before
+        the volume is removed (or renamed) leaves its data whole (only garbage
+        ``*.clone_snap`` snapshots may have gone), so a retry is possible.
+        ParentNotReleased: the volume is gone, only its parent's release is left."""
         pool, name = self.opt.pool, volume_name(volume_id)
         try:
             image = self.engine.open(pool, name)
@@ -225,7 +239,26 @@ class RBDDriver:
                 raise VolumeIsBusy(f"volume {volume_id} has snapshots: {', '.join(others)}")
             parent = self._parent(image)
             needed = drop_unneeded_snaps(self.engine, image, snaps)
-        retire(self.engine, pool, name, needed, parent)
+        crash.fault("volume.delete", "before-remove")
+        retire(self.engine, pool, name, needed, None)
+        if parent is None or needed:  # kept as .deleted: it still holds its parent
+            return
+        try:
+            crash.fault("volume.delete", "release-parent")
+            release_parent(self.engine, *parent)
+        except Exception as exc:  # noqa: BLE001 - the volume is gone; a retry releases it
+            raise ParentNotReleased(f"{pool}/{name} removed; {'/'.join(parent[:2])}@"
+                                    f"{parent[2]} not released yet: {exc}", parent) from exc
+
+    def parent_of(self, volume_id: str) -> tuple[str, str, str] | None:
+        """(pool, image, snap) the volume is a clone of (or its ``.deleted`` self is)."""
+        for name in (volume_name(volume_id), f"{volume_name(volume_id)}.deleted"):
+            try:
+                with self.engine.open(self.opt.pool, name, read_only=True) as image:
+                    return self._parent(image)
+            except errors.ImageNotFound:
+                continue
+        return None
 
     def _parent(self, image: Image) -> tuple[str, str, str] | None:
         try:
@@ -262,7 +295,22 @@ class RBDDriver:
                 except errors.ImageBusy as exc:
                     raise SnapshotIsBusy(f"snapshot {snapshot_id} has dependent volumes"
                                          ) from exc
+                crash.fault("snapshot.delete", "after-unprotect")
             image.remove_snap(snap)
+
+    def snapshot_exists(self, volume_id: str, snapshot_id: str) -> bool:
+        """The snapshot's data is in the store (on the volume or its ``.deleted`` self)."""
+        for name in (volume_name(volume_id), f"{volume_name(volume_id)}.deleted"):
+            try:
+                with self.engine.open(self.opt.pool, name, read_only=True) as image:
+                    return snapshot_name(snapshot_id) in {s.name for s in image.list_snaps()}
+            except errors.ImageNotFound:
+                continue
+        return False
+
+    def release(self, parent: tuple[str, str, str]) -> None:
+        """Release what a deleted volume held on its parent (idempotent)."""
+        release_parent(self.engine, *parent)
 
     def revert_to_snapshot(self, volume_id: str, snapshot_id: str) -> None:
         with self.engine.open(self.opt.pool, volume_name(volume_id)) as image:

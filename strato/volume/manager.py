@@ -17,10 +17,10 @@ from sqlalchemy import select
 from strato import events
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
-from strato.storage import same_cluster
+from strato.storage import crash, same_cluster
 from strato.storage.errors import ImageBusy
 from strato.volume.api import IMAGE_CORE, snapshot_deltas, type_name, volume_deltas
-from strato.volume.driver import SnapshotIsBusy, VolumeIsBusy
+from strato.volume.driver import ParentNotReleased, SnapshotIsBusy, VolumeIsBusy
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
 from strato.volume.scheduler import BackendState, NoValidBackend, Request, choose
 
@@ -169,27 +169,54 @@ def _from_image(services: Any, driver: Any, volume_id: str, size: int, image_id:
 
 @handler("volume.delete")
 def delete_volume(ctx: JobContext) -> dict[str, Any]:
+    """The store work of a delete, then the record.  A record never outlives its data
+    claiming more than it has: snapshots of its own (VolumeIsBusy, nothing touched) send
+    it back to ``available``; a store error that left the volume whole makes it
+    ``error_deleting`` (a second delete retries); once the volume is gone from the
+    store the record goes, and what it held on its parent, if that cannot be released
+    now, is left to a ``volume.release`` job.  A crash anywhere: the job runs again."""
     services, volume_id = ctx.services, ctx.payload["volume_id"]
-    api = services.volume
+    api, driver = services.volume, _driver(ctx)
     with services.db.session(readonly=True) as session:
         vol = session.get(Volume, volume_id)
         if vol is None or vol.status != "deleting":
             return {"skipped": vol.status if vol else "gone"}
+        project_id = vol.project_id
+    if "parent" not in ctx.progress:  # a retry after the volume went still releases it
+        parent = driver.parent_of(volume_id)
+        ctx.checkpoint(parent=list(parent) if parent else None)
+    crash.fault("volume.delete", "before-store")
+    left: tuple[str, str, str] | None = None
     try:
-        _driver(ctx).delete_volume(volume_id)
+        driver.delete_volume(volume_id)
     except VolumeIsBusy as exc:
         with services.db.session() as session:
             api.set_status(session, Volume, volume_id, "deleting", "available",
                            fault=str(exc))
-            events.emit(session, "volume", "volume.delete.error", volume_id, vol.project_id,
+            events.emit(session, "volume", "volume.delete.error", volume_id, project_id,
                         error=str(exc))
         return {"busy": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - the store failed: an admin must look
-        LOG.warning("volume %s: delete failed: %s", volume_id, exc)
-        with services.db.session() as session:
-            api.set_status(session, Volume, volume_id, "deleting", "error_deleting",
-                           fault=f"{type(exc).__name__}: {exc}")
-        return {"error": str(exc)}
+    except ParentNotReleased as exc:
+        LOG.warning("volume %s: %s; job volume.release will retry", volume_id, exc)
+        left = exc.parent
+    except Exception as exc:
+        if driver.exists(volume_id):  # whole: an admin (or a second delete) retries
+            LOG.warning("volume %s: delete failed: %s", volume_id, exc)
+            with services.db.session() as session:
+                api.set_status(session, Volume, volume_id, "deleting", "error_deleting",
+                               fault=f"{type(exc).__name__}: {exc}")
+                events.emit(session, "volume", "volume.delete.error", volume_id,
+                            project_id, error=str(exc))
+            return {"error": str(exc)}
+        raise  # gone from the store, or partly: the job's retry finishes the delete
+    parent = ctx.progress.get("parent")
+    if left is None and parent:
+        try:
+            driver.release(tuple(parent))
+        except Exception as exc:  # noqa: BLE001 - garbage on another volume: retried
+            LOG.warning("volume %s: parent %s not released yet: %s", volume_id, parent, exc)
+            left = tuple(parent)  # type: ignore[assignment]
+    crash.fault("volume.delete", "before-record")
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
         if vol is None:
@@ -199,8 +226,17 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
                               volume_deltas(type_name(session, vol), vol.size))
         session.delete(vol)
         events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
-    return {"deleted": volume_id}
+        if left is not None:
+            enqueue(session, "volume.release", {"parent": list(left)}, target=ctx.target,
+                    max_attempts=10)
+    return {"deleted": volume_id, **({"left_behind": list(left)} if left else {})}
 
+
+@handler("volume.release")
+def release_volume_parent(ctx: JobContext) -> dict[str, Any]:
+    """What a deleted volume held on its parent, released once nothing stops it."""
+    _driver(ctx).release(tuple(ctx.payload["parent"]))
+    return {"released": ctx.payload["parent"]}
 
 
 @handler("snapshot.create")
@@ -275,26 +311,33 @@ def fail_snapshot(services: Any, snapshot_id: str, reason: str) -> None:
 
 @handler("snapshot.delete")
 def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
+    """Clones that need the snapshot (nothing touched): back to ``available``.  A store
+    error with the snapshot still there: ``error_deleting`` (a second delete retries).
+    Once it is gone from the store, the record goes; a crash: the job runs again."""
     services, snapshot_id = ctx.services, ctx.payload["snapshot_id"]
-    api = services.volume
+    api, driver = services.volume, _driver(ctx)
     with services.db.session(readonly=True) as session:
         snap = session.get(Snapshot, snapshot_id)
         if snap is None or snap.status != "deleting":
             return {"skipped": snap.status if snap else "gone"}
         volume_id = snap.volume_id
+    crash.fault("snapshot.delete", "before-store")
     try:
-        _driver(ctx).delete_snapshot(volume_id, snapshot_id)
+        driver.delete_snapshot(volume_id, snapshot_id)
     except SnapshotIsBusy as exc:
         with services.db.session() as session:
             api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
                            fault=str(exc))
         return {"busy": str(exc)}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
+        if not driver.snapshot_exists(volume_id, snapshot_id):
+            raise  # gone from the store: the job's retry removes the record
         LOG.warning("snapshot %s: delete failed: %s", snapshot_id, exc)
         with services.db.session() as session:
             api.set_status(session, Snapshot, snapshot_id, "deleting", "error_deleting",
                            fault=f"{type(exc).__name__}: {exc}")
         return {"error": str(exc)}
+    crash.fault("snapshot.delete", "before-record")
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
         if snap is None:

@@ -234,3 +234,27 @@ def test_instance_deleted_mid_snapshot(fault_server: Server) -> None:
     assert not engine.exists("images", image_id)
     assert not engine.exists("vms", f"{sid}_disk")
     assert not engine.exists("vms", f"{sid}_disk.deleted")
+
+
+def test_image_delete_under_a_running_guest_is_honest(fault_server: Server) -> None:
+    """The user's report: a snapshot image deleted while its guest runs.  Whether or not
+    the store can release the root disk's ``<image>.clone_snap`` under the running guest,
+    the delete answers 204 and the image is gone with its data (never 500, never
+    ``active`` without data); the disk snapshot goes by the release job or when the
+    guest stops."""
+    srv, nova = fault_server, Nova(fault_server)
+    sid = boot_ready(srv, "--image", "strato-guest")
+    image_id = _create_image(nova, sid)
+    _settled(nova, sid)
+    assert _image_status(nova, image_id) == "active"
+    r = nova.c.delete(f"/image/v2/images/{image_id}")
+    assert r.status_code == 204, r.text
+    assert _image_status(nova, image_id) is None
+    assert image_id not in _blocks(srv).list("images")
+    srv.openstack("server", "stop", sid)
+    Nova(srv).wait(sid, "SHUTOFF")
+    deadline = time.monotonic() + 30
+    while _snaps(srv, sid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _snaps(srv, sid) == []
+    srv.openstack("server", "delete", "--wait", sid)

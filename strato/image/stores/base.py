@@ -14,6 +14,16 @@ class NotFoundInStore(Exception):  # noqa: N818
     """The location names no data."""
 
 
+class LeftBehind(Exception):  # noqa: N818 - a report, not a failure of the delete
+    """The data is gone, but what it held elsewhere could not be released yet (the
+    parent's ``*.clone_snap`` of an image made by cloning a volume or an instance disk,
+    say under a running guest).  ``garbage`` names it, for ``ImageStore.release``."""
+
+    def __init__(self, message: str, garbage: dict[str, str]) -> None:
+        super().__init__(message)
+        self.garbage = garbage
+
+
 class StoreWriter(abc.ABC):
     """One upload in progress.  ``abort`` removes everything written so far."""
 
@@ -45,4 +55,18 @@ class ImageStore(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, location: str) -> None:
-        """Remove the data; InUseByStore when it cannot go yet, NotFoundInStore if gone."""
+        """Remove the data.  InUseByStore when clones still need it (raised before
+        anything is removed), NotFoundInStore if it is gone already, LeftBehind when it
+        is gone but a reference it held elsewhere is not released yet; any other error
+        may come after part of the data was removed: retry until it is gone."""
+
+    def holds(self, location: str) -> dict[str, str] | None:
+        """What the data at ``location`` holds elsewhere (the ``garbage`` its delete
+        would leave if the release failed), so a delete cut off after the data went can
+        still release it; None when nothing."""
+        return None
+
+    @abc.abstractmethod
+    def release(self, garbage: dict[str, str]) -> None:
+        """Release what a delete left behind (``LeftBehind.garbage``); raises while it
+        still cannot be released."""

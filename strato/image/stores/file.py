@@ -70,3 +70,6 @@ class FileStore(ImageStore):
             self._path(location).unlink()
         except FileNotFoundError as exc:
             raise NotFoundInStore(location) from exc
+
+    def release(self, garbage: dict[str, str]) -> None:
+        """A file holds nothing elsewhere: a delete never leaves anything behind."""

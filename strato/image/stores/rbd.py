@@ -12,8 +12,14 @@ import logging
 import math
 from collections.abc import Iterator
 
-from strato.image.stores.base import ImageStore, InUseByStore, NotFoundInStore, StoreWriter
-from strato.storage import Engine, errors, parse_location
+from strato.image.stores.base import (
+    ImageStore,
+    InUseByStore,
+    LeftBehind,
+    NotFoundInStore,
+    StoreWriter,
+)
+from strato.storage import Engine, crash, errors, parse_location
 from strato.storage.refs import parent_of, release_parent
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ class _Writer(StoreWriter):
         self.image.close()
         try:
             self.store.remove(self.name, SNAP)
-        except (NotFoundInStore, InUseByStore):
+        except (NotFoundInStore, InUseByStore, LeftBehind):
             LOG.warning("could not remove partial image data %s", self.name)
 
 
@@ -106,30 +112,78 @@ class RbdStore(ImageStore):
             self.remove(image_id, SNAP)
         except NotFoundInStore:
             pass
+        except LeftBehind as exc:
+            LOG.warning("image data %s discarded; left behind: %s", image_id, exc)
 
     def delete(self, location: str) -> None:
         loc = parse_location(location)
         self.remove(loc.image, loc.snapshot, loc.pool)
 
     def remove(self, name: str, snapshot: str | None, pool: str | None = None) -> None:
-        """Seed 002's order: unprotect the snapshot, remove it, remove the image."""
+        """Seed 002's order: unprotect the snapshot, remove it, remove the image, then
+        release what the image held on its parent (an image made by cloning a volume or
+        an instance disk holds the parent's ``*.clone_snap``).
+
+        InUseByStore only while nothing is removed yet (clones need the snapshot).  Any
+        other error may come after a step was done: a retry continues from there.
+        LeftBehind: the image is gone, but its parent could not be released yet."""
         pool = pool or self.pool
         parent = parent_of(self.engine, pool, name)
         try:
-            if snapshot is not None:
-                with self.engine.open(pool, name) as image:
-                    if snapshot in {s.name for s in image.list_snaps()}:
-                        if image.is_protected_snap(snapshot):
-                            try:
-                                image.unprotect_snap(snapshot)
-                            except errors.ImageBusy as exc:
-                                raise InUseByStore(f"{pool}/{name}@{snapshot} has clones"
-                                                   ) from exc
-                        image.remove_snap(snapshot)
-            self.engine.remove(pool, name)
+            image = self.engine.open(pool, name)
         except errors.ImageNotFound as exc:
             raise NotFoundInStore(f"{pool}/{name}") from exc
-        except errors.ImageBusy as exc:
-            raise InUseByStore(f"{pool}/{name} is in use") from exc
-        if parent is not None:  # an image made by cloning a volume: free what it held
+        with image:
+            if snapshot is not None and snapshot in {s.name for s in image.list_snaps()}:
+                if image.is_protected_snap(snapshot):
+                    try:
+                        image.unprotect_snap(snapshot)
+                    except errors.ImageBusy as exc:
+                        raise InUseByStore(self._users(pool, name, snapshot)) from exc
+                    crash.fault("image.delete", "after-unprotect")
+                image.remove_snap(snapshot)
+                crash.fault("image.delete", "after-remove-snap")
+        try:
+            self.engine.remove(pool, name)
+        except errors.ImageNotFound:
+            LOG.info("%s/%s went away meanwhile", pool, name)
+        if parent is None:
+            return
+        try:
+            crash.fault("image.delete", "release-parent")
             release_parent(self.engine, *parent)
+        except Exception as exc:  # noqa: BLE001 - the data is gone: a retry releases it
+            p_pool, p_name, p_snap = parent
+            raise LeftBehind(f"{pool}/{name} removed; {p_pool}/{p_name}@{p_snap} not "
+                             f"released yet: {type(exc).__name__}: {exc}",
+                             {"pool": p_pool, "image": p_name, "snap": p_snap}) from exc
+
+    def holds(self, location: str) -> dict[str, str] | None:
+        loc = parse_location(location)
+        parent = parent_of(self.engine, loc.pool, loc.image)
+        if parent is None:
+            return None
+        return {"pool": parent[0], "image": parent[1], "snap": parent[2]}
+
+    def release(self, garbage: dict[str, str]) -> None:
+        release_parent(self.engine, garbage["pool"], garbage["image"], garbage["snap"])
+
+    def _users(self, pool: str, name: str, snapshot: str) -> str:
+        """What was cloned from ``pool/name@snapshot``, named as the services name it."""
+        try:
+            with self.engine.open(pool, name, snapshot=snapshot, read_only=True) as at:
+                children = at.list_children()
+        except errors.Error:
+            children = []
+        names = [describe_clone(c_pool, c_name) for c_pool, c_name in children]
+        return ", ".join(names) or f"clones of {pool}/{name}@{snapshot}"
+
+
+def describe_clone(pool: str, name: str) -> str:
+    """A block-store image as the resource it belongs to (seed naming)."""
+    base = name.removesuffix(".deleted")
+    if base.startswith("volume-"):
+        return f"volume {base.removeprefix('volume-')}"
+    if base.endswith("_disk"):
+        return f"instance {base.removesuffix('_disk')}"
+    return f"{pool}/{name}"
