@@ -45,7 +45,8 @@ def release_parent(engine: Engine, pool: str, name: str, snap: str) -> None:
                 return
             if snap_has_children(engine, pool, name, snap):
                 return
-            image.unprotect_snap(snap)
+            if image.is_protected_snap(snap):  # a retry may find it unprotected already
+                image.unprotect_snap(snap)
             image.remove_snap(snap)
             LOG.info("removed %s/%s@%s: no clones left", pool, name, snap)
             if not name.endswith(DELETED) or image.list_snaps():
