@@ -103,6 +103,7 @@ class ComputeAgent:
                         "roles": ["admin"], "request_id": None}}, target=f"host:{self.host}")
                 elif inst.task_state == states.SPAWNING:
                     # the build job is gone: ERROR, quota back; a delete cleans the rest
+                    reservations = list(inst.reservations or [])  # before the UPDATE
                     done = session.execute(update(Instance).where(
                         Instance.id == inst.id, Instance.task_state == states.SPAWNING)
                         .values(vm_state=states.ERROR, task_state=None, updated_at=now(),
@@ -110,8 +111,7 @@ class ComputeAgent:
                                     "code": 500, "message": "The build was interrupted.",
                                     "created": iso(now())}))
                     if done.rowcount:
-                        self.services.compute.quota.rollback(session,
-                                                             list(inst.reservations or []))
+                        self.services.compute.quota.rollback(session, reservations)
                 else:
                     p = self.driver.power_state(inst.id)
                     session.execute(update(Instance).where(

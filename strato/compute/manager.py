@@ -234,11 +234,13 @@ def build(ctx: JobContext) -> dict[str, Any]:
             return {"error": str(exc)}
         with services.db.session() as session:
             row = session.get(Instance, instance_id)
+            # read before the UPDATE, which also empties the loaded row's list
+            reservations = list(row.reservations or [])
             if not _set(session, instance_id, states.SPAWNING, vm_state=states.ACTIVE,
                         task_state=None, power_state=int(power), launched_at=now(),
                         reservations=[], quota_committed=True):
                 return {"skipped": "state changed during the build"}
-            services.compute.quota.commit(session, list(row.reservations or []))
+            services.compute.quota.commit(session, reservations)
             session.execute(update(BlockDevice).where(
                 BlockDevice.instance_uuid == instance_id,
                 BlockDevice.attachment_id.is_not(None)).values(status="attached"))

@@ -32,9 +32,13 @@ def die() -> None:
 
 
 def point(op: str, where: str) -> None:
+    """Die here when ``STRATO_STORAGE_CRASHPOINT`` names this point; a running server
+    can also be told to (``kill``) or to fail here through its fault file (``fault``)."""
     want = os.environ.get(ENV)
     if want and want == f"{op}:{where}":
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FAULT_FILE_ENV):
+        fault(op, where)
 
 
 FAULT_FILE_ENV = "STRATO_FAULT_FILE"

@@ -57,7 +57,13 @@ def _wait_snapshot(srv: Server, snap_id: str, status: str, timeout: float = 60) 
 def test_snapshot_delete_cycles_on_a_running_guest(compute_server: Server, nova: Nova,
                                                    driver: QemuDriver) -> None:
     srv = compute_server
+    quota = f"/os-quota-sets/{nova.project_id}/detail"
+    before = nova.req("GET", quota).json()["quota_set"]["instances"]
     sid = boot_ready(srv, "--image", "strato-guest")
+    running = nova.req("GET", quota).json()["quota_set"]["instances"]
+    # a built server's reservation is committed, not left reserved for ever
+    assert (running["in_use"], running["reserved"]) == (before["in_use"] + 1,
+                                                          before["reserved"])
     disk = f"{sid}_disk"
     start, pid = _depth(srv, "vms", disk), driver.pid(sid)
     for i in range(CYCLES):
@@ -90,6 +96,7 @@ def test_snapshot_delete_cycles_on_a_running_guest(compute_server: Server, nova:
     srv.openstack("image", "delete", keep["id"])  # type: ignore[index]
     assert _depth(srv, "vms", disk) == start
     srv.openstack("server", "delete", "--wait", sid)
+    assert nova.req("GET", quota).json()["quota_set"]["instances"] == before
 
 
 def test_volume_snapshots_of_a_running_guest_deleted_online(

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from strato.storage import open_engine
@@ -257,4 +258,51 @@ def test_image_delete_under_a_running_guest_is_honest(fault_server: Server) -> N
     while _snaps(srv, sid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _snaps(srv, sid) == []
+    srv.openstack("server", "delete", "--wait", sid)
+
+
+def test_strato_killed_mid_online_merge(fault_server: Server) -> None:
+    """strato SIGKILLed at each step of merging a deleted snapshot's layer under the
+    running guest: after the restart the merge is finished (the guest's QEMU went on
+    with its block job), the image delete completes, the chain is back to its depth, and
+    the guest's files read back with the checksums they had (taken inside the guest)."""
+    srv, nova = fault_server, Nova(fault_server)
+    driver = QemuDriver(srv.state / "instances")
+    sid = boot_ready(srv, "--image", "strato-guest")
+    pid = driver.pid(sid)
+    disk = f"{sid}_disk"
+    start = len(_blocks(srv).load("vms", disk)["layers"])
+
+    def sums() -> str:
+        with driver.agent(sid) as ga:
+            return ga.sh("sync; md5sum /mnt/root/data-*").stdout.decode()
+
+    for k, point in enumerate(("job-started", "before-pivot", "job-concluded",
+                               "after-merge")):
+        with driver.agent(sid) as ga:  # data above the snapshot: the commit copies it
+            assert ga.sh(f"dd if=/dev/urandom of=/mnt/root/data-{k} bs=64k count=64 "
+                         "2>/dev/null").exitcode == 0
+        image_id = _create_image(nova, sid)
+        _settled(nova, sid)
+        with driver.agent(sid) as ga:
+            assert ga.sh(f"dd if=/dev/urandom of=/mnt/root/data-{k}b bs=64k count=64 "
+                         "2>/dev/null").exitcode == 0
+        before = sums()
+        _inject(srv, f"kill remove_snap:{point}")
+        try:
+            nova.c.delete(f"/image/v2/images/{image_id}")
+        except httpx.HTTPError:
+            pass  # the server died under the request
+        assert srv.proc is not None and srv.proc.wait(60) == -9, point
+        assert not (srv.state / "fault").exists(), f"{point} never reached"
+        srv.start()
+        nova = Nova(srv)
+        deadline = time.monotonic() + 60
+        while _image_status(nova, image_id) is not None:  # the job finishes the delete
+            assert time.monotonic() < deadline, f"{point}: image never deleted"
+            time.sleep(0.3)
+        meta = _blocks(srv).load("vms", disk)
+        assert not meta["snaps"] and len(meta["layers"]) == start, point
+        assert driver.pid(sid) == pid, f"{point}: the guest stopped"
+        assert sums() == before, f"{point}: the guest's data changed"
     srv.openstack("server", "delete", "--wait", sid)
