@@ -26,6 +26,9 @@ class Holder:
         self.nbd = workdir / "nbd.sock"
         self.qmp = workdir / "store.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        with engine.open(pool, name) as img:
+            #: what the image must read as: the content at open plus every ``fill``
+            self.expect = bytearray(img.read(0, img.size()))
 
     def __enter__(self) -> Holder:
         with self.engine.open(self.pool, self.name) as img:
@@ -67,6 +70,7 @@ class Holder:
     def fill(self, byte: int, offset: int, length: int) -> None:
         """Write ``length`` bytes of ``byte`` at ``offset``, as the guest would."""
         self.io(f"write -P {byte:#x} {offset} {length}")
+        self.expect[offset:offset + length] = bytes([byte]) * length
 
     def read_all(self) -> bytes:
         out = self.nbd.with_name("read.raw")

@@ -491,12 +491,8 @@ def test_snapshots_removed_while_a_qemu_holds_the_image(engine: Engine, tmp_path
 
     size = 16 * MiB
     engine.create("vms", "disk", size)
-    expect = bytearray(size)
     with Holder(engine, "vms", "disk", tmp_path / "holder") as h:
-        def fill(byte: int, offset: int, length: int) -> None:
-            h.fill(byte, offset, length)
-            expect[offset:offset + length] = bytes([byte]) * length
-
+        fill, expect = h.fill, h.expect
         fill(0x01, 0, 4 * MiB)
         start = _layers(engine, "vms", "disk")
         kept: dict[str, str] = {}

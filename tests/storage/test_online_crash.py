@@ -34,12 +34,8 @@ def test_kill_during_online_merge(tmp_path: Path, which: str, point: str) -> Non
     root = tmp_path / "store"
     eng = LocalEngine(root)
     eng.create("vms", "disk", SIZE)
-    expect = bytearray(SIZE)
     with Holder(eng, "vms", "disk", tmp_path / "h") as h:
-        def fill(byte: int, offset: int, length: int) -> None:
-            h.fill(byte, offset, length)
-            expect[offset:offset + length] = bytes([byte]) * length
-
+        fill, expect = h.fill, h.expect
         fill(0x01, 0, 8 * MiB)
         for i in range(3):
             h.snapshot(f"s{i}")
