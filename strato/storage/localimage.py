@@ -839,6 +839,7 @@ def _merge_top(eng: LocalEngine, pool: str, name: str, meta: Meta, snap: dict[st
             crash.point("remove_snap", "before-job")
         sess.commit(job, upper_p, lower_p, before_pivot, lambda: mark(False))
         crash.point("remove_snap", "after-job")
+    fsync_file(lower_p)  # what the job copied must be durable before the top goes
 
 
 def _merge_up(eng: LocalEngine, lower: dict[str, str], upper: dict[str, str]) -> None:
