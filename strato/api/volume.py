@@ -143,7 +143,7 @@ def delete_snapshot(request: Request, project_id: str, snapshot_id: str) -> Resp
 @router.get(P + "/types")
 def list_types(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    return {"volume_types": _api(request).list_types(context(request))}
+    return {"volume_types": _api(request).list_types(context(request), query(request))}
 
 
 @router.get(P + "/os-quota-sets/{target}")
@@ -309,3 +309,19 @@ def delete_attachment(request: Request, project_id: str, attachment_id: str) -> 
     _project(request, project_id)
     _actions(request).delete_attachment(context(request), attachment_id)
     return {"attachments": []}
+
+
+# ------------------------------------------------------------------ private type access
+@router.get(P + "/types/{type_id}/os-volume-type-access")
+def list_type_access(request: Request, project_id: str, type_id: str) -> dict:
+    _project(request, project_id)
+    return {"volume_type_access": _api(request).type_access(context(request), type_id)}
+
+
+@router.post(P + "/types/{type_id}/action", status_code=202)
+async def type_action(request: Request, project_id: str, type_id: str) -> Response:
+    _project(request, project_id)
+    body = await json_body(request)
+    await run_in_threadpool(_api(request).type_access_action, context(request), type_id,
+                            body)
+    return Response(status_code=202)

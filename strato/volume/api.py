@@ -12,7 +12,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import exists, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from strato import events
@@ -27,7 +28,7 @@ from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
 from strato.storage import Engine
 from strato.validation import string_map
-from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
+from strato.volume.models import Attachment, Snapshot, Volume, VolumeType, VolumeTypeProject
 from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
@@ -186,11 +187,18 @@ class VolumeAPI:
             raise NotFound(f"Snapshot {snapshot_id} could not be found.")
         return snap
 
-    def volume_type(self, session: Session, ref: str | None) -> VolumeType:
-        """By id or name; the default type when none is given."""
+    def volume_type(self, session: Session, ref: str | None,
+                    ctx: RequestContext | None = None) -> VolumeType:
+        """By id or name; the default type when none is given.  With ``ctx``, a private
+        type the project has no access to is not found (Cinder's type query)."""
         ref = ref or self.conf.volume.default_volume_type
-        vtype = session.get(VolumeType, ref) or session.scalars(
-            select(VolumeType).where(VolumeType.name == ref)).first()
+        if not isinstance(ref, str):
+            raise BadRequest("Invalid input for field 'volume_type': a string is required.")
+        query = select(VolumeType)
+        if ctx is not None:
+            query = query.where(self.visible_type_clause(ctx))
+        vtype = session.scalars(query.where(VolumeType.id == ref)).first() or session.scalars(
+            query.where(VolumeType.name == ref)).first()
         if vtype is None and ref == "__DEFAULT__":
             vtype = VolumeType(id=DEFAULT_TYPE_ID, name="__DEFAULT__",
                                description="Default Volume Type", extra_specs={})
@@ -234,7 +242,7 @@ class VolumeAPI:
         volume_id = str(uuid.uuid4())
         payload: dict[str, Any] = {"volume_id": volume_id}
         with self.db.session() as session:
-            vtype = self.volume_type(session, ref.get("volume_type"))
+            vtype = self.volume_type(session, ref.get("volume_type"), ctx)
             src_size, bootable = 0, False
             if ref.get("snapshot_id"):
                 snap = self.get_snapshot_row(session, ctx, ref["snapshot_id"])
@@ -538,17 +546,31 @@ class VolumeAPI:
             view["extra_specs"] = dict(t.extra_specs or {})
         return view
 
-    def list_types(self, ctx: RequestContext) -> list[dict]:
+    def list_types(self, ctx: RequestContext, params: dict[str, str] | None = None
+                   ) -> list[dict]:
+        """Cinder's filter: a project sees the public types and the private ones it was
+        given; an admin sees the public ones (``is_public`` absent or true), the private
+        ones (false) or all (``is_public=None``)."""
+        params = params or {}
         with self.db.session() as session:
             self.volume_type(session, None)
-            return [self.type_view(t, ctx) for t in session.scalars(
-                select(VolumeType).order_by(VolumeType.name))]
+            query = select(VolumeType).order_by(VolumeType.name)
+            if ctx.is_admin:
+                wanted = _is_public_filter(params.get("is_public"))
+                if wanted is True:
+                    query = query.where(or_(VolumeType.is_public == true(),
+                                            self._has_access(ctx.project_id)))
+                elif wanted is False:
+                    query = query.where(VolumeType.is_public == False)  # noqa: E712
+            else:
+                query = query.where(self.visible_type_clause(ctx))
+            return [self.type_view(t, ctx) for t in session.scalars(query)]
 
     def show_type(self, ctx: RequestContext, ref: str) -> dict:
         with self.db.session() as session:
             if ref == "default":
                 ref = self.conf.volume.default_volume_type
-            return self.type_view(self.volume_type(session, ref), ctx)
+            return self.type_view(self.volume_type(session, ref, ctx), ctx)
 
     @staticmethod
     def _specs(value: Any) -> dict[str, str]:
@@ -564,7 +586,8 @@ class VolumeAPI:
             raise BadRequest("Volume type name can not be empty.")
         vtype = VolumeType(
             id=str(uuid.uuid4()), name=name, description=_text(ref, "description"),
-            is_public=_flag(ref.get("os-volume-type-access:is_public", True), "is_public"),
+            is_public=_flag(ref.get("os-volume-type-access:is_public",
+                                    ref.get("is_public", True)), "is_public"),
             extra_specs=self._specs(ref.get("extra_specs") or {}))
         with self.db.session() as session:
             if session.scalars(select(VolumeType).where(VolumeType.name == name)).first():
@@ -583,8 +606,10 @@ class VolumeAPI:
                 vtype.name = _text(ref, "name") or vtype.name
             if "description" in ref:
                 vtype.description = _text(ref, "description")
-            if "is_public" in ref:
-                vtype.is_public = _flag(ref["is_public"], "is_public")
+            # Cinder's update takes is_public; the SDK sends the create key.
+            for key in ("is_public", "os-volume-type-access:is_public"):
+                if key in ref:
+                    vtype.is_public = _flag(ref[key], "is_public")
             return self.type_view(vtype, ctx)
 
     def delete_type(self, ctx: RequestContext, type_id: str) -> None:
@@ -596,6 +621,8 @@ class VolumeAPI:
             if session.scalars(select(Volume.id).where(
                     Volume.volume_type_id == vtype.id)).first():
                 raise BadRequest(f"Target volume type {vtype.id} is still in use.")
+            session.execute(sa_delete(VolumeTypeProject).where(
+                VolumeTypeProject.volume_type_id == vtype.id))
             session.delete(vtype)
 
     def extra_specs(self, ctx: RequestContext, type_id: str, body: Any = None,
@@ -604,7 +631,7 @@ class VolumeAPI:
         if body is not None or delete_key is not None:
             self.policy.enforce(ctx, "volume_extension:types_manage", {})
         with self.db.session() as session:
-            vtype = self.volume_type(session, type_id)
+            vtype = self.volume_type(session, type_id, ctx)
             specs = dict(vtype.extra_specs or {})
             if body is not None:
                 ref = body.get("extra_specs") if isinstance(body, dict) else None
@@ -615,6 +642,62 @@ class VolumeAPI:
                 del specs[delete_key]
             vtype.extra_specs = specs
             return specs
+
+    # ------------------------------------------------------------ private type access
+    @staticmethod
+    def _has_access(project_id: str | None) -> Any:
+        return exists().where(VolumeTypeProject.volume_type_id == VolumeType.id,
+                              VolumeTypeProject.project_id == project_id)
+
+    def visible_type_clause(self, ctx: RequestContext) -> Any:
+        """The types ``ctx`` may see and use: all for an admin, else the public ones and
+        the private ones its project was given (Cinder's _volume_type_get_query)."""
+        if ctx.is_admin:
+            return true()
+        return or_(VolumeType.is_public == true(), self._has_access(ctx.project_id))
+
+    def type_access(self, ctx: RequestContext, type_id: str) -> list[dict[str, str]]:
+        """``GET /types/{id}/os-volume-type-access``."""
+        self.policy.enforce(ctx, "volume_extension:volume_type_access:get_all_for_type", {})
+        with self.db.session(readonly=True) as session:
+            vtype = self.volume_type(session, type_id, ctx)
+            if vtype.is_public:
+                raise NotFound("Access list not available for public volume types.")
+            rows = session.scalars(select(VolumeTypeProject).where(
+                VolumeTypeProject.volume_type_id == vtype.id).order_by(
+                VolumeTypeProject.project_id))
+            return [{"volume_type_id": vtype.id, "project_id": r.project_id} for r in rows]
+
+    def type_access_action(self, ctx: RequestContext, type_id: str, body: Any) -> None:
+        """``POST /types/{id}/action``: addProjectAccess / removeProjectAccess."""
+        action = next(iter(body), None) if isinstance(body, dict) and len(body) == 1 \
+            else None
+        if action not in ("addProjectAccess", "removeProjectAccess"):
+            raise BadRequest("There is no such action: the volume type actions are "
+                             "addProjectAccess and removeProjectAccess.")
+        self.policy.enforce(ctx, f"volume_extension:volume_type_access:{action}", {})
+        ref = body[action]
+        project = ref.get("project") if isinstance(ref, dict) else None
+        if not isinstance(ref, dict) or set(ref) != {"project"} or not isinstance(
+                project, str) or not 1 <= len(project) <= 255:
+            raise BadRequest(f"Invalid input for field '{action}': an object with one "
+                             "'project' (a string of 1 to 255 characters) is required.")
+        with self.db.session() as session:
+            vtype = self.volume_type(session, type_id, ctx)
+            row = session.get(VolumeTypeProject, (vtype.id, project))
+            if action == "removeProjectAccess":
+                if row is None:
+                    raise NotFound(f"Volume type access not found for {vtype.id} / "
+                                   f"{project} combination.")
+                session.delete(row)
+                return
+            if vtype.is_public:
+                raise BadRequest("Invalid volume type: Type access modification is not "
+                                 "applicable to public volume type.")
+            if row is not None:
+                raise Conflict(f"Volume type access for {vtype.id} / {project} "
+                               "combination already exists.")
+            session.add(VolumeTypeProject(volume_type_id=vtype.id, project_id=project))
 
     def quota_set(self, ctx: RequestContext, project_id: str, usage: bool) -> dict:
         self.policy.enforce(ctx, "volume_extension:quotas:show", {"project_id": project_id})
@@ -645,6 +728,19 @@ class VolumeAPI:
                     raise BadRequest(f"Quota limit for {resource} must be an integer >= -1.")
                 self.quota.set_limit(session, project_id, resource, value)
         return self.quota_set(ctx, project_id, usage=False)
+
+
+def _is_public_filter(value: str | None) -> bool | None:
+    """Cinder's _parse_is_public: absent is true, "None" is no filter."""
+    if value is None:
+        return True
+    if value.lower() == "none":
+        return None
+    if value.lower() in ("true", "1", "yes", "on", "y", "t"):
+        return True
+    if value.lower() in ("false", "0", "no", "off", "n", "f"):
+        return False
+    raise BadRequest(f"Invalid is_public filter [{value}]")
 
 
 def _truthy(value: str | None) -> bool:

@@ -1,4 +1,4 @@
-"""Volume tables: types, volumes, snapshots, their metadata, attachments."""
+"""Volume tables: types (and who may use a private one), volumes, snapshots, attachments."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ class VolumeType(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     extra_specs: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VolumeTypeProject(Base):
+    """A project's access to a private volume type (Cinder's volume_type_projects)."""
+
+    __tablename__ = "volume_type_projects"
+
+    volume_type_id: Mapped[str] = mapped_column(
+        ForeignKey("volume_types.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
