@@ -399,7 +399,9 @@ class ComputeAPI:
         with self.db.session(readonly=True) as session:
             if params.get("marker"):
                 marker = session.get(Instance, params["marker"])
-                if marker is None:
+                # Looked up as the caller, as Nova does: another project's server is
+                # "not found", not a place to page from (nor a test of its existence).
+                if marker is None or not (admin or marker.project_id == ctx.project_id):
                     raise BadRequest(f"marker [{params['marker']}] not found")
                 query = query.where(_after(column, marker, desc))
             query = query.order_by(column.desc() if desc else column.asc(),
