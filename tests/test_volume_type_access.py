@@ -55,9 +55,9 @@ def test_cli_private_type_access_lifecycle(server: Server,
     assert shown["access_project_ids"] == [b.project_id]
     assert shown["properties"] == {"acme:tier": "gold"}
 
-    # The admin's plain list is Cinder's: public types (and its project's); --private
-    # and is_public=None show the private one.
-    assert name not in {t["Name"] for t in server.openstack_json("volume", "type", "list")}
+    # The admin's list is Cinder's: the client sends is_public=none (every type);
+    # without it, or with is_public=true, the public ones only; --private the private.
+    assert name in {t["Name"] for t in server.openstack_json("volume", "type", "list")}
     assert name in {t["Name"] for t in server.openstack_json("volume", "type", "list",
                                                              "--private")}
     with _admin(server) as admin:
@@ -65,6 +65,7 @@ def test_cli_private_type_access_lifecycle(server: Server,
             "/types", params={"is_public": "None"}).json()["volume_types"]}
         assert name not in {t["name"] for t in admin.get(
             "/types", params={"is_public": "true"}).json()["volume_types"]}
+        assert name not in {t["name"] for t in admin.get("/types").json()["volume_types"]}
 
     # b sees and uses it; c does not see it at all
     assert name in {t["Name"] for t in b.openstack_json("volume", "type", "list")}
@@ -182,3 +183,36 @@ def test_private_type_http(server: Server, tenants: tuple[Tenant, Tenant]) -> No
         r = admin.delete(f"/types/{tid}")
         assert r.status_code == 202, r.text
         assert admin.get(f"/types/{tid}").status_code == 404
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_type_access_on_postgresql(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The access table on PostgreSQL: add, list, a hidden type, remove, cascade."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    from tests.support import free_port
+
+    srv = Server(tmp_path, free_port(), extra_conf={"database": {"connection": db_url}})
+    srv.setup()
+    srv.start()
+    try:
+        other = make_tenant(srv, "pg")
+        with _admin(srv) as admin:
+            tid = admin.post("/types", json={"volume_type": {
+                "name": "pg-private", "os-volume-type-access:is_public": False}}).json()[
+                "volume_type"]["id"]
+            with _cinder(srv, other.token(), other.project_id) as c:
+                assert c.get(f"/types/{tid}").status_code == 404
+                assert admin.post(f"/types/{tid}/action", json={"addProjectAccess": {
+                    "project": other.project_id}}).status_code == 202
+                assert admin.post(f"/types/{tid}/action", json={"addProjectAccess": {
+                    "project": other.project_id}}).status_code == 409
+                assert admin.get(f"/types/{tid}/os-volume-type-access").json()[
+                    "volume_type_access"] == [{"volume_type_id": tid,
+                                               "project_id": other.project_id}]
+                assert c.get(f"/types/{tid}").status_code == 200
+                assert tid in {t["id"] for t in c.get("/types").json()["volume_types"]}
+            assert admin.delete(f"/types/{tid}").status_code == 202
+            assert admin.get(f"/types/{tid}").status_code == 404
+    finally:
+        srv.stop()
