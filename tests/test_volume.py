@@ -430,7 +430,7 @@ def test_concurrent_creates_against_quota_are_exact(quota_server: Server) -> Non
     assert usage["volumes"]["in_use"] == 0 and usage["gigabytes"]["in_use"] == 0
 
 
-def test_failed_create_rolls_the_quota_back(quota_server: Server, tmp_path: Path) -> None:
+def test_failed_create_counts_until_deleted(quota_server: Server, tmp_path: Path) -> None:
     token = quota_server.token()
     with quota_server.client(token) as c:
         project = c.get("/identity/v3/auth/tokens", headers={
@@ -445,10 +445,21 @@ def test_failed_create_rolls_the_quota_back(quota_server: Server, tmp_path: Path
     vol = cinder.create(wait="error", imageRef=image["id"], size=1)
     assert vol["status"] == "error"
     assert f"volume-{vol['id']}" not in blocks.list("volumes")
-    usage = cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
-                         params={"usage": "true"}).json()["quota_set"]
-    assert usage["volumes"]["in_use"] == 0 and usage["volumes"]["reserved"] == 0
+
+    def usage() -> dict:  # type: ignore[type-arg]
+        return cinder.c.get(f"{cinder.base}/os-quota-sets/{project}",
+                            params={"usage": "true"}).json()["quota_set"]["volumes"]
+
+    # As in Cinder, an errored volume counts until it is deleted, and its user learns
+    # why from a message.
+    assert (usage()["in_use"], usage()["reserved"]) == (1, 0)
+    messages = cinder.c.get(f"{cinder.base}/messages", headers={
+        "OpenStack-API-Version": "volume 3.5"}, params={"resource_uuid": vol["id"]}
+                            ).json()["messages"]
+    assert [m["user_message"] for m in messages] == [
+        "copy image to volume:An unknown error occurred."]
     cinder.delete(vol["id"])
+    assert (usage()["in_use"], usage()["reserved"]) == (0, 0)
 
 
 def test_cli_quota_show_and_set(quota_server: Server) -> None:

@@ -20,6 +20,7 @@ from strato import events
 from strato.compute import bdm as bdm_parse
 from strato.compute import listing, states
 from strato.compute.flavors import FlavorAPI
+from strato.compute.keypairs import KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
 from strato.compute.views import Version, flavor_snapshot, iso, server_view
@@ -92,6 +93,7 @@ class ComputeAPI:
         self.volume_actions = VolumeActions(volumes)
         self.base = conf.public_endpoint
         self.flavors = FlavorAPI(db, policy, self.base)
+        self.keypairs = KeyPairs(db)
         c = conf.compute
         self.quota = QuotaEngine({"instances": c.quota_instances, "cores": c.quota_cores,
                                   "ram": c.quota_ram})
@@ -146,6 +148,9 @@ class ComputeAPI:
             if key in ref and str(ref[key]) not in ("1",):
                 raise BadRequest(f"{key} other than 1 is not supported.")
         flavor = self._flavor(ref.get("flavorRef"))
+        key_name = _text(ref, "key_name")
+        if key_name is not None and self.keypairs.get(ctx.user_id, key_name) is None:
+            raise BadRequest("Invalid key_name provided.")
         mappings = bdm_parse.parse(ref.get("block_device_mapping_v2"))
         image_ref = ref.get("imageRef") or ""
         root = next((m for m in mappings if m.boot_index == 0), None)

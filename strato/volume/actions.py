@@ -30,6 +30,32 @@ NOT_COPIED = ("checksum", "container_format", "disk_format", "min_disk", "min_ra
               "image_id", "image_name", "os_hash_algo", "os_hash_value", "virtual_size")
 
 
+def attachment_request(body: Any) -> dict[str, Any]:
+    """``POST /attachments`` as Cinder's API reference gives it: ``volume_uuid``
+    (required), ``instance_uuid``, ``connector`` (an object or null) and ``mode``
+    (``rw``/``ro``, 3.54).  ``volume_id`` is accepted for ``volume_uuid`` (what
+    strato's compute service sends)."""
+    ref = body.get("attachment") if isinstance(body, dict) else None
+    if not isinstance(ref, dict):
+        raise BadRequest("Missing required element 'attachment' in request body.")
+    volume = ref.get("volume_uuid", ref.get("volume_id"))
+    if not isinstance(volume, str) or not volume:
+        raise BadRequest("Invalid input for field 'volume_uuid': a volume id is required.")
+    instance = ref.get("instance_uuid")
+    if instance is not None and (not isinstance(instance, str) or len(instance) > 36):
+        raise BadRequest("Invalid input for field 'instance_uuid': a server id is "
+                         "required.")
+    connector = ref.get("connector")
+    if connector is not None and not isinstance(connector, dict):
+        raise BadRequest("Invalid input for field 'connector': an object is required.")
+    mode = ref.get("mode") or "rw"
+    if mode not in ("rw", "ro"):
+        raise BadRequest(f"Invalid input for field 'mode': {str(mode)[:16]!r} is not one "
+                         "of 'rw', 'ro'.")
+    return {"volume_uuid": volume, "instance_uuid": instance, "connector": connector,
+            "mode": mode}
+
+
 class VolumeActions:
     def __init__(self, api: VolumeAPI) -> None:
         self.api = api
@@ -116,7 +142,8 @@ class VolumeActions:
             self._transition(session, vol, allowed, "extending", "extend")
             enqueue(session, "volume.extend", {
                 "volume_id": volume_id, "new_size": new_size, "reservations": reservations,
-                "previous": previous}, target=self.api.target_of(vol.host), max_attempts=3)
+                "previous": previous, "request_id": ctx.request_id},
+                target=self.api.target_of(vol.host), max_attempts=3)
 
     # ------------------------------------------------------------ upload to image
     def _os_volume_upload_image(self, ctx: RequestContext, volume_id: str, args: Any,
@@ -153,8 +180,8 @@ class VolumeActions:
             crash.point("upload-image", "before-job")
             enqueue(session, "volume.upload_image", {
                 "volume_id": volume_id, "image_id": image["id"], "previous": status,
-                "disk_format": disk_format}, target=self.api.target_of(vol.host),
-                max_attempts=3)
+                "disk_format": disk_format, "request_id": ctx.request_id},
+                target=self.api.target_of(vol.host), max_attempts=3)
         return {"os-volume_upload_image": {
             "id": volume_id, "updated_at": image["updated_at"], "status": "uploading",
             "display_description": None, "size": size, "volume_type": None,
@@ -310,24 +337,22 @@ class VolumeActions:
                           session: Any = None) -> dict[str, Any]:
         """``session``: in the caller's transaction (compute reserves a volume in the
         transaction that records the server or the attachment and its job)."""
-        ref = body.get("attachment") if isinstance(body, dict) else None
-        if not isinstance(ref, dict) or not isinstance(ref.get("volume_id"), str):
-            raise BadRequest("Missing required element 'attachment' with a volume_id.")
-        mode = ref.get("mode", "rw")
-        if mode not in ("rw", "ro"):
-            raise BadRequest(f"Invalid attach mode {mode!r}.")
+        ref = attachment_request(body)
+        mode = ref["mode"]
         if session is None:
             with self.db.session() as own:
                 return self.create_attachment(ctx, body, own)
-        vol = self._load(session, ctx, ref["volume_id"])
+        vol = self._load(session, ctx, ref["volume_uuid"])
         allowed = ("available", "in-use") if vol.multiattach else ("available",)
-        connector = ref.get("connector")
+        connector = ref["connector"]
         new = "attaching" if connector else "reserved"
         self._transition(session, vol, allowed, new, "attachment create")
         row = Attachment(id=str(uuid.uuid4()), volume_id=vol.id,
                          instance_uuid=ref.get("instance_uuid"),
                          attach_status="attaching" if connector else "reserved",
                          attach_mode=mode, connector=connector or {},
+                         attached_host=_text(connector, "host") if connector else None,
+                         mountpoint=_text(connector, "mountpoint") if connector else None,
                          connection_info=self.connection_info(vol) if connector else {})
         session.add(row)
         session.flush()

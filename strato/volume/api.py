@@ -28,6 +28,7 @@ from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
 from strato.storage import Engine
 from strato.validation import string_map
+from strato.volume.messages import UserMessages
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType, VolumeTypeProject
 from strato.volume.scheduler import Backend
 
@@ -37,6 +38,7 @@ NAME_MAX = 255
 # retries it.
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing",
              "error_deleting")
+SNAPSHOT_DELETABLE = ("available", "error", "error_deleting")
 # Core image attributes a volume keeps in volume_image_metadata, besides properties.
 IMAGE_CORE = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
 
@@ -98,6 +100,8 @@ class VolumeAPI:
         v = conf.volume
         self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
                                   "gigabytes": v.quota_gigabytes})
+        # User messages: asynchronous failures, for this service and any other to record.
+        self.messages = UserMessages(db, policy, v.message_ttl, conf.public_endpoint)
 
     def host_of(self, backend: str) -> str:
         """Cinder's ``host@backend#pool``."""
@@ -240,7 +244,7 @@ class VolumeAPI:
             raise BadRequest(f"Availability zone '{zone}' is invalid.")
         multiattach = _flag(ref.get("multiattach", False), "multiattach")
         volume_id = str(uuid.uuid4())
-        payload: dict[str, Any] = {"volume_id": volume_id}
+        payload: dict[str, Any] = {"volume_id": volume_id, "request_id": ctx.request_id}
         with self.db.session() as session:
             vtype = self.volume_type(session, ref.get("volume_type"), ctx)
             src_size, bootable = 0, False
@@ -375,9 +379,12 @@ class VolumeAPI:
                                  f"volume transfer (status {vol.status}).")
             snaps = session.scalar(select(func.count()).select_from(Snapshot).where(
                 Snapshot.volume_id == volume_id))
-            if snaps:
+            if snaps and not cascade:
                 raise BadRequest(f"Invalid volume: Volume {volume_id} still has {snaps} "
                                  "dependent snapshots.")
+            if snaps:
+                self._cascade_snapshots(session, volume_id)
+            previous = vol.status
             if not self.set_status(session, Volume, volume_id, vol.status, "deleting"):
                 raise BadRequest(f"Volume {volume_id} changed state; try again.")
             if vol.host is None:  # never placed: nothing in any store
@@ -387,9 +394,21 @@ class VolumeAPI:
                                        volume_deltas(type_name(session, vol), vol.size))
                 events.emit(session, "volume", "volume.delete.end", volume_id, vol.project_id)
                 return
-            enqueue(session, "volume.delete", {"volume_id": volume_id},
-                    target=self.target_of(vol.host), max_attempts=3)
+            enqueue(session, "volume.delete", {
+                "volume_id": volume_id, "cascade": bool(snaps), "previous": previous,
+                "request_id": ctx.request_id}, target=self.target_of(vol.host),
+                max_attempts=3)
             events.emit(session, "volume", "volume.delete.start", volume_id, vol.project_id)
+
+    def _cascade_snapshots(self, session: Session, volume_id: str) -> None:
+        """``cascade=true``: every snapshot of the volume goes ``deleting`` with it (the
+        volume's delete job removes them first); one that is busy refuses the request."""
+        for snap in session.scalars(select(Snapshot).where(Snapshot.volume_id == volume_id)):
+            if snap.status not in SNAPSHOT_DELETABLE or not self.set_status(
+                    session, Snapshot, snap.id, snap.status, "deleting"):
+                raise BadRequest(f"Invalid volume: Snapshot {snap.id} of volume {volume_id} "
+                                 f"must be available or error to be deleted with it "
+                                 f"(status {snap.status}).")
 
     @staticmethod
     def set_status(session: Session, model: type, row_id: str, expected: str, new: str,
@@ -474,7 +493,8 @@ class VolumeAPI:
                             image_metadata={})
             session.add(snap)
             if not taken_by_compute:
-                enqueue(session, "snapshot.create", {"snapshot_id": snap.id},
+                enqueue(session, "snapshot.create", {"snapshot_id": snap.id,
+                                                     "request_id": ctx.request_id},
                         target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "snapshot.create.start", snap.id, vol.project_id,
                         volume_id=volume_id)
@@ -525,13 +545,14 @@ class VolumeAPI:
         with self.db.session() as session:
             snap = self.get_snapshot_row(session, ctx, snapshot_id)
             self.policy.enforce(ctx, "volume:delete_snapshot", {"project_id": snap.project_id})
-            if snap.status not in ("available", "error", "error_deleting"):
+            if snap.status not in SNAPSHOT_DELETABLE:
                 raise BadRequest(f"Invalid snapshot: Snapshot status must be available or "
                                  f"error (status {snap.status}).")
             if not self.set_status(session, Snapshot, snapshot_id, snap.status, "deleting"):
                 raise BadRequest(f"Snapshot {snapshot_id} changed state; try again.")
             vol = session.get(Volume, snap.volume_id)
-            enqueue(session, "snapshot.delete", {"snapshot_id": snapshot_id},
+            enqueue(session, "snapshot.delete", {"snapshot_id": snapshot_id,
+                                                 "request_id": ctx.request_id},
                     target=self.target_of(vol.host), max_attempts=3)
             events.emit(session, "volume", "snapshot.delete.start", snapshot_id,
                         snap.project_id)

@@ -298,6 +298,20 @@ class RBDDriver:
                 crash.fault("snapshot.delete", "after-unprotect")
             image.remove_snap(snap)
 
+    def snapshot_has_clones(self, volume_id: str, snapshot_id: str) -> bool:
+        """Whether clones (volumes, or a deleted clone kept as ``.deleted`` for its own
+        clones) still need the snapshot: what makes its delete refused (SnapshotIsBusy),
+        asked before anything is touched."""
+        name, snap = volume_name(volume_id), snapshot_name(snapshot_id)
+        for candidate in (name, f"{name}.deleted"):
+            try:
+                with self.engine.open(self.opt.pool, candidate, snapshot=snap,
+                                      read_only=True) as image:
+                    return bool(image.list_children())
+            except errors.ImageNotFound:  # SnapshotNotFound too: nothing needs it
+                continue
+        return False
+
     def snapshot_exists(self, volume_id: str, snapshot_id: str) -> bool:
         """The snapshot's data is in the store (on the volume or its ``.deleted`` self)."""
         for name in (volume_name(volume_id), f"{volume_name(volume_id)}.deleted"):

@@ -18,9 +18,10 @@ from strato import events
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.storage import crash, same_cluster
-from strato.storage.errors import ImageBusy
+from strato.storage.errors import ImageBusy, NoSpace
 from strato.volume.api import IMAGE_CORE, snapshot_deltas, type_name, volume_deltas
 from strato.volume.driver import ParentNotReleased, SnapshotIsBusy, VolumeIsBusy
+from strato.volume.messages import Action, Detail, Resource
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType
 from strato.volume.scheduler import BackendState, NoValidBackend, Request, choose
 
@@ -46,16 +47,23 @@ def _driver(ctx: JobContext) -> Any:
     return ctx.services.volume_drivers[ctx.target.split(":", 1)[1]]
 
 
-def _fail_create(services: Any, volume_id: str, status: str, reason: str) -> None:
-    """The create failed: ``error`` with the reason, the quota reservation released."""
+def _fail_create(services: Any, volume_id: str, status: str, reason: str,
+                 action: tuple[str, str], request_id: str | None,
+                 exception: BaseException | None = None,
+                 detail: tuple[str, str] | None = None) -> None:
+    """The create failed: ``error`` with the reason and a user message.  The volume
+    keeps counting against the quota until it is deleted, as in Cinder: its
+    reservation is committed, not released, so errors cannot pile up past the limit."""
     api = services.volume
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
         if vol is None:
             return
-        api.quota.rollback(session, list(vol.reservations or []))
+        api.quota.commit(session, list(vol.reservations or []))
         api.set_status(session, Volume, volume_id, status, "error", fault=reason,
-                       reservations=[])
+                       reservations=[], quota_committed=True)
+        api.messages.record(session, vol.project_id, action, resource_uuid=volume_id,
+                            exception=exception, detail=detail, request_id=request_id)
         events.emit(session, "volume", "volume.create.error", volume_id, vol.project_id,
                     error=reason)
 
@@ -87,13 +95,14 @@ def schedule_volume(ctx: JobContext) -> dict[str, Any]:
                                  "allocated_capacity_weight_multiplier":
                                      conf.allocated_capacity_weight_multiplier})
         except NoValidBackend as exc:
-            reason = str(exc)
+            reason, failure = str(exc), exc
         else:
             vol.host = api.host_of(backend.name)
             enqueue(session, "volume.create", dict(ctx.payload),
                     target=f"volume:{backend.name}", max_attempts=3)
             return {"backend": backend.name}
-    _fail_create(services, volume_id, "creating", reason)
+    _fail_create(services, volume_id, "creating", reason, Action.SCHEDULE_ALLOCATE_VOLUME,
+                 ctx.payload.get("request_id"), exception=failure)
     return {"error": reason}
 
 
@@ -134,7 +143,13 @@ def create_volume(ctx: JobContext) -> dict[str, Any]:
         LOG.warning("volume %s: create failed: %s", volume_id, exc)
         if driver.exists(volume_id):
             driver.delete_volume(volume_id)
-        _fail_create(services, volume_id, "creating", f"{type(exc).__name__}: {exc}")
+        if source == "image":  # Cinder's messages for a failed download or conversion
+            action = Action.COPY_IMAGE_TO_VOLUME
+            detail = Detail.NOT_ENOUGH_SPACE_FOR_IMAGE if isinstance(exc, NoSpace) else None
+        else:
+            action, detail = Action.CREATE_VOLUME_FROM_BACKEND, Detail.DRIVER_FAILED_CREATE
+        _fail_create(services, volume_id, "creating", f"{type(exc).__name__}: {exc}",
+                     action, ctx.payload.get("request_id"), exception=exc, detail=detail)
         return {"error": str(exc)}
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
@@ -182,6 +197,10 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
         if vol is None or vol.status != "deleting":
             return {"skipped": vol.status if vol else "gone"}
         project_id = vol.project_id
+    if ctx.payload.get("cascade"):
+        refused = _cascade_snapshots(ctx, driver, volume_id)
+        if refused is not None:
+            return refused
     if "parent" not in ctx.progress:  # a retry after the volume went still releases it
         parent = driver.parent_of(volume_id)
         ctx.checkpoint(parent=list(parent) if parent else None)
@@ -232,6 +251,82 @@ def delete_volume(ctx: JobContext) -> dict[str, Any]:
     return {"deleted": volume_id, **({"left_behind": list(left)} if left else {})}
 
 
+def _cascade_snapshots(ctx: JobContext, driver: Any, volume_id: str) -> dict[str, Any] | None:
+    """Cinder's cascade delete: the volume's snapshots (each ``deleting`` since the
+    request) go before the volume.  Clones that still need one of them fail the whole
+    delete before anything is touched: the snapshots back to ``available``, the volume
+    back to the status it had, and user messages on the busy snapshots and on the
+    volume.  A store error on a snapshot leaves it and the volume ``error_deleting``
+    (a second cascade delete retries), the others ``available``.  None: all gone."""
+    services, api = ctx.services, ctx.services.volume
+    request_id = ctx.payload.get("request_id")
+    with services.db.session(readonly=True) as session:
+        snaps = {s.id: s.status for s in session.scalars(select(Snapshot).where(
+            Snapshot.volume_id == volume_id))}
+    stray = [sid for sid, status in snaps.items() if status != "deleting"]
+    busy = [sid for sid in snaps if sid not in stray
+            and driver.snapshot_has_clones(volume_id, sid)]
+    if stray or busy:
+        why = SnapshotIsBusy(f"snapshots {', '.join(busy)} have dependent volumes") \
+            if busy else None
+        _abort_cascade(ctx, volume_id, busy, why, f"cascade delete refused: snapshots "
+                       f"{', '.join(busy or stray)} "
+                       f"{'have dependent volumes' if busy else 'are not deleting'}")
+        return {"busy": busy} if busy else {"error": f"snapshots {stray} not deleting"}
+    for sid in sorted(snaps):
+        try:
+            driver.delete_snapshot(volume_id, sid)
+        except SnapshotIsBusy as exc:  # a clone came after the check: nothing else lost
+            _abort_cascade(ctx, volume_id, [sid], exc, f"cascade delete refused: {exc}")
+            return {"busy": [sid]}
+        except Exception as exc:
+            if not driver.snapshot_exists(volume_id, sid):
+                raise  # gone from the store: the job's retry carries on
+            LOG.warning("volume %s: cascade delete of snapshot %s failed: %s", volume_id,
+                        sid, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            with services.db.session() as session:
+                api.set_status(session, Snapshot, sid, "deleting", "error_deleting",
+                               fault=reason)
+                _snapshot_delete_message(api, session, sid, exc, request_id)
+                for other in snaps:
+                    if other != sid:
+                        api.set_status(session, Snapshot, other, "deleting", "available")
+                vol = session.get(Volume, volume_id)
+                api.set_status(session, Volume, volume_id, "deleting", "error_deleting",
+                               fault=f"cascade delete: snapshot {sid}: {reason}")
+                api.messages.record(session, vol.project_id, Action.SNAPSHOT_DELETE,
+                                    resource_uuid=volume_id, request_id=request_id,
+                                    detail=Detail.SNAPSHOT_DELETE_ERROR)
+                events.emit(session, "volume", "volume.delete.error", volume_id,
+                            vol.project_id, error=reason)
+            return {"error": str(exc)}
+        _forget_snapshot(services, sid)
+    return None
+
+
+def _abort_cascade(ctx: JobContext, volume_id: str, busy: list[str],
+                   exc: BaseException | None, reason: str) -> None:
+    """Nothing was touched: every snapshot still ``deleting`` and the volume go back."""
+    services, api = ctx.services, ctx.services.volume
+    request_id = ctx.payload.get("request_id")
+    with services.db.session() as session:
+        vol = session.get(Volume, volume_id)
+        for snap in session.scalars(select(Snapshot).where(Snapshot.volume_id == volume_id,
+                                                           Snapshot.status == "deleting")):
+            api.set_status(session, Snapshot, snap.id, "deleting", "available",
+                           fault=reason if snap.id in busy else None)
+        for sid in busy:
+            _snapshot_delete_message(api, session, sid, exc, request_id)
+        api.set_status(session, Volume, volume_id, "deleting",
+                       ctx.payload.get("previous") or "available", fault=reason)
+        api.messages.record(session, vol.project_id, Action.SNAPSHOT_DELETE,
+                            resource_uuid=volume_id, exception=exc, request_id=request_id,
+                            detail=None if busy else Detail.SNAPSHOT_DELETE_ERROR)
+        events.emit(session, "volume", "volume.delete.error", volume_id, vol.project_id,
+                    error=reason)
+
+
 @handler("volume.release")
 def release_volume_parent(ctx: JobContext) -> dict[str, Any]:
     """What a deleted volume held on its parent, released once nothing stops it."""
@@ -263,14 +358,17 @@ def create_snapshot(ctx: JobContext) -> dict[str, Any]:
         return {"assisted": host}
 
     return finish_snapshot(services, _driver(ctx), snapshot_id,
-                           on_busy=hand_to_compute if host and instance_id else None)
+                           on_busy=hand_to_compute if host and instance_id else None,
+                           request_id=ctx.payload.get("request_id"))
 
 
 def finish_snapshot(services: Any, driver: Any, snapshot_id: str,
-                    on_busy: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+                    on_busy: Callable[[], dict[str, Any]] | None = None,
+                    request_id: str | None = None) -> dict[str, Any]:
     """Snapshot (or, when compute already took it, just protect) and make it available;
-    on failure the snapshot goes to ``error`` with its quota given back.  ``on_busy``:
-    what to do instead when the volume is busy in a running guest (hand it over)."""
+    on failure the snapshot goes to ``error`` (still counted against the quota until
+    deleted) with a user message.  ``on_busy``: what to do instead when the volume is
+    busy in a running guest (hand it over)."""
     api = services.volume
     with services.db.session(readonly=True) as session:
         snap = session.get(Snapshot, snapshot_id)
@@ -285,7 +383,7 @@ def finish_snapshot(services: Any, driver: Any, snapshot_id: str,
         if on_busy is not None and isinstance(exc, ImageBusy):
             return on_busy()
         LOG.warning("snapshot %s: create failed: %s", snapshot_id, exc)
-        fail_snapshot(services, snapshot_id, str(exc))
+        fail_snapshot(services, snapshot_id, str(exc), notify=True, request_id=request_id)
         return {"error": str(exc)}
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
@@ -297,16 +395,25 @@ def finish_snapshot(services: Any, driver: Any, snapshot_id: str,
     return {"snapshot_id": snapshot_id}
 
 
-def fail_snapshot(services: Any, snapshot_id: str, reason: str) -> None:
-    """A snapshot still ``creating`` goes to ``error``, its quota reservation back."""
+def fail_snapshot(services: Any, snapshot_id: str, reason: str, notify: bool = False,
+                  request_id: str | None = None) -> None:
+    """A snapshot still ``creating`` goes to ``error``; like an errored volume it counts
+    against the quota until deleted (Cinder commits a snapshot's quota at once).
+    ``notify``: the user asked for this snapshot, so the failure gets a user message
+    (a caller that removes the snapshot itself reports its own failure)."""
     api = services.volume
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
         if snap is None or snap.status != "creating":
             return
-        api.quota.rollback(session, list(snap.reservations or []))
+        api.quota.commit(session, list(snap.reservations or []))
         api.set_status(session, Snapshot, snapshot_id, "creating", "error", fault=reason,
-                       reservations=[])
+                       reservations=[], quota_committed=True)
+        if notify:
+            api.messages.record(session, snap.project_id, Action.SNAPSHOT_CREATE,
+                                resource_type=Resource.VOLUME_SNAPSHOT,
+                                resource_uuid=snapshot_id,
+                                detail=Detail.SNAPSHOT_CREATE_ERROR, request_id=request_id)
 
 
 @handler("snapshot.delete")
@@ -321,34 +428,57 @@ def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
         if snap is None or snap.status != "deleting":
             return {"skipped": snap.status if snap else "gone"}
         volume_id = snap.volume_id
+    request_id = ctx.payload.get("request_id")
     crash.fault("snapshot.delete", "before-store")
     try:
         driver.delete_snapshot(volume_id, snapshot_id)
     except SnapshotIsBusy as exc:
         with services.db.session() as session:
-            api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
-                           fault=str(exc))
+            if api.set_status(session, Snapshot, snapshot_id, "deleting", "available",
+                              fault=str(exc)):
+                _snapshot_delete_message(api, session, snapshot_id, exc, request_id)
         return {"busy": str(exc)}
     except Exception as exc:
         if not driver.snapshot_exists(volume_id, snapshot_id):
             raise  # gone from the store: the job's retry removes the record
         LOG.warning("snapshot %s: delete failed: %s", snapshot_id, exc)
         with services.db.session() as session:
-            api.set_status(session, Snapshot, snapshot_id, "deleting", "error_deleting",
-                           fault=f"{type(exc).__name__}: {exc}")
+            if api.set_status(session, Snapshot, snapshot_id, "deleting", "error_deleting",
+                              fault=f"{type(exc).__name__}: {exc}"):
+                _snapshot_delete_message(api, session, snapshot_id, exc, request_id)
         return {"error": str(exc)}
     crash.fault("snapshot.delete", "before-record")
+    if not _forget_snapshot(services, snapshot_id):
+        return {"skipped": "gone"}
+    return {"deleted": snapshot_id}
+
+
+def _snapshot_delete_message(api: Any, session: Any, snapshot_id: str,
+                             exc: BaseException | None, request_id: str | None) -> None:
+    """Cinder's message for a refused (busy) or failed snapshot delete."""
+    snap = session.get(Snapshot, snapshot_id)
+    api.messages.record(session, snap.project_id, Action.SNAPSHOT_DELETE,
+                        resource_type=Resource.VOLUME_SNAPSHOT, resource_uuid=snapshot_id,
+                        exception=exc, request_id=request_id,
+                        detail=None if isinstance(exc, SnapshotIsBusy)
+                        else Detail.SNAPSHOT_DELETE_ERROR)
+
+
+def _forget_snapshot(services: Any, snapshot_id: str) -> bool:
+    """The record of a snapshot gone from the store goes, its quota released; False
+    when it was already gone."""
+    api = services.volume
     with services.db.session() as session:
         snap = session.get(Snapshot, snapshot_id)
         if snap is None:
-            return {"skipped": "gone"}
+            return False
         if snap.quota_committed:
             vol = session.get(Volume, snap.volume_id)
             api.quota.release(session, snap.project_id,
                               snapshot_deltas(type_name(session, vol), snap.size))
         session.delete(snap)
         events.emit(session, "volume", "snapshot.delete.end", snapshot_id, snap.project_id)
-    return {"deleted": snapshot_id}
+    return True
 
 
 @handler("volume.extend")
@@ -364,8 +494,12 @@ def extend_volume(ctx: JobContext) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         with services.db.session() as session:
             api.quota.rollback(session, p["reservations"])
-            api.set_status(session, Volume, volume_id, "extending", "error_extending",
-                           fault=str(exc))
+            if api.set_status(session, Volume, volume_id, "extending", "error_extending",
+                              fault=str(exc)):
+                api.messages.record(session, vol.project_id, Action.EXTEND_VOLUME,
+                                    resource_uuid=volume_id, exception=exc,
+                                    detail=Detail.DRIVER_FAILED_EXTEND,
+                                    request_id=p.get("request_id"))
         return {"error": str(exc)}
     with services.db.session() as session:
         api.quota.commit(session, p["reservations"])
@@ -442,13 +576,20 @@ def upload_to_image(ctx: JobContext) -> dict[str, Any]:
             img = session.get(Image, image_id)
             if img is not None and img.status in ("queued", "saving"):
                 session.delete(img)
-        _finish_upload(services, volume_id, p["previous"], str(exc))
+        _finish_upload(services, volume_id, p["previous"], str(exc), p.get("request_id"))
         return {"error": str(exc)}
     _finish_upload(services, volume_id, p["previous"], None)
     return {"image_id": image_id}
 
 
-def _finish_upload(services: Any, volume_id: str, previous: str, error: str | None) -> None:
+def _finish_upload(services: Any, volume_id: str, previous: str, error: str | None,
+                   request_id: str | None = None) -> None:
+    """The volume back to where it was; a failure gets Cinder's user message."""
     with services.db.session() as session:
-        services.volume.set_status(session, Volume, volume_id, "uploading", previous,
-                                   fault=error)
+        if services.volume.set_status(session, Volume, volume_id, "uploading", previous,
+                                      fault=error) and error is not None:
+            vol = session.get(Volume, volume_id)
+            services.volume.messages.record(
+                session, vol.project_id, Action.COPY_VOLUME_TO_IMAGE,
+                resource_uuid=volume_id, detail=Detail.FAILED_TO_UPLOAD_VOLUME,
+                request_id=request_id)
