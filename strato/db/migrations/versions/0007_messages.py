@@ -1,7 +1,7 @@
 """Cinder's user messages.
 
-Revision ID: 0006_messages
-Revises: 0005
+Revision ID: 0007_messages
+Revises: 0006_type_access
 Create Date: 2026-12-01
 """
 
