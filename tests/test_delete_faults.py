@@ -224,8 +224,9 @@ def test_volume_delete_fault(cloud: Cloud, point: str, how: str) -> None:
     vol = cloud.volume(source_volid=src)  # a clone: holds src@volume-<vol>.clone_snap
     assert cloud.snaps_of(src) == [f"volume-{vol}.clone_snap"]
     cloud.inject(how, f"volume.delete:{point}")
-    r = cloud.c.delete(f"{cloud.vbase}/volumes/{vol}")
-    assert r.status_code == 202, r.text
+    r = cloud.request("DELETE", f"{cloud.vbase}/volumes/{vol}")
+    # a kill can come from the worker before the 202 is on the wire: accepted all the same
+    assert (r is None and how == "kill") or (r is not None and r.status_code == 202), r
     assert cloud.until(cloud.consumed), "the fault point was never reached"
     if how == "kill":
         cloud.restart_after_kill()
@@ -251,8 +252,9 @@ def test_snapshot_delete_fault(cloud: Cloud, point: str, how: str) -> None:
     vol = cloud.volume(size=1)
     snap = cloud.snapshot(vol)
     cloud.inject(how, f"snapshot.delete:{point}")
-    r = cloud.c.delete(f"{cloud.vbase}/snapshots/{snap}")
-    assert r.status_code == 202, r.text
+    r = cloud.request("DELETE", f"{cloud.vbase}/snapshots/{snap}")
+    # a kill can come from the worker before the 202 is on the wire: accepted all the same
+    assert (r is None and how == "kill") or (r is not None and r.status_code == 202), r
     assert cloud.until(cloud.consumed), "the fault point was never reached"
     if how == "kill":
         cloud.restart_after_kill()
