@@ -31,7 +31,7 @@ from strato.image.api import ImageAPI
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
-from strato.validation import string_map
+from strato.validation import string_map, text
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
@@ -66,14 +66,8 @@ def ctx_from(payload: dict[str, Any]) -> RequestContext:
 
 def _text(ref: dict[str, Any], key: str, required: bool = False,
           maximum: int = 255) -> str | None:
-    value = ref.get(key)
-    if value is None:
-        if required:
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: None.")
-        return None
-    if not isinstance(value, str) or len(value) > maximum or (required and not value.strip()):
-        raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
-    return value
+    """A string field: the message names the field and the limit, never the value."""
+    return text(ref.get(key), key, maximum=maximum, required=required)
 
 
 def mac_of(instance_id: str) -> str:
