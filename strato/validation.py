@@ -111,8 +111,15 @@ class Schema:
     def wrong_type(self, value: Any, path: str) -> BadRequest:
         return invalid(path, f"expected {self.describe()}, got {kind_of(value)}")
 
+    kinds: tuple[type, ...] = (object,)
 
-@dataclass
+    def takes(self, value: Any) -> bool:
+        """Is ``value`` of a JSON type this schema is about (whatever its content)?"""
+        return isinstance(value, self.kinds) and not (
+            isinstance(value, bool) and bool not in self.kinds and int in self.kinds)
+
+
+@dataclass(frozen=True)
 class AnyValue(Schema):
     nullable: bool = True
 
@@ -126,7 +133,7 @@ class AnyValue(Schema):
 ANY = AnyValue()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Str(Schema):
     """A string of ``min``-``max`` characters (``max``: the column's length)."""
 
@@ -135,6 +142,7 @@ class Str(Schema):
     nullable: bool = False
     enum: tuple[str, ...] | None = None
     strip: bool = False  # ``min`` counts characters after stripping whitespace
+    kinds = (str,)
 
     def describe(self) -> str:
         if self.enum:
@@ -158,7 +166,7 @@ class Str(Schema):
                           + (" (not counting surrounding spaces)" if self.strip else ""))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Int(Schema):
     """An integer in [``min``, ``max``]; ``strings`` also takes one written as a string
     (the SDK sends ``boot_index`` and ``volume_size`` so)."""
@@ -167,6 +175,7 @@ class Int(Schema):
     max: int = INT32_MAX
     nullable: bool = False
     strings: bool = False
+    kinds = (int, str)
 
     def describe(self) -> str:
         what = "an integer" + (" (or a string of one)" if self.strings else "")
@@ -189,7 +198,7 @@ class Int(Schema):
             raise invalid(path, f"{show(number, 24)} is out of range: {self.describe()}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Num(Schema):
     """A finite number in [``min``, ``max``] (a float column)."""
 
@@ -197,6 +206,7 @@ class Num(Schema):
     max: float = 3.4e38
     nullable: bool = False
     strings: bool = False
+    kinds = (int, float, str)
 
     def describe(self) -> str:
         return f"a number from {self.min:g} to {self.max:g}"
@@ -217,13 +227,14 @@ _TRUE = ("true", "1", "yes", "on", "t", "y")
 _FALSE = ("false", "0", "no", "off", "f", "n")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bool(Schema):
     """A boolean; ``strings`` also takes "true"/"false" and the like (Cinder's
     ``is_public``, ``force``)."""
 
     nullable: bool = False
     strings: bool = False
+    kinds = (bool, str)
 
     def describe(self) -> str:
         return "a boolean" + (" (or a string of one)" if self.strings else "")
@@ -237,11 +248,12 @@ class Bool(Schema):
         raise self.wrong_type(value, path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Arr(Schema):
     items: Schema = ANY
     max_items: int = 1000
     nullable: bool = False
+    kinds = (list,)
 
     def describe(self) -> str:
         return "a list"
@@ -256,7 +268,7 @@ class Arr(Schema):
             self.items(item, _join(path, n))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Obj(Schema):
     """An object: ``props`` checks the keys it names; others are checked by ``extra``
     (``None``: not allowed). ``required`` keys must be present."""
@@ -267,6 +279,7 @@ class Obj(Schema):
     nullable: bool = False
     max_key: int = MAX_KEY
     max_props: int = 1000
+    kinds = (dict,)
 
     def describe(self) -> str:
         return "an object"
@@ -292,7 +305,7 @@ class Obj(Schema):
             schema(item, _join(path, key))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Map(Schema):
     """Metadata or extra specs: string keys of 1-255 characters, string values of at
     most 255 (``numbers``: numbers too, as Nova's flavor extra specs take)."""
@@ -300,6 +313,7 @@ class Map(Schema):
     numbers: bool = False
     nullable: bool = False
     max_items: int = 1000
+    kinds = (dict,)
 
     def describe(self) -> str:
         return (f"an object of string keys (1-{MAX_KEY} characters) and "
@@ -312,7 +326,7 @@ class Map(Schema):
             raise invalid(path, f"at most {self.max_items} items are allowed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OneOf(Schema):
     options: tuple[Schema, ...] = ()
     nullable: bool = False
@@ -328,8 +342,8 @@ class OneOf(Schema):
                 return
             except BadRequest as exc:
                 errors.append(exc)
-        # the option of the value's own type says it best; else list them all
-        typed = [e for e in errors if ", got " + kind_of(value) not in e.message]
+        # the option for the value's own type says best what is wrong; else list them
+        typed = [e for o, e in zip(self.options, errors, strict=True) if o.takes(value)]
         raise typed[0] if len(typed) == 1 else self.wrong_type(value, path)
 
 
@@ -337,7 +351,7 @@ def one_of(*options: Schema, nullable: bool = False) -> OneOf:
     return OneOf(options, nullable)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Action(Schema):
     """An action body: an object of exactly one key, the action, whose value the
     action's schema checks. An unknown action is the service's to refuse."""
@@ -356,7 +370,7 @@ class Action(Schema):
             schema(args, _join(path, name))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Custom(Schema):
     """A check written as a function, for the odd shape (Glance's JSON patch)."""
 
@@ -371,10 +385,12 @@ class Custom(Schema):
 
 
 def validate(schema: Schema | None, value: Any) -> Any:
-    """``value`` if it keeps the limits of any body and ``schema``; 400 otherwise."""
-    check_json(value)
+    """``value`` if it keeps ``schema`` and the limits of any body; 400 otherwise. The
+    schema goes first, so its message names the field; it recurses only as deep as the
+    schema itself, never as deep as the value."""
     if schema is not None:
         schema(value, "")
+    check_json(value)
     return value
 
 
