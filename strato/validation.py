@@ -33,7 +33,7 @@ MAX_KEY = MAX_VALUE = 255
 INT32_MAX = 2**31 - 1  # an Integer column (PostgreSQL's integer)
 INT64_MAX = 2**63 - 1  # a BigInteger column
 MAX_DEPTH = 32  # no request of any API nests deeper; json.loads recurses per level
-_DIGITS = re.compile(r"^\s*[-+]?\d{1,20}\s*$")
+_DIGITS = re.compile(r"^\s*[-+]?[0-9]{1,20}\s*$")
 
 
 def show(value: Any, limit: int = 40) -> str:
@@ -412,6 +412,15 @@ def string_map(value: Any, field: str, *, numbers: bool = False) -> dict[str, st
                          f"{'string or number' if numbers else 'string'} values "
                          f"(at most {MAX_VALUE}).")
     return {k: str(v) for k, v in value.items()}
+
+
+def query_int(key: str, value: str, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    """An integer query parameter (``limit``, ``size_min``, ``minRam``...): ASCII digits
+    in [``minimum``, ``maximum``], else 400 naming the parameter."""
+    if not _DIGITS.match(value) or not minimum <= int(value) <= maximum:
+        raise BadRequest(f"Invalid value {show(value)} for query parameter {key}: an "
+                         f"integer from {minimum} to {maximum} is required.")
+    return int(value)
 
 
 def text(value: Any, field: str, *, maximum: int = 255, required: bool = False) -> str | None:

@@ -236,3 +236,29 @@ def test_a_disk_that_fills_during_an_upload_is_a_413(tmp_path: Path, small_store
     finally:
         server.stop()
     assert "unexpected error" not in server.log.read_text(errors="replace")
+
+
+# ------------------------------------------------------------------ found by the fuzz test
+@pytest.mark.parametrize("service,path", [
+    ("image", "/image/v2/images?size_min=18446744073709551616"),
+    ("image", "/image/v2/images?limit=%C2%B2"),  # "²": str.isdigit() but not int()
+    ("compute", "/compute/v2.1/servers?limit=%C2%B2"),
+    ("compute", "/compute/v2.1/flavors?minRam=18446744073709551616"),
+    ("volume", "/volume/v3/{pid}/volumes?limit=%C2%B2"),
+])
+def test_integer_query_parameters_out_of_range(c: httpx.Client, pid: str, service: str,
+                                               path: str) -> None:
+    assert "limit" in path or "size_min" in path or "minRam" in path
+    _fault(c.get(path.format(pid=pid), headers=NOVA | CINDER), service)
+
+
+def test_flavor_rxtx_factor_of_the_wrong_type(c: httpx.Client) -> None:
+    r = c.post("/compute/v2.1/flavors", headers=NOVA, json={"flavor": {
+        "name": "rx", "ram": 64, "vcpus": 1, "disk": 1, "rxtx_factor": {"a": 1}}})
+    assert "rxtx_factor" in _fault(r, "compute")
+
+
+def test_attachment_connector_of_the_wrong_type(c: httpx.Client, pid: str) -> None:
+    r = c.put(f"/volume/v3/{pid}/attachments/{uuid.uuid4()}", headers=CINDER,
+              json={"attachment": {"connector": {"host": {"a": 1}}}})
+    assert "connector.host" in _fault(r, "volume")

@@ -48,13 +48,14 @@ def build_app(services: object) -> FastAPI:
     @app.exception_handler(sa_exc.DataError)
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.ProgrammingError)
+    @app.exception_handler(sa_exc.InvalidRequestError)
     async def bad_value(request: Request, exc: Exception) -> JSONResponse:
         # The last guard behind the schemas (strato.validation): a value the schemas let
         # through that the parser, the arithmetic or the database driver cannot take (a
         # nesting too deep, an integer no column holds, a list bound as a parameter) is
         # the client's mistake, answered 400 in the service's format. It is logged with
         # its traceback: a schema should have caught it.
-        if isinstance(exc, sa_exc.ProgrammingError) and not _binding_error(exc):
+        if not _bad_value(exc):
             return await _unexpected(request, exc)
         LOG.warning("%s %s %s: a value in the request body got past validation",
                     request_id(request), request.method, request.url.path, exc_info=exc)
@@ -80,11 +81,16 @@ def request_id(request: Request) -> str:
     return getattr(ctx, "request_id", "-")
 
 
-def _binding_error(exc: sa_exc.ProgrammingError) -> bool:
-    """A driver refusing a parameter's type (sqlite3: "Error binding parameter",
-    psycopg: "cannot adapt type"), not an SQL mistake of ours."""
-    text = str(exc.orig)
-    return "binding parameter" in text or "cannot adapt" in text
+def _bad_value(exc: Exception) -> bool:
+    """Is this a value the database could not take, rather than a mistake of ours in
+    SQL? A driver refusing a parameter's type (sqlite3: "Error binding parameter",
+    psycopg: "cannot adapt type"), a list or object given as a primary key."""
+    if isinstance(exc, sa_exc.ProgrammingError):
+        text = str(exc.orig)
+        return "binding parameter" in text or "cannot adapt" in text
+    if isinstance(exc, sa_exc.InvalidRequestError):
+        return str(exc).startswith("Incorrect number of values in identifier")
+    return True
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

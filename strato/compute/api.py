@@ -31,7 +31,7 @@ from strato.image.api import ImageAPI
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
-from strato.validation import string_map, text
+from strato.validation import query_int, string_map, text
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
@@ -387,9 +387,7 @@ class ComputeAPI:
                     from None
         limit = self.conf.compute.osapi_max_limit
         if params.get("limit"):
-            if not params["limit"].isdigit():
-                raise BadRequest(f"Invalid limit {params['limit']!r}.")
-            limit = min(int(params["limit"]), limit)
+            limit = min(query_int("limit", params["limit"]), limit)
         with self.db.session(readonly=True) as session:
             if params.get("marker"):
                 marker = session.get(Instance, params["marker"])
