@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
@@ -11,6 +14,8 @@ from strato.api import compute, identity, image, volume
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
 from strato.exceptions import StratoError
+
+LOG = logging.getLogger("strato.api")
 
 
 def build_app(services: object) -> FastAPI:
@@ -38,6 +43,25 @@ def build_app(services: object) -> FastAPI:
         return fault_response(request.url.path, exc.status_code,
                               messages.get(exc.status_code, str(exc.detail)))
 
+    @app.exception_handler(RecursionError)
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(sa_exc.DataError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.ProgrammingError)
+    @app.exception_handler(sa_exc.InvalidRequestError)
+    async def bad_value(request: Request, exc: Exception) -> JSONResponse:
+        # The last guard behind the schemas (strato.validation): a value the schemas let
+        # through that the parser, the arithmetic or the database driver cannot take (a
+        # nesting too deep, an integer no column holds, a list bound as a parameter) is
+        # the client's mistake, answered 400 in the service's format. It is logged with
+        # its traceback: a schema should have caught it.
+        if not _bad_value(exc):
+            return await _unexpected(request, exc)
+        LOG.warning("%s %s %s: a value in the request body got past validation",
+                    request_id(request), request.method, request.url.path, exc_info=exc)
+        return fault_response(request.url.path, 400, "Invalid input: a value in the "
+                              "request has the wrong type or is out of range.")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -50,3 +74,27 @@ def build_app(services: object) -> FastAPI:
         return fault_response(request.url.path, 400, message)
 
     return app
+
+
+def request_id(request: Request) -> str:
+    ctx = request.scope.get("state", {}).get("context")
+    return getattr(ctx, "request_id", "-")
+
+
+def _bad_value(exc: Exception) -> bool:
+    """Is this a value the database could not take, rather than a mistake of ours in
+    SQL? A driver refusing a parameter's type (sqlite3: "Error binding parameter",
+    psycopg: "cannot adapt type"), a list or object given as a primary key."""
+    if isinstance(exc, sa_exc.ProgrammingError):
+        text = str(exc.orig)
+        return "binding parameter" in text or "cannot adapt" in text
+    if isinstance(exc, sa_exc.InvalidRequestError):
+        return str(exc).startswith("Incorrect number of values in identifier")
+    return True
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    LOG.error("%s unexpected error on %s %s", request_id(request), request.method,
+              request.url.path, exc_info=exc)
+    return fault_response(request.url.path, 500, "An unexpected error occurred; request "
+                          f"{request_id(request)}.")

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
+from strato.compute import schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import ServerExtras
 from strato.compute.snapshot_api import create_image
@@ -99,14 +100,14 @@ def show_flavor(request: Request, flavor_id: str) -> FastJSON:
 
 @router.post(V + "/flavors")
 async def create_flavor(request: Request) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_FLAVOR)
     return FastJSON({"flavor": await _run(_api(request).flavors.create, context(request),
                                           body, _version(request))})
 
 
 @router.put(V + "/flavors/{flavor_id}")
 async def update_flavor(request: Request, flavor_id: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_FLAVOR)
     return FastJSON({"flavor": await _run(_api(request).flavors.update, context(request),
                                           flavor_id, body, _version(request))})
 
@@ -125,7 +126,7 @@ def list_extra_specs(request: Request, flavor_id: str) -> FastJSON:
 
 @router.post(V + "/flavors/{flavor_id}/os-extra_specs")
 async def create_extra_specs(request: Request, flavor_id: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.EXTRA_SPECS)
     return FastJSON({"extra_specs": await _run(_api(request).flavors.set_extra_specs,
                                                context(request), flavor_id, body)})
 
@@ -137,7 +138,7 @@ def show_extra_spec(request: Request, flavor_id: str, key: str) -> FastJSON:
 
 @router.put(V + "/flavors/{flavor_id}/os-extra_specs/{key}")
 async def update_extra_spec(request: Request, flavor_id: str, key: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.EXTRA_SPEC)
     return FastJSON(await _run(_api(request).flavors.set_extra_specs, context(request),
                                flavor_id, body, key))
 
@@ -151,7 +152,7 @@ def delete_extra_spec(request: Request, flavor_id: str, key: str) -> Response:
 # ---------------------------------------------------------------- servers
 @router.post(V + "/servers")
 async def create_server(request: Request) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_SERVER)
     server = await _run(_api(request).create, context(request), body, _version(request))
     return FastJSON({"server": server}, status_code=202,
                     headers={"Location": server["links"][0]["href"]})
@@ -177,7 +178,7 @@ def show_server(request: Request, server_id: str) -> FastJSON:
 
 @router.put(V + "/servers/{server_id}")
 async def update_server(request: Request, server_id: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_SERVER)
     return FastJSON({"server": await _run(_api(request).update, context(request), server_id,
                                           body, _version(request))})
 
@@ -190,7 +191,7 @@ def delete_server(request: Request, server_id: str) -> Response:
 
 @router.post(V + "/servers/{server_id}/action")
 async def server_action(request: Request, server_id: str) -> Response:
-    body = await json_body(request)
+    body = await json_body(request, schemas.SERVER_ACTION)
     if not isinstance(body, dict) or len(body) != 1:
         raise BadRequest("The action body must hold exactly one action.")
     (name, args), = body.items()
@@ -226,7 +227,8 @@ def get_metadata(request: Request, server_id: str) -> FastJSON:
 
 
 async def _meta_body(request: Request, key: str = "metadata") -> dict:
-    body = await json_body(request)
+    body = await json_body(request, schemas.META_ITEM if key == "meta"
+                           else schemas.METADATA_BODY)
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise BadRequest(f"Missing required element '{key}' in request body.")
     return body[key]
@@ -285,7 +287,7 @@ def show_volume_attachment(request: Request, server_id: str, volume_id: str) -> 
 
 @router.post(V + "/servers/{server_id}/os-volume_attachments")
 async def attach_volume(request: Request, server_id: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.ATTACH_VOLUME)
     return FastJSON({"volumeAttachment": await _run(
         _extras(request).attach, context(request), server_id, body, _version(request))})
 
@@ -324,6 +326,6 @@ def show_quota_detail(request: Request, project_id: str) -> FastJSON:
 
 @router.put(V + "/os-quota-sets/{project_id}")
 async def update_quota(request: Request, project_id: str) -> FastJSON:
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_QUOTA)
     return FastJSON({"quota_set": await _run(_extras(request).update_quota,
                                              context(request), project_id, body)})

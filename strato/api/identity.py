@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from strato.api.common import base_url, context, query, services
+from strato.api.common import base_url, context, json_body, query, services
 from strato.exceptions import NotFound, Unauthorized
 from strato.identity import catalog as catalog_mod
+from strato.identity import schemas
 
 router = APIRouter(prefix="/identity")
 
@@ -55,9 +57,10 @@ def _subject(request: Request) -> str:
 
 
 @router.post("/v3/auth/tokens", status_code=201)
-def issue_token(request: Request, body: Any = Body(None)) -> JSONResponse:
+async def issue_token(request: Request) -> JSONResponse:
+    body = await json_body(request, schemas.AUTH)
     api = _api(request)
-    data = api.authenticate(body)
+    data = await run_in_threadpool(api.authenticate, body)
     nocatalog = "nocatalog" in request.query_params
     return JSONResponse(api.token_view(data, nocatalog), status_code=201,
                         headers={"X-Subject-Token": data.token})
@@ -136,18 +139,23 @@ def _crud(kind: str, singular: str) -> None:
         items = getattr(_api(request), f"list_{kind}")(context(request), query(request))
         return _listing(request, kind, items)
 
+    create_schema, update_schema = schemas.CRUD[singular]
+
     @router.post(f"/v3/{kind}", status_code=201, name=f"create_{singular}")
-    def create(request: Request, body: Any = Body(None)) -> dict:
-        return {singular: getattr(_api(request), f"create_{singular}")(context(request), body)}
+    async def create(request: Request) -> dict:
+        body = await json_body(request, create_schema)
+        return {singular: await run_in_threadpool(
+            getattr(_api(request), f"create_{singular}"), context(request), body)}
 
     @router.get(f"/v3/{kind}/{{id_}}", name=f"get_{singular}")
     def show(request: Request, id_: str) -> dict:
         return {singular: getattr(_api(request), f"get_{singular}")(context(request), id_)}
 
     @router.patch(f"/v3/{kind}/{{id_}}", name=f"update_{singular}")
-    def update(request: Request, id_: str, body: Any = Body(None)) -> dict:
-        return {singular: getattr(_api(request), f"update_{singular}")(
-            context(request), id_, body)}
+    async def update(request: Request, id_: str) -> dict:
+        body = await json_body(request, update_schema)
+        return {singular: await run_in_threadpool(
+            getattr(_api(request), f"update_{singular}"), context(request), id_, body)}
 
     @router.delete(f"/v3/{kind}/{{id_}}", status_code=204, name=f"delete_{singular}")
     def remove(request: Request, id_: str) -> Response:
@@ -166,8 +174,9 @@ def user_projects(request: Request, user_id: str) -> dict:
 
 
 @router.post("/v3/users/{user_id}/password", status_code=204)
-def change_password(request: Request, user_id: str, body: Any = Body(None)) -> Response:
-    _api(request).change_password(context(request), user_id, body)
+async def change_password(request: Request, user_id: str) -> Response:
+    body = await json_body(request, schemas.CHANGE_PASSWORD)
+    await run_in_threadpool(_api(request).change_password, context(request), user_id, body)
     return Response(status_code=204)
 
 

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import base_url, context, json_body, services
 from strato.exceptions import BadRequest, UnsupportedMediaType
-from strato.image import data, listing
+from strato.image import data, listing, schemas
 from strato.image.api import ImageAPI
 from strato.image.data import Uploader
 
@@ -58,7 +58,7 @@ def list_images(request: Request) -> dict:
 
 @router.post("/v2/images", status_code=201)
 async def create_image(request: Request) -> JSONResponse:
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_IMAGE)
     view = await run_in_threadpool(_api(request).create, context(request), body)
     return JSONResponse(view, status_code=201,
                         headers={"Location": f"{base_url(request)}/image/v2/images/"
@@ -76,7 +76,7 @@ async def update_image(request: Request, image_id: str) -> dict:
     if ctype not in PATCH_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
                                    f"{PATCH_TYPES[0]}.")
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_IMAGE)
     return await run_in_threadpool(_api(request).update, context(request), image_id, body)
 
 
@@ -146,7 +146,7 @@ def list_members(request: Request, image_id: str) -> dict:
 
 @router.post("/v2/images/{image_id}/members")
 async def add_member(request: Request, image_id: str) -> dict:
-    body = await json_body(request)
+    body = await json_body(request, schemas.ADD_MEMBER)
     return await run_in_threadpool(_api(request).add_member, context(request), image_id, body)
 
 
@@ -157,7 +157,7 @@ def get_member(request: Request, image_id: str, member_id: str) -> dict:
 
 @router.put("/v2/images/{image_id}/members/{member_id}")
 async def update_member(request: Request, image_id: str, member_id: str) -> dict:
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_MEMBER)
     return await run_in_threadpool(_api(request).update_member, context(request), image_id,
                                    member_id, body)
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import VOLUME
 from strato.exceptions import BadRequest, Forbidden, NotFound
+from strato.volume import schemas
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
@@ -61,7 +62,7 @@ P = "/v3/{project_id}"
 @router.post(P + "/volumes", status_code=202)
 async def create_volume(request: Request, project_id: str) -> JSONResponse:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_VOLUME)
     view = await run_in_threadpool(_api(request).create, context(request), body,
                                    _version(request))
     return JSONResponse({"volume": view}, status_code=202)
@@ -88,7 +89,7 @@ def show_volume(request: Request, project_id: str, volume_id: str) -> dict:
 @router.put(P + "/volumes/{volume_id}")
 async def update_volume(request: Request, project_id: str, volume_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_VOLUME)
     view = await run_in_threadpool(_api(request).update, context(request), volume_id, body,
                                    _version(request))
     return {"volume": view}
@@ -105,7 +106,7 @@ def delete_volume(request: Request, project_id: str, volume_id: str) -> Response
 @router.post(P + "/snapshots", status_code=202)
 async def create_snapshot(request: Request, project_id: str) -> JSONResponse:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_SNAPSHOT)
     view = await run_in_threadpool(_api(request).create_snapshot, context(request), body,
                                    _version(request))
     return JSONResponse({"snapshot": view}, status_code=202)
@@ -128,7 +129,7 @@ def show_snapshot(request: Request, project_id: str, snapshot_id: str) -> dict:
 @router.put(P + "/snapshots/{snapshot_id}")
 async def update_snapshot(request: Request, project_id: str, snapshot_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_SNAPSHOT)
     view = await run_in_threadpool(_api(request).update_snapshot, context(request),
                                    snapshot_id, body, _version(request))
     return {"snapshot": view}
@@ -157,7 +158,7 @@ def show_quota(request: Request, project_id: str, target: str) -> dict:
 @router.put(P + "/os-quota-sets/{target}")
 async def update_quota(request: Request, project_id: str, target: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_QUOTA)
     return {"quota_set": await run_in_threadpool(_api(request).update_quota,
                                                  context(request), target, body)}
 
@@ -218,7 +219,7 @@ def get_metadata(request: Request, project_id: str, kind: str, row_id: str) -> d
 @router.put(META)
 async def set_metadata(request: Request, project_id: str, kind: str, row_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.METADATA_BODY)
     meta = await run_in_threadpool(_api(request).set_metadata, context(request), _kind(kind),
                                    row_id, body, request.method == "PUT")
     return {"metadata": meta}
@@ -236,7 +237,7 @@ def delete_metadata_key(request: Request, project_id: str, kind: str, row_id: st
 @router.post(P + "/types")
 async def create_type(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_TYPE)
     return {"volume_type": await run_in_threadpool(_api(request).create_type,
                                                    context(request), body)}
 
@@ -250,7 +251,7 @@ def show_type(request: Request, project_id: str, type_id: str) -> dict:
 @router.put(P + "/types/{type_id}")
 async def update_type(request: Request, project_id: str, type_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_TYPE)
     return {"volume_type": await run_in_threadpool(_api(request).update_type,
                                                    context(request), type_id, body)}
 
@@ -271,7 +272,7 @@ def get_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
 @router.post(P + "/types/{type_id}/extra_specs")
 async def set_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.EXTRA_SPECS)
     return {"extra_specs": await run_in_threadpool(_api(request).extra_specs,
                                                    context(request), type_id, body)}
 
@@ -291,7 +292,7 @@ def _actions(request: Request) -> VolumeActions:
 @router.post(P + "/volumes/{volume_id}/action")
 async def volume_action(request: Request, project_id: str, volume_id: str) -> Response:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.VOLUME_ACTION)
     result = await run_in_threadpool(_actions(request).dispatch, context(request), volume_id,
                                      body, _version(request))
     if result is None:
@@ -303,7 +304,7 @@ async def volume_action(request: Request, project_id: str, volume_id: str) -> Re
 @router.post(P + "/attachments")
 async def create_attachment(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.CREATE_ATTACHMENT)
     return {"attachment": await run_in_threadpool(_actions(request).create_attachment,
                                                   context(request), body)}
 
@@ -324,7 +325,7 @@ def show_attachment(request: Request, project_id: str, attachment_id: str) -> di
 @router.put(P + "/attachments/{attachment_id}")
 async def update_attachment(request: Request, project_id: str, attachment_id: str) -> dict:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.UPDATE_ATTACHMENT)
     return {"attachment": await run_in_threadpool(_actions(request).update_attachment,
                                                   context(request), attachment_id, body)}
 
@@ -333,7 +334,7 @@ async def update_attachment(request: Request, project_id: str, attachment_id: st
 async def attachment_action(request: Request, project_id: str,
                             attachment_id: str) -> Response:
     _project(request, project_id)
-    body = await json_body(request)
+    body = await json_body(request, schemas.ATTACHMENT_ACTION)
     if not isinstance(body, dict) or "os-complete" not in body:
         raise BadRequest("The only attachment action is os-complete.")
     await run_in_threadpool(_actions(request).complete_attachment, context(request),

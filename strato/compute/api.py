@@ -32,7 +32,7 @@ from strato.image.api import ImageAPI
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
-from strato.validation import string_map
+from strato.validation import query_int, string_map, text
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
 
@@ -67,14 +67,8 @@ def ctx_from(payload: dict[str, Any]) -> RequestContext:
 
 def _text(ref: dict[str, Any], key: str, required: bool = False,
           maximum: int = 255) -> str | None:
-    value = ref.get(key)
-    if value is None:
-        if required:
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: None.")
-        return None
-    if not isinstance(value, str) or len(value) > maximum or (required and not value.strip()):
-        raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
-    return value
+    """A string field: the message names the field and the limit, never the value."""
+    return text(ref.get(key), key, maximum=maximum, required=required)
 
 
 def mac_of(instance_id: str) -> str:
@@ -398,9 +392,7 @@ class ComputeAPI:
                     from None
         limit = self.conf.compute.osapi_max_limit
         if params.get("limit"):
-            if not params["limit"].isdigit():
-                raise BadRequest(f"Invalid limit {params['limit']!r}.")
-            limit = min(int(params["limit"]), limit)
+            limit = min(query_int("limit", params["limit"]), limit)
         with self.db.session(readonly=True) as session:
             if params.get("marker"):
                 marker = session.get(Instance, params["marker"])

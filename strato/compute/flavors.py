@@ -14,7 +14,7 @@ from strato.context import RequestContext
 from strato.db import Database
 from strato.exceptions import BadRequest, Conflict, NotFound
 from strato.policy import Enforcer
-from strato.validation import string_map
+from strato.validation import INT32_MAX, show, string_map
 
 P = "os_compute_api:"
 SORT_KEYS = {"flavorid": Flavor.id, "id": Flavor.id, "name": Flavor.name,
@@ -28,11 +28,11 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
     try:
         out = int(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"Invalid input for field/attribute {what}: {value!r} is not an "
-                         "integer.") from None
-    if out < minimum:
-        raise BadRequest(f"Invalid input for field/attribute {what}: {out} is less than the "
-                         f"minimum of {minimum}.")
+        raise BadRequest(f"Invalid input for field/attribute {what}: {show(value)} is not "
+                         "an integer.") from None
+    if not minimum <= out <= INT32_MAX:  # the Integer columns
+        raise BadRequest(f"Invalid input for field/attribute {what}: an integer from "
+                         f"{minimum} to {INT32_MAX} is required.")
     return out
 
 

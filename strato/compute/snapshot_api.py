@@ -21,7 +21,7 @@ from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, StratoError
 from strato.jobs.queue import enqueue
 from strato.storage import crash
-from strato.validation import string_map
+from strato.validation import string_map, text
 
 P = "os_compute_api:servers:create_image"
 
@@ -51,9 +51,8 @@ def image_url(api: ComputeAPI, image_id: str) -> str:
 
 def _name(entity: dict[str, Any]) -> str:
     """Nova's ``normalize_name``: surrounding whitespace dropped, 1-255 characters."""
-    name = entity.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 255:
-        raise BadRequest(f"Invalid input for field/attribute name. Value: {name}.")
+    name = text(entity.get("name"), "name", maximum=255, required=True)
+    assert name is not None
     return name.strip()
 
 

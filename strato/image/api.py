@@ -27,6 +27,7 @@ from strato.jobs.models import PENDING, RUNNING, Job
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.storage import crash
+from strato.validation import INT32_MAX, Int, show
 
 LOG = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class ImageAPI:
                                  f"{NAME_MAX} characters.")
         elif key == "visibility":
             if value not in VISIBILITIES:
-                raise BadRequest(f"Invalid visibility value: {value}")
+                raise BadRequest(f"Invalid visibility value: {show(value)}")
             if value == "public":
                 self.policy.enforce(ctx, "publicize_image", self._target(image,
                                                                          ctx.project_id))
@@ -155,13 +156,11 @@ class ImageAPI:
             if not isinstance(value, bool):
                 raise BadRequest(f"Invalid value for {key}: {value!r} is not a boolean.")
         elif key in ("min_disk", "min_ram"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise BadRequest(f"Invalid value for {key}: {value!r} is not a non-negative "
-                                 "integer.")
+            Int(0, INT32_MAX)(value, key)
         elif key in ("disk_format", "container_format"):
             allowed = DISK_FORMATS if key == "disk_format" else CONTAINER_FORMATS
             if value is not None and value not in allowed:
-                raise BadRequest(f"Invalid value '{value}' for {key}: must be one of "
+                raise BadRequest(f"Invalid value {show(value)} for {key}: must be one of "
                                  f"{', '.join(allowed)}.")
             if image is not None and image.status not in ("queued",):
                 raise Forbidden(f"Attribute {key} can be only replaced for a queued image.")
@@ -181,7 +180,7 @@ class ImageAPI:
             try:
                 uuid.UUID(str(value))
             except ValueError:
-                raise BadRequest(f"Invalid id {value!r}: must be a UUID.") from None
+                raise BadRequest(f"Invalid id {show(value)}: must be a UUID.") from None
         return value
 
     @staticmethod
@@ -293,17 +292,17 @@ class ImageAPI:
 
     def _apply(self, ctx: RequestContext, image: Image, op: Any) -> None:
         if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove"):
-            raise BadRequest(f"Invalid JSON-patch operation: {op!r}. Supported: add, "
+            raise BadRequest(f"Invalid JSON-patch operation: {show(op)}. Supported: add, "
                              "replace, remove.")
         path = op.get("path")
         if not isinstance(path, str) or not path.startswith("/") or path == "/":
-            raise BadRequest(f"Invalid JSON pointer: {path!r}.")
+            raise BadRequest(f"Invalid JSON pointer: {show(path)}.")
         parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
         if parts[0] == "tags" and len(parts) == 2 and parts[1] == "-" and op["op"] == "add":
             self._set(ctx, image, "tags", [t.value for t in image.tags] + [op.get("value")])
             return
         if len(parts) != 1:
-            raise BadRequest(f"Invalid JSON pointer: {path!r}.")
+            raise BadRequest(f"Invalid JSON pointer: {show(path)}.")
         key = parts[0]
         if op["op"] == "remove":
             self._unset(image, key)

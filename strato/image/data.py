@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import mmap
@@ -43,6 +44,21 @@ class Download:
     chunks: Iterator[bytes]
     size: int
     checksum: str | None
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The store ran out of room (the exception or one it was raised from)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Uploader:
@@ -108,6 +124,10 @@ class Uploader:
             location, found = await run_in_threadpool(self._seal, writer, disk_format)
         except BaseException as exc:
             await run_in_threadpool(self._fail, writer, exc)
+            if disk_full(exc):  # Glance: 413, the client may retry when there is room
+                raise OverLimit(f"Image storage media is full: there is no room for the "
+                                f"{self.size} bytes of image {self.image_id} in the "
+                                "store.") from None
             raise
         await run_in_threadpool(self._finish, location, found)
 

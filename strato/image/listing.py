@@ -13,6 +13,7 @@ from strato.context import RequestContext
 from strato.exceptions import BadRequest
 from strato.image.api import VISIBILITIES, ImageAPI
 from strato.image.models import Image, ImageMember, ImageProperty, ImageTag
+from strato.validation import query_int
 
 SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id",
              "created_at", "updated_at", "visibility", "owner", "min_disk", "min_ram",
@@ -81,13 +82,7 @@ def _sorting(params: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _int(key: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"Invalid {key} {text!r}: an integer is required.") from None
-    if value < 0:
-        raise BadRequest(f"Invalid {key} {value}: must be >= 0.")
-    return value
+    return query_int(key, text)
 
 
 def _after(image: Image, marker: Image, order: list[tuple[str, str]]) -> bool:

@@ -27,7 +27,7 @@ from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
 from strato.storage import Engine
-from strato.validation import string_map
+from strato.validation import query_int, string_map
 from strato.volume.messages import UserMessages
 from strato.volume.models import Attachment, Snapshot, Volume, VolumeType, VolumeTypeProject
 from strato.volume.scheduler import Backend
@@ -794,8 +794,7 @@ def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> 
     limit = params.get("limit")
     nxt = None
     if limit is not None:
-        if not limit.isdigit():
-            raise BadRequest(f"Invalid limit {limit!r}.")
+        query_int("limit", limit)
         if len(items) > int(limit) and int(limit) > 0:
             nxt = items[int(limit) - 1].id
         items = items[:int(limit)]

@@ -1,0 +1,112 @@
+"""Nova v2.1 request bodies (api-ref: compute), bounded to strato's columns.
+
+As Nova's own JSON schemas: names 1-255 characters, integers up to the ``Integer``
+column's 2**31-1 (Nova's ``db.MAX_INT``), ``boot_index``/``volume_size``/``min_count``
+also as strings (the SDK sends them so), ``user_data`` at most 65535 characters.
+What needs the microversion or the database stays in ``strato.compute``.
+"""
+
+from __future__ import annotations
+
+from strato.validation import INT32_MAX, Action, Arr, Bool, Int, Map, Num, Obj, Str, one_of
+
+NAME = Str(255)
+OPT = Str(255, nullable=True)
+ID_REF = Str(2048)  # an id or a link to one
+DESCRIPTION = Str(255, nullable=True)  # Nova: 0-255 characters
+IP = Str(39, nullable=True)  # the accessIPv4/v6 columns
+METADATA = Map(nullable=True)
+TAG = Str(60, nullable=True)  # Nova's device tag
+
+BDM = Obj({
+    "uuid": Str(255, nullable=True),
+    "source_type": Str(16, nullable=True),
+    "destination_type": Str(16, nullable=True),
+    "boot_index": Int(-INT32_MAX, INT32_MAX, nullable=True, strings=True),
+    "volume_size": Int(0, INT32_MAX, nullable=True, strings=True),
+    "delete_on_termination": Bool(strings=True, nullable=True),
+    "tag": TAG, "device_name": OPT, "guest_format": OPT, "disk_bus": OPT,
+    "device_type": OPT, "volume_type": OPT, "no_device": Bool(strings=True, nullable=True),
+    "image_id": OPT, "volume_id": OPT, "snapshot_id": OPT,
+})
+
+_NETWORK = Obj({"uuid": Str(36, nullable=True), "port": Str(36, nullable=True),
+                "fixed_ip": Str(64, nullable=True), "tag": TAG})
+
+CREATE_SERVER = Obj({"server": Obj({
+    "name": NAME,
+    "description": DESCRIPTION,
+    "imageRef": Str(2048, nullable=True),
+    "flavorRef": one_of(ID_REF, Int(0, INT32_MAX)),
+    "metadata": METADATA,
+    "networks": one_of(Str(enum=("none", "auto")), Arr(_NETWORK, max_items=16),
+                       nullable=True),
+    "block_device_mapping_v2": Arr(BDM, max_items=26, nullable=True),
+    "user_data": Str(65535, nullable=True),
+    "min_count": Int(1, INT32_MAX, strings=True),
+    "max_count": Int(1, INT32_MAX, strings=True),
+    "return_reservation_id": Bool(strings=True),
+    "accessIPv4": IP, "accessIPv6": IP,
+    "key_name": OPT,
+    "availability_zone": OPT,
+    "adminPass": Str(255),
+    "security_groups": Arr(Obj({"name": Str(255)}), max_items=64, nullable=True),
+    "config_drive": one_of(Bool(strings=True), Str(255), nullable=True),
+    "OS-DCF:diskConfig": Str(enum=("AUTO", "MANUAL")),
+    "tags": Arr(Str(60), max_items=50, nullable=True),
+    "hostname": Str(255, nullable=True),
+    "host": Str(255, nullable=True),
+    "hypervisor_hostname": Str(255, nullable=True),
+    "trusted_image_certificates": Arr(Str(255), max_items=50, nullable=True),
+}, required=("name",))}, required=("server",))
+
+UPDATE_SERVER = Obj({"server": Obj({
+    "name": NAME, "description": DESCRIPTION, "accessIPv4": IP, "accessIPv6": IP,
+    "OS-DCF:diskConfig": Str(enum=("AUTO", "MANUAL")), "hostname": Str(255),
+})}, required=("server",))
+
+SERVER_ACTION = Action({
+    "reboot": Obj({"type": Str(16)}, required=("type",)),
+    "createImage": Obj({"name": NAME, "metadata": METADATA}, required=("name",)),
+    "os-getConsoleOutput": Obj({"length": one_of(Int(-1, INT32_MAX, strings=True),
+                                                 nullable=True)}, nullable=True),
+})
+
+METADATA_BODY = Obj({"metadata": Map()}, required=("metadata",))
+META_ITEM = Obj({"meta": Map()}, required=("meta",))
+
+ATTACH_VOLUME = Obj({"volumeAttachment": Obj({
+    "volumeId": Str(36, min=1), "device": Str(255, nullable=True), "tag": TAG,
+    "delete_on_termination": Bool(),
+}, required=("volumeId",))}, required=("volumeAttachment",))
+
+# Nova's quota values: -1 (unlimited) up to its db.MAX_INT.
+QUOTA_VALUE = Int(-1, INT32_MAX)
+UPDATE_QUOTA = Obj({"quota_set": Obj({
+    "instances": QUOTA_VALUE, "cores": QUOTA_VALUE, "ram": QUOTA_VALUE,
+    "metadata_items": QUOTA_VALUE, "key_pairs": QUOTA_VALUE,
+    "server_groups": QUOTA_VALUE, "server_group_members": QUOTA_VALUE,
+    "injected_files": QUOTA_VALUE, "injected_file_content_bytes": QUOTA_VALUE,
+    "injected_file_path_bytes": QUOTA_VALUE, "force": Bool(strings=True),
+})}, required=("quota_set",))
+
+_FLAVOR_INT = Int(0, INT32_MAX, strings=True)
+CREATE_FLAVOR = Obj({"flavor": Obj({
+    "name": Str(255, min=1, strip=True),
+    "id": one_of(Str(255, min=1), Int(0, INT32_MAX), nullable=True),
+    "ram": Int(1, INT32_MAX, strings=True),
+    "vcpus": Int(1, INT32_MAX, strings=True),
+    "disk": _FLAVOR_INT,
+    "OS-FLV-EXT-DATA:ephemeral": _FLAVOR_INT,
+    "swap": one_of(_FLAVOR_INT, Str(enum=("",))),
+    "rxtx_factor": Num(0.0, 3.4e38, strings=True),
+    "os-flavor-access:is_public": Bool(strings=True),
+    "description": Str(65535, nullable=True),
+}, required=("name", "ram", "vcpus", "disk"))}, required=("flavor",))
+
+UPDATE_FLAVOR = Obj({"flavor": Obj({"description": Str(65535, nullable=True)},
+                                   required=("description",), extra=None)},
+                    required=("flavor",))
+
+EXTRA_SPECS = Obj({"extra_specs": Map(numbers=True)}, required=("extra_specs",))
+EXTRA_SPEC = Map(numbers=True)

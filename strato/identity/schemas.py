@@ -1,0 +1,60 @@
+"""Keystone v3 request bodies (api-ref: identity v3), bounded to strato's columns.
+
+Names are ``String(255)``, ids ``String(64)``, descriptions ``Text`` (Keystone caps
+none; 64 KiB here). Unknown attributes are Keystone's "extra" and pass through.
+"""
+
+from __future__ import annotations
+
+from strato.validation import Arr, Bool, Obj, Str, one_of
+
+NAME = Str(255, min=1, strip=True)
+ID = Str(64)
+OPT_ID = Str(64, nullable=True)
+DESCRIPTION = Str(65535, nullable=True)
+PASSWORD = Str(4096)  # Keystone's [identity] max_password_length
+
+_REF = Obj({"id": ID, "name": Str(255)}, nullable=True)  # a domain by id or by name
+
+AUTH = Obj({"auth": Obj({
+    "identity": Obj({
+        "methods": Arr(Str(64), max_items=8),
+        "password": Obj({"user": Obj({"id": ID, "name": Str(255), "password": PASSWORD,
+                                      "domain": _REF})}, nullable=True),
+        "token": Obj({"id": Str(4096)}, nullable=True),
+    }, required=("methods",)),
+    "scope": one_of(
+        Str(64),  # "unscoped"
+        Obj({"project": Obj({"id": ID, "name": Str(255), "domain": _REF}, nullable=True),
+             "domain": _REF, "system": Obj(nullable=True)}),
+        nullable=True),
+}, required=("identity",))}, required=("auth",))
+
+CREATE_DOMAIN = Obj({"domain": Obj({
+    "name": Str(255), "description": DESCRIPTION, "enabled": Bool()})}, required=("domain",))
+UPDATE_DOMAIN = CREATE_DOMAIN
+
+_PROJECT = {"name": Str(255), "description": DESCRIPTION, "enabled": Bool(),
+            "domain_id": OPT_ID, "parent_id": OPT_ID, "is_domain": Bool(),
+            "tags": Arr(Str(255, min=1), max_items=80, nullable=True)}
+CREATE_PROJECT = Obj({"project": Obj(_PROJECT)}, required=("project",))
+UPDATE_PROJECT = CREATE_PROJECT
+
+_USER = {"name": Str(255), "description": DESCRIPTION, "enabled": Bool(),
+         "domain_id": OPT_ID, "default_project_id": OPT_ID,
+         "password": Str(4096, nullable=True), "email": Str(255, nullable=True),
+         "options": Obj(nullable=True)}
+CREATE_USER = Obj({"user": Obj(_USER)}, required=("user",))
+UPDATE_USER = CREATE_USER
+
+CHANGE_PASSWORD = Obj({"user": Obj({"original_password": PASSWORD, "password": PASSWORD},
+                                   required=("original_password", "password"))},
+                      required=("user",))
+
+CREATE_ROLE = Obj({"role": Obj({"name": Str(255), "description": DESCRIPTION,
+                                "domain_id": OPT_ID})}, required=("role",))
+UPDATE_ROLE = CREATE_ROLE
+
+# The schema of each body an identity route reads, by the route's resource name.
+CRUD = {"domain": (CREATE_DOMAIN, UPDATE_DOMAIN), "project": (CREATE_PROJECT, UPDATE_PROJECT),
+        "user": (CREATE_USER, UPDATE_USER), "role": (CREATE_ROLE, UPDATE_ROLE)}
