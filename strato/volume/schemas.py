@@ -91,7 +91,7 @@ VOLUME_ACTION = Action({
 CREATE_ATTACHMENT = Obj({"attachment": Obj({
     "volume_uuid": Str(36), "volume_id": Str(36),
     "instance_uuid": Str(36, nullable=True), "connector": one_of(_CONNECTOR, nullable=True),
-    "mode": Str(enum=("rw", "ro")),
+    "mode": Str(enum=("rw", "ro"), nullable=True),
 })}, required=("attachment",))
 
 UPDATE_ATTACHMENT = Obj({"attachment": Obj({"connector": _CONNECTOR},
