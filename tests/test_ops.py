@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from strato.virt.qemu.process import accel, accel_args, choose_accel
 from tests.support import ROOT, Server, free_port, strato
 
 
@@ -22,6 +23,8 @@ def test_ctrl_c_stops_serve_cleanly_without_a_traceback(tmp_path: Path) -> None:
     log = srv.log.read_text()  # the server's stdout and stderr
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
     assert "stopping job workers after their current step" in log and "stopped" in log
+    # The accelerator is logged with its reason at startup (the rule: test_accel_*).
+    assert f"guests run under {accel().name}: {accel().reason}" in log
 
 
 def test_config_check_names_the_file_it_checked(tmp_path: Path) -> None:
@@ -112,3 +115,34 @@ def test_setup_does_not_wait_for_a_free_apt_lock(tmp_path: Path) -> None:
     _, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0 and err == ""
     assert time.monotonic() - started < 2
+
+
+def test_accel_is_kvm_only_with_a_hardware_module_and_a_dev_kvm_that_opens(
+        tmp_path: Path) -> None:
+    modules, dev = tmp_path / "module", tmp_path / "kvm"
+    (modules / "kvm").mkdir(parents=True)
+    (modules / "kvm_pvm").mkdir()  # a software virtualiser: /dev/kvm, but no vmx/svm
+    dev.touch()
+    choice = choose_accel(modules, dev)
+    assert not choice.kvm and choice.name == "TCG"
+    assert "kvm_intel" in choice.reason and "kvm_pvm" in choice.reason
+
+    (modules / "kvm_amd").mkdir()
+    dev.unlink()
+    choice = choose_accel(modules, dev)
+    assert not choice.kvm and f"{dev} does not open" in choice.reason
+
+    dev.touch()
+    choice = choose_accel(modules, dev)
+    assert choice.kvm and choice.name == "KVM" and "kvm_amd is loaded" in choice.reason
+
+    (modules / "kvm_amd").rmdir()
+    (modules / "kvm_intel").mkdir()
+    assert choose_accel(modules, dev).kvm
+
+
+def test_accel_args_follow_the_choice_on_this_machine() -> None:
+    args = accel_args()
+    assert ("-accel" in args) and (("kvm" in args) == accel().kvm)
+    if not accel().kvm:
+        assert args[args.index("-accel") + 1].startswith("tcg,thread=multi")
