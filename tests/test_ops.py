@@ -146,3 +146,41 @@ def test_accel_args_follow_the_choice_on_this_machine() -> None:
     assert ("-accel" in args) and (("kvm" in args) == accel().kvm)
     if not accel().kvm:
         assert args[args.index("-accel") + 1].startswith("tcg,thread=multi")
+
+
+def test_upload_cut_off_by_the_client_puts_the_image_back_to_queued(tmp_path: Path) -> None:
+    """The upload reads the body straight from ASGI ``receive``: a client that goes away
+    halfway is seen (http.disconnect), its partial data removed, the image ``queued``
+    again; a full upload afterwards works."""
+    import socket
+
+    srv = Server(tmp_path, free_port())
+    srv.setup()
+    srv.start()
+    try:
+        token = srv.token()
+        with srv.client(token) as c:
+            image = c.post("/image/v2/images", json={
+                "name": "cut", "disk_format": "raw", "container_format": "bare"}).json()
+            path = f"/image/v2/images/{image['id']}/file"
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            sock.sendall((f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Token: {token}\r\n"
+                          "Content-Type: application/octet-stream\r\n"
+                          f"Content-Length: {32 << 20}\r\n\r\n").encode())
+            sock.sendall(os.urandom(10 << 20))
+            deadline = time.monotonic() + 30
+            while c.get(f"/image/v2/images/{image['id']}").json()["status"] != "saving":
+                assert time.monotonic() < deadline, "the upload never started"
+                time.sleep(0.05)
+            sock.close()
+            while (status := c.get(f"/image/v2/images/{image['id']}").json()["status"]) \
+                    != "queued":
+                assert time.monotonic() < deadline, f"still {status}"
+                time.sleep(0.05)
+            data = os.urandom(9 << 20) + b"end"
+            r = c.put(path, content=data, headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 204, r.text
+            assert c.get(path).content == data
+    finally:
+        srv.stop()
+
