@@ -24,8 +24,9 @@ test:
 lint:
 	@.venv/bin/ruff check strato tests bench
 
-bench: setup
-	@.venv/bin/python -m bench.run $(B)
+# Sets up what the benchmarks need (test extras; Ceph for B=ceph or all), as `make test`.
+bench:
+	@scripts/bench.sh $(B)
 
 clean:
 	rm -rf .venv $(STATE)

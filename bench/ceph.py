@@ -62,7 +62,21 @@ def cluster(tmp: Path) -> Iterator[tuple[Path, float]]:
         subprocess.run([str(script), "stop", str(tmp / "cluster")], check=False)
 
 
+def _check_installed() -> None:
+    """Ceph's daemons and librados/librbd bindings: scripts/setup-ceph.sh installs them."""
+    missing = [b for b in ("ceph-mon", "ceph-osd") if shutil.which(b) is None]
+    try:
+        import rados  # noqa: F401
+        import rbd  # noqa: F401
+    except ImportError as exc:
+        missing.append(f"python module {exc.name}")
+    if missing:
+        raise SystemExit(f"bench ceph: Ceph is not installed here ({', '.join(missing)} "
+                         "missing): run `make bench B=ceph`, or scripts/setup-ceph.sh first")
+
+
 def run() -> Iterable[dict]:
+    _check_installed()
     base = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path("/work")
     tmp = Path(tempfile.mkdtemp(prefix="strato-bench-ceph-", dir=base))
     try:

@@ -38,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[dict] = []
     started = time.time()
     for name in names:
-        module = importlib.import_module(f"bench.{name}")
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError as exc:
+            raise SystemExit(f"bench {name}: needs the Python module {exc.name!r}, which is "
+                             "not installed: run it with `make bench B=...` (or "
+                             "scripts/bench.sh), which installs what the benches "
+                             "need") from None
         for fig in module.run():
             missing = [k for k in KEYS if k not in fig]
             if missing:

@@ -18,9 +18,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup-ceph: installing Debian packages: ${missing[*]}" >&2
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+    # Another apt/dpkg (unattended-upgrades on a fresh machine) may hold the lock: wait
+    # for it, bounded, rather than fail at once; apt-get waits too, for a late comer.
+    scripts/wait-apt-lock.sh
+    lock=(-o "DPkg::Lock::Timeout=${STRATO_APT_LOCK_TIMEOUT:-600}")
+    $sudo apt-get "${lock[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get "${lock[@]}" install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || { echo "setup-ceph: no .venv (run scripts/setup.sh first)" >&2; exit 1; }

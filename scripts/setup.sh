@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Install what strato needs on this machine: Debian packages, then a venv with the package.
 #   scripts/setup.sh          what `make run` needs
-#   scripts/setup.sh --test   also what the tests need (PostgreSQL, the openstack CLI, ruff)
+#   scripts/setup.sh --test   also what the tests need (PostgreSQL, the openstack CLI, ruff,
+#                             httpx, Ceph)
+#   scripts/setup.sh --bench  what the benchmarks share with the tests: the test extras in
+#                             .venv (tests.support needs httpx); scripts/bench.sh adds Ceph
+#                             for the ceph bench
 # Idempotent and quick when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-test_deps=0
-[ "${1:-}" = "--test" ] && test_deps=1
+test_deps=0 extras=0
+case "${1:-}" in
+    --test) test_deps=1 extras=1 ;;
+    --bench) extras=1 ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--test|--bench]" >&2; exit 2 ;;
+esac
 
 # Debian packages: qemu-img for the block store; QEMU and the guest-building tools for
 # compute; PostgreSQL for the database tests.
@@ -23,15 +32,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+    # Another apt/dpkg (unattended-upgrades on a fresh machine) may hold the lock: wait
+    # for it, bounded, rather than fail at once; apt-get waits too, for a late comer.
+    scripts/wait-apt-lock.sh
+    lock=(-o "DPkg::Lock::Timeout=${STRATO_APT_LOCK_TIMEOUT:-600}")
+    $sudo apt-get "${lock[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get "${lock[@]}" install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The venv, rebuilt when pyproject.toml changes.
 py=${PYTHON:-python3}
 extra=""
-[ "$test_deps" = 1 ] && extra="[test]"
+[ "$extras" = 1 ] && extra="[test]"
 stamp=".venv/.installed${extra:+-test}"
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"

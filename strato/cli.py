@@ -143,8 +143,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.config_command == "sample":
         sys.stdout.write(sample())
     else:
-        _conf(args)
-        print("configuration is valid")
+        conf = _conf(args)
+        if args.config:
+            print(f"configuration file {conf.source.resolve()} is valid")
+        elif conf.source is not None:
+            print(f"configuration file {conf.source.resolve()} (from $STRATO_CONFIG) is valid")
+        else:
+            print("no configuration file given (neither --config nor $STRATO_CONFIG): "
+                  "only the built-in defaults were checked, and they are valid")
     return 0
 
 
@@ -290,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"strato: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command set up its own shutdown
+        print("strato: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``strato serve`` and ``strato worker``: processes, their lifetimes, clean shutdown.
 
-SIGTERM: uvicorn stops accepting, finishes the requests in flight, then the
-lifespan's shutdown stops the job workers, each after its current step.
+SIGTERM or SIGINT (Ctrl-C): uvicorn stops accepting, finishes the requests in flight,
+then the lifespan's shutdown stops the job workers, each after its current step.  A
+second Ctrl-C makes uvicorn stop at once.
 """
 
 from __future__ import annotations
@@ -86,9 +87,11 @@ def serve(conf: Config) -> int:
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_config=None,
         access_log=False, lifespan="on",
     ))
-    # uvicorn re-raises the signal it caught once it has shut down; with this handler in
-    # place that re-raise is a no-op, so a SIGTERM'd server exits 0 after a clean stop.
+    # uvicorn re-raises the signal it caught once it has shut down; with these handlers in
+    # place that re-raise is a no-op, so a server stopped by SIGTERM or SIGINT (Ctrl-C on
+    # `make run`) exits 0 after a clean stop, without a KeyboardInterrupt traceback.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     server.run()
     return 0
 

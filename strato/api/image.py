@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from strato.api.common import base_url, context, json_body, services
 from strato.exceptions import BadRequest, UnsupportedMediaType
@@ -12,6 +15,7 @@ from strato.image import data, listing, schemas
 from strato.image.api import ImageAPI
 from strato.image.data import Uploader
 
+LOG = logging.getLogger(__name__)
 router = APIRouter(prefix="/image")
 
 # Glance lists every minor version it serves; the newest is CURRENT.
@@ -97,7 +101,12 @@ async def upload(request: Request, image_id: str) -> Response:
         raise BadRequest("Invalid Content-Length.")
     conf = services(request).conf
     uploader = Uploader(_api(request), context(request), image_id, conf.DEFAULT.host)
-    await uploader.run(request.stream(), int(length) if length is not None else None)
+    try:
+        await uploader.run(request.receive, int(length) if length is not None else None)
+    except ClientDisconnect:  # the client's doing, not a bug: no traceback in the log
+        LOG.info("image %s: the client went away during the upload; image queued again",
+                 image_id)
+        return Response(status_code=400)  # nobody reads it
     return Response(status_code=204)
 
 

@@ -20,6 +20,7 @@ from strato.compute.views import iso
 from strato.jobs.models import PENDING, RUNNING, Job
 from strato.jobs.queue import enqueue
 from strato.virt.qemu import PowerState
+from strato.virt.qemu.process import accel
 
 LOG = logging.getLogger(__name__)
 _POWER_TASKS = {t for _, t, _, _ in states.POWER_ACTIONS.values()}
@@ -46,6 +47,9 @@ class ComputeAgent:
         found = self.driver.reattach()
         LOG.info("compute agent on %s: %d guests found, %d running", self.host, len(found),
                  sum(1 for p in found.values() if p == PowerState.RUNNING))
+        choice = accel()
+        LOG.info("compute agent on %s: guests run under %s: %s", self.host, choice.name,
+                 choice.reason)
         self.reconcile()
         interval = self.services.conf.compute.sync_power_state_interval
         if interval > 0:

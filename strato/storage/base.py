@@ -152,6 +152,12 @@ class Image(abc.ABC):
     def deep_copy(self, dest_pool: str, dest_name: str) -> None:
         """Copy with snapshots and the parent link kept (librbd ``deep_copy``)."""
 
+    def data_file(self) -> Path | None:
+        """A local file that holds this snapshot's data byte for byte and never changes
+        (a frozen raw layer), for tools that read files (``qemu-img convert``); None when
+        the engine has no such file (then read the data with ``iter_chunks``)."""
+        return None
+
     # --- a running QEMU owns the image -----------------------------------------------------
     # Protocol for a disk in use by a guest (compute):
     #   opts = image.blockdev_options()            -> QEMU -blockdev / blockdev-add

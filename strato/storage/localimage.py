@@ -482,6 +482,17 @@ class LocalImage(Image):
             if intent is not None:
                 intent.finish()
 
+    def data_file(self) -> Path | None:
+        """A snapshot whose chain is one raw layer (an uploaded image's ``snap``) is that
+        file: frozen, so it can be read in place."""
+        if self.snapshot is None:
+            return None
+        with self._locked() as meta:
+            chain = self._chain(meta)
+        if len(chain) == 1 and chain[0][1] == "raw":
+            return chain[0][0]
+        return None
+
     # --- QEMU hand-off --------------------------------------------------------------------
     def qemu_chain(self) -> list[tuple[Path, str]]:
         """The layer files QEMU opens, top first (absolute paths, explicit formats)."""

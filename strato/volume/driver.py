@@ -175,27 +175,34 @@ class RBDDriver:
             raise
 
     def copy_image(self, volume_id: str, size_gb: int, chunks: Iterator[bytes],
-                   disk_format: str) -> None:
+                   disk_format: str, location: str | None = None) -> None:
         """Copy an image's data in: raw-like formats stream straight into the store;
-        qcow2 is fetched to a temp file and imported in one pass; other formats are
-        fetched and converted to raw first.  Temp files go whatever happens."""
+        qcow2 is converted into the store in one pass; other formats are converted to
+        raw first.  A qcow2 whose data is a file of this store (``location``: a local
+        engine's frozen raw layer) is converted from that file in place; otherwise the
+        data (``chunks``) is fetched to a temp file first.  Temp files go
+        whatever happens."""
         name = volume_name(volume_id)
         if disk_format in RAW_LIKE:
             stream = io.BufferedReader(_ChunkStream(chunks), buffer_size=8 << 20)
             self.engine.import_from(self.opt.pool, name, stream, order=self.opt.order)
         else:
             with tempfile.TemporaryDirectory(dir=self._conversion_dir()) as tmp:
-                src = Path(tmp) / "fetched"
-                with open(src, "wb") as fh:
-                    for chunk in chunks:
-                        fh.write(chunk)
+                # In place for qcow2 only: the store pads data to 512 bytes, which
+                # a qcow2 (its header says where everything is) does not mind, but a
+                # format with a footer (vpc) would.
+                src = self._stored_file(location) if disk_format == "qcow2" else None
+                if src is None:
+                    src = Path(tmp) / "fetched"
+                    with open(src, "wb") as fh:
+                        for chunk in chunks:
+                            fh.write(chunk)
                 fmt = "qcow2"
                 if disk_format != "qcow2":
                     fmt, converted = "raw", Path(tmp) / "converted.raw"
                     subprocess.run(["qemu-img", "convert", "-q", "-f", disk_format, "-O",
                                     "raw", "-S", "4k", str(src), str(converted)],
                                    check=True, capture_output=True)
-                    src.unlink()
                     src = converted
                     size = os.stat(src).st_size
                     if size % 512:
@@ -211,6 +218,24 @@ class RBDDriver:
         except BaseException:
             self.engine.remove(self.opt.pool, name)
             raise
+
+    def _stored_file(self, location: str | None) -> Path | None:
+        """The file holding an image's data in this store, read in place (no download),
+        or None: another store, or an engine without such a file (rbd)."""
+        if not location:
+            return None
+        try:
+            loc = parse_location(location)
+        except errors.InvalidArgument:
+            return None
+        if loc.fsid != self.engine.fsid() or loc.snapshot is None:
+            return None
+        try:
+            with self.engine.open(loc.pool, loc.image, snapshot=loc.snapshot,
+                                  read_only=True) as image:
+                return image.data_file()
+        except errors.Error:
+            return None
 
     # ------------------------------------------------------------ delete
     def delete_volume(self, volume_id: str) -> None:

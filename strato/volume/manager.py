@@ -174,7 +174,7 @@ def _from_image(services: Any, driver: Any, volume_id: str, size: int, image_id:
             services.volume.set_status(session, Volume, volume_id, "creating", "downloading")
         try:
             chunks = services.image.store.read(location, image_size or 0, chunk=8 << 20)
-            driver.copy_image(volume_id, size, chunks, disk_format or "raw")
+            driver.copy_image(volume_id, size, chunks, disk_format or "raw", location)
         finally:
             with services.db.session() as session:
                 services.volume.set_status(session, Volume, volume_id, "downloading",

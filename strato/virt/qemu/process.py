@@ -35,10 +35,53 @@ def qemu_binary() -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Accel:
+    """The accelerator guests run under, and why."""
+
+    kvm: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "KVM" if self.kvm else "TCG"
+
+
+def choose_accel(sys_module: Path = Path("/sys/module"), dev: Path = Path("/dev/kvm")
+                 ) -> Accel:
+    """KVM only on real hardware virtualisation: the kvm_intel or kvm_amd module is
+    loaded and /dev/kvm opens.  /dev/kvm alone proves nothing: a software virtualiser
+    (kvm_pvm, no vmx/svm in the CPU) also provides it, and guests under it are far slower
+    than under TCG, and crash with ``-cpu host``."""
+    hw = [m for m in ("kvm_intel", "kvm_amd") if (sys_module / m).exists()]
+    if not hw:
+        other = sorted(p.name for p in sys_module.glob("kvm_*")) if sys_module.is_dir() \
+            else []
+        why = f"only {', '.join(other)} is loaded, not hardware virtualisation" if other \
+            else "no KVM module is loaded"
+        return Accel(False, f"neither kvm_intel nor kvm_amd is in {sys_module} ({why})")
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return Accel(False, f"{hw[0]} is loaded but {dev} does not open: "
+                            f"{exc.strerror or exc}")
+    os.close(fd)
+    return Accel(True, f"{hw[0]} is loaded and {dev} opens")
+
+
+_ACCEL: Accel | None = None
+
+
+def accel() -> Accel:
+    """``choose_accel()``, decided once per process (the log says which, and why)."""
+    global _ACCEL
+    if _ACCEL is None:
+        _ACCEL = choose_accel()
+    return _ACCEL
+
+
 def kvm_usable() -> bool:
-    """Real hardware virtualisation only: /dev/kvm may be a slow software emulator here."""
-    return (os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")) \
-        and os.access("/dev/kvm", os.R_OK | os.W_OK)
+    return accel().kvm
 
 
 def accel_args() -> list[str]:
