@@ -52,12 +52,11 @@ describe() {  # "pid 1234 (unattended-upgr)"
     fi
 }
 
-start=$SECONDS
+waited=0  # seconds slept: at least that much time has gone by ($SECONDS is whole seconds)
 said=0
 while held=$(holder) && [ -n "$held" ]; do
     file=${held% *}
     pid=${held#* }
-    waited=$((SECONDS - start))
     if [ "$waited" -ge "$timeout" ]; then
         echo "setup: gave up after ${timeout} s: $(describe "$pid") still holds $file" \
             "(another apt/dpkg, e.g. unattended-upgrades, is installing packages)." \
@@ -71,7 +70,7 @@ while held=$(holder) && [ -n "$held" ]; do
         said=1
     fi
     sleep 1
+    waited=$((waited + 1))
 done
-[ "$said" = 0 ] || echo "setup: the package manager's lock is free after" \
-    "$((SECONDS - start)) s" >&2
+[ "$said" = 0 ] || echo "setup: the package manager's lock is free after ${waited} s" >&2
 exit 0
