@@ -19,9 +19,12 @@ case "${1:-}" in
 esac
 
 # Debian packages: qemu-img for the block store; QEMU and the guest-building tools for
-# compute; PostgreSQL for the database tests.
-debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod)
-[ "$test_deps" = 1 ] && debs+=(postgresql)
+# compute (OVMF for UEFI guests, genisoimage for config drives, socat for the metadata
+# service's per-guest link); PostgreSQL for the database tests; mmdebstrap and GRUB to
+# build the test cloud image from Debian's packages.
+debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod ovmf genisoimage socat)
+[ "$test_deps" = 1 ] && debs+=(postgresql mmdebstrap grub-pc-bin grub-efi-amd64-bin mtools
+                               dosfstools fdisk)
 
 missing=()
 for pkg in "${debs[@]}"; do

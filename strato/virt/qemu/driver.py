@@ -172,7 +172,8 @@ class QemuDriver:
             kernel=spec.kernel, initramfs=spec.initramfs, cmdline=spec.cmdline,
             disks=[(d.device_id, d.blockdev, slots[d.device_id], d.serial)
                    for d in spec.disks],
-            incoming=incoming, extra_args=spec.extra_args,
+            incoming=incoming, extra_args=spec.extra_args, firmware=spec.firmware,
+            machine=spec.machine, cdroms=spec.cdroms,
         )
         pid = process.spawn(argv, paths)
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)

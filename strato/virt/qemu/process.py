@@ -22,6 +22,7 @@ from typing import Any
 from strato.storage.online import monitor_args
 
 from .errors import SpawnError
+from .spec import CdromSpec
 
 SOCKET_PATH_MAX = 107  # sun_path, minus the NUL
 FIRST_DISK_SLOT = 4  # PCI slots: 0 host bridge, 1 PIIX, 3 virtio-serial, disks from 4
@@ -126,6 +127,11 @@ class InstancePaths:
         return self.dir / "console.log"
 
     @property
+    def efivars(self) -> Path:
+        """This instance's UEFI variable store (a copy of OVMF_VARS)."""
+        return self.dir / "efivars.fd"
+
+    @property
     def suspend_image(self) -> Path:
         return self.dir / "suspended.state"
 
@@ -135,17 +141,37 @@ def _opt(value: str) -> str:
     return value.replace(",", ",,")
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+def firmware_args(firmware: str, paths: InstancePaths) -> list[str]:
+    """SeaBIOS is QEMU's default; UEFI is Debian's OVMF with a per-instance copy of the
+    variable store (boot entries the guest writes survive its restarts)."""
+    if firmware != "uefi":
+        return []
+    if not OVMF_CODE.exists():
+        raise SpawnError(f"UEFI firmware {OVMF_CODE} is missing (apt-get install ovmf)")
+    if not paths.efivars.exists():
+        shutil.copyfile(OVMF_VARS, paths.efivars)
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(str(OVMF_CODE))}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={_opt(str(paths.efivars))}"]
+
+
 def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int,
-                  kernel: Path, initramfs: Path | None, cmdline: str,
+                  kernel: Path | None, initramfs: Path | None, cmdline: str,
                   disks: list[tuple[str, dict[str, Any], int, str | None]],
-                  incoming: str | None = None, extra_args: tuple[str, ...] = ()) -> list[str]:
-    """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial)."""
+                  incoming: str | None = None, extra_args: tuple[str, ...] = (),
+                  firmware: str = "bios", machine: str = "pc",
+                  cdroms: tuple[CdromSpec, ...] = ()) -> list[str]:
+    """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial).
+    Without ``kernel`` the firmware boots the first disk."""
     for sock in (paths.qmp, paths.qga, paths.store_qmp):
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
     argv = [
         qemu_binary(), "-name", f"guest={_opt(name)},debug-threads=on",
-        "-machine", "pc", *accel_args(),
+        "-machine", _opt(machine), *accel_args(), *firmware_args(firmware, paths),
         "-m", str(memory_mb), "-smp", str(vcpus),
         "-display", "none", "-nodefaults", "-no-user-config",
         "-daemonize", "-pidfile", str(paths.pidfile),
@@ -158,13 +184,21 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
         # a guest kernel panic pauses the VM (status guest-panicked = CRASHED)
         "-device", "pvpanic", "-action", "panic=pause",
-        "-kernel", str(kernel), "-append", cmdline,
     ]
-    if initramfs is not None:
-        argv += ["-initrd", str(initramfs)]
-    for device_id, opts, slot, serial in disks:
+    if kernel is not None:
+        argv += ["-kernel", str(kernel), "-append", cmdline]
+        if initramfs is not None:
+            argv += ["-initrd", str(initramfs)]
+    for i, (device_id, opts, slot, serial) in enumerate(disks):
         argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
-        argv += ["-device", device_args(device_id, opts["node-name"], slot, serial)]
+        dev = device_args(device_id, opts["node-name"], slot, serial)
+        argv += ["-device", dev + (",bootindex=0" if i == 0 and kernel is None else "")]
+    for cd in cdroms:
+        argv += ["-blockdev", json.dumps({
+            "driver": "raw", "node-name": f"{cd.device_id}-cd", "read-only": True,
+            "file": {"driver": "file", "filename": str(cd.path), "read-only": True}},
+            separators=(",", ":"))]
+        argv += ["-device", f"ide-cd,id={cd.device_id},drive={cd.device_id}-cd"]
     argv += list(extra_args)
     if incoming is not None:
         argv += ["-incoming", incoming]

@@ -10,6 +10,7 @@ so the ``node-name`` it puts in the QMP command is the one QEMU has.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import hashlib
 import json
@@ -64,9 +65,17 @@ def node_prefix(device_id: str) -> str:
     return "d" + hashlib.sha1(device_id.encode()).hexdigest()[:8]
 
 
+#: disk buses a guest disk can sit on (image property ``hw_disk_bus``)
+DISK_BUSES = ("virtio", "scsi", "ide", "sata", "usb")
+#: buses a CD-ROM can sit on (``hw_cdrom_bus``)
+CDROM_BUSES = ("ide", "sata", "scsi", "usb")
+#: firmware a guest boots with (``hw_firmware_type``)
+FIRMWARES = ("bios", "uefi")
+
+
 @dataclass(frozen=True)
 class DiskSpec:
-    """A virtio-blk disk: guest device id, nested ``-blockdev`` options, optional serial.
+    """A disk: guest device id, nested ``-blockdev`` options, optional serial, bus.
 
     ``blockdev`` is what ``Image.blockdev_options(node_prefix(device_id))`` returns; its
     top ``node-name`` is the drive; ``"read-only": True`` there makes a read-only disk.
@@ -79,11 +88,15 @@ class DiskSpec:
     blockdev: dict[str, Any]
     serial: str | None = None
     source: str | None = None
+    #: one of ``DISK_BUSES``
+    bus: str = "virtio"
 
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
         if not isinstance(self.blockdev.get("node-name"), str):
             raise ValueError("blockdev options need a top-level node-name")
+        if self.bus not in DISK_BUSES:
+            raise ValueError(f"unknown disk bus {self.bus!r} (one of {', '.join(DISK_BUSES)})")
 
     @property
     def node(self) -> str:
@@ -95,14 +108,36 @@ class DiskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "blockdev": self.blockdev, "serial": self.serial,
-                "source": self.source}
+                "source": self.source, "bus": self.bus}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiskSpec:
-        return cls(d["device_id"], d["blockdev"], d.get("serial"), d.get("source"))
+        return cls(d["device_id"], d["blockdev"], d.get("serial"), d.get("source"),
+                   d.get("bus", "virtio"))
 
     def with_blockdev(self, blockdev: dict[str, Any]) -> DiskSpec:
-        return DiskSpec(self.device_id, blockdev, self.serial, self.source)
+        return dataclasses.replace(self, blockdev=blockdev)
+
+
+@dataclass(frozen=True)
+class CdromSpec:
+    """A read-only CD-ROM holding an ISO file (e.g. the config drive), on ``bus``."""
+
+    device_id: str
+    path: Path
+    bus: str = "ide"
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device_id)
+        if self.bus not in CDROM_BUSES:
+            raise ValueError(f"unknown cdrom bus {self.bus!r} (one of {', '.join(CDROM_BUSES)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "path": str(self.path), "bus": self.bus}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CdromSpec:
+        return cls(d["device_id"], Path(d["path"]), d.get("bus", "ide"))
 
 
 @dataclass(frozen=True)
@@ -110,23 +145,38 @@ class GuestSpec:
     """Everything needed to (re)create the QEMU process of one instance.
 
     Disks are in boot order: the first gets the lowest PCI slot, so it is ``vda``.
+    ``kernel`` None boots from the first disk through the firmware (``firmware``:
+    SeaBIOS or OVMF); a kernel means direct kernel boot (AKI/ARI images).
     """
 
     uuid: str
     name: str
     memory_mb: int
     vcpus: int
-    kernel: Path
+    kernel: Path | None
     initramfs: Path | None
     cmdline: str
     disks: tuple[DiskSpec, ...] = field(default_factory=tuple)
     #: extra QEMU arguments (e.g. a user-mode NIC), appended as given
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    #: one of ``FIRMWARES``
+    firmware: str = "bios"
+    #: QEMU machine type (``hw_machine_type``), e.g. ``pc`` or ``q35``
+    machine: str = "pc"
+    cdroms: tuple[CdromSpec, ...] = field(default_factory=tuple)
+    #: ``hw_scsi_model`` controller for scsi disks/cdroms (``virtio-scsi`` or ``lsilogic``)
+    scsi_model: str = "virtio-scsi"
+    #: ``hw_rng_model`` (``virtio``) or None
+    rng: str | None = None
+    #: ``os_type`` (``windows`` keeps the RTC in local time, as Nova does)
+    os_type: str | None = None
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.uuid):
             raise ValueError(f"invalid instance uuid {self.uuid!r}")
-        ids = [d.device_id for d in self.disks]
+        ids = [d.device_id for d in self.disks] + [c.device_id for c in self.cdroms]
+        if self.firmware not in FIRMWARES:
+            raise ValueError(f"unknown firmware {self.firmware!r}")
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate device ids in {ids}")
         if self.memory_mb < 16 or self.vcpus < 1:
@@ -136,16 +186,17 @@ class GuestSpec:
         return next((d for d in self.disks if d.device_id == device_id), None)
 
     def with_disks(self, disks: list[DiskSpec] | tuple[DiskSpec, ...]) -> GuestSpec:
-        return GuestSpec(self.uuid, self.name, self.memory_mb, self.vcpus, self.kernel,
-                         self.initramfs, self.cmdline, tuple(disks), self.extra_args)
+        return dataclasses.replace(self, disks=tuple(disks))
 
     def to_json(self) -> str:
         return json.dumps({
             "uuid": self.uuid, "name": self.name, "memory_mb": self.memory_mb,
-            "vcpus": self.vcpus, "kernel": str(self.kernel),
+            "vcpus": self.vcpus, "kernel": None if self.kernel is None else str(self.kernel),
             "initramfs": None if self.initramfs is None else str(self.initramfs),
             "cmdline": self.cmdline, "disks": [d.to_dict() for d in self.disks],
-            "extra_args": list(self.extra_args),
+            "extra_args": list(self.extra_args), "firmware": self.firmware,
+            "machine": self.machine, "cdroms": [c.to_dict() for c in self.cdroms],
+            "scsi_model": self.scsi_model, "rng": self.rng, "os_type": self.os_type,
         }, indent=1)
 
     @classmethod
@@ -153,10 +204,14 @@ class GuestSpec:
         d = json.loads(text)
         return cls(
             uuid=d["uuid"], name=d["name"], memory_mb=d["memory_mb"], vcpus=d["vcpus"],
-            kernel=Path(d["kernel"]),
+            kernel=None if d["kernel"] is None else Path(d["kernel"]),
             initramfs=None if d["initramfs"] is None else Path(d["initramfs"]),
             cmdline=d["cmdline"], disks=tuple(DiskSpec.from_dict(x) for x in d["disks"]),
             extra_args=tuple(d.get("extra_args", ())),
+            firmware=d.get("firmware", "bios"), machine=d.get("machine", "pc"),
+            cdroms=tuple(CdromSpec.from_dict(x) for x in d.get("cdroms", ())),
+            scsi_model=d.get("scsi_model", "virtio-scsi"), rng=d.get("rng"),
+            os_type=d.get("os_type"),
         )
 
 
