@@ -277,6 +277,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "quota_instances", "int", "10", "Servers per project (-1: no limit)."),
     Option("compute", "quota_cores", "int", "20", "vCPUs per project (-1: no limit)."),
     Option("compute", "quota_ram", "int", "51200", "MiB of RAM per project (-1: no limit)."),
+    # [serial_console]
+    Option("serial_console", "enabled", "bool", "true",
+           "Offer guests' serial consoles over a websocket (remote-consoles, "
+           "os-getSerialConsole); off: 400 Unavailable console type serial."),
+    Option("serial_console", "base_url", "str", "",
+           "Websocket URL the console URLs start with (?token=... is added); empty means "
+           "the public endpoint as ws:// (wss:// for https) + /compute/console/serial, "
+           "served by strato itself."),
+    # [consoleauth]
+    Option("consoleauth", "token_ttl", "positive_int", "600",
+           "Seconds a console token may be used to connect (an open session outlives it)."),
     # [identity]
     Option("identity", "password_min_length", "non_negative_int", "0",
            "Shortest password a user may be given."),

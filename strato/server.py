@@ -53,6 +53,13 @@ def make_pool(conf: Config, services: object, targets: list[str] | None = None) 
     return WorkerPool(conf.jobs.workers, make)
 
 
+def websocket_support() -> bool:
+    """Can uvicorn serve websockets here (the serial console proxy needs them)?"""
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    return AutoWebSocketsProtocol is not None
+
+
 def serve(conf: Config) -> int:
     from strato.api.app import build_app
     from strato.cli import _check_schema
@@ -83,6 +90,9 @@ def serve(conf: Config) -> int:
             LOG.info("stopped")
 
     app.router.lifespan_context = lifespan
+    if conf.serial_console.enabled and not websocket_support():
+        LOG.warning("no websocket implementation is installed (pip install websockets): "
+                    "serial console URLs will not connect")
     server = uvicorn.Server(uvicorn.Config(
         app, host=conf.DEFAULT.bind_host, port=conf.DEFAULT.bind_port, log_config=None,
         access_log=False, lifespan="on",

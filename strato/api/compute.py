@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from strato.api import serial_proxy
 from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
-from strato.compute import schemas
+from strato.compute import consoles, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import ServerExtras
 from strato.compute.snapshot_api import create_image
@@ -217,7 +218,24 @@ async def server_action(request: Request, server_id: str) -> Response:
         out = await _run(_extras(request).console_output, ctx, server_id, args,
                          services(request).virt)
         return FastJSON(out)
+    if name in consoles.ACTIONS:
+        return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
+                                   _version(request)))
     raise BadRequest(f"There is no such action: {name}")
+
+
+# ---------------------------------------------------------------- consoles
+@router.post(V + "/servers/{server_id}/remote-consoles")
+async def create_remote_console(request: Request, server_id: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON(await _run(consoles.Consoles(_api(request)).remote_console,
+                               context(request), server_id, body, _version(request)))
+
+
+@router.websocket(consoles.PROXY_PATH.removeprefix("/compute"))
+async def serial_console(websocket: WebSocket) -> None:
+    """The websocket a console URL points at (the token is its credential)."""
+    await serial_proxy.serve(websocket)
 
 
 # ---------------------------------------------------------------- metadata

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from strato import events
 from strato.compute import bdm as bdm_parse
-from strato.compute import listing, states
+from strato.compute import console_tokens, listing, states
 from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
@@ -464,6 +464,7 @@ class ComputeAPI:
             if not done:
                 raise Conflict(f"Instance {server_id} changed state; try again.")
             self.record_action(session, ctx, inst, "delete")
+            console_tokens.delete_for_instance(session, inst.id)
             events.emit(session, "compute", "compute.instance.delete.start", inst.id,
                         inst.project_id)
             enqueue(session, "compute.delete", {"instance_id": inst.id,

@@ -132,3 +132,19 @@ class ComputeNode(Base):
     local_gb: Mapped[int] = mapped_column(Integer)
     hypervisor_type: Mapped[str] = mapped_column(String(32), default="QEMU")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConsoleAuthToken(Base):
+    """A console token, as Nova keeps them: only its SHA-256 is stored, it opens one
+    instance's console of one type, and it expires (``[consoleauth] token_ttl``)."""
+
+    __tablename__ = "console_auth_tokens"
+    __table_args__ = (Index("ix_console_auth_tokens_token_hash", "token_hash", unique=True),)
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(255))
+    console_type: Mapped[str] = mapped_column(String(255))
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    host: Mapped[str] = mapped_column(String(255))  # where the guest's console is
+    expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

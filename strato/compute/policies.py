@@ -21,6 +21,7 @@ RULES = [
     RuleDefault(f"{P}os-suspend-server:suspend", MEMBER),
     RuleDefault(f"{P}os-suspend-server:resume", MEMBER),
     RuleDefault(f"{P}os-console-output", MEMBER),
+    RuleDefault(f"{P}os-remote-consoles", MEMBER),
     RuleDefault(f"{P}os-volumes-attachments:index", READER),
     RuleDefault(f"{P}os-volumes-attachments:show", READER),
     RuleDefault(f"{P}os-volumes-attachments:create", MEMBER),

@@ -110,3 +110,30 @@ UPDATE_FLAVOR = Obj({"flavor": Obj({"description": Str(65535, nullable=True)},
 
 EXTRA_SPECS = Obj({"extra_specs": Map(numbers=True)}, required=("extra_specs",))
 EXTRA_SPEC = Map(numbers=True)
+
+# Consoles (Nova's remote_consoles schemas): mks/webmks from 2.8.
+_PROTOCOLS = ("vnc", "spice", "serial", "rdp")
+_CONSOLE_TYPES = ("novnc", "xvpvnc", "spice-html5", "serial", "rdp-html5")
+
+
+def _remote_console(protocols: tuple[str, ...], types: tuple[str, ...]) -> Obj:
+    return Obj({"remote_console": Obj({
+        "protocol": Str(enum=protocols), "type": Str(enum=types),
+    }, required=("protocol", "type"), extra=None)}, required=("remote_console",), extra=None)
+
+
+REMOTE_CONSOLE = _remote_console(_PROTOCOLS, _CONSOLE_TYPES)
+REMOTE_CONSOLE_V28 = _remote_console((*_PROTOCOLS, "mks"), (*_CONSOLE_TYPES, "webmks"))
+
+
+def _console_action(name: str, types: tuple[str, ...]) -> Obj:
+    return Obj({name: Obj({"type": Str(enum=types)}, required=("type",), extra=None)},
+               required=(name,), extra=None)
+
+
+#: the pre-2.6 actions (os-getRDPConsole is refused before its body matters)
+CONSOLE_ACTIONS = {
+    "os-getSerialConsole": _console_action("os-getSerialConsole", ("serial",)),
+    "os-getVNCConsole": _console_action("os-getVNCConsole", ("novnc", "xvpvnc")),
+    "os-getSPICEConsole": _console_action("os-getSPICEConsole", ("spice-html5",)),
+}

@@ -5,7 +5,9 @@ an initramfs with busybox, a handful of virtio/ext4 modules and ``qemu-ga``, and
 64 MiB raw ext4 root disk.  Its ``/init`` (see ``guestscripts.INIT``) mounts the disk
 at ``/mnt/root``, bumps ``/bootcount`` there, starts the guest agent, prints
 ``STRATO-GUEST-READY bootcount=N`` on the serial console and stays up; it powers off
-on the ACPI power button and reboots/halts on ``guest-shutdown``.
+on the ACPI power button and reboots/halts on ``guest-shutdown``.  A getty on the
+serial port lets root log in with the password :data:`ROOT_PASSWORD` -- a test image
+with a known password, never one to expose.
 
 Downloads and the unpacked kernel are cached (default ``~/.cache/strato/guest``), so a
 warm build only rewrites the initramfs and the disk.  Needs: apt-get, dpkg-deb,
@@ -38,6 +40,9 @@ DISK_UUID = "5a7a70e5-0000-4000-8000-000000000001"
 READY_MARKER = "STRATO-GUEST-READY"
 BUSYBOX = Path("/bin/busybox")
 FAKE_TIME = 1700000000
+#: root's password on the serial console login (a test image: the password is public).
+ROOT_PASSWORD = "strato"
+ROOT_SALT = "stratoguest"  # fixed, so the initramfs is the same on every build
 #: Kernel command line the guest expects (the driver's default).
 CMDLINE = "console=ttyS0 quiet"
 
@@ -283,6 +288,7 @@ def _initramfs(dest: Path, kroot: Path, version: str, cache: Path) -> None:
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.symlink("bin/sh", "busybox")
     cpio.file("sbin/shutdown", guestscripts.SHUTDOWN.encode(), 0o755)
+    _login_files(cpio)
     mods: list[str] = []
     for path in _module_files(kroot, version):
         rel = path.relative_to(kroot)
@@ -298,6 +304,18 @@ def _initramfs(dest: Path, kroot: Path, version: str, cache: Path) -> None:
         with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
             gz.write(cpio.finish())
     os.replace(tmp, dest)
+
+
+def _login_files(cpio: _Cpio) -> None:
+    """root's account for busybox getty/login on ttyS0 (SHA-512 crypt, fixed salt)."""
+    hashed = _run(BUSYBOX, "mkpasswd", "-m", "sha512", ROOT_PASSWORD, ROOT_SALT).strip()
+    if not hashed.startswith("$6$"):
+        raise RuntimeError(f"busybox mkpasswd gave no SHA-512 hash: {hashed!r}")
+    cpio.dirs("root")
+    cpio.file("etc/passwd", guestscripts.PASSWD.encode())
+    cpio.file("etc/group", guestscripts.GROUP.encode())
+    cpio.file("etc/shadow", guestscripts.SHADOW.format(hash=hashed).encode(), 0o600)
+    cpio.file("etc/profile", guestscripts.PROFILE.encode())
 
 
 def _disk(dest: Path) -> None:

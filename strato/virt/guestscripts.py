@@ -4,6 +4,8 @@ INIT = r"""#!/bin/busybox sh
 # strato test guest: PID 1 of an initramfs that stays the root filesystem.
 # Kernel parameter strato.noagent: do not start qemu-ga (to test agent-less paths).
 # The ext4 root disk (/dev/vda) is mounted at /mnt/root; its /bootcount counts boots.
+# A login prompt (busybox getty + login) runs on the serial port /dev/ttyS0 and is
+# respawned; root's password is in /etc/shadow (a test image: see guestbuild).
 # Signals to PID 1 follow busybox's reboot/poweroff/halt applets:
 #   TERM = reboot, USR2 = poweroff, USR1 = halt.  /sbin/shutdown (used by qemu-ga's
 #   guest-shutdown) and the ACPI power button (QMP system_powerdown) send them too.
@@ -24,6 +26,7 @@ finish() {
     say "$1 requested"
     [ -n "$ga_pid" ] && kill "$ga_pid" 2>/dev/null
     [ -n "$btn_pid" ] && kill "$btn_pid" 2>/dev/null
+    [ -n "$getty_pid" ] && kill "$getty_pid" 2>/dev/null
     sync
     umount /mnt/root 2>/dev/null || mount -o remount,ro /mnt/root 2>/dev/null
     sync
@@ -100,6 +103,16 @@ btn_pid=$!
 
 echo "STRATO-GUEST-READY bootcount=$n"
 
+# getty takes ttyS0 as its controlling terminal (/dev/console never is one), so the
+# console messages above keep going to the same serial port.
+getty_pid=
+start_getty() {
+    [ -c /dev/ttyS0 ] || return
+    getty -L 115200 ttyS0 vt100 &
+    getty_pid=$!
+}
+start_getty
+
 while :; do
     sleep 1 &
     wait $!
@@ -107,7 +120,19 @@ while :; do
         qemu-ga -m virtio-serial -p "$port" -t /run &
         ga_pid=$!
     fi
+    if [ "$shutting_down" = 0 ] && ! kill -0 "$getty_pid" 2>/dev/null; then
+        start_getty  # after a logout (or a failed login) getty comes back
+    fi
 done
+"""
+
+#: The login files of the test guest: root logs in on the serial console.
+PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
+GROUP = "root:x:0:\n"
+SHADOW = "root:{hash}:19000:0:99999:7:::\n"
+PROFILE = r"""export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export HOME=/root
+PS1='\u@strato-guest:\w# '
 """
 
 SHUTDOWN = r"""#!/bin/sh

@@ -127,6 +127,11 @@ class InstancePaths:
         return self.dir / "console.log"
 
     @property
+    def serial(self) -> Path:
+        """The serial port's socket (one client at a time: the console proxy)."""
+        return self.dir / "serial.sock"
+
+    @property
     def efivars(self) -> Path:
         """This instance's UEFI variable store (a copy of OVMF_VARS)."""
         return self.dir / "efivars.fd"
@@ -166,7 +171,7 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
                   cdroms: tuple[CdromSpec, ...] = ()) -> list[str]:
     """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial).
     Without ``kernel`` the firmware boots the first disk."""
-    for sock in (paths.qmp, paths.qga, paths.store_qmp):
+    for sock in (paths.qmp, paths.qga, paths.store_qmp, paths.serial):
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
     argv = [
@@ -177,7 +182,10 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         "-daemonize", "-pidfile", str(paths.pidfile),
         "-qmp", f"unix:{_opt(str(paths.qmp))},server=on,wait=off",
         *monitor_args(paths.store_qmp),
-        "-chardev", f"file,id=serial0,path={_opt(str(paths.console))},append=on",
+        # the serial port: a socket for the console proxy, every byte the guest writes
+        # also logged (os-getConsoleOutput), whether or not a client is connected
+        "-chardev", f"socket,id=serial0,path={_opt(str(paths.serial))},server=on,wait=off,"
+                    f"logfile={_opt(str(paths.console))},logappend=on",
         "-serial", "chardev:serial0",
         "-device", "virtio-serial-pci,id=vser0,bus=pci.0,addr=0x3",
         "-chardev", f"socket,id=qga0,path={_opt(str(paths.qga))},server=on,wait=off",
@@ -224,7 +232,7 @@ def device_dict(device_id: str, node: str, slot: int, serial: str | None) -> dic
 def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0) -> int:
     """Start a daemonized QEMU; return its pid once the pidfile is there."""
     paths.pidfile.unlink(missing_ok=True)
-    for sock in (paths.qmp, paths.qga, paths.store_qmp):
+    for sock in (paths.qmp, paths.qga, paths.store_qmp, paths.serial):
         sock.unlink(missing_ok=True)
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
