@@ -21,6 +21,7 @@ from strato.compute import console_tokens, schemas, states
 from strato.compute.api import ComputeAPI, P
 from strato.compute.models import Instance
 from strato.compute.views import Version
+from strato.config import Config
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, NotFound, Unauthorized
 from strato.validation import validate
@@ -33,6 +34,15 @@ SERIAL = "serial"
 ACTIONS = {"os-getSerialConsole": "serial", "os-getVNCConsole": "vnc",
            "os-getSPICEConsole": "spice", "os-getRDPConsole": "rdp"}
 INVALID_TOKEN = "The token is invalid or has expired."
+
+
+def base_url(conf: Config) -> str:
+    """``[serial_console] base_url``, else the public endpoint as a websocket URL."""
+    if conf.serial_console.base_url:
+        return conf.serial_console.base_url
+    parts = urlsplit(conf.public_endpoint)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + PROXY_PATH, "", ""))
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,7 @@ class Consoles:
                                f"is in vm_state {inst.vm_state}")
             token = console_tokens.issue(session, inst.id, console_type, inst.host or "",
                                          self.conf.consoleauth.token_ttl)
-        base = self.base_url()
+        base = base_url(self.conf)
         return f"{base}{'&' if '?' in base else '?'}token={token}"
 
     def _check_state(self, inst: Instance) -> None:
@@ -102,14 +112,6 @@ class Consoles:
         if inst.task_state == states.DELETING:
             raise Conflict(f"Cannot 'get_serial_console' instance {inst.id} while it is "
                            f"in task_state {inst.task_state}")
-
-    def base_url(self) -> str:
-        """``[serial_console] base_url``, else the public endpoint as a websocket URL."""
-        if self.conf.serial_console.base_url:
-            return self.conf.serial_console.base_url
-        parts = urlsplit(self.conf.public_endpoint)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + PROXY_PATH, "", ""))
 
     # ------------------------------------------------------------ the proxy's side
     def authorize(self, token: str) -> ConsoleTarget:
