@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -15,6 +16,19 @@ from strato.config import Config, ConfigError, load, sample
 LOG = logging.getLogger("strato")
 
 
+class RedactTokens(logging.Filter):
+    """Console URLs carry their token in the query (uvicorn logs each websocket's
+    path): the log shows ``token=***``, as only the token's hash is kept anywhere."""
+
+    PATTERN = re.compile(r"([?&]token=)[^\s&\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1***", message), None
+        return True
+
+
 def setup_logging(conf: Config, debug: bool = False) -> None:
     level = logging.DEBUG if (debug or conf.DEFAULT.debug) else logging.INFO
     handler: logging.Handler = (
@@ -23,6 +37,7 @@ def setup_logging(conf: Config, debug: bool = False) -> None:
     )
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

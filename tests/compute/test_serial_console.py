@@ -25,6 +25,7 @@ from strato.virt.qemu import QemuDriver
 from tests.compute.conftest import Nova, boot_ready, guest_server, wait_console
 from tests.console import ConsoleError, SerialConsole
 from tests.support import Server
+from tests.tenants import make_tenant
 
 TTL = 6
 
@@ -273,15 +274,26 @@ def test_pre_26_actions_for_other_types(api: Nova, a: str, body: dict, message: 
     assert message in r.json()["badRequest"]["message"]
 
 
-def test_unknown_server_and_other_projects(srv: Server, api: Nova) -> None:
+def test_unknown_server_other_projects_and_readers(srv: Server, api: Nova, a: str) -> None:
+    serial = {"remote_console": {"protocol": "serial", "type": "serial"}}
     missing = str(uuid.uuid4())
-    r = api.req("POST", f"/servers/{missing}/remote-consoles", "2.6",
-                json={"remote_console": {"protocol": "serial", "type": "serial"}})
+    r = api.req("POST", f"/servers/{missing}/remote-consoles", "2.6", json=serial)
     assert r.status_code == 404
     assert r.json()["itemNotFound"]["message"] == f"Instance {missing} could not be found."
     r = api.req("POST", f"/servers/{missing}/action", "2.1",
                 json={"os-getSerialConsole": {"type": "serial"}})
     assert r.status_code == 404
+    # another project's member does not see A; a reader of A's project may not open it
+    other = make_tenant(srv, "con-other")
+    headers = {"OpenStack-API-Version": "compute 2.6"}
+    with srv.client(other.token()) as c:
+        r = c.post(f"/compute/v2.1/servers/{a}/remote-consoles", json=serial, headers=headers)
+        assert r.status_code == 404, r.text
+    srv.openstack("role", "add", "--project", "admin", "--user", other.user, "reader")
+    with srv.client(srv.token(other.user, other.password, "admin")) as c:
+        r = c.post(f"/compute/v2.1/servers/{a}/remote-consoles", json=serial, headers=headers)
+        assert r.status_code == 403, r.text
+        assert "os_compute_api:os-remote-consoles" in r.json()["forbidden"]["message"]
 
 
 def test_base_url_follows_the_public_endpoint() -> None:
@@ -343,3 +355,23 @@ def _image_id(srv: Server) -> str:
 def _tiny(api: Nova) -> str:
     r = api.req("GET", "/flavors")
     return next(f["id"] for f in r.json()["flavors"] if f["name"] == "m1.tiny")
+
+
+def test_the_server_stops_cleanly_with_a_console_open(srv: Server, api: Nova,
+                                                      a: str) -> None:
+    """Last: SIGTERM with a session open closes it and the server exits at once; the
+    log never shows a token (uvicorn logs each websocket's URL)."""
+    url = url_of(api, a)
+    con = SerialConsole(url)
+    try:
+        con.send("\r")
+        con.read_until("login:", timeout=60)
+        started = time.monotonic()
+        assert srv.stop() == 0
+        assert time.monotonic() - started < 20
+        with pytest.raises((ConsoleError, websocket.WebSocketException, OSError)):
+            con.read_until("never printed", timeout=10)
+    finally:
+        con.ws.close()
+    log = srv.log.read_text()
+    assert "/compute/console/serial?token=***" in log and token_of(url) not in log
