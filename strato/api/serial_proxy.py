@@ -30,11 +30,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strato.api.faults import fault_response
 from strato.compute.consoles import Consoles, ConsoleTarget
 from strato.exceptions import Conflict, StratoError
+from strato.virt.qemu import QemuDriver, VirtError
 
 LOG = logging.getLogger("strato.console")
 
 SUBPROTOCOLS = ("binary", "base64")
 CONNECT_TIMEOUT = 5.0
+IN_USE = "The serial console is in use by another client."
 CHUNK = 65536
 #: instances whose console this process is serving (one client each)
 _busy: set[str] = set()
@@ -51,13 +53,12 @@ async def serve(websocket: WebSocket) -> None:
         return
     uuid = target.instance_uuid
     if uuid in _busy:
-        await _deny(websocket, 409, f"The serial console of instance {uuid} is in use by "
-                                    "another client.")
+        await _deny(websocket, 409, IN_USE)
         return
     _busy.add(uuid)
     try:
         try:
-            sock = await run_in_threadpool(_connect, services.virt.paths(uuid).serial)
+            sock = await run_in_threadpool(_connect, services.virt, uuid)
         except Conflict as exc:
             await _deny(websocket, 409, exc.message)
             return
@@ -78,16 +79,30 @@ async def serve(websocket: WebSocket) -> None:
         _busy.discard(uuid)
 
 
-def _connect(path: Path) -> socket.socket:
-    """The guest's serial socket, connected (blocking, with a timeout: QEMU leaves a
-    second client waiting in its backlog while another is connected)."""
+def _connect(virt: QemuDriver, uuid: str) -> socket.socket:
+    """The guest's serial socket, connected.  QEMU would leave a second client waiting
+    in its backlog, silent, while another is connected (another API process's, say):
+    QMP says whether one is, so that one gets a clear 409 instead."""
+    try:
+        chardevs = virt.qmp(uuid, "query-chardev", timeout=CONNECT_TIMEOUT)
+    except (VirtError, OSError, TimeoutError) as exc:
+        raise Conflict(f"The guest's serial console is not there (is it running?): "
+                       f"{exc}") from None
+    serial = next((c for c in chardevs if c.get("label") == "serial0"), None)
+    if serial is None or not str(serial.get("filename", "")).startswith("disconnected:"):
+        raise Conflict(IN_USE if serial else "The guest has no serial console socket "
+                       "(started before it had one: a hard reboot gives it one).")
+    return _open(virt.paths(uuid).serial)
+
+
+def _open(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(CONNECT_TIMEOUT)
     try:
         sock.connect(str(path))
     except TimeoutError:
         sock.close()
-        raise Conflict("The serial console is in use by another client.") from None
+        raise Conflict(IN_USE) from None
     except OSError as exc:
         sock.close()
         raise Conflict(f"The guest's serial console is not there (is it running?): "

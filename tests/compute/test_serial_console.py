@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import sqlite3
 import time
 import uuid
@@ -130,10 +131,25 @@ def test_one_client_at_a_time(api: Nova, a: str) -> None:
         status, body = refused(url_of(api, a))
         assert status == 409
         assert body["conflictingRequest"]["message"] == (
-            f"The serial console of instance {a} is in use by another client.")
+            "The serial console is in use by another client.")
         assert first.run("echo still-here") == "still-here"  # the first one is unharmed
     with SerialConsole(url_of(api, a)) as again:  # free again once the first has gone
         again.login("root", ROOT_PASSWORD)
+
+
+def test_a_client_elsewhere_holds_the_port(api: Nova, drv: QemuDriver, a: str) -> None:
+    """A client this API process does not know of (another API process, say) has the
+    serial socket: QEMU keeps the next one waiting, and the proxy gives up with 409."""
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.connect(str(drv.paths(a).serial))
+    try:
+        status, body = refused(url_of(api, a))
+        assert status == 409
+        assert "in use by another client" in body["conflictingRequest"]["message"]
+    finally:
+        held.close()
+    with SerialConsole(url_of(api, a)) as con:  # and once it has gone, the proxy gets in
+        con.login("root", ROOT_PASSWORD)
 
 
 def test_base64_subprotocol(api: Nova, a: str) -> None:
