@@ -88,10 +88,13 @@ def _connect(virt: QemuDriver, uuid: str) -> socket.socket:
     except (VirtError, OSError, TimeoutError) as exc:
         raise Conflict(f"The guest's serial console is not there (is it running?): "
                        f"{exc}") from None
-    serial = next((c for c in chardevs if c.get("label") == "serial0"), None)
-    if serial is None or not str(serial.get("filename", "")).startswith("disconnected:"):
-        raise Conflict(IN_USE if serial else "The guest has no serial console socket "
-                       "(started before it had one: a hard reboot gives it one).")
+    filename = next((str(c.get("filename", "")) for c in chardevs
+                     if c.get("label") == "serial0"), "")
+    if "unix:" not in filename:  # a guest started before serial ports were sockets
+        raise Conflict("The guest's serial port is not a socket yet: a hard reboot "
+                       "makes it one.")
+    if not filename.startswith("disconnected:"):
+        raise Conflict(IN_USE)
     return _open(virt.paths(uuid).serial)
 
 

@@ -121,7 +121,7 @@ class Consoles:
             raise Unauthorized(INVALID_TOKEN)
         with self.db.session(readonly=True) as session:
             row = console_tokens.find(session, token)
-            if row is None:
+            if row is None or row.console_type != SERIAL:  # the proxy is serial only
                 raise Unauthorized(INVALID_TOKEN)
             inst = session.get(Instance, row.instance_uuid)
             if inst is None or inst.deleted or inst.task_state == states.DELETING:
