@@ -277,6 +277,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "quota_instances", "int", "10", "Servers per project (-1: no limit)."),
     Option("compute", "quota_cores", "int", "20", "vCPUs per project (-1: no limit)."),
     Option("compute", "quota_ram", "int", "51200", "MiB of RAM per project (-1: no limit)."),
+    Option("compute", "force_config_drive", "bool", "false",
+           "Give every new server a config drive, whether it asked for one or not."),
+    # [api]
+    Option("api", "enable_instance_password", "bool", "true",
+           "Return the admin password (given or generated) in the server create "
+           "response."),
     # [identity]
     Option("identity", "password_min_length", "non_negative_int", "0",
            "Shortest password a user may be given."),
