@@ -225,6 +225,8 @@ def build(ctx: JobContext) -> dict[str, Any]:
             ctx.checkpoint(step="disks")
             drv = services.virt
             _config_drive(services, ctx, inst)
+            if services.metadata_server is not None:  # listening before the guest asks
+                services.metadata_server.watch(instance_id)
             if drv.pid(instance_id) is None:
                 spec, attached = _spec(services, rctx, inst, bdms)
                 drv.spawn(spec)
