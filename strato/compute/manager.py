@@ -269,7 +269,10 @@ def _config_drive(services: Any, ctx: JobContext, inst: Instance) -> None:
                 session.execute(update(Instance).where(Instance.id == inst.id).values(
                     config_drive="True"))
             inst.config_drive = "True"
-        configdrive.write(services, inst.id, ctx.payload.get("admin_pass"))
+        admin_pass = ctx.payload.get("admin_pass")
+        # a retried build whose password is already gone keeps the drive it wrote
+        if admin_pass is not None or not configdrive.path(services, inst.id).exists():
+            configdrive.write(services, inst.id, admin_pass)
     _forget_admin_pass(services, ctx)
 
 
