@@ -220,3 +220,31 @@ def test_restart_and_delete(guests: Guests) -> None:
     assert not sock_a.exists()
     code, out = _wget(drv, guests.b, "/openstack/latest/meta_data.json")
     assert code == 0 and json.loads(out)["uuid"] == guests.b
+
+
+def test_openstack_cli_config_drive_and_user_data(guests: Guests, tmp_path: Path) -> None:
+    """The real client: ``--config-drive true --user-data FILE --property``."""
+    srv, drv = guests.srv, guests.drv
+    ud = tmp_path / "ud.sh"
+    ud.write_bytes(SCRIPT)
+    created = srv.openstack_json("server", "create", "--image", "strato-guest", "--flavor",
+                                 "m1.tiny", "--nic", "none", "--config-drive", "true",
+                                 "--user-data", str(ud), "--property", "k=v", "--wait",
+                                 "cli-cd")
+    sid = str(created["id"])  # type: ignore[index]
+    try:
+        shown = srv.openstack_json("server", "show", sid)
+        assert shown["config_drive"] == "True"  # type: ignore[index]
+        iso = Path(drv.paths(sid).dir) / "disk.config"
+
+        def read(p: str) -> bytes:
+            return subprocess.run(["isoinfo", "-R", "-i", str(iso), "-x", p],
+                                  capture_output=True, check=True).stdout
+
+        assert read("/openstack/latest/user_data") == SCRIPT
+        meta = json.loads(read("/openstack/2012-08-10/meta_data.json"))
+        assert meta["uuid"] == sid and meta["meta"] == {"k": "v"}
+        assert set(meta) == {"uuid", "meta", "admin_pass", "hostname", "name",
+                             "launch_index", "availability_zone"}
+    finally:
+        srv.openstack("server", "delete", "--wait", sid)
