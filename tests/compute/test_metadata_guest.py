@@ -248,3 +248,24 @@ def test_openstack_cli_config_drive_and_user_data(guests: Guests, tmp_path: Path
                              "launch_index", "availability_zone"}
     finally:
         srv.openstack("server", "delete", "--wait", sid)
+
+
+def test_forced_config_drive_and_no_password_in_the_response(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``[compute] force_config_drive`` gives a drive to a server that did not ask;
+    ``[api] enable_instance_password = false`` keeps adminPass out of the response."""
+    with guest_server(tmp_path_factory.mktemp("mdf"), {
+            "compute": {"force_config_drive": "true"},
+            "api": {"enable_instance_password": "false"}}) as srv:
+        nova = Nova(srv)
+        created = _create(nova, srv, name="forced")
+        assert "adminPass" not in created
+        assert set(created) == {"id", "links", "OS-DCF:diskConfig", "security_groups"}
+        body = nova.wait(created["id"], "ACTIVE")
+        assert body["config_drive"] == "True"
+        iso = Path(QemuDriver(srv.state / "instances").paths(created["id"]).dir) / \
+            "disk.config"
+        meta = json.loads(subprocess.run(
+            ["isoinfo", "-R", "-i", str(iso), "-x", "/openstack/latest/meta_data.json"],
+            capture_output=True, check=True).stdout)
+        assert meta["uuid"] == created["id"] and len(meta["admin_pass"]) == 12
