@@ -117,7 +117,9 @@ class MetadataServer:
             present = {p.name for p in self.root.iterdir() if (p / "spec.json").exists()}
         except FileNotFoundError:
             present = set()
-        for instance_id in sorted(present - set(self._listeners)):
+        with self._guard:
+            known = set(self._listeners)
+        for instance_id in sorted(present - known):
             try:
                 self.watch(instance_id)
             except OSError as exc:
