@@ -288,6 +288,12 @@ OPTIONS: tuple[Option, ...] = (
     # [consoleauth]
     Option("consoleauth", "token_ttl", "positive_int", "600",
            "Seconds a console token may be used to connect (an open session outlives it)."),
+    Option("compute", "force_config_drive", "bool", "false",
+           "Give every new server a config drive, whether it asked for one or not."),
+    # [api]
+    Option("api", "enable_instance_password", "bool", "true",
+           "Return the admin password (given or generated) in the server create "
+           "response."),
     # [identity]
     Option("identity", "password_min_length", "non_negative_int", "0",
            "Shortest password a user may be given."),

@@ -120,6 +120,8 @@ class Services:
     volume_drivers: dict[str, RBDDriver]
     compute: ComputeAPI
     virt: QemuDriver  # of this host
+    #: this host's metadata service, while its compute agent runs (``MetadataServer``)
+    metadata_server: Any = None
 
     @classmethod
     def build(cls, conf: Config) -> Services:

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from strato.compute import states
 from strato.compute.api import now
 from strato.compute.manager import instance_lock, vm_state_for
+from strato.compute.metadata_server import MetadataServer
 from strato.compute.models import ComputeNode, Instance
 from strato.compute.views import iso
 from strato.jobs.models import PENDING, RUNNING, Job
@@ -41,10 +42,15 @@ class ComputeAgent:
         self.driver = services.virt
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.metadata: MetadataServer | None = None
 
     def start(self) -> None:
         self.register()
         found = self.driver.reattach()
+        # the guests' metadata sockets, at the paths their QEMU already forwards to
+        self.metadata = MetadataServer(self.services)
+        self.metadata.start()
+        self.services.metadata_server = self.metadata
         LOG.info("compute agent on %s: %d guests found, %d running", self.host, len(found),
                  sum(1 for p in found.values() if p == PowerState.RUNNING))
         choice = accel()
@@ -61,6 +67,9 @@ class ComputeAgent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.metadata is not None:
+            self.services.metadata_server = None
+            self.metadata.stop()
 
     def register(self) -> None:
         """This host's capacity, for the scheduler."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from strato import events
 from strato.compute import bdm as bdm_parse
-from strato.compute import console_tokens, listing, states
+from strato.compute import console_tokens, guestinfo, listing, states
 from strato.compute.flavors import FlavorAPI
-from strato.compute.keypairs import KeyPairs
+from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
 from strato.compute.views import Version, flavor_snapshot, iso, server_view
@@ -69,6 +70,16 @@ def _text(ref: dict[str, Any], key: str, required: bool = False,
           maximum: int = 255) -> str | None:
     """A string field: the message names the field and the limit, never the value."""
     return text(ref.get(key), key, maximum=maximum, required=required)
+
+
+@dataclass(frozen=True)
+class GuestInput:
+    """What server create was given for the guest itself (checked)."""
+
+    config_drive: str  # "True" or "", as Nova stores it
+    keypair: KeyPair | None
+    hostname: str
+    admin_pass: str  # never stored: the create response and the config drive only
 
 
 def mac_of(instance_id: str) -> str:
@@ -143,8 +154,13 @@ class ComputeAPI:
                 raise BadRequest(f"{key} other than 1 is not supported.")
         flavor = self._flavor(ref.get("flavorRef"))
         key_name = _text(ref, "key_name")
-        if key_name is not None and self.keypairs.get(ctx.user_id, key_name) is None:
-            raise BadRequest("Invalid key_name provided.")
+        keypair = None
+        if key_name is not None:
+            keypair = self.keypairs.get(ctx.user_id, key_name)
+            if keypair is None:
+                raise BadRequest("Invalid key_name provided.")
+        guestinfo.check_user_data(ref.get("user_data"))
+        config_drive = guestinfo.config_drive_value(ref.get("config_drive"))
         mappings = bdm_parse.parse(ref.get("block_device_mapping_v2"))
         image_ref = ref.get("imageRef") or ""
         root = next((m for m in mappings if m.boot_index == 0), None)
@@ -175,6 +191,10 @@ class ComputeAPI:
             if (image.get("min_ram") or 0) > flavor.memory_mb:
                 raise BadRequest("Flavor's memory is too small for requested image.")
             kernel = {k: str(image.get(k) or "") for k in kernel}
+            if str(image.get("img_config_drive") or "") == "mandatory":
+                config_drive = "True"
+        if self.conf.compute.force_config_drive:
+            config_drive = "True"
         for m in mappings:
             if m.destination_type != "volume":
                 continue
@@ -200,14 +220,20 @@ class ComputeAPI:
                         "volume_image_metadata") or {}
                     kernel = {k: str(meta.get(k) or "") for k in kernel}
         instance_id = str(uuid.uuid4())
+        guest = GuestInput(
+            config_drive=config_drive, keypair=keypair,
+            hostname=(ref.get("hostname") if version >= (2, 90) else None) or
+            guestinfo.hostname_for(name or "", instance_id),
+            admin_pass=ref["adminPass"] if "adminPass" in ref
+            else guestinfo.generate_password())
         return self._create_record(ctx, instance_id, name, description, metadata, network,
-                                   flavor, image_ref, kernel, mappings, ref, version)
+                                   flavor, image_ref, kernel, mappings, ref, version, guest)
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
                        flavor: Flavor, image_ref: str, kernel: dict[str, str],
                        mappings: list[bdm_parse.Mapping], ref: dict[str, Any],
-                       version: Version) -> dict[str, Any]:
+                       version: Version, guest: GuestInput) -> dict[str, Any]:
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -220,7 +246,10 @@ class ComputeAPI:
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
             mac=mac_of(instance_id), reservation_id=f"r-{uuid.uuid4().hex[:8]}",
-            created_at=now())
+            created_at=now(), launch_index=0, config_drive=guest.config_drive,
+            hostname=guest.hostname,
+            key_data=guest.keypair.public_key if guest.keypair else None,
+            key_type=guest.keypair.type if guest.keypair else None)
         with self.db.session() as session:
             # Existing volumes are reserved for this server (Nova's API does the same) in
             # the transaction that records it and its build job: all or nothing.
@@ -264,13 +293,17 @@ class ComputeAPI:
                             instance_id, ctx.project_id, error=str(exc))
             else:
                 inst.host = host
-                enqueue(session, "compute.build", {"instance_id": instance_id,
-                                                   "ctx": ctx_payload(ctx)},
-                        target=f"host:{host}", max_attempts=3)
-        return {"id": instance_id, "links": server_view(
+                payload = {"instance_id": instance_id, "ctx": ctx_payload(ctx)}
+                if guest.config_drive:  # only the config drive carries it; the build
+                    payload["admin_pass"] = guest.admin_pass  # drops it from the job
+                enqueue(session, "compute.build", payload, target=f"host:{host}",
+                        max_attempts=3)
+        body = {"id": instance_id, "links": server_view(
             inst, [], self.base, version, admin=False)["links"],
-            "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-            "adminPass": ref.get("adminPass") or uuid.uuid4().hex[:12]}
+            "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}
+        if self.conf.api.enable_instance_password:
+            body["adminPass"] = guest.admin_pass
+        return body
 
     def _networks(self, ref: dict[str, Any], version: Version) -> str:
         nets = ref.get("networks")

@@ -13,17 +13,19 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
 from strato import events
-from strato.compute import disks, states
+from strato.compute import configdrive, disks, guestnet, states
 from strato.compute.api import ctx_from, instance_deltas, now
 from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
 from strato.compute.views import iso
 from strato.context import RequestContext
 from strato.exceptions import NotFound, StratoError
+from strato.jobs.models import Job
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.virt.guestbuild import CMDLINE
@@ -102,11 +104,12 @@ def _volume_disk(services: Any, info: dict[str, Any], device: str,
     return DiskSpec(device, blockdev, serial=volume_id[:20], source=source)
 
 
-def _nic_args(inst: Instance) -> tuple[str, ...]:
+def _nic_args(services: Any, inst: Instance) -> tuple[str, ...]:
+    """The user-mode NIC (with this guest's metadata forward) and Nova's SMBIOS."""
+    smbios = guestnet.smbios_args(inst.id)
     if not inst.mac:
-        return ()
-    return ("-netdev", "user,id=net0",
-            "-device", f"virtio-net-pci,netdev=net0,mac={inst.mac},addr=0x2,romfile=")
+        return smbios
+    return guestnet.netdev_args(inst.mac, Path(services.virt.paths(inst.id).dir)) + smbios
 
 
 def _attach_volume_bdm(services: Any, ctx: RequestContext, inst: Instance,
@@ -191,8 +194,9 @@ def _spec(services: Any, ctx: RequestContext, inst: Instance,
     cmdline = (disks.image_property(services, inst.image_ref, "os_command_line")
                if inst.image_ref else None) or CMDLINE
     fl = inst.flavor
+    cdroms = (configdrive.cdrom(services, inst),) if inst.config_drive else ()
     spec = GuestSpec(inst.id, inst.name, fl["memory_mb"], fl["vcpus"], kernel, ramdisk,
-                     cmdline, tuple(disks_), _nic_args(inst))
+                     cmdline, tuple(disks_), _nic_args(services, inst), cdroms=cdroms)
     return spec, pending
 
 
@@ -220,6 +224,9 @@ def build(ctx: JobContext) -> dict[str, Any]:
                 disks.create_root(services, instance_id, inst.image_ref, inst.flavor["root_gb"])
             ctx.checkpoint(step="disks")
             drv = services.virt
+            _config_drive(services, ctx, inst)
+            if services.metadata_server is not None:  # listening before the guest asks
+                services.metadata_server.watch(instance_id)
             if drv.pid(instance_id) is None:
                 spec, attached = _spec(services, rctx, inst, bdms)
                 drv.spawn(spec)
@@ -230,6 +237,7 @@ def build(ctx: JobContext) -> dict[str, Any]:
             power = drv.power_state(instance_id)
         except Exception as exc:  # noqa: BLE001 - every failure ends in ERROR, cleaned up
             LOG.warning("instance %s: build failed: %s", instance_id, exc)
+            _forget_admin_pass(services, ctx)
             _fail_build(services, rctx, instance_id, exc)
             return {"error": str(exc)}
         with services.db.session() as session:
@@ -249,6 +257,31 @@ def build(ctx: JobContext) -> dict[str, Any]:
         _event(services, instance_id, rctx.request_id, "compute__do_build_and_run_instance",
                "Success")
         return {"active": instance_id}
+
+
+def _config_drive(services: Any, ctx: JobContext, inst: Instance) -> None:
+    """Write the config drive when the instance needs one (Nova marks the instance
+    ``config_drive`` then, whatever made it needed), and drop the admin password from
+    the job: the drive was its only destination."""
+    if configdrive.required(services, inst):
+        if not inst.config_drive:
+            with services.db.session() as session:
+                session.execute(update(Instance).where(Instance.id == inst.id).values(
+                    config_drive="True"))
+            inst.config_drive = "True"
+        admin_pass = ctx.payload.get("admin_pass")
+        # a retried build whose password is already gone keeps the drive it wrote
+        if admin_pass is not None or not configdrive.path(services, inst.id).exists():
+            configdrive.write(services, inst.id, admin_pass)
+    _forget_admin_pass(services, ctx)
+
+
+def _forget_admin_pass(services: Any, ctx: JobContext) -> None:
+    if "admin_pass" not in ctx.payload:
+        return
+    ctx.payload = {k: v for k, v in ctx.payload.items() if k != "admin_pass"}
+    with services.db.session() as session:
+        session.execute(update(Job).where(Job.id == ctx.job_id).values(payload=ctx.payload))
 
 
 def _fail_build(services: Any, rctx: RequestContext, instance_id: str,

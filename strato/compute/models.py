@@ -61,6 +61,17 @@ class Instance(Base):
     locked_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
     fault: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     reservation_id: Mapped[str] = mapped_column(String(255), default="")
+    launch_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Nova's string column: "True" when the guest gets a config drive, else ""
+    config_drive: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    #: the guest's hostname (Nova sanitizes the display name into it)
+    hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: the keypair's public key as it was at create (the keypair may change or go)
+    key_data: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: what the guest posted to the metadata service's password endpoint (encrypted
+    #: by the guest with its key; Nova keeps it as system metadata password_0..3)
+    guest_password: Mapped[str | None] = mapped_column(Text, nullable=True)
     reservations: Mapped[list] = mapped_column(JSON, default=list)
     quota_committed: Mapped[bool] = mapped_column(Boolean, default=False)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

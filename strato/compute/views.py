@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from strato.compute import states
+from strato.compute.guestnet import GUEST_ADDR
 from strato.compute.models import BlockDevice, Flavor, Instance
 
 Version = tuple[int, int]
-PRIVATE_ADDR = "10.0.2.15"  # QEMU user-mode networking's first DHCP lease
+PRIVATE_ADDR = GUEST_ADDR  # QEMU user-mode networking's first DHCP lease
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -104,7 +105,7 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
         "accessIPv4": inst.access_ip_v4 or "", "accessIPv6": inst.access_ip_v6 or "",
         "links": _links(base, "servers", inst.id),
         "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": inst.availability_zone,
-        "config_drive": "", "key_name": inst.key_name,
+        "config_drive": inst.config_drive or "", "key_name": inst.key_name,
         "OS-SRV-USG:launched_at": iso_us(inst.launched_at),
         "OS-SRV-USG:terminated_at": iso_us(inst.terminated_at),
         "OS-EXT-STS:task_state": inst.task_state, "OS-EXT-STS:vm_state": inst.vm_state,
@@ -122,8 +123,8 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
             root = next((b.device_name for b in bdms if b.boot_index == 0), "vda")
             body.update({
                 "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
-                "OS-EXT-SRV-ATTR:launch_index": 0,
-                "OS-EXT-SRV-ATTR:hostname": _hostname(inst.name),
+                "OS-EXT-SRV-ATTR:launch_index": inst.launch_index or 0,
+                "OS-EXT-SRV-ATTR:hostname": inst.hostname or _hostname(inst.name),
                 "OS-EXT-SRV-ATTR:kernel_id": inst.kernel_id,
                 "OS-EXT-SRV-ATTR:ramdisk_id": inst.ramdisk_id,
                 "OS-EXT-SRV-ATTR:root_device_name": f"/dev/{root}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -33,7 +34,8 @@ from . import guestscripts
 
 #: Modules the guest needs (their dependencies come along); missing ones are skipped
 #: only when optional.
-MODULES = ("crc32c_generic", "virtio_pci", "virtio_blk", "ext4", "virtio_console")
+MODULES = ("crc32c_generic", "virtio_pci", "virtio_blk", "ext4", "virtio_console",
+           "virtio_net")
 OPTIONAL_MODULES = ("button", "evdev", "pvpanic-mmio")
 DISK_SIZE = 64 << 20
 DISK_UUID = "5a7a70e5-0000-4000-8000-000000000001"
@@ -148,7 +150,9 @@ def _prepare_kernel(cache: Path) -> tuple[Path, Path, str]:
         if not hits:
             raise RuntimeError("cannot resolve linux-image-amd64 (run apt-get update?)")
         deb = hits[-1]
-    key = deb.name.removesuffix(".deb")
+    # the unpacked tree keeps only the listed modules: a new list needs a new tree
+    mods = hashlib.sha1(" ".join(MODULES + OPTIONAL_MODULES).encode()).hexdigest()[:8]
+    key = f"{deb.name.removesuffix('.deb')}-{mods}"
     kdir = cache / "kernels" / key
     done = kdir / ".complete"
     if not done.exists():

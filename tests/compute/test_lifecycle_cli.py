@@ -35,7 +35,7 @@ def test_boot_from_image_and_every_power_action(compute_server: Server, nova: No
     assert created["status"] == "ACTIVE"  # type: ignore[index]
     sid = created["id"]  # type: ignore[index]
     body = nova.server(sid)
-    assert body["addresses"]["private"][0]["addr"] == "10.0.2.15"
+    assert body["addresses"]["private"][0]["addr"] == "169.254.169.15"
     assert body["OS-EXT-STS:power_state"] == 1 and body["image"]["id"]
     wait_console(driver, sid, "STRATO-GUEST-READY bootcount=1")
     # the root disk is a copy-on-write clone of the image, grown to the flavor's 1 GiB

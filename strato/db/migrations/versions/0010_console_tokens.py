@@ -11,7 +11,7 @@ from alembic import op
 import strato.db.base
 
 revision = "0010_console_tokens"
-down_revision = "0007_messages"
+down_revision = "0009_config_drive"
 branch_labels = None
 depends_on = None
 
