@@ -277,6 +277,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "quota_instances", "int", "10", "Servers per project (-1: no limit)."),
     Option("compute", "quota_cores", "int", "20", "vCPUs per project (-1: no limit)."),
     Option("compute", "quota_ram", "int", "51200", "MiB of RAM per project (-1: no limit)."),
+    Option("compute", "force_config_drive", "bool", "false",
+           "Give every new server a config drive, whether it asked for one or not."),
     # [serial_console]
     Option("serial_console", "enabled", "bool", "true",
            "Offer guests' serial consoles over a websocket (remote-consoles, "
@@ -288,8 +290,6 @@ OPTIONS: tuple[Option, ...] = (
     # [consoleauth]
     Option("consoleauth", "token_ttl", "positive_int", "600",
            "Seconds a console token may be used to connect (an open session outlives it)."),
-    Option("compute", "force_config_drive", "bool", "false",
-           "Give every new server a config drive, whether it asked for one or not."),
     # [api]
     Option("api", "enable_instance_password", "bool", "true",
            "Return the admin password (given or generated) in the server create "

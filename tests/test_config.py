@@ -53,3 +53,15 @@ def test_sample_documents_every_option_and_parses(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read configuration file"):
         load(tmp_path / "nope.conf")
+
+
+def test_options_of_a_section_are_contiguous() -> None:
+    """The template writes a section header each time the section changes: options of one
+    section split by another would give a config file configparser refuses."""
+    from strato.config import OPTIONS
+
+    seen: list[str] = []
+    for opt in OPTIONS:
+        if not seen or seen[-1] != opt.section:
+            assert opt.section not in seen, f"[{opt.section}] options are split"
+            seen.append(opt.section)
