@@ -295,6 +295,7 @@ def _configure(root: Path) -> str:
     put("etc/fstab", files.FSTAB)
     put("etc/hostname", files.HOSTNAME)
     put("etc/hosts", files.HOSTS)
+    put("etc/default/locale", files.LOCALE)
     put("etc/network/interfaces", files.INTERFACES)
     (root / "etc/network/interfaces.d").mkdir(parents=True, exist_ok=True)
     put("etc/cloud/cloud.cfg.d/90_strato.cfg", files.CLOUD_CFG)

@@ -42,6 +42,10 @@ INITRAMFS_CONF = "MODULES=list\nCOMPRESS=zstd\n"
 CLOUD_CFG = """\
 # strato cloud image: where cloud-init looks for its data
 datasource_list: [ConfigDrive, OpenStack, None]
+# /etc/default/locale already says so: no locale generation at first boot
+locale: C.UTF-8
+# no RSA host key: generating one takes many seconds under TCG
+ssh_genkeytypes: [ed25519, ecdsa]
 datasource:
   OpenStack:
     max_wait: 30
@@ -53,6 +57,8 @@ LABEL={ROOT_LABEL} / ext4 rw,discard,errors=remount-ro 0 1
 """
 
 HOSTNAME = "debian\n"
+
+LOCALE = "LANG=C.UTF-8\n"
 
 HOSTS = """\
 127.0.0.1 localhost
@@ -103,7 +109,7 @@ GRUB_MODULES_EFI = ("efi_gop", *GRUB_MODULES_COMMON)
 SSH_KEYGEN_DROPIN = """\
 [Service]
 ExecStartPre=
-ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || ssh-keygen -A'
 ExecStartPre=/usr/sbin/sshd -t
 """
 
