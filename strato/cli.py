@@ -215,6 +215,33 @@ def cmd_guest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cloud_image(args: argparse.Namespace) -> int:
+    """Build (or reuse) the Debian cloud image; optionally register it as an image."""
+    from pathlib import Path
+
+    from strato.virt.cloudimage import build, describe
+
+    conf = _conf(args) if (args.register or args.dest is None) else None
+    dest = Path(args.dest) if args.dest else Path(conf.DEFAULT.state_path) / "cloud-image"
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
+    image = build(dest, force=args.force, **({"log": log} if log else {}))
+    describe(image)
+    if args.register:
+        from strato.compute.cloudimage import register
+        from strato.service import Services
+
+        assert conf is not None
+        setup_logging(conf)
+        _check_schema(conf)
+        services = Services.build(conf)
+        try:
+            image_id, new = register(services, image, args.name, force=args.force)
+        finally:
+            services.close()
+        print(f"image {args.name}: {image_id}" + ("" if new else " (already registered)"))
+    return 0
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from strato.policy import Enforcer
 
@@ -295,6 +322,19 @@ def parser() -> argparse.ArgumentParser:
                                     "register it as images (kernel, ramdisk, raw disk).")
     p.add_argument("--name", default="strato-guest", help="name of the disk image")
     p.add_argument("--force", action="store_true", help="register again even if it exists")
+
+    p = command("cloud-image", cmd_cloud_image,
+                "Build a Debian cloud image (qcow2: BIOS and UEFI boot, cloud-init, "
+                "openssh-server, qemu-guest-agent) from Debian's packages with mmdebstrap, "
+                "cached by its inputs; optionally register it as a public image.")
+    p.add_argument("--dest", metavar="DIR", help="cache directory (default: "
+                   "<state_path>/cloud-image)")
+    p.add_argument("--register", action="store_true",
+                   help="upload it as a public qcow2 image (see --name)")
+    p.add_argument("--name", default="strato-cloud", help="image name for --register")
+    p.add_argument("--force", action="store_true",
+                   help="build again even if cached (and register again)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print each build command")
 
     command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
                                   "policy file.")

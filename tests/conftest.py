@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from strato.db import Database, migrate
+from strato.virt.cloudimage import CloudImage
+from tests import cloudimage
 from tests.support import Server, free_port
 
 PG_URL = os.environ.get("STRATO_TEST_PG_URL")
@@ -64,3 +66,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def admin_token(server: Server) -> str:
     return server.token()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the cloud image build in the background as soon as a collected test needs
+    it, so it overlaps the tests that run first."""
+    if any(cloudimage.FIXTURE in getattr(item, "fixturenames", ()) for item in items):
+        cloudimage.start()
+
+
+@pytest.fixture(scope="session")
+def cloud_image() -> CloudImage:
+    """The Debian cloud image (qcow2; BIOS and UEFI; cloud-init, sshd, qemu-ga), built
+    at most once per run and cached across runs: never write to ``.path``."""
+    return cloudimage.get()

@@ -201,12 +201,16 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
         dev = device_args(device_id, opts["node-name"], slot, serial)
         argv += ["-device", dev + (",bootindex=0" if i == 0 and kernel is None else "")]
-    for cd in cdroms:
+    for j, cd in enumerate(cdroms, start=1):
         argv += ["-blockdev", json.dumps({
             "driver": "raw", "node-name": f"{cd.device_id}-cd", "read-only": True,
             "file": {"driver": "file", "filename": str(cd.path), "read-only": True}},
             separators=(",", ":"))]
-        argv += ["-device", f"ide-cd,id={cd.device_id},drive={cd.device_id}-cd"]
+        # A boot index (after the root disk) for firmware boots: OVMF only connects
+        # the devices in its boot order and leaves the PIIX IDE channels of the others
+        # disabled, and Linux's ata_piix then never sees the CD (the config drive).
+        boot = f",bootindex={j}" if kernel is None else ""
+        argv += ["-device", f"ide-cd,id={cd.device_id},drive={cd.device_id}-cd{boot}"]
     argv += list(extra_args)
     if incoming is not None:
         argv += ["-incoming", incoming]
