@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from strato.compute.disks import image_format
 from strato.db import Database
 from strato.exceptions import BadRequest
 from strato.image.models import Image as ImageRow
@@ -34,8 +35,11 @@ CHOICES: dict[str, tuple[str, ...] | None] = {
     "os_type": ("linux", "windows"),
 }
 #: disk formats strato can put under a guest as they are
-BOOTABLE_FORMATS = ("raw", "qcow2", "ami")
+BOOTABLE_FORMATS = ("raw", "qcow2", "ami", "iso")
 HEAD = 4096  # bytes of the guest disk read to decide whether it can boot
+#: an ISO's boot record volume descriptor (sector 17) names El Torito when it boots
+_EL_TORITO_AT = 17 * 2048
+_EL_TORITO = b"\0CD001\1EL TORITO SPECIFICATION"
 _QCOW2_SCAN_MAX = 64 << 20  # qcow2 metadata further into the file: not looked at
 
 
@@ -94,6 +98,12 @@ def config(meta: dict[str, str] | None) -> BootConfig:
         rng=meta.get("hw_rng_model"), os_type=meta.get("os_type"))
 
 
+def is_iso(services: Any, image_id: str) -> bool:
+    """An iso image boots as a CD-ROM behind a blank root disk (``disks.create_root``
+    makes it blank; ``manager._spec`` adds the CD-ROM)."""
+    return bool(image_id) and image_format(services, image_id) == "iso"
+
+
 def cdrom_bus(boot_meta: dict[str, str] | None) -> str:
     """The bus an instance's CD-ROMs (config drive) go on: ``cdrom_bus(inst.boot_meta)``."""
     return config(boot_meta).cdrom_bus
@@ -116,9 +126,6 @@ def check_image(image: dict[str, Any]) -> None:
         kind = "kernel" if fmt == "aki" else "ramdisk"
         raise BadRequest(f"Image {image['id']} is unacceptable: it is a {kind} image "
                          f"({fmt}); boot the machine image whose {kind}_id names it.")
-    if fmt == "iso":
-        raise BadRequest(f"Image {image['id']} is unacceptable: booting an iso image is "
-                         "not supported; use a raw or qcow2 disk image.")
     if fmt not in BOOTABLE_FORMATS:
         raise BadRequest(f"Image {image['id']} is unacceptable: disk_format {fmt} cannot "
                          "be booted; convert it to raw or qcow2.")
@@ -133,7 +140,8 @@ def check_boot_image(image: dict[str, Any], meta: dict[str, str], db: Database,
                      store: ImageStore) -> None:
     """``check_image``, then, unless the image boots a kernel directly, look at the
     disk's first sectors (a few KiB read from the image store; for qcow2 through its
-    cluster tables) and refuse a disk the firmware cannot boot."""
+    cluster tables; for an iso its El Torito record) and refuse a disk the firmware
+    cannot boot."""
     check_image(image)
     if image.get("kernel_id"):
         return
@@ -147,8 +155,14 @@ def check_boot_image(image: dict[str, Any], meta: dict[str, str], db: Database,
     def read(n: int) -> bytes:
         return b"".join(store.read(location, n, chunk=1 << 20))
 
-    head = disk_head(read, image.get("disk_format") or "raw", size)
-    why = boot_problem(head, meta.get("hw_firmware_type", "bios")) if head else None
+    fmt = image.get("disk_format") or "raw"
+    if fmt == "iso":
+        record = read(min(size, _EL_TORITO_AT + len(_EL_TORITO)))[_EL_TORITO_AT:]
+        why = None if record == _EL_TORITO else (
+            "the iso has no El Torito boot record, so it cannot boot from a CD-ROM")
+    else:
+        head = disk_head(read, fmt, size)
+        why = boot_problem(head, meta.get("hw_firmware_type", "bios")) if head else None
     if why:
         raise BadRequest(f"Image {image['id']} is unacceptable: {why}.")
 

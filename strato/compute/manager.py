@@ -27,7 +27,7 @@ from strato.exceptions import NotFound, StratoError
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.virt.guestbuild import CMDLINE
-from strato.virt.qemu import DiskSpec, GuestSpec, PowerState, node_prefix
+from strato.virt.qemu import CdromSpec, DiskSpec, GuestSpec, PowerState, node_prefix
 from strato.virt.qemu.errors import InstanceNotFound, VirtError
 
 LOG = logging.getLogger(__name__)
@@ -195,11 +195,15 @@ def _spec(services: Any, ctx: RequestContext, inst: Instance,
             if inst.ramdisk_id else None
         cmdline = (disks.image_property(services, inst.image_ref, "os_command_line")
                    if inst.image_ref else None) or CMDLINE
+    cdroms: list[CdromSpec] = []
+    if bootinfo.is_iso(services, inst.image_ref):  # after the blank root disk, as boot order
+        cdroms.append(CdromSpec("cdrom0", disks.cached_image_file(services, inst.image_ref),
+                                boot.cdrom_bus))
     fl = inst.flavor
     spec = GuestSpec(inst.id, inst.name, fl["memory_mb"], fl["vcpus"], kernel, ramdisk,
                      cmdline, tuple(disks_), _nic_args(inst), firmware=boot.firmware,
-                     machine=boot.machine, scsi_model=boot.scsi_model, rng=boot.rng,
-                     os_type=boot.os_type)
+                     machine=boot.machine, cdroms=tuple(cdroms), scsi_model=boot.scsi_model,
+                     rng=boot.rng, os_type=boot.os_type)
     return spec, pending
 
 
