@@ -183,18 +183,22 @@ def _qcow2_head(read: Reader, size: int) -> bytes | None:
             return None
         if off + n > len(cache):
             cache[:] = read(min(size, _QCOW2_SCAN_MAX, max(off + n, 2 * len(cache), 1 << 20)))
-        return bytes(cache[off:off + n])
+        got = bytes(cache[off:off + n])
+        return got if len(got) == n else None
 
-    hdr = at(0, 48)
-    if hdr is None or len(hdr) < 48:
+    hdr = at(0, 80)
+    if hdr is None:
         return None
+    version, = struct.unpack(">I", hdr[4:8])
+    incompat = struct.unpack(">Q", hdr[72:80])[0] if version >= 3 else 0
+    entry_size = 16 if incompat & (1 << 4) else 8  # extended L2 entries (subclusters)
     cluster_bits, = struct.unpack(">I", hdr[20:24])
     crypt, l1_size = struct.unpack(">II", hdr[32:40])
     l1_off, = struct.unpack(">Q", hdr[40:48])
     if crypt or not 9 <= cluster_bits <= 21:
         return None
     cluster = 1 << cluster_bits
-    per_l2 = cluster // 8
+    per_l2 = cluster // entry_size
     mask = 0x00FFFFFFFFFFFE00
     out = bytearray()
     for guest in range(0, HEAD, min(cluster, HEAD)):
@@ -207,7 +211,7 @@ def _qcow2_head(read: Reader, size: int) -> bytes | None:
                 return None
             l2_off = struct.unpack(">Q", raw)[0] & mask
             if l2_off:
-                raw = at(l2_off + 8 * l2i, 8)
+                raw = at(l2_off + entry_size * l2i, 8)
                 if raw is None:
                     return None
                 entry = struct.unpack(">Q", raw)[0]

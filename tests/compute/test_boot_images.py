@@ -260,24 +260,3 @@ def test_kernel_plain_iso_and_inactive_images_are_400(compute_server: Server, no
     finally:
         for image_id in made:
             srv.openstack("image", "delete", image_id, check=False)
-
-
-def test_unit_config_and_ovmf_missing() -> None:
-    """Defaults as Nova (CD-ROMs on IDE for pc, SATA for q35), the attach bus, and
-    UEFI refused when the firmware is not installed."""
-    from strato.compute import bootinfo
-    from strato.exceptions import BadRequest
-
-    assert bootinfo.cdrom_bus({}) == "ide"
-    assert bootinfo.cdrom_bus({"hw_machine_type": "q35"}) == "sata"
-    assert bootinfo.cdrom_bus({"hw_machine_type": "q35", "hw_cdrom_bus": "scsi"}) == "scsi"
-    assert bootinfo.attach_bus({"hw_disk_bus": "ide"}) == "virtio"
-    assert bootinfo.attach_bus({"hw_disk_bus": "scsi"}) == "scsi"
-    from strato.virt.qemu import devices
-
-    versioned = next(m for m in sorted(devices.machine_types()) if m.startswith("pc-i440fx-"))
-    assert bootinfo.boot_meta({"hw_disk_bus": "SCSI", "hw_machine_type": versioned,
-                               "other": "x"}) == {"hw_disk_bus": "scsi",
-                                                  "hw_machine_type": versioned}
-    with pytest.raises(BadRequest, match="UEFI is not supported"):
-        bootinfo.boot_meta({"hw_firmware_type": "uefi"}, ovmf=Path("/nonexistent/OVMF.fd"))
