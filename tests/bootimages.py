@@ -50,6 +50,11 @@ def boot_sector(marker: str = MBR_MARKER, partition_type: int = 0) -> bytes:
     return bytes(sector)
 
 
+def mbr_bytes(size: int, marker: str = MBR_MARKER) -> bytes:
+    """``size`` bytes of disk starting with ``boot_sector``: an image the API accepts."""
+    return boot_sector(marker) + bytes(size - 512)
+
+
 def mbr_disk(path: Path, marker: str = MBR_MARKER, size: int = 1 << 20) -> Path:
     path.write_bytes(boot_sector(marker) + bytes(size - 512))
     return path
