@@ -19,7 +19,7 @@ from strato.compute.disks import image_format
 from strato.db import Database
 from strato.exceptions import BadRequest
 from strato.image.models import Image as ImageRow
-from strato.image.stores.base import ImageStore
+from strato.image.stores.base import ImageStore, NotFoundInStore
 from strato.virt.qemu import devices
 from strato.virt.qemu.process import OVMF_CODE
 from strato.virt.qemu.spec import CDROM_BUSES, DISK_BUSES, FIRMWARES
@@ -153,7 +153,11 @@ def check_boot_image(image: dict[str, Any], meta: dict[str, str], db: Database,
     size = int(image["size"])
 
     def read(n: int) -> bytes:
-        return b"".join(store.read(location, n, chunk=1 << 20))
+        try:
+            return b"".join(store.read(location, n, chunk=1 << 20))
+        except NotFoundInStore:
+            raise BadRequest(f"Image {image['id']} is unacceptable: its data is missing "
+                             "from the image store.") from None
 
     fmt = image.get("disk_format") or "raw"
     if fmt == "iso":
