@@ -228,7 +228,7 @@ def test_unbootable_disks_are_400(nova: Nova, images: dict[str, str]) -> None:
         _set_prop(nova, images["mbr"], "hw_firmware_type", None)
 
 
-def test_kernel_plain_iso_and_inactive_images_are_400(compute_server: Server, nova: Nova,
+def test_kernel_vmdk_plain_iso_and_inactive_images_are_400(compute_server: Server, nova: Nova,
                                                 tmp_path: Path) -> None:
     srv = compute_server
     kernel = tmp_path / "k"
@@ -247,6 +247,11 @@ def test_kernel_plain_iso_and_inactive_images_are_400(compute_server: Server, no
                        check=True)
         made.append(_image(srv, plain, "iso"))
         _refused(nova, made[-1], "the iso has no El Torito boot record")
+        vmdk = tmp_path / "d.vmdk"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk",
+                        str(mbr_disk(tmp_path / "m.raw")), str(vmdk)], check=True)
+        made.append(_image(srv, vmdk, "vmdk"))
+        _refused(nova, made[-1], "disk_format vmdk cannot be booted")
         # the CLI without --file uploads its (empty) stdin: active, no data
         empty = srv.openstack_json("image", "create", "--disk-format", "raw",
                                    "--container-format", "bare", "empty-boot")
