@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from strato.api.app import build_app
+from tests.bootimages import mbr_bytes
 from tests.support import Server, free_port
 
 EXAMPLES = int(os.environ.get("STRATO_FUZZ_EXAMPLES", "10"))
@@ -150,7 +151,7 @@ def _populate(srv: Server) -> World:
         img = _ok(c.post("/image/v2/images", json={
             "name": "fuzz-img", "disk_format": "raw", "container_format": "bare",
             "visibility": "public"}), 201)
-        _ok(c.put(f"/image/v2/images/{img['id']}/file", content=b"\0" * 65536,
+        _ok(c.put(f"/image/v2/images/{img['id']}/file", content=mbr_bytes(65536),
                   headers={"Content-Type": "application/octet-stream"}), 204)
         ids["image"] = img["id"]
     member = srv.token("fuzz-u", "pw-fuzz", "fuzz-p")

@@ -34,7 +34,9 @@ NOVA_BAD = frozenset({400})  # Nova: a boot source the caller cannot see is a ba
 CINDER_IMAGE = frozenset({400})  # Cinder: "Invalid image identifier or unable to access"
 UNAUTHORIZED = frozenset({401})  # Keystone: no role on the project asked for
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-DATA = hashlib.sha512(b"tenant-a").digest() * 2048  # 128 KiB
+# 128 KiB that can be booted (an MBR boot signature): servers are made from it
+DATA = hashlib.sha512(b"tenant-a").digest()[:62].ljust(510, b"\0") + b"\x55\xaa" \
+    + hashlib.sha512(b"tenant-a").digest() * 2040
 
 
 def _uniq(prefix: str) -> str:

@@ -17,6 +17,7 @@ from strato.context import RequestContext
 from strato.db import Database
 from strato.policy import Enforcer
 from strato.volume.messages import Action, Detail, Message, Resource, UserMessages, record
+from tests.bootimages import mbr_bytes
 from tests.support import Server, free_port
 from tests.test_volume import Cinder, _blocks, _upload_image, _wait
 
@@ -70,7 +71,7 @@ def _flavor(server: Server, token: str) -> str:
 def test_server_create_with_unknown_key_name_is_400(server: Server) -> None:
     token = server.token()
     flavor = _flavor(server, token)
-    image = _upload_image(server, bytes(1 << 20))
+    image = _upload_image(server, mbr_bytes(1 << 20))
     name = f"key-{uuid.uuid4().hex[:6]}"
     proc = server.openstack("server", "create", "--image", image["id"], "--flavor", flavor,
                             "--nic", "none", "--key-name", "k1", name, check=False)
@@ -99,7 +100,7 @@ def test_server_create_with_unknown_key_name_is_400(server: Server) -> None:
 # ------------------------------------------------------------------ attachments API
 def test_cli_attachment_create_sends_volume_uuid(server: Server, cinder: Cinder) -> None:
     token = server.token()
-    image = _upload_image(server, bytes(1 << 20))
+    image = _upload_image(server, mbr_bytes(1 << 20))
     with server.client(token) as c:
         headers = {"OpenStack-API-Version": "compute 2.79"}
         r = c.post("/compute/v2.1/servers", headers=headers, json={"server": {

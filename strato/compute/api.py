@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from strato import events
 from strato.compute import bdm as bdm_parse
-from strato.compute import console_tokens, guestinfo, listing, states
+from strato.compute import bootinfo, console_tokens, guestinfo, listing, states
 from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
@@ -180,6 +180,10 @@ class ComputeAPI:
         if root is not None:
             image_ref = ""  # boot from volume: the server shows "image": ""
         kernel = {"kernel_id": "", "ramdisk_id": ""}
+        # what the guest boots from: the image's properties, or a boot volume's image
+        # metadata (and the image, when there is one, to look at its first sectors)
+        source: dict[str, Any] = {}
+        source_image: dict[str, Any] | None = None
         if image_ref:
             image = self._image(ctx, image_ref)
             if flavor.root_gb and (image.get("size") or 0) > flavor.root_gb << 30:
@@ -190,7 +194,7 @@ class ComputeAPI:
                 raise BadRequest("Flavor's disk is too small for requested image.")
             if (image.get("min_ram") or 0) > flavor.memory_mb:
                 raise BadRequest("Flavor's memory is too small for requested image.")
-            kernel = {k: str(image.get(k) or "") for k in kernel}
+            source = source_image = image
             if str(image.get("img_config_drive") or "") == "mandatory":
                 config_drive = "True"
         if self.conf.compute.force_config_drive:
@@ -201,24 +205,26 @@ class ComputeAPI:
             if m.source_type == "image":
                 img = self._image(ctx, m.uuid or "")
                 if m.boot_index == 0:
-                    kernel = {k: str(img.get(k) or "") for k in kernel}
+                    source = source_image = img
             elif m.source_type == "volume":
                 vol = self._volume(ctx, m.uuid or "")
                 if vol["status"] != "available":
                     raise BadRequest(f"Invalid volume: volume {m.uuid} status must be "
                                      f"'available', not '{vol['status']}'.")
                 if m.boot_index == 0:
-                    meta = vol.get("volume_image_metadata") or {}
-                    kernel = {k: str(meta.get(k) or "") for k in kernel}
+                    source = vol.get("volume_image_metadata") or {}
             elif m.source_type == "snapshot":
                 snap = self._snapshot(ctx, m.uuid or "")
                 if snap["status"] != "available":
                     raise BadRequest(f"Invalid snapshot {m.uuid}: status {snap['status']}.")
                 m.volume_size = m.volume_size or snap["size"]
                 if m.boot_index == 0:
-                    meta = self._volume(ctx, snap["volume_id"]).get(
+                    source = self._volume(ctx, snap["volume_id"]).get(
                         "volume_image_metadata") or {}
-                    kernel = {k: str(meta.get(k) or "") for k in kernel}
+        kernel = {k: str(source.get(k) or "") for k in kernel}
+        boot = bootinfo.boot_meta(source)
+        if source_image is not None:
+            bootinfo.check_boot_image(source_image, boot, self.db, self.images.store)
         instance_id = str(uuid.uuid4())
         guest = GuestInput(
             config_drive=config_drive, keypair=keypair,
@@ -227,18 +233,21 @@ class ComputeAPI:
             admin_pass=ref["adminPass"] if "adminPass" in ref
             else guestinfo.generate_password())
         return self._create_record(ctx, instance_id, name, description, metadata, network,
-                                   flavor, image_ref, kernel, mappings, ref, version, guest)
+                                   flavor, image_ref, kernel, mappings, ref, version, guest,
+                                   boot_meta=boot)
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
                        flavor: Flavor, image_ref: str, kernel: dict[str, str],
                        mappings: list[bdm_parse.Mapping], ref: dict[str, Any],
-                       version: Version, guest: GuestInput) -> dict[str, Any]:
+                       version: Version, guest: GuestInput,
+                       boot_meta: dict[str, str] | None = None) -> dict[str, Any]:
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
             image_ref=image_ref, kernel_id=kernel["kernel_id"],
             ramdisk_id=kernel["ramdisk_id"], flavor_id=flavor.id, flavor=snap,
+            boot_meta=boot_meta or {},
             vm_state=states.BUILDING, task_state=states.SPAWNING,
             power_state=0, metadata_=metadata, tags=[],
             access_ip_v4=_text(ref, "accessIPv4", maximum=39),

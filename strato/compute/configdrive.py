@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from strato.compute import bootinfo
 from strato.compute.instance_metadata import InstanceMetadata
 from strato.compute.models import BlockDevice, Instance
 from strato.virt.qemu import CdromSpec
@@ -44,9 +45,9 @@ def path(services: Any, instance_id: str) -> Path:
 
 
 def cdrom_bus(services: Any, inst: Instance) -> str:
-    """The bus the config drive's CD-ROM sits on.  The one place to follow the image's
-    ``hw_cdrom_bus`` once the virt layer offers it; IDE (``ide-cd``) until then."""
-    return "ide"
+    """The bus the config drive's CD-ROM sits on: the image's ``hw_cdrom_bus``, else
+    the machine's default (IDE on pc, SATA on q35), as Nova does."""
+    return bootinfo.cdrom_bus(inst.boot_meta)
 
 
 def cdrom(services: Any, inst: Instance) -> CdromSpec:

@@ -28,6 +28,12 @@ def _image_row(services: Any, image_id: str) -> tuple[str, str, int]:
         return image.location, image.disk_format or "raw", image.size or 0
 
 
+def image_format(services: Any, image_id: str) -> str | None:
+    with services.db.session(readonly=True) as session:
+        image = session.get(ImageRow, image_id)
+        return None if image is None else image.disk_format
+
+
 def image_property(services: Any, image_id: str, key: str) -> str | None:
     with services.db.session(readonly=True) as session:
         image = session.get(ImageRow, image_id)
@@ -38,10 +44,14 @@ def image_property(services: Any, image_id: str, key: str) -> str | None:
 
 def create_root(services: Any, instance_id: str, image_id: str, size_gb: int) -> None:
     """``vms/<uuid>_disk``: a copy-on-write clone of the image when the store can (same
-    fsid, raw, a snapshot), else a copy; grown to the flavor's disk.  Idempotent."""
+    fsid, raw, a snapshot), else a copy; grown to the flavor's disk.  An iso image is
+    a CD-ROM, not a disk: its root disk starts blank (at least 1 GiB).  Idempotent."""
     engine, pool, name = services.stores.vms, services.stores.vms_pool, root_name(instance_id)
     if not engine.exists(pool, name):
         location, disk_format, size = _image_row(services, image_id)
+        if disk_format == "iso":
+            engine.create(pool, name, max(size_gb, 1) << 30)
+            return
         loc = None
         try:
             loc = parse_location(location)

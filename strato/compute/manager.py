@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from strato import events
-from strato.compute import configdrive, disks, guestnet, states
+from strato.compute import bootinfo, configdrive, disks, guestnet, states
 from strato.compute.api import ctx_from, instance_deltas, now
 from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
 from strato.compute.views import iso
@@ -29,7 +29,7 @@ from strato.jobs.models import Job
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.virt.guestbuild import CMDLINE
-from strato.virt.qemu import DiskSpec, GuestSpec, PowerState, node_prefix
+from strato.virt.qemu import CdromSpec, DiskSpec, GuestSpec, PowerState, node_prefix
 from strato.virt.qemu.errors import InstanceNotFound, VirtError
 
 LOG = logging.getLogger(__name__)
@@ -94,14 +94,14 @@ def _fault(exc: BaseException) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- guest spec
 def _volume_disk(services: Any, info: dict[str, Any], device: str,
-                 volume_id: str) -> DiskSpec:
+                 volume_id: str, bus: str = "virtio") -> DiskSpec:
     data = info["data"]
     source = f"{data['pool']}/{data['name']}"
     drv = services.virt
     blockdev = drv.resolve(source, node_prefix(device)) if drv.resolve else data["blockdev"]
     if data.get("access_mode") == "ro":
         blockdev = {**blockdev, "read-only": True}
-    return DiskSpec(device, blockdev, serial=volume_id[:20], source=source)
+    return DiskSpec(device, blockdev, serial=volume_id[:20], source=source, bus=bus)
 
 
 def _nic_args(services: Any, inst: Instance) -> tuple[str, ...]:
@@ -113,14 +113,15 @@ def _nic_args(services: Any, inst: Instance) -> tuple[str, ...]:
 
 
 def _attach_volume_bdm(services: Any, ctx: RequestContext, inst: Instance,
-                       b: BlockDevice) -> DiskSpec:
-    """Connect a reserved volume to this host; returns its disk (attachment completed
-    by the caller once QEMU has it)."""
+                       b: BlockDevice, bus: str = "virtio") -> DiskSpec:
+    """Connect a reserved volume to this host; returns its disk on ``bus`` (attachment
+    completed by the caller once QEMU has it)."""
     va = services.compute.volume_actions
     att = va.update_attachment(ctx, b.attachment_id, {"attachment": {"connector": {
         "host": services.conf.DEFAULT.host, "instance": inst.id,
         "mountpoint": f"/dev/{b.device_name}"}}})
-    return _volume_disk(services, att["connection_info"], b.device_name, b.volume_id or "")
+    return _volume_disk(services, att["connection_info"], b.device_name, b.volume_id or "",
+                        bus)
 
 
 # ---------------------------------------------------------------- build
@@ -174,6 +175,9 @@ def _ensure_volumes(services: Any, ctx: RequestContext, inst: Instance,
 
 def _spec(services: Any, ctx: RequestContext, inst: Instance,
           bdms: list[BlockDevice]) -> tuple[GuestSpec, list[BlockDevice]]:
+    """The guest: a kernel when the image names one (AKI/ARI), else the firmware boots
+    the root disk; buses, machine and devices from the boot properties the API kept."""
+    boot = bootinfo.config(inst.boot_meta)
     disks_: list[DiskSpec] = []
     pending: list[BlockDevice] = []
     if inst.image_ref:
@@ -181,22 +185,30 @@ def _spec(services: Any, ctx: RequestContext, inst: Instance,
         pool = services.stores.vms_pool
         with services.stores.vms.open(pool, name) as img:
             disks_.append(DiskSpec("vda", img.blockdev_options(node_prefix("vda")),
-                                   source=f"{pool}/{name}"))
+                                   source=f"{pool}/{name}", bus=boot.disk_bus))
     for b in sorted(bdms, key=lambda b: (b.boot_index != 0, b.device_name)):
         if b.destination_type == "volume" and b.attachment_id:
-            disks_.append(_attach_volume_bdm(services, ctx, inst, b))
+            disks_.append(_attach_volume_bdm(services, ctx, inst, b, boot.disk_bus))
             pending.append(b)
-    if not inst.kernel_id:
-        raise RuntimeError("the boot image has no kernel_id: strato boots guests by direct "
-                           "kernel boot (AKI/ARI-style images)")
-    kernel = disks.cached_image_file(services, inst.kernel_id)
-    ramdisk = disks.cached_image_file(services, inst.ramdisk_id) if inst.ramdisk_id else None
-    cmdline = (disks.image_property(services, inst.image_ref, "os_command_line")
-               if inst.image_ref else None) or CMDLINE
+    kernel = ramdisk = None
+    cmdline = ""
+    if inst.kernel_id:
+        kernel = disks.cached_image_file(services, inst.kernel_id)
+        ramdisk = disks.cached_image_file(services, inst.ramdisk_id) \
+            if inst.ramdisk_id else None
+        cmdline = (disks.image_property(services, inst.image_ref, "os_command_line")
+                   if inst.image_ref else None) or CMDLINE
+    cdroms: list[CdromSpec] = []
+    if bootinfo.is_iso(services, inst.image_ref):  # after the blank root disk, as boot order
+        cdroms.append(CdromSpec("cdrom0", disks.cached_image_file(services, inst.image_ref),
+                                boot.cdrom_bus))
     fl = inst.flavor
-    cdroms = (configdrive.cdrom(services, inst),) if inst.config_drive else ()
+    if inst.config_drive:
+        cdroms.append(configdrive.cdrom(services, inst))
     spec = GuestSpec(inst.id, inst.name, fl["memory_mb"], fl["vcpus"], kernel, ramdisk,
-                     cmdline, tuple(disks_), _nic_args(services, inst), cdroms=cdroms)
+                     cmdline, tuple(disks_), _nic_args(services, inst),
+                     firmware=boot.firmware, machine=boot.machine, cdroms=tuple(cdroms),
+                     scsi_model=boot.scsi_model, rng=boot.rng, os_type=boot.os_type)
     return spec, pending
 
 
@@ -417,7 +429,8 @@ def attach_volume(ctx: JobContext) -> dict[str, Any]:
         try:
             drv = services.virt
             if drv.spec(instance_id).disk(b.device_name) is None:
-                drv.attach_disk(instance_id, _attach_volume_bdm(services, rctx, inst, b))
+                drv.attach_disk(instance_id, _attach_volume_bdm(
+                    services, rctx, inst, b, bootinfo.attach_bus(inst.boot_meta)))
             services.compute.volume_actions.complete_attachment(rctx, b.attachment_id)
         except Exception as exc:  # noqa: BLE001 - undo the reservation and the record
             LOG.warning("instance %s: attach of %s failed: %s", instance_id, b.volume_id, exc)

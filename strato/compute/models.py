@@ -44,6 +44,8 @@ class Instance(Base):
     ramdisk_id: Mapped[str] = mapped_column(String(36), default="")
     flavor_id: Mapped[str] = mapped_column(String(255))
     flavor: Mapped[dict] = mapped_column(JSON, default=dict)  # the flavor as booted
+    #: the image's boot properties (hw_firmware_type, hw_disk_bus, ...: ``bootinfo``)
+    boot_meta: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=dict)
     vm_state: Mapped[str] = mapped_column(String(32), default="building")
     task_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
     power_state: Mapped[int] = mapped_column(Integer, default=0)

@@ -156,6 +156,7 @@ def _image_backed_body(api: ComputeAPI, ctx: RequestContext, inst: Instance,
     from the flavor, the format the snapshot will be written in."""
     base = _base_image(api, ctx, inst.image_ref)
     body: dict[str, Any] = _inherited(base)
+    body.update(inst.boot_meta or {})  # how it boots, even once the base image is gone
     body.update(_common(inst, ctx, name, inst.image_ref))
     if inst.kernel_id:
         body["kernel_id"] = inst.kernel_id

@@ -126,15 +126,17 @@ def test_quota_refuses_with_403(compute_server: Server, nova: Nova) -> None:
 
 def test_failed_build_is_error_and_leaves_nothing(compute_server: Server, nova: Nova,
                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A raw image without a kernel cannot boot here: ERROR with a fault, the root
-    clone removed, the quota given back."""
+    """An image whose kernel_id names no image passes the API but cannot be built
+    on the host: ERROR with a fault, the root clone removed, the quota given back."""
     from strato.storage import open_engine
 
     srv = compute_server
     raw = tmp_path / "plain.raw"
     raw.write_bytes(b"\0" * (1 << 20))
+    missing = str(uuid.uuid4())
     image = srv.openstack_json("image", "create", "--file", str(raw), "--disk-format",
-                               "raw", "--container-format", "bare", "no-kernel")
+                               "raw", "--container-format", "bare", "--property",
+                               f"kernel_id={missing}", "no-kernel")
     before = nova.req("GET", f"/os-quota-sets/{nova.project_id}/detail").json()
     r = nova.req("POST", "/servers", json={"server": {
         "name": "kernelless", "flavorRef": "1", "networks": "auto",
@@ -142,7 +144,7 @@ def test_failed_build_is_error_and_leaves_nothing(compute_server: Server, nova: 
     assert r.status_code == 202, r.text
     sid = r.json()["server"]["id"]
     body = nova.wait(sid, "ERROR")
-    assert "kernel_id" in body["fault"]["message"] and body["addresses"] == {}
+    assert missing in body["fault"]["message"] and body["addresses"] == {}
     blocks = open_engine("local", root=srv.state / "blocks", repair=False)
     assert not blocks.exists("vms", f"{sid}_disk")
     after = nova.req("GET", f"/os-quota-sets/{nova.project_id}/detail").json()

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import process
+from . import devices
 from .errors import AgentError, AgentUnavailable, QMPError, VirtError
 from .qmp import Monitor
 from .spec import DiskSpec, node_prefix, overlay_options
@@ -37,9 +37,11 @@ def attach(drv: QemuDriver, uuid: str, disk: DiskSpec) -> None:
                 raise VirtError(f"cannot change the disks of suspended {uuid}")
             drv._save_spec(new_spec)
             return
-        slots = process.assign_slots(state["slots"], [d.device_id for d in new_spec.disks])
-        dev = process.device_dict(disk.device_id, disk.node, slots[disk.device_id],
-                                  disk.serial)
+        place = devices.hotplug_placement(
+            state, spec.machine, spec.scsi_model, disk.device_id, disk.bus,
+            {d: b for d, b in devices.spec_devices(spec)})
+        (dev,) = devices.device(disk.device_id, disk.node, place, spec.machine,
+                                serial=disk.serial)
         with drv.monitor(uuid) as mon:
             mon.execute("blockdev-add", disk.blockdev)
             try:
@@ -48,7 +50,6 @@ def attach(drv: QemuDriver, uuid: str, disk: DiskSpec) -> None:
                 with contextlib.suppress(QMPError):
                     mon.execute("blockdev-del", {"node-name": disk.node})
                 raise
-        state["slots"] = slots
         state["owned"][disk.device_id] = disk.node
         drv._save_state(uuid, state)
         drv._save_spec(new_spec)
@@ -78,8 +79,8 @@ def detach(drv: QemuDriver, uuid: str, device_id: str, timeout: float = 60.0) ->
                         blockdev_del_quiet(mon, node)
         elif state["suspended"]:
             raise VirtError(f"cannot change the disks of suspended {uuid}")
-        state["slots"].pop(device_id, None)
-        state["owned"].pop(device_id, None)
+        for key in ("slots", "ports", "units", "owned"):
+            state.get(key, {}).pop(device_id, None)
         drv._save_state(uuid, state)
         drv._save_spec(spec.with_disks([d for d in spec.disks if d.device_id != device_id]))
 

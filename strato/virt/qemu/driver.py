@@ -2,9 +2,10 @@
 
 State lives on disk, one directory per instance (``<state_dir>/<uuid>/``): the
 ``spec.json`` the guest was (and will again be) started from, ``state.json`` (PCI
-slots, nodes QEMU's monitor owns, suspended flag), the pidfile, the QMP and guest
-agent sockets and ``console.log``.  QEMU runs daemonized, so a new driver over the same
-``state_dir`` (an agent restart) finds its guests with ``reattach()``.
+slots, root ports and controller units: see ``devices``; nodes QEMU's monitor owns;
+suspended flag), the pidfile, the QMP and guest agent sockets and ``console.log``.
+QEMU runs daemonized, so a new driver over the same ``state_dir`` (an agent restart)
+finds its guests with ``reattach()``.
 
 One driver process owns a ``state_dir``; within it, operations on one instance are
 serialised by a per-instance lock (QMP and the agent channel serve one client).
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import disks, process
+from . import devices, disks, process
 from .agent import GuestAgent, wait_for_agent
 from .errors import (
     AgentError,
@@ -162,18 +163,18 @@ class QemuDriver:
             if f is not None and not Path(f).is_absolute():
                 raise VirtError(f"not an absolute path: {f}")
         state = self._state(spec.uuid)
-        slots = process.assign_slots(state["slots"], [d.device_id for d in spec.disks])
-        state["slots"] = slots
+        places = devices.assign(state, spec.machine, spec.scsi_model, devices.spec_devices(spec))
         state["owned"] = {d.device_id: d.node for d in spec.disks}
         self._save_state(spec.uuid, state)
         _trim(paths.console, CONSOLE_KEEP)
         argv = process.build_command(
             name=spec.name, paths=paths, memory_mb=spec.memory_mb, vcpus=spec.vcpus,
             kernel=spec.kernel, initramfs=spec.initramfs, cmdline=spec.cmdline,
-            disks=[(d.device_id, d.blockdev, slots[d.device_id], d.serial)
+            disks=[(d.device_id, d.blockdev, places[d.device_id], d.serial)
                    for d in spec.disks],
             incoming=incoming, extra_args=spec.extra_args, firmware=spec.firmware,
-            machine=spec.machine, cdroms=spec.cdroms,
+            machine=spec.machine, cdroms=spec.cdroms, cdrom_places=places,
+            scsi_model=spec.scsi_model, rng=spec.rng, os_type=spec.os_type,
         )
         pid = process.spawn(argv, paths)
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)

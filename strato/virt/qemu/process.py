@@ -21,12 +21,12 @@ from typing import Any
 
 from strato.storage.online import monitor_args
 
+from . import devices
+from .devices import Placement
 from .errors import SpawnError
 from .spec import CdromSpec
 
 SOCKET_PATH_MAX = 107  # sun_path, minus the NUL
-FIRST_DISK_SLOT = 4  # PCI slots: 0 host bridge, 1 PIIX, 3 virtio-serial, disks from 4
-LAST_SLOT = 31
 
 
 def qemu_binary() -> str:
@@ -165,12 +165,16 @@ def firmware_args(firmware: str, paths: InstancePaths) -> list[str]:
 
 def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int,
                   kernel: Path | None, initramfs: Path | None, cmdline: str,
-                  disks: list[tuple[str, dict[str, Any], int, str | None]],
+                  disks: list[tuple[str, dict[str, Any], Placement, str | None]],
                   incoming: str | None = None, extra_args: tuple[str, ...] = (),
                   firmware: str = "bios", machine: str = "pc",
-                  cdroms: tuple[CdromSpec, ...] = ()) -> list[str]:
-    """The full argv; ``disks`` is (device id, blockdev options, PCI slot, serial).
-    Without ``kernel`` the firmware boots the first disk."""
+                  cdroms: tuple[CdromSpec, ...] = (),
+                  cdrom_places: dict[str, Placement] | None = None,
+                  scsi_model: str = "virtio-scsi", rng: str | None = None,
+                  os_type: str | None = None) -> list[str]:
+    """The full argv; ``disks`` is (device id, blockdev options, placement, serial)
+    (see ``devices``).  Without ``kernel`` the firmware boots the first disk, then the
+    CD-ROMs in order."""
     for sock in (paths.qmp, paths.qga, paths.store_qmp, paths.serial):
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
@@ -187,50 +191,44 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         "-chardev", f"socket,id=serial0,path={_opt(str(paths.serial))},server=on,wait=off,"
                     f"logfile={_opt(str(paths.console))},logappend=on",
         "-serial", "chardev:serial0",
-        "-device", "virtio-serial-pci,id=vser0,bus=pci.0,addr=0x3",
+        "-device", f"virtio-serial-pci,id=vser0,bus={devices.root_bus(machine)},addr=0x3",
         "-chardev", f"socket,id=qga0,path={_opt(str(paths.qga))},server=on,wait=off",
         "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
         # a guest kernel panic pauses the VM (status guest-panicked = CRASHED)
         "-device", "pvpanic", "-action", "panic=pause",
     ]
+    if os_type == "windows":  # Windows keeps the hardware clock in local time (as Nova)
+        argv += ["-rtc", "base=localtime"]
     if kernel is not None:
         argv += ["-kernel", str(kernel), "-append", cmdline]
         if initramfs is not None:
             argv += ["-initrd", str(initramfs)]
-    for i, (device_id, opts, slot, serial) in enumerate(disks):
+    places = cdrom_places or {}
+    buses = {p.bus for _, _, p, _ in disks} | {places[c.device_id].bus for c in cdroms}
+    argv += devices.controllers(machine, buses, scsi_model)
+    argv += devices.rng_args(rng, machine)
+    for i, (device_id, opts, place, serial) in enumerate(disks):
         argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
-        dev = device_args(device_id, opts["node-name"], slot, serial)
-        argv += ["-device", dev + (",bootindex=0" if i == 0 and kernel is None else "")]
-    for j, cd in enumerate(cdroms, start=1):
+        boot = 0 if i == 0 and kernel is None else None
+        for dev in devices.device(device_id, opts["node-name"], place, machine,
+                                  serial=serial, bootindex=boot):
+            argv += ["-device", devices.arg(dev)]
+    for i, cd in enumerate(cdroms):
         argv += ["-blockdev", json.dumps({
             "driver": "raw", "node-name": f"{cd.device_id}-cd", "read-only": True,
             "file": {"driver": "file", "filename": str(cd.path), "read-only": True}},
             separators=(",", ":"))]
-        # A boot index (after the root disk) for firmware boots: OVMF only connects
-        # the devices in its boot order and leaves the PIIX IDE channels of the others
-        # disabled, and Linux's ata_piix then never sees the CD (the config drive).
-        boot = f",bootindex={j}" if kernel is None else ""
-        argv += ["-device", f"ide-cd,id={cd.device_id},drive={cd.device_id}-cd{boot}"]
+        # A boot index (after the disks) under firmware boot: OVMF only connects the
+        # devices in its boot order and leaves the IDE channels of others disabled,
+        # and Linux's ata_piix then never sees the CD (the config drive).
+        boot = len(disks) + i if kernel is None else None
+        for dev in devices.device(cd.device_id, f"{cd.device_id}-cd", places[cd.device_id],
+                                  machine, cdrom=True, bootindex=boot):
+            argv += ["-device", devices.arg(dev)]
     argv += list(extra_args)
     if incoming is not None:
         argv += ["-incoming", incoming]
     return argv
-
-
-def device_args(device_id: str, node: str, slot: int, serial: str | None) -> str:
-    dev = f"virtio-blk-pci,id={device_id},drive={node},bus=pci.0,addr={slot:#x}"
-    if serial:
-        dev += f",serial={_opt(serial)}"
-    return dev
-
-
-def device_dict(device_id: str, node: str, slot: int, serial: str | None) -> dict[str, Any]:
-    """The same device for QMP ``device_add``."""
-    dev: dict[str, Any] = {"driver": "virtio-blk-pci", "id": device_id, "drive": node,
-                           "bus": "pci.0", "addr": f"{slot:#x}"}
-    if serial:
-        dev["serial"] = serial
-    return dev
 
 
 def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0) -> int:
@@ -291,18 +289,3 @@ def kill(pid: int, paths: InstancePaths, timeout: float = 10.0) -> None:
             pass
         wait_exit(pid, paths, timeout)
     paths.pidfile.unlink(missing_ok=True)
-
-
-def assign_slots(slots: dict[str, int], device_ids: list[str]) -> dict[str, int]:
-    """Keep known devices' PCI slots, give new ones the lowest free slot."""
-    out = {d: slots[d] for d in device_ids if d in slots}
-    used = set(out.values())
-    for d in device_ids:
-        if d not in out:
-            slot = next((s for s in range(FIRST_DISK_SLOT, LAST_SLOT + 1)
-                         if s not in used), None)
-            if slot is None:
-                raise SpawnError("no free PCI slot for another disk")
-            out[d] = slot
-            used.add(slot)
-    return out

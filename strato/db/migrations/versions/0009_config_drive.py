@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_config_drive"
-down_revision = "0007_messages"
+down_revision = "0008_boot_meta"
 branch_labels = None
 depends_on = None
 
