@@ -277,6 +277,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "quota_instances", "int", "10", "Servers per project (-1: no limit)."),
     Option("compute", "quota_cores", "int", "20", "vCPUs per project (-1: no limit)."),
     Option("compute", "quota_ram", "int", "51200", "MiB of RAM per project (-1: no limit)."),
+    Option("compute", "quota_key_pairs", "int", "100",
+           "Keypairs per user; the limit is the project's (-1: no limit)."),
     Option("compute", "force_config_drive", "bool", "false",
            "Give every new server a config drive, whether it asked for one or not."),
     # [serial_console]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import Server, free_port
 
-NOVA = {"OpenStack-API-Version": "compute 2.79", "X-OpenStack-Nova-API-Version": "2.79"}
+NOVA = {"OpenStack-API-Version": "compute 2.92", "X-OpenStack-Nova-API-Version": "2.92"}
 CINDER = {"OpenStack-API-Version": "volume 3.65"}
 
 

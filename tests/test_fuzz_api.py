@@ -143,7 +143,7 @@ def _populate(srv: Server) -> World:
             "name": "fuzz-d"}}), 201)["domain"]["id"]
         ids["role"] = _ok(c.post("/identity/v3/roles", json={"role": {"name": "fuzz-r"}}),
                           201)["role"]["id"]
-        c.headers["OpenStack-API-Version"] = "compute 2.79"
+        c.headers["OpenStack-API-Version"] = "compute 2.92"
         _ok(c.put(f"/compute/v2.1/os-quota-sets/{pid}", json={"quota_set": {"ram": -1}}),
             200)
         ids["flavor"] = _ok(c.post("/compute/v2.1/flavors", json={"flavor": {
@@ -156,7 +156,7 @@ def _populate(srv: Server) -> World:
         ids["image"] = img["id"]
     member = srv.token("fuzz-u", "pw-fuzz", "fuzz-p")
     with srv.client(member) as c:
-        c.headers["OpenStack-API-Version"] = "compute 2.79"
+        c.headers["OpenStack-API-Version"] = "compute 2.92"
         ids["queued_image"] = _ok(c.post("/image/v2/images", json={"name": "fuzz-q"}),
                                   201)["id"]
         server = _ok(c.post("/compute/v2.1/servers", json={"server": {
@@ -455,8 +455,8 @@ def send(w: World, who: str, route: Route, req: dict) -> httpx.Response:
         "application/openstack-images-v2.1-json-patch"
         if route.method == "PATCH" and route.path.startswith("/image") else
         "application/octet-stream" if route.path.endswith("/file") else "application/json"),
-        "OpenStack-API-Version": "compute 2.79, volume 3.65",
-        "X-OpenStack-Nova-API-Version": "2.79"}
+        "OpenStack-API-Version": "compute 2.92, volume 3.65",
+        "X-OpenStack-Nova-API-Version": "2.92"}
     if route.path.endswith("/auth/tokens") and route.method == "POST":
         headers.pop("X-Auth-Token")
     assert w.http is not None

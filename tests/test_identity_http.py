@@ -46,7 +46,7 @@ def test_discovery_needs_no_token(server: Server) -> None:
         assert r.status_code == 200 and r.json()["version"]["status"] == "stable"
         r = c.get("/compute/v2.1")
         doc = r.json()["version"]
-        assert (doc["min_version"], doc["version"]) == ("2.1", "2.79")
+        assert (doc["min_version"], doc["version"]) == ("2.1", "2.92")
         r = c.get("/image")
         assert r.status_code == 300
         assert r.json()["versions"][0]["links"][0]["href"] == f"{server.url}/image/v2/"
@@ -255,7 +255,7 @@ def test_microversion_negotiation(server: Server, admin_token: str) -> None:
         r = c.get("/compute/v2.1/")
         assert r.headers["OpenStack-API-Version"] == "compute 2.1"
         r = c.get("/compute/v2.1/", headers={"OpenStack-API-Version": "compute latest"})
-        assert r.headers["OpenStack-API-Version"] == "compute 2.79"
+        assert r.headers["OpenStack-API-Version"] == "compute 2.92"
         r = c.get("/compute/v2.1/flavors", headers={"OpenStack-API-Version": "compute 2.200"})
         assert r.status_code == 406 and "notAcceptable" in r.json()
         r = c.get("/compute/v2.1/", headers={"OpenStack-API-Version": "compute 2.x"})

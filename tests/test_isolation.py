@@ -37,6 +37,8 @@ JSON_PATCH = "application/openstack-images-v2.1-json-patch"
 # 128 KiB that can be booted (an MBR boot signature): servers are made from it
 DATA = hashlib.sha512(b"tenant-a").digest()[:62].ljust(510, b"\0") + b"\x55\xaa" \
     + hashlib.sha512(b"tenant-a").digest() * 2040
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm4Qz3JqUv8bXlS3qYyq4nRr0b0c1wz3cQ9mZbXqK0F "
+       "a@iso")
 
 
 def _uniq(prefix: str) -> str:
@@ -63,7 +65,7 @@ class Client:
     def __init__(self, server: Server, token: str) -> None:
         self.c = server.client(token)
         self.c.headers.update({"OpenStack-API-Version": "volume 3.65",
-                               "X-OpenStack-Nova-API-Version": "2.79"})
+                               "X-OpenStack-Nova-API-Version": "2.92"})
 
     def __call__(self, method: str, path: str, body: Any = None,
                  headers: dict[str, str] | None = None,
@@ -162,6 +164,9 @@ def world(server: Server) -> World:
     vol_b = cb.ok("POST", f"{vb}/volumes", {"volume": {"name": _uniq("volb"),
                                                        "size": 1}})["volume"]
     ids["volume_b"] = cb.wait(f"{vb}/volumes/{vol_b['id']}", "volume", {"available"})["id"]
+    # A's keypair (keypairs are the user's: B may not name A's user_id)
+    ids["keypair"] = ca.ok("POST", "/compute/v2.1/os-keypairs", {"keypair": {
+        "name": _uniq("kp"), "public_key": KEY}})["keypair"]["name"]
     ids["member_role"] = _role(admin)
     ids["token_a"] = a.token()
     return World(server, a, b, ca, cb, admin, ids)
@@ -220,6 +225,7 @@ def _state(w: World) -> dict[str, Any]:
     state["server.actions"] = ca.ok("GET", f"/compute/v2.1/servers/{i['server']}/"
                                            "os-instance-actions")
     state["compute.quota"] = ca.ok("GET", f"/compute/v2.1/os-quota-sets/{w.a.project_id}")
+    state["keypair"] = ca.ok("GET", f"/compute/v2.1/os-keypairs/{i['keypair']}")
     state["images"] = sorted(x["id"] for x in ca.ok("GET", "/image/v2/images")["images"])
     state["project"] = admin.ok("GET", f"/identity/v3/projects/{w.a.project_id}")
     state["user"] = admin.ok("GET", f"/identity/v3/users/{w.a.user_id}")
@@ -239,6 +245,7 @@ def _lines(w: World) -> list[Line]:
     vol, snap = f"{vb}/volumes/{i['volume']}", f"{vb}/snapshots/{i['snapshot']}"
     srv = f"/compute/v2.1/servers/{i['server']}"
     att = f"{vb}/attachments/{i['attachment']}"
+    kp = f"/compute/v2.1/os-keypairs/{i['keypair']}"
     patch = {"Content-Type": JSON_PATCH}
     octet = {"Content-Type": "application/octet-stream"}
     att_v = {"OpenStack-API-Version": "volume 3.54"}
@@ -450,6 +457,16 @@ def _lines(w: World) -> list[Line]:
              f"/compute/v2.1/os-quota-sets/{a.project_id}/detail"),
         Line("compute", "set A's quota", "PUT", f"/compute/v2.1/os-quota-sets/{a.project_id}",
              {"quota_set": {"instances": 0}}),
+        *(Line("compute", f"{what} A's keypair", method, f"{kp}?user_id={a.user_id}")
+          for what, method in (("show", "GET"), ("delete", "DELETE"))),
+        *(Line("compute", f"{what} A's keypair by name", method, kp, expect=frozenset({404}))
+          for what, method in (("show", "GET"), ("delete", "DELETE"))),
+        Line("compute", "A's keypairs", "GET", f"/compute/v2.1/os-keypairs?user_id={a.user_id}"),
+        Line("compute", "a keypair for A", "POST", "/compute/v2.1/os-keypairs", {"keypair": {
+            "name": _uniq("kp"), "public_key": KEY, "user_id": a.user_id}}),
+        Line("compute", "boot with A's keypair", "POST", "/compute/v2.1/servers",
+             {"server": {"name": "b", "flavorRef": "1", "networks": "none",
+                         "imageRef": i["shared_image"], "key_name": i["keypair"]}}, NOVA_BAD),
         *(Line("compute", f"boot from {what}", "POST", "/compute/v2.1/servers",
                {"server": {"name": "b", "flavorRef": "1", "networks": "none", **body}},
                NOVA_BAD)
@@ -498,6 +515,8 @@ def _listings(w: World) -> dict[str, set[str]]:
         seen[path] = {x["id"] for x in r.json()[key]}
     r = cb("GET", f"{vb}/attachments", headers={"OpenStack-API-Version": "volume 3.54"})
     seen["attachments"] = {x["id"] for x in r.json()["attachments"]}
+    seen["keypairs"] = {k["keypair"]["name"] for k in cb.ok(
+        "GET", "/compute/v2.1/os-keypairs")["keypairs"]}
     return seen
 
 
@@ -514,7 +533,7 @@ def test_project_b_cannot_see_or_touch_project_a(world: World) -> None:
         elif r.status_code >= 500 or "Traceback" in r.text:
             failures.append(f"{line.service}: {line.what}: {r.status_code} {r.text[:200]}")
     a_ids = {i[k] for k in ("image", "shared_image", "volume", "volume2", "snapshot",
-                            "attachment", "type", "server")} | {w.a.project_id}
+                            "attachment", "type", "server", "keypair")} | {w.a.project_id}
     for path, ids in _listings(w).items():
         if ids & a_ids:
             failures.append(f"listing {path} shows A's {sorted(ids & a_ids)}")

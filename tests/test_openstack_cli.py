@@ -24,7 +24,7 @@ def test_token_issue_catalog_and_versions(server: Server) -> None:
     assert {c["Type"] for c in catalog} >= {"identity", "compute", "image", "block-storage"}
     versions = server.openstack_json("versions", "show")
     by_type = {(v["Service Type"], v["Status"]): v for v in versions}
-    assert by_type[("compute", "CURRENT")]["Max Microversion"] == "2.79"
+    assert by_type[("compute", "CURRENT")]["Max Microversion"] == "2.92"
     assert by_type[("block-storage", "CURRENT")]["Max Microversion"] == "3.71"
     assert ("identity", "CURRENT") in by_type and ("image", "CURRENT") in by_type
 

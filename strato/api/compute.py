@@ -310,11 +310,52 @@ async def attach_volume(request: Request, server_id: str) -> FastJSON:
         _extras(request).attach, context(request), server_id, body, _version(request))})
 
 
+@router.put(V + "/servers/{server_id}/os-volume_attachments/{volume_id}")
+async def update_volume_attachment(request: Request, server_id: str,
+                                   volume_id: str) -> Response:
+    body = await json_body(request, schemas.UPDATE_ATTACHMENT)
+    await _run(_extras(request).update_attachment, context(request), server_id, volume_id,
+               body, _version(request))
+    return Response(status_code=202)
+
+
 @router.delete(V + "/servers/{server_id}/os-volume_attachments/{volume_id}",
                status_code=202)
 async def detach_volume(request: Request, server_id: str, volume_id: str) -> Response:
     await _run(_extras(request).detach, context(request), server_id, volume_id)
     return Response(status_code=202)
+
+
+# ---------------------------------------------------------------- keypairs
+def _params(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+@router.get(V + "/os-keypairs")
+def list_keypairs(request: Request) -> FastJSON:
+    return FastJSON(_api(request).keypairs.list(context(request), _params(request),
+                                                _version(request)))
+
+
+@router.post(V + "/os-keypairs")
+async def create_keypair(request: Request) -> FastJSON:
+    body = await json_body(request)
+    version = _version(request)
+    keypair = await _run(_api(request).keypairs.create, context(request), body, version)
+    return FastJSON({"keypair": keypair}, status_code=201 if version >= (2, 2) else 200)
+
+
+@router.get(V + "/os-keypairs/{name}")
+def show_keypair(request: Request, name: str) -> FastJSON:
+    return FastJSON({"keypair": _api(request).keypairs.show(
+        context(request), name, _params(request), _version(request))})
+
+
+@router.delete(V + "/os-keypairs/{name}")
+def delete_keypair(request: Request, name: str) -> Response:
+    version = _version(request)
+    _api(request).keypairs.delete(context(request), name, _params(request), version)
+    return Response(status_code=204 if version >= (2, 2) else 202)
 
 
 # ---------------------------------------------------------------- actions, quotas

@@ -62,6 +62,6 @@ class Range:
         return headers
 
 
-COMPUTE = Range("compute", APIVersion(2, 1), APIVersion(2, 79), "X-OpenStack-Nova-API-Version")
+COMPUTE = Range("compute", APIVersion(2, 1), APIVersion(2, 92), "X-OpenStack-Nova-API-Version")
 VOLUME = Range("volume", APIVersion(3, 0), APIVersion(3, 71))
 RANGES = {"compute": COMPUTE, "volume": VOLUME}

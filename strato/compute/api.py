@@ -24,7 +24,13 @@ from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
-from strato.compute.views import Version, flavor_snapshot, iso, server_view
+from strato.compute.views import (
+    Version,
+    default_hostname,
+    flavor_snapshot,
+    iso,
+    server_view,
+)
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
@@ -98,10 +104,10 @@ class ComputeAPI:
         self.volume_actions = VolumeActions(volumes)
         self.base = conf.public_endpoint
         self.flavors = FlavorAPI(db, policy, self.base)
-        self.keypairs = KeyPairs(db)
         c = conf.compute
         self.quota = QuotaEngine({"instances": c.quota_instances, "cores": c.quota_cores,
-                                  "ram": c.quota_ram})
+                                  "ram": c.quota_ram, "key_pairs": c.quota_key_pairs})
+        self.keypairs = KeyPairs(db, policy, self.quota, self.base, c.osapi_max_limit)
 
     # ------------------------------------------------------------ lookups
     def get_row(self, session: Session, ctx: RequestContext, server_id: str,
@@ -148,6 +154,7 @@ class ComputeAPI:
             raise BadRequest("Additional properties are not allowed ('description' was "
                              "unexpected).")
         metadata = string_map(ref.get("metadata") or {}, "metadata")
+        _requested_hostname(ref, version)
         network = self._networks(ref, version)
         for key in ("min_count", "max_count"):
             if key in ref and str(ref[key]) not in ("1",):
@@ -420,18 +427,29 @@ class ComputeAPI:
             query = query.where(Instance.updated_at >= _parse_time(params["changes-since"]))
         if "locked" in params and version >= (2, 73):
             query = query.where(Instance.locked.is_(params["locked"].lower() == "true"))
+        # 2.83 lets every user filter on these; admins always could (Nova)
+        more = admin or version >= (2, 83)
+        for key, column in (("user_id", Instance.user_id), ("vm_state", Instance.vm_state),
+                            ("task_state", Instance.task_state)):
+            if more and key in params:
+                query = query.where(column == params[key])
+        if more and "power_state" in params:
+            query = query.where(Instance.power_state == query_int(
+                "power_state", params["power_state"], 0, 255))
         key = params.get("sort_key", "created_at")
         column = SORT_KEYS.get(key)
         if column is None:
             raise BadRequest(f"Invalid sort_key {key}.")
         desc = params.get("sort_dir", "desc") != "asc"
-        name_re = None
-        if "name" in params:
-            try:
-                name_re = re.compile(params["name"])
-            except re.error:
-                raise BadRequest(f"Invalid regular expression for name: {params['name']}") \
-                    from None
+        patterns: dict[str, re.Pattern[str]] = {}  # Nova's regular-expression filters
+        for key in ("name", "key_name", "availability_zone", "hostname"):
+            if key in params and (key == "name" or (more if key != "hostname" else
+                                                    admin or version >= (2, 90))):
+                try:
+                    patterns[key] = re.compile(params[key])
+                except re.error:
+                    raise BadRequest(f"Invalid regular expression for {key}: "
+                                     f"{params[key]}") from None
         limit = self.conf.compute.osapi_max_limit
         if params.get("limit"):
             limit = min(query_int("limit", params["limit"]), limit)
@@ -446,10 +464,11 @@ class ComputeAPI:
             query = query.order_by(column.desc() if desc else column.asc(),
                                    Instance.id.desc() if desc else Instance.id.asc())
             query = query.with_only_columns(*listing.RAW)
-            if name_re is None:
+            if not patterns:
                 rows = list(session.execute(query.limit(limit)))
             else:
-                rows = [r for r in session.execute(query) if name_re.search(r.name)][:limit]
+                rows = [r for r in session.execute(query) if all(
+                    p.search(_filtered(r, k)) for k, p in patterns.items())][:limit]
             if detail:
                 servers = listing.render(rows, listing.bdm_rows(session, [r.id for r in rows]),
                                          self.base, version, admin)
@@ -475,6 +494,8 @@ class ComputeAPI:
         allowed = {"name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"}
         if version >= (2, 19):
             allowed.add("description")
+        if version >= (2, 90):
+            allowed.add("hostname")
         extra = set(ref) - allowed
         if extra:
             raise BadRequest(f"Additional properties are not allowed ({', '.join(extra)} "
@@ -489,6 +510,8 @@ class ComputeAPI:
                 inst.access_ip_v6 = _text(ref, "accessIPv6", maximum=39)
             if "description" in ref:
                 inst.description = _text(ref, "description")
+            if "hostname" in ref:
+                inst.hostname = _requested_hostname(ref, version)
             inst.updated_at = now()
             session.flush()
             return self.view(session, ctx, inst, version)
@@ -564,6 +587,30 @@ class ComputeAPI:
             del meta[key]
             inst.metadata_ = meta
             inst.updated_at = now()
+
+
+def _filtered(row: Any, key: str) -> str:
+    """A listing row's value for a regular-expression filter."""
+    if key == "hostname":
+        return row.hostname or default_hostname(row.name)
+    return getattr(row, key) or ""
+
+
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$")
+
+
+def _requested_hostname(ref: dict[str, Any], version: Version) -> str | None:
+    """2.90's ``hostname`` (an RFC 1123 label of 2-63 characters); unknown before."""
+    if "hostname" not in ref:
+        return None
+    if version < (2, 90):
+        raise BadRequest("Invalid input for field/attribute server: additional properties "
+                         "are not allowed ('hostname' was unexpected).")
+    value = ref["hostname"]
+    if not isinstance(value, str) or not 2 <= len(value) <= 63 or not _HOSTNAME.match(value):
+        raise BadRequest("Invalid input for field/attribute hostname: 2-63 letters, digits "
+                         "and '-', starting and ending with a letter or a digit.")
+    return value
 
 
 def state_message(label: str, inst: Instance) -> str:

@@ -15,6 +15,7 @@ from strato.exceptions import BadRequest, Conflict, NotFound
 from strato.jobs.queue import enqueue
 
 ATTACH_STATES = (states.ACTIVE, states.PAUSED, states.STOPPED)
+QUOTAS = ("instances", "cores", "ram", "key_pairs")  # the quota sets strato enforces
 
 
 class ServerExtras:
@@ -93,6 +94,33 @@ class ServerExtras:
                 "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
                 "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
             return attachment_view(b, version)
+
+    def update_attachment(self, ctx: RequestContext, server_id: str, volume_id: str,
+                          body: dict[str, Any], version: Version) -> None:
+        """2.85: change ``delete_on_termination``; the other fields of the attachment
+        may be sent back unchanged. Another ``volumeId`` (and any PUT before 2.85) asks
+        for a swap, which is admin-only and which strato does not do."""
+        ref = body["volumeAttachment"]
+        with self.db.session() as session:
+            inst = self.api.get_row(session, ctx, server_id)
+            if version < (2, 85) or ref["volumeId"] != volume_id:
+                self.policy.enforce(ctx, P + "os-volumes-attachments:swap", {})
+                raise BadRequest("Swapping an attached volume for another is not "
+                                 "supported.")
+            self.policy.enforce(ctx, P + "os-volumes-attachments:update",
+                                {"project_id": inst.project_id})
+            b = next((b for b in self.api.bdms(session, [inst.id])[inst.id]
+                      if b.volume_id == volume_id and b.status == "attached"), None)
+            if b is None:
+                raise NotFound(f"No volume Block Device Mapping with id {volume_id}.")
+            for key, now_value in (("id", volume_id), ("serverId", inst.id),
+                                   ("device", f"/dev/{b.device_name}"), ("tag", b.tag)):
+                if key in ref and ref[key] != now_value:
+                    raise BadRequest(f"The {key} property is not mutable")
+            if "delete_on_termination" in ref:
+                value = ref["delete_on_termination"]
+                b.delete_on_termination = value if isinstance(value, bool) else \
+                    str(value).strip().lower() in ("true", "1", "yes", "on", "t", "y")
 
     def detach(self, ctx: RequestContext, server_id: str, volume_id: str) -> None:
         with self.db.session() as session:
@@ -192,6 +220,8 @@ class ServerExtras:
                         ev["hostId"] = ""
                         if details:
                             ev["host"] = e.host
+                    if version >= (2, 84) and details:
+                        ev["details"] = e.details
                     events.append(ev)
                 body["events"] = events
             return body
@@ -204,10 +234,11 @@ class ServerExtras:
             limits = quota.limits(session, project_id)
             used = quota.usage(session, project_id)
         body: dict[str, Any] = {"id": project_id}
-        for r in ("instances", "cores", "ram"):
+        for r in QUOTAS:
             limit = limits.get(r, quota.default_for(r))
             if detail:
-                row = used.get(r)
+                # key_pairs count per user: Nova shows no project usage for them
+                row = used.get(r) if r != "key_pairs" else None
                 body[r] = {"limit": limit, "in_use": row.in_use if row else 0,
                            "reserved": row.reserved if row else 0}
             else:
@@ -221,7 +252,7 @@ class ServerExtras:
             raise BadRequest("Missing required element 'quota_set' in request body.")
         with self.db.session() as session:
             for r, value in ref.items():
-                if r not in ("instances", "cores", "ram"):
+                if r not in QUOTAS:
                     continue
                 if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit for {r} must be an integer >= -1.")

@@ -47,8 +47,10 @@ def instance_lock(instance_id: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------- action events
 def _event(services: Any, instance_id: str, request_id: str | None, event: str,
-           result: str | None = None, tb: str | None = None) -> None:
-    """Start (result None) or finish an instance action's event."""
+           result: str | None = None, tb: str | None = None,
+           details: str | None = None) -> None:
+    """Start (result None) or finish an instance action's event. A failed one keeps
+    ``details``, the fault message 2.84 shows (default: ``tb``, a one-line error)."""
     if not request_id:
         return
     with services.db.session() as session:
@@ -71,6 +73,7 @@ def _event(services: Any, instance_id: str, request_id: str | None, event: str,
                                       host=services.conf.DEFAULT.host, start_time=now())
             session.add(row)
         row.finish_time, row.result, row.traceback = now(), result, tb
+        row.details = (details or tb) if result == "Error" else None
         action.finish_time = action.updated_at = now()
         if result == "Error":
             action.message = "Error"
@@ -308,7 +311,7 @@ def _fail_build(services: Any, rctx: RequestContext, instance_id: str,
         events.emit(session, "compute", "compute.instance.create.error", instance_id,
                     row.project_id, error=fault["message"])
     _event(services, instance_id, rctx.request_id, "compute__do_build_and_run_instance",
-           "Error", fault["details"])
+           "Error", fault["details"], fault["message"])
 
 
 def _cleanup(services: Any, rctx: RequestContext, instance_id: str,

@@ -1,10 +1,22 @@
-"""Compute tables: flavors, instances, their block devices, actions, compute nodes."""
+"""Compute tables: flavors, instances, their block devices, actions, compute nodes,
+keypairs."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import uuid4
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from strato.db.base import Base, UTCDateTime, utcnow
@@ -89,6 +101,9 @@ class BlockDevice(Base):
     __tablename__ = "block_device_mappings"
 
     id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    # 2.89 shows it as ``bdm_uuid``
+    uuid: Mapped[str | None] = mapped_column(String(36), nullable=True,
+                                             default=lambda: str(uuid4()))
     instance_uuid: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
     device_name: Mapped[str] = mapped_column(String(16))  # vda, vdb, ...
     source_type: Mapped[str] = mapped_column(String(16))  # image|volume|snapshot|blank
@@ -130,6 +145,7 @@ class InstanceActionEvent(Base):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     result: Mapped[str | None] = mapped_column(String(16), nullable=True)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[str | None] = mapped_column(Text, nullable=True)  # 2.84: the fault
     start_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finish_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -160,4 +176,19 @@ class ConsoleAuthToken(Base):
     instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
     host: Mapped[str] = mapped_column(String(255))  # where the guest's console is
     expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KeyPairRecord(Base):
+    """A user's keypair (Nova's ``key_pairs``): names are unique per user."""
+
+    __tablename__ = "key_pairs"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(_BIGID, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(8), default="ssh")  # ssh | x509
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

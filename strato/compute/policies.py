@@ -6,6 +6,7 @@ MEMBER = "rule:admin_or_member"
 READER = "rule:admin_or_reader"
 ADMIN = "rule:admin_required"
 P = "os_compute_api:"
+ADMIN_OR_USER = "rule:admin_required or user_id:%(user_id)s"
 
 RULES = [
     *(RuleDefault(f"{P}servers:{name}", MEMBER) for name in (
@@ -26,6 +27,8 @@ RULES = [
     RuleDefault(f"{P}os-volumes-attachments:show", READER),
     RuleDefault(f"{P}os-volumes-attachments:create", MEMBER),
     RuleDefault(f"{P}os-volumes-attachments:delete", MEMBER),
+    RuleDefault(f"{P}os-volumes-attachments:update", MEMBER),
+    RuleDefault(f"{P}os-volumes-attachments:swap", ADMIN),
     RuleDefault(f"{P}os-instance-actions:list", READER),
     RuleDefault(f"{P}os-instance-actions:show", READER),
     RuleDefault(f"{P}os-instance-actions:events", ADMIN),
@@ -44,6 +47,8 @@ RULES = [
     RuleDefault(f"{P}os-flavor-extra-specs:create", ADMIN),
     RuleDefault(f"{P}os-flavor-extra-specs:update", ADMIN),
     RuleDefault(f"{P}os-flavor-extra-specs:delete", ADMIN),
+    *(RuleDefault(f"{P}os-keypairs:{name}", ADMIN_OR_USER) for name in (
+        "index", "show", "create", "delete")),
     RuleDefault(f"{P}os-quota-sets:show", READER),
     RuleDefault(f"{P}os-quota-sets:update", ADMIN),
 ]

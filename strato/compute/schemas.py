@@ -80,6 +80,12 @@ ATTACH_VOLUME = Obj({"volumeAttachment": Obj({
     "delete_on_termination": Bool(),
 }, required=("volumeId",))}, required=("volumeAttachment",))
 
+# 2.85: the GET response's fields may be sent back; only delete_on_termination changes
+UPDATE_ATTACHMENT = Obj({"volumeAttachment": Obj({
+    "volumeId": Str(36, min=1), "device": Str(255, nullable=True), "tag": TAG,
+    "delete_on_termination": Bool(strings=True), "serverId": Str(36), "id": Str(36),
+}, required=("volumeId",), extra=None)}, required=("volumeAttachment",), extra=None)
+
 # Nova's quota values: -1 (unlimited) up to its db.MAX_INT.
 QUOTA_VALUE = Int(-1, INT32_MAX)
 UPDATE_QUOTA = Obj({"quota_set": Obj({
@@ -137,3 +143,20 @@ CONSOLE_ACTIONS = {
     "os-getVNCConsole": _console_action("os-getVNCConsole", ("novnc", "xvpvnc")),
     "os-getSPICEConsole": _console_action("os-getSPICEConsole", ("spice-html5",)),
 }
+
+# os-keypairs (Nova's schemas/keypairs.py): ``type`` from 2.2, ``user_id`` from 2.10,
+# ``public_key`` required from 2.92; no other key at any version. The name's
+# characters are checked by ``strato.compute.keypairs`` (they change at 2.92).
+_KEY_NAME = Str(255, min=1)
+_PUBLIC_KEY = Str(65535)  # a Text column; a 16384-bit RSA key is under 3 KiB
+
+
+def create_keypair(version: tuple[int, int]) -> Obj:
+    props: dict = {"name": _KEY_NAME, "public_key": _PUBLIC_KEY}
+    if version >= (2, 2):
+        props["type"] = Str(enum=("ssh", "x509"))
+    if version >= (2, 10):
+        props["user_id"] = Str(255)
+    required = ("name", "public_key") if version >= (2, 92) else ("name",)
+    return Obj({"keypair": Obj(props, required=required, extra=None)},
+               required=("keypair",), extra=None)

@@ -3,7 +3,8 @@
 Milestones used: 2.3 more admin attributes and ``delete_on_termination`` in
 ``volumes_attached``; 2.9 ``locked``; 2.16 ``host_status``; 2.19 ``description``;
 2.26 ``tags``; 2.47 the flavor embedded; 2.55 flavor ``description``; 2.61 flavor
-``extra_specs``; 2.73 ``locked_reason``.
+``extra_specs``; 2.73 ``locked_reason``; 2.89 volume attachments; 2.90
+``OS-EXT-SRV-ATTR:hostname`` for every user.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
             body.update({
                 "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
                 "OS-EXT-SRV-ATTR:launch_index": inst.launch_index or 0,
-                "OS-EXT-SRV-ATTR:hostname": inst.hostname or _hostname(inst.name),
+                "OS-EXT-SRV-ATTR:hostname": hostname(inst),
                 "OS-EXT-SRV-ATTR:kernel_id": inst.kernel_id,
                 "OS-EXT-SRV-ATTR:ramdisk_id": inst.ramdisk_id,
                 "OS-EXT-SRV-ATTR:root_device_name": f"/dev/{root}",
@@ -135,6 +136,8 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
         if admin and inst.fault.get("details"):
             fault["details"] = inst.fault["details"]
         body["fault"] = fault
+    if version >= (2, 90):  # every user sees the hostname
+        body["OS-EXT-SRV-ATTR:hostname"] = hostname(inst)
     if version >= (2, 9):
         body["locked"] = inst.locked
     if version >= (2, 16) and admin:
@@ -150,16 +153,29 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
     return body
 
 
-def _hostname(name: str) -> str:
+def hostname(inst: Instance) -> str:
+    """The hostname stored at create (given at 2.90+, else made from the name); one
+    made from the name for a server older than the column."""
+    return inst.hostname or default_hostname(inst.name)
+
+
+def default_hostname(name: str) -> str:
     out = "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower()).strip("-")
     return out[:63] or "server"
 
 
 def attachment_view(b: BlockDevice, version: Version) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": b.volume_id, "serverId": b.instance_uuid,
-                            "volumeId": b.volume_id, "device": f"/dev/{b.device_name}"}
+    """2.70 ``tag``; 2.79 ``delete_on_termination``; 2.89 ``attachment_id`` and
+    ``bdm_uuid``, and no ``id`` (it repeated ``volumeId``)."""
+    body: dict[str, Any] = {"serverId": b.instance_uuid, "volumeId": b.volume_id,
+                            "device": f"/dev/{b.device_name}"}
+    if version < (2, 89):
+        body["id"] = b.volume_id
     if version >= (2, 70):
         body["tag"] = b.tag
     if version >= (2, 79):
         body["delete_on_termination"] = b.delete_on_termination
+    if version >= (2, 89):
+        body["attachment_id"] = b.attachment_id
+        body["bdm_uuid"] = b.uuid
     return body

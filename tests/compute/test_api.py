@@ -29,7 +29,7 @@ def _huge_flavor(nova: Nova) -> str:
 
 def test_discovery_and_unknown_ids(compute_server: Server, nova: Nova) -> None:
     doc = compute_server.client().get("/compute/v2.1").json()["version"]
-    assert doc["version"] == "2.79" and doc["min_version"] == "2.1"
+    assert doc["version"] == "2.92" and doc["min_version"] == "2.1"
     r = nova.req("GET", "/servers/strato-no-such")
     assert r.status_code == 404 and "itemNotFound" in r.json()
     assert r.headers["OpenStack-API-Version"] == "compute 2.79"
