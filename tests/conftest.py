@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from strato.db import Database, migrate
 from strato.virt.cloudimage import CloudImage
+from strato.virt.qemu import QemuDriver
 from tests import cloudimage
 from tests.support import Server, free_port
 
@@ -61,6 +62,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.start()
     yield srv
     srv.stop()
+    # servers the tests made from bootable images run real QEMUs: none may outlive the
+    # run (a leaked guest spins a core for the rest of CI)
+    drv = QemuDriver(srv.state / "instances")
+    for sid in drv.list_instances():
+        drv.destroy(sid)
 
 
 @pytest.fixture(scope="session")
