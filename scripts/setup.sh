@@ -20,11 +20,13 @@ esac
 
 # Debian packages: qemu-img for the block store; QEMU and the guest-building tools for
 # compute (OVMF for UEFI guests, genisoimage for config drives, socat for the metadata
-# service's per-guest link); PostgreSQL for the database tests; mmdebstrap and GRUB to
+# service's per-guest link); the network data plane (iproute2, nftables, dnsmasq);
+# PostgreSQL for the database tests; mmdebstrap and GRUB to
 # build the test cloud image from Debian's packages.
-debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod ovmf genisoimage socat)
+debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod ovmf genisoimage socat
+      iproute2 nftables dnsmasq-base)
 [ "$test_deps" = 1 ] && debs+=(postgresql mmdebstrap grub-pc-bin grub-efi-amd64-bin mtools
-                               dosfstools fdisk)
+                               dosfstools fdisk iputils-ping openssh-client)
 
 missing=()
 for pkg in "${debs[@]}"; do

@@ -296,6 +296,40 @@ OPTIONS: tuple[Option, ...] = (
     Option("api", "enable_instance_password", "bool", "true",
            "Return the admin password (given or generated) in the server create "
            "response."),
+    # [network]
+    Option("network", "dataplane", "str", "auto",
+           "Guest networking: linux (namespaces, bridges, dnsmasq, nftables; fails at "
+           "startup when it cannot), usermode (QEMU user-mode NAT per guest; the "
+           "network API refuses writes), auto (linux when this process may create "
+           "network namespaces, else usermode, said once at startup).",
+           choices=("auto", "linux", "usermode")),
+    Option("network", "state_path", "path", "$state_path/network",
+           "Where dnsmasq's files and the data plane's records live."),
+    Option("network", "dataplane_id", "str", "",
+           "Short tag in the names of every namespace and host device strato makes, so "
+           "deployments on one machine never touch each other's; empty: derived from "
+           "state_path."),
+    Option("network", "public_network", "str", "public",
+           "Name of the external network created at bootstrap (empty: none)."),
+    Option("network", "public_cidr", "str", "198.18.0.0/24",
+           "Range of that external network (floating IPs, router gateways). It exists "
+           "only behind strato's own host veth (the host takes its gateway address); "
+           "no route to any other address is ever added."),
+    Option("network", "dhcp_lease_duration", "positive_int", "86400",
+           "Seconds of a DHCP lease given to guests (Neutron's dhcp_lease_duration)."),
+    Option("network", "global_physnet_mtu", "positive_int", "1500",
+           "MTU of every network (Neutron's global_physnet_mtu)."),
+    Option("network", "quota_network", "non_negative_int", "100",
+           "Networks per project (Neutron's default quotas; -1 is not offered here)."),
+    Option("network", "quota_subnet", "non_negative_int", "100", "Subnets per project."),
+    Option("network", "quota_port", "non_negative_int", "500", "Ports per project."),
+    Option("network", "quota_router", "non_negative_int", "10", "Routers per project."),
+    Option("network", "quota_floatingip", "non_negative_int", "50",
+           "Floating IPs per project."),
+    Option("network", "quota_security_group", "non_negative_int", "10",
+           "Security groups per project."),
+    Option("network", "quota_security_group_rule", "non_negative_int", "100",
+           "Security group rules per project."),
     # [identity]
     Option("identity", "password_min_length", "non_negative_int", "0",
            "Shortest password a user may be given."),
