@@ -106,6 +106,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     try:
         ids = bootstrap(db, password, project=args.bootstrap_project_name,
                         user=args.bootstrap_username, reset_password=args.reset_password)
+        from strato.network.bootstrap import bootstrap_public_network
+
+        public = bootstrap_public_network(db, conf, ids["project_id"])
+        if public:
+            print(f"external network {conf.network.public_network} ({public}) on "
+                  f"{conf.network.public_cidr}")
     finally:
         db.dispose()
     conf.DEFAULT.state_path.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,8 @@ def serve(conf: Config) -> int:
     services.recover()
     from strato.compute.agent import ComputeAgent
 
+    # this host's networks and routers as the tables say, before guests re-attach
+    services.network.sync_host()
     agent = ComputeAgent(services)
     agent.start()  # re-attach to running guests, resolve half-done tasks, sync power
     pool = make_pool(conf, services)
@@ -116,6 +118,7 @@ def run_worker(conf: Config, targets: list[str] | None) -> int:
 
     agent = None
     if f"host:{conf.DEFAULT.host}" in (targets or worker_targets(conf)):
+        services.network.sync_host()
         agent = ComputeAgent(services)
         agent.start()
     pool = make_pool(conf, services, targets)

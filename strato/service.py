@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,8 @@ from strato.identity.api import IdentityAPI
 from strato.identity.tokens import TokenFactory, load_keys
 from strato.image.api import ImageAPI
 from strato.image.stores.base import ImageStore
+from strato.network.api import NetworkAPI
+from strato.network.dataplane import Dataplane, DataplaneUnavailable
 from strato.policy import Enforcer
 from strato.storage import Engine, open_engine
 from strato.volume.api import VolumeAPI
@@ -20,6 +23,33 @@ from strato.volume.scheduler import Backend, parse_backends
 if TYPE_CHECKING:  # imported in build() only: most commands never load compute
     from strato.compute.api import ComputeAPI
     from strato.virt.qemu import QemuDriver
+
+
+LOG = logging.getLogger("strato.service")
+
+
+def open_dataplane(conf: Config) -> tuple[Dataplane | None, str]:
+    """The data plane ``[network] dataplane`` asks for, or None and why not.
+
+    ``linux`` that cannot run here fails startup (ConfigError); ``auto`` falls back to
+    QEMU's user-mode networking, said once, with the network API refusing changes."""
+    mode = conf.network.dataplane
+    if mode == "usermode":
+        return None, "[network] dataplane is usermode"
+    try:
+        from strato.network.linux import LinuxDataplane
+
+        dataplane: Dataplane = LinuxDataplane(conf)
+        dataplane.probe()
+        return dataplane, ""
+    except ImportError as exc:
+        reason = f"the Linux data plane is not installed ({exc})"
+    except DataplaneUnavailable as exc:
+        reason = str(exc)
+    if mode == "linux":
+        raise ConfigError(f"[network] dataplane = linux, but {reason}")
+    LOG.warning("guest networking falls back to QEMU user-mode NAT: %s", reason)
+    return None, reason
 
 
 def volume_backends(conf: Config) -> list[Backend]:
@@ -120,6 +150,7 @@ class Services:
     volume_drivers: dict[str, RBDDriver]
     compute: ComputeAPI
     virt: QemuDriver  # of this host
+    network: NetworkAPI
     #: this host's metadata service, while its compute agent runs (``MetadataServer``)
     metadata_server: Any = None
 
@@ -143,8 +174,10 @@ class Services:
         from strato.virt.qemu import QemuDriver, storage_resolver
 
         volume = VolumeAPI(db, policy, conf, image, backends, stores.volumes)
+        dataplane, reason = open_dataplane(conf)
+        network = NetworkAPI(db, policy, conf, dataplane, reason)
         return cls(conf=conf, db=db, policy=policy, identity=identity, stores=stores,
-                   image=image, volume=volume, volume_drivers=drivers,
+                   image=image, volume=volume, volume_drivers=drivers, network=network,
                    compute=ComputeAPI(db, policy, conf, image, volume),
                    virt=QemuDriver(conf.compute.instances_path,
                                    resolve=storage_resolver(stores.by_pool)))

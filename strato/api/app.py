@@ -10,7 +10,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from strato.api import compute, identity, image, volume
+from strato.api import compute, identity, image, network, volume
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
 from strato.exceptions import StratoError
@@ -22,7 +22,7 @@ def build_app(services: object) -> FastAPI:
     app = FastAPI(title="strato", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
-    for module in (identity, compute, image, volume):
+    for module in (identity, compute, image, volume, network):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -30,11 +30,13 @@ def build_app(services: object) -> FastAPI:
         base = services.conf.public_endpoint  # type: ignore[attr-defined]
         return JSONResponse(status_code=300, content={"services": {
             "identity": f"{base}/identity", "compute": f"{base}/compute",
-            "image": f"{base}/image", "volume": f"{base}/volume"}})
+            "image": f"{base}/image", "volume": f"{base}/volume",
+            "network": f"{base}/networking"}})
 
     @app.exception_handler(StratoError)
     async def strato_error(request: Request, exc: StratoError) -> JSONResponse:
-        return fault_response(request.url.path, exc.status, exc.message, exc.headers)
+        return fault_response(request.url.path, exc.status, exc.message, exc.headers,
+                              getattr(exc, "neutron_type", None))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -14,7 +14,7 @@ _NOVA_NAMES = {
     501: "notImplemented", 503: "serviceUnavailable",
 }
 
-SERVICES = ("identity", "compute", "image", "volume")
+SERVICES = ("identity", "compute", "image", "volume", "networking")
 
 
 def service_of(path: str) -> str:
@@ -30,7 +30,19 @@ def _title(status: int) -> str:
         return "Error"
 
 
-def fault_body(service: str, status: int, message: str) -> dict:
+# Neutron's fault types by status, for errors that do not name their own.
+_NEUTRON_TYPES = {
+    400: "HTTPBadRequest", 401: "HTTPUnauthorized", 403: "HTTPForbidden",
+    404: "HTTPNotFound", 405: "HTTPMethodNotAllowed", 409: "HTTPConflict",
+    413: "HTTPRequestEntityTooLarge", 503: "ServiceUnavailable",
+}
+
+
+def fault_body(service: str, status: int, message: str, kind: str | None = None) -> dict:
+    if service == "networking":
+        return {"NeutronError": {
+            "type": kind or _NEUTRON_TYPES.get(status, "HTTPInternalServerError"),
+            "message": message, "detail": ""}}
     if service in ("compute", "volume"):
         name = _NOVA_NAMES.get(status, "computeFault" if service == "compute" else "error")
         return {name: {"code": status, "message": message}}
@@ -42,6 +54,8 @@ def fault_body(service: str, status: int, message: str) -> dict:
 
 
 def fault_response(path: str, status: int, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(fault_body(service_of(path), status, message), status_code=status,
-                        headers=headers)
+                   headers: dict[str, str] | None = None,
+                   kind: str | None = None) -> JSONResponse:
+    """``kind``: the fault's own type name, where the format has one (Neutron's)."""
+    return JSONResponse(fault_body(service_of(path), status, message, kind),
+                        status_code=status, headers=headers)

@@ -27,6 +27,7 @@ _DISCOVERY = {
     "/compute", "/compute/", "/compute/v2.1", "/compute/v2.1/",
     "/image", "/image/", "/image/versions", "/image/v2", "/image/v2/",
     "/volume", "/volume/", "/volume/v3", "/volume/v3/",
+    "/networking", "/networking/", "/networking/v2.0", "/networking/v2.0/",
 }
 _SECRET_HEADERS = {"x-auth-token", "x-subject-token", "authorization"}
 _SERVICE_ROOTS = {"/compute", "/compute/", "/volume", "/volume/"}

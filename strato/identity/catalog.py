@@ -22,6 +22,8 @@ SERVICES = (
     Service("image", "glance", "/image"),
     Service("block-storage", "cinder", "/volume/v3/%(project_id)s"),
     Service("volumev3", "cinderv3", "/volume/v3/%(project_id)s"),
+    # DevStack's path without the version: the client appends /v2.0
+    Service("network", "neutron", "/networking"),
 )
 
 

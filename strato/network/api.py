@@ -1,0 +1,2002 @@
+"""The network service: Neutron's v2.0 resources (validation, policy, quota, records),
+and what compute asks of it for an instance's NICs.
+
+Every change that alters a data plane object is applied before its transaction
+commits (``NetworkManager.apply``): a failure rolls the records back, so a record never
+claims a network the host does not have.  Security groups cost nothing on the data
+plane and stay manageable when networking is unavailable here."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from strato import exceptions as exc
+from strato.config import Config
+from strato.context import RequestContext
+from strato.db import Database
+from strato.exceptions import StratoError
+from strato.network import ipam
+from strato.network.dataplane import Dataplane, tap_name
+from strato.network.errors import (
+    BadRequest,
+    OverQuota,
+    PolicyNotAuthorized,
+    ServiceUnavailable,
+    bad,
+    conflict,
+    in_use,
+    not_found,
+)
+from strato.network.instance import Nic, Request
+from strato.network.manager import (
+    DHCP_OWNER,
+    ROUTER_GATEWAY,
+    ROUTER_INTERFACE,
+    ApplyFailed,
+    NetworkManager,
+    Touch,
+    is_guest,
+)
+from strato.network.models import (
+    FloatingIP,
+    Network,
+    Port,
+    PortIP,
+    PortSecurityGroup,
+    Router,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+)
+from strato.policy import Enforcer
+from strato.quota.models import QuotaLimit
+
+LOG = logging.getLogger("strato.network")
+T = TypeVar("T")
+Params = list[tuple[str, str]]
+
+QUOTA_RESOURCES = ("network", "subnet", "port", "router", "floatingip", "security_group",
+                   "security_group_rule")
+QUOTA_MODELS: dict[str, Any] = {
+    "network": Network, "subnet": Subnet, "port": Port, "router": Router,
+    "floatingip": FloatingIP, "security_group": SecurityGroup,
+    "security_group_rule": SecurityGroupRule}
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132,
+             "gre": 47, "esp": 50, "ah": 51, "any": None}
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _standard(row: Any) -> dict:
+    return {"description": row.description, "tags": list(row.tags or []),
+            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+            "revision_number": row.revision_number}
+
+
+def _owner(row: Any) -> dict:
+    return {"tenant_id": row.project_id, "project_id": row.project_id}
+
+
+def _bump(row: Any) -> None:
+    row.revision_number = (row.revision_number or 0) + 1
+
+
+def _body(body: Any, key: str, allowed: set[str], required: tuple[str, ...] = ()) -> dict:
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"Resource body required: a '{key}' object.")
+    data = body[key]
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
+    for name in required:
+        if data.get(name) is None:
+            raise BadRequest(f"Failed to parse request. Required attribute '{name}' not "
+                             "specified")
+    return data
+
+
+def _str(data: dict, key: str, default: str = "", limit: int = 255) -> str:
+    value = data.get(key, default)
+    if value is None:
+        value = default
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid "
+                         "string.")
+    if len(value) > limit:
+        raise BadRequest(f"Invalid input for {key}. Reason: '{value[:20]}...' exceeds "
+                         f"maximum length of {limit}.")
+    return value
+
+
+def _bool(data: dict, key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid "
+                     "boolean value.")
+
+
+def _id_list(data: dict, key: str) -> list[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"Invalid input for {key}. Reason: a list of ids is required.")
+    return value
+
+
+def _ip(value: Any, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid IP "
+                         "address.") from None
+
+
+class NetworkAPI:
+    def __init__(self, db: Database, policy: Enforcer, conf: Config,
+                 dataplane: Dataplane | None, disabled_reason: str = "") -> None:
+        self.db = db
+        self.policy = policy
+        self.conf = conf
+        self.dataplane = dataplane
+        self.enabled = dataplane is not None
+        self.disabled_reason = disabled_reason if not self.enabled else ""
+        self.host = conf.DEFAULT.host
+        self.manager = NetworkManager(db, conf, dataplane)
+        n = conf.network
+        self.quota_defaults = {
+            "network": n.quota_network, "subnet": n.quota_subnet, "port": n.quota_port,
+            "router": n.quota_router, "floatingip": n.quota_floatingip,
+            "security_group": n.quota_security_group,
+            "security_group_rule": n.quota_security_group_rule}
+
+    # ------------------------------------------------------------ plumbing
+    def _require_dataplane(self) -> None:
+        if not self.enabled:
+            raise ServiceUnavailable("Networking is not available on this host: "
+                                     f"{self.disabled_reason}")
+
+    def _change(self, work: Callable[[Session, Touch], T]) -> T:
+        """``work`` in one transaction, then its data plane changes before the commit;
+        a failed apply rolls back and re-applies what stayed committed."""
+        touch = Touch()
+        try:
+            with self.db.session() as session:
+                result = work(session, touch)
+                self.manager.apply(session, touch)
+            return result
+        except ApplyFailed:
+            self.manager.repair(touch)
+            raise
+
+    def _enforce(self, ctx: RequestContext, rule: str, project_id: str | None) -> None:
+        if not self.policy.allowed(ctx, rule, {"project_id": project_id,
+                                               "tenant_id": project_id}):
+            raise PolicyNotAuthorized(f"rule:{rule} is disallowed by policy")
+
+    def _target_project(self, ctx: RequestContext, data: dict) -> str:
+        project = data.get("project_id") or data.get("tenant_id") or ctx.project_id
+        if data.get("project_id") and data.get("tenant_id") and \
+                data["project_id"] != data["tenant_id"]:
+            raise BadRequest("'project_id' and 'tenant_id' do not match")
+        if not isinstance(project, str):
+            raise BadRequest("Invalid input for project_id.")
+        if project != ctx.project_id and not ctx.is_admin:
+            raise PolicyNotAuthorized("Only admin can create a resource of another project")
+        return project
+
+    def _check_quota(self, session: Session, project_id: str, resource: str,
+                     count: int = 1) -> None:
+        limit = self._limits(session, project_id)[resource]
+        if limit < 0:
+            return
+        model = QUOTA_MODELS[resource]
+        used = session.scalar(select(func.count()).select_from(model).where(
+            model.project_id == project_id)) or 0
+        if used + count > limit:
+            raise OverQuota(f"Quota exceeded for resources: ['{resource}'].")
+
+    def _limits(self, session: Session, project_id: str) -> dict[str, int]:
+        limits = dict(self.quota_defaults)
+        for row in session.scalars(select(QuotaLimit).where(
+                QuotaLimit.project_id == project_id,
+                QuotaLimit.resource.in_(QUOTA_RESOURCES))):
+            limits[row.resource] = int(row.hard_limit)
+        return limits
+
+    # ------------------------------------------------------------ visibility
+    def _net_visible(self, ctx: RequestContext, net: Network) -> bool:
+        return ctx.is_admin or net.project_id == ctx.project_id or net.shared or \
+            net.router_external
+
+    def _get_network(self, session: Session, ctx: RequestContext, network_id: str) -> Network:
+        net = session.get(Network, network_id)
+        if net is None or not self._net_visible(ctx, net):
+            raise not_found("network", network_id)
+        return net
+
+    def _own(self, ctx: RequestContext, row: Any) -> bool:
+        return ctx.is_admin or row.project_id == ctx.project_id
+
+    def _get(self, session: Session, ctx: RequestContext, model: Any, kind: str,
+             row_id: str) -> Any:
+        row = session.get(model, row_id)
+        if row is None or not self._own(ctx, row):
+            raise not_found(kind, row_id)
+        return row
+
+    def _get_subnet(self, session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:
+        subnet = session.get(Subnet, subnet_id)
+        if subnet is None or not (self._own(ctx, subnet) or self._net_visible(
+                ctx, session.get(Network, subnet.network_id))):  # type: ignore[arg-type]
+            raise not_found("subnet", subnet_id)
+        return subnet
+
+    # ============================================================ networks
+    def _network_view(self, net: Network, subnets: list[str]) -> dict:
+        return {"id": net.id, "name": net.name, **_owner(net),
+                "admin_state_up": net.admin_state_up, "mtu": net.mtu, "status": net.status,
+                "subnets": subnets, "shared": net.shared,
+                "availability_zone_hints": [], "availability_zones": ["nova"],
+                "ipv4_address_scope": None, "ipv6_address_scope": None,
+                "router:external": net.router_external, "is_default": False,
+                "port_security_enabled": net.port_security_enabled,
+                "l2_adjacency": True, **_standard(net)}
+
+    def list_networks(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            subnets: dict[str, list[str]] = {}
+            for sid, nid in s.execute(select(Subnet.id, Subnet.network_id)
+                                      .order_by(Subnet.created_at, Subnet.id)):
+                subnets.setdefault(nid, []).append(sid)
+            return [self._network_view(n, subnets.get(n.id, [])) for n in s.scalars(
+                select(Network).order_by(Network.created_at, Network.id))
+                if self._net_visible(ctx, n)]
+
+    def _show_network(self, s: Session, net: Network) -> dict:
+        return self._network_view(net, list(s.scalars(select(Subnet.id).where(
+            Subnet.network_id == net.id).order_by(Subnet.created_at, Subnet.id))))
+
+    def show_network(self, ctx: RequestContext, network_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            net = self._get_network(s, ctx, network_id)
+            self._enforce(ctx, "get_network", net.project_id) if not (
+                net.shared or net.router_external) else None
+            return self._show_network(s, net)
+
+    NETWORK_ATTRS = {"name", "description", "admin_state_up", "shared", "router:external",
+                     "mtu", "port_security_enabled", "project_id", "tenant_id", "tags",
+                     "availability_zone_hints", "provider:network_type",
+                     "provider:physical_network", "provider:segmentation_id",
+                     "dns_domain", "qos_policy_id", "is_default"}
+
+    def create_network(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "network", self.NETWORK_ATTRS)
+        self._require_dataplane()
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_network", project)
+        shared = _bool(data, "shared", False)
+        external = _bool(data, "router:external", False)
+        if shared:
+            self._enforce(ctx, "create_network:shared", project)
+        if external:
+            self._enforce(ctx, "create_network:router:external", project)
+        mtu = data.get("mtu", self.conf.network.global_physnet_mtu)
+        if not isinstance(mtu, int) or isinstance(mtu, bool) or not \
+                68 <= mtu <= self.conf.network.global_physnet_mtu:
+            raise BadRequest(f"Invalid input for mtu. Reason: '{mtu}' is not in the range "
+                             f"68 to {self.conf.network.global_physnet_mtu}.")
+
+        def work(s: Session, touch: Touch) -> dict:
+            self._check_quota(s, project, "network")
+            net = Network(id=str(uuid.uuid4()), project_id=project,
+                          name=_str(data, "name"), description=_str(data, "description"),
+                          admin_state_up=_bool(data, "admin_state_up", True),
+                          shared=shared, router_external=external, mtu=mtu,
+                          port_security_enabled=_bool(data, "port_security_enabled", True),
+                          tags=_id_list(data, "tags"))
+            s.add(net)
+            s.flush()
+            touch.networks.add(net.id)
+            return self._show_network(s, net)
+
+        return self._change(work)
+
+    def update_network(self, ctx: RequestContext, network_id: str, body: Any) -> dict:
+        data = _body(body, "network", self.NETWORK_ATTRS - {"project_id", "tenant_id"})
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            net = self._get_network(s, ctx, network_id)
+            self._enforce(ctx, "update_network", net.project_id)
+            for key, attr in (("shared", "shared"), ("router:external", "router_external")):
+                if key in data and _bool(data, key, False) != getattr(net, attr):
+                    self._enforce(ctx, f"update_network:{key}", net.project_id)
+                    setattr(net, attr, _bool(data, key, False))
+            if "name" in data:
+                net.name = _str(data, "name")
+            if "description" in data:
+                net.description = _str(data, "description")
+            if "admin_state_up" in data:
+                net.admin_state_up = _bool(data, "admin_state_up", True)
+            if "port_security_enabled" in data:
+                net.port_security_enabled = _bool(data, "port_security_enabled", True)
+            if "mtu" in data and data["mtu"] != net.mtu:
+                raise BadRequest("Invalid input for operation: changing mtu is not "
+                                 "supported.")
+            if "tags" in data:
+                net.tags = _id_list(data, "tags")
+            _bump(net)
+            touch.networks.add(net.id)
+            return self._show_network(s, net)
+
+        return self._change(work)
+
+    def delete_network(self, ctx: RequestContext, network_id: str) -> None:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> None:
+            net = self._get_network(s, ctx, network_id)
+            self._enforce(ctx, "delete_network", net.project_id)
+            if not self._own(ctx, net):
+                raise PolicyNotAuthorized("rule:delete_network is disallowed by policy")
+            busy = s.scalar(select(func.count()).select_from(Port).where(
+                Port.network_id == network_id, Port.device_owner != DHCP_OWNER))
+            fips = s.scalar(select(func.count()).select_from(FloatingIP).where(
+                FloatingIP.floating_network_id == network_id))
+            if busy or fips:
+                raise in_use("NetworkInUse", f"Unable to complete operation on network "
+                             f"{network_id}. There are one or more ports still in use on "
+                             "the network.")
+            s.execute(delete(Port).where(Port.network_id == network_id))
+            s.execute(delete(Subnet).where(Subnet.network_id == network_id))
+            s.delete(net)
+            touch.removed_networks.add(network_id)
+
+        self._change(work)
+
+    # ============================================================ subnets
+    def _subnet_view(self, sub: Subnet) -> dict:
+        return {"id": sub.id, "name": sub.name, **_owner(sub), "network_id": sub.network_id,
+                "ip_version": sub.ip_version, "subnetpool_id": None,
+                "enable_dhcp": sub.enable_dhcp, "ipv6_ra_mode": None,
+                "ipv6_address_mode": None, "gateway_ip": sub.gateway_ip, "cidr": sub.cidr,
+                "allocation_pools": list(sub.allocation_pools),
+                "host_routes": list(sub.host_routes),
+                "dns_nameservers": list(sub.dns_nameservers), "service_types": [],
+                "segment_id": None, "dns_publish_fixed_ip": False, **_standard(sub)}
+
+    def list_subnets(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            nets = {n.id: n for n in s.scalars(select(Network))}
+            return [self._subnet_view(sub) for sub in s.scalars(
+                select(Subnet).order_by(Subnet.created_at, Subnet.id))
+                if self._own(ctx, sub) or self._net_visible(ctx, nets[sub.network_id])]
+
+    def show_subnet(self, ctx: RequestContext, subnet_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            return self._subnet_view(self._get_subnet(s, ctx, subnet_id))
+
+    SUBNET_ATTRS = {"name", "description", "network_id", "ip_version", "cidr", "gateway_ip",
+                    "enable_dhcp", "allocation_pools", "dns_nameservers", "host_routes",
+                    "project_id", "tenant_id", "tags", "subnetpool_id", "prefixlen",
+                    "ipv6_ra_mode", "ipv6_address_mode", "service_types", "segment_id",
+                    "use_default_subnetpool", "dns_publish_fixed_ip"}
+
+    @staticmethod
+    def _dns(data: dict) -> list[str]:
+        return [_ip(v, "dns_nameservers") for v in _id_list(data, "dns_nameservers")]
+
+    @staticmethod
+    def _routes(data: dict, net: ipaddress.IPv4Network) -> list[dict]:
+        routes = data.get("host_routes") or []
+        out = []
+        if not isinstance(routes, list):
+            raise BadRequest("Invalid input for host_routes.")
+        for r in routes:
+            if not isinstance(r, dict) or set(r) != {"destination", "nexthop"}:
+                raise BadRequest(f"Invalid input for host_routes. Reason: {r!r} is not a "
+                                 "valid host route.")
+            try:
+                dest = str(ipaddress.ip_network(r["destination"]))
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid input for host_routes: {r['destination']!r} is "
+                                 "not a valid network.") from None
+            out.append({"destination": dest, "nexthop": _ip(r["nexthop"], "nexthop")})
+        return out
+
+    def create_subnet(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "subnet", self.SUBNET_ATTRS, ("network_id",))
+        self._require_dataplane()
+        if data.get("ip_version", 4) == 6:
+            raise bad("InvalidInput", "IPv6 is not supported.")
+        if data.get("ip_version", 4) != 4:
+            raise BadRequest(f"Invalid input for ip_version. Reason: {data['ip_version']!r}"
+                             " is not in [4, 6].")
+        if not data.get("cidr"):
+            raise BadRequest("Bad subnets request: a cidr must be specified in the absence "
+                             "of a subnet pool.")
+        if not isinstance(data["cidr"], str):
+            raise BadRequest("Invalid input for cidr.")
+        cidr = ipam.parse_cidr(data["cidr"])
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_subnet", project)
+        first, last = ipam.hosts(cidr)
+        if "gateway_ip" in data and data["gateway_ip"] is None:
+            gateway = None
+        elif data.get("gateway_ip") is not None:
+            gateway = _ip(data["gateway_ip"], "gateway_ip")
+            if not first <= int(ipaddress.ip_address(gateway)) <= last:
+                raise bad("InvalidInput", f"Invalid input for operation: Gateway IP "
+                          f"{gateway} is not in subnet {cidr}.")
+        else:
+            gateway = str(ipaddress.ip_address(first))
+        pools = data.get("allocation_pools")
+        pools = ipam.check_pools(cidr, pools, gateway) if pools else \
+            ipam.default_pools(cidr, gateway)
+        dns = self._dns(data)
+        routes = self._routes(data, cidr)
+        enable_dhcp = _bool(data, "enable_dhcp", True)
+
+        def work(s: Session, touch: Touch) -> dict:
+            net = self._get_network(s, ctx, data["network_id"])
+            if net.project_id != project and not ctx.is_admin:
+                raise PolicyNotAuthorized("rule:create_subnet is disallowed by policy")
+            self._check_quota(s, project, "subnet")
+            for other in s.scalars(select(Subnet).where(Subnet.network_id == net.id)):
+                if ipaddress.ip_network(other.cidr).overlaps(cidr):
+                    raise bad("InvalidInput", f"Invalid input for operation: Requested "
+                              f"subnet with cidr: {cidr} for network: {net.id} overlaps "
+                              "with another subnet.")
+            sub = Subnet(id=str(uuid.uuid4()), project_id=project, network_id=net.id,
+                         name=_str(data, "name"), description=_str(data, "description"),
+                         ip_version=4, cidr=str(cidr), gateway_ip=gateway,
+                         enable_dhcp=enable_dhcp, allocation_pools=pools,
+                         dns_nameservers=dns, host_routes=routes,
+                         tags=_id_list(data, "tags"))
+            s.add(sub)
+            s.flush()
+            if enable_dhcp:
+                self._dhcp_address(s, net, sub)
+            touch.networks.add(net.id)
+            return self._subnet_view(sub)
+
+        return self._change(work)
+
+    def _dhcp_address(self, s: Session, net: Network, sub: Subnet) -> None:
+        """The network's DHCP port (made with the first DHCP subnet) takes an address
+        on ``sub``, as Neutron's DHCP agent does."""
+        port = s.scalars(select(Port).where(Port.network_id == net.id,
+                                            Port.device_owner == DHCP_OWNER)).first()
+        if port is None:
+            port = Port(id=str(uuid.uuid4()), project_id=net.project_id,
+                        network_id=net.id, mac_address=ipam.new_mac(s, net.id),
+                        device_id=f"dhcp{net.id}", device_owner=DHCP_OWNER,
+                        binding_host_id=self.host, status="ACTIVE",
+                        port_security_enabled=False)
+            s.add(port)
+            s.flush()
+        s.add(PortIP(port_id=port.id, subnet_id=sub.id, ip_address=ipam.allocate(s, sub)))
+        s.flush()
+
+    def update_subnet(self, ctx: RequestContext, subnet_id: str, body: Any) -> dict:
+        data = _body(body, "subnet", {"name", "description", "gateway_ip", "enable_dhcp",
+                                      "dns_nameservers", "host_routes", "allocation_pools",
+                                      "tags"})
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            sub = self._get_subnet(s, ctx, subnet_id)
+            if not self._own(ctx, sub):
+                raise PolicyNotAuthorized("rule:update_subnet is disallowed by policy")
+            self._enforce(ctx, "update_subnet", sub.project_id)
+            net = s.get(Network, sub.network_id)
+            assert net is not None
+            cidr = ipaddress.ip_network(sub.cidr)
+            if "name" in data:
+                sub.name = _str(data, "name")
+            if "description" in data:
+                sub.description = _str(data, "description")
+            if "dns_nameservers" in data:
+                sub.dns_nameservers = self._dns(data)
+            if "host_routes" in data:
+                sub.host_routes = self._routes(data, cidr)  # type: ignore[arg-type]
+            if "gateway_ip" in data:
+                sub.gateway_ip = None if data["gateway_ip"] is None else \
+                    _ip(data["gateway_ip"], "gateway_ip")
+            if "allocation_pools" in data:
+                sub.allocation_pools = ipam.check_pools(
+                    cidr, data["allocation_pools"] or [], sub.gateway_ip)  # type: ignore[arg-type]
+            if "tags" in data:
+                sub.tags = _id_list(data, "tags")
+            if "enable_dhcp" in data:
+                dhcp = _bool(data, "enable_dhcp", True)
+                if dhcp and not sub.enable_dhcp:
+                    sub.enable_dhcp = True
+                    self._dhcp_address(s, net, sub)
+                elif not dhcp and sub.enable_dhcp:
+                    sub.enable_dhcp = False
+                    s.execute(delete(PortIP).where(PortIP.subnet_id == sub.id, PortIP.port_id.in_(
+                        select(Port.id).where(Port.device_owner == DHCP_OWNER))))
+            _bump(sub)
+            touch.networks.add(sub.network_id)
+            return self._subnet_view(sub)
+
+        return self._change(work)
+
+    def delete_subnet(self, ctx: RequestContext, subnet_id: str) -> None:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> None:
+            sub = self._get_subnet(s, ctx, subnet_id)
+            if not self._own(ctx, sub):
+                raise PolicyNotAuthorized("rule:delete_subnet is disallowed by policy")
+            self._enforce(ctx, "delete_subnet", sub.project_id)
+            users = s.scalar(select(func.count()).select_from(PortIP).join(Port).where(
+                PortIP.subnet_id == subnet_id, Port.device_owner != DHCP_OWNER))
+            fips = s.scalar(select(func.count()).select_from(FloatingIP).where(
+                FloatingIP.floating_subnet_id == subnet_id))
+            if users or fips:
+                raise in_use("SubnetInUse", f"Unable to complete operation on subnet "
+                             f"{subnet_id}: One or more ports have an IP allocation from "
+                             "this subnet.")
+            dhcp_ports = list(s.scalars(select(PortIP.port_id).where(
+                PortIP.subnet_id == subnet_id)))
+            s.execute(delete(PortIP).where(PortIP.subnet_id == subnet_id))
+            for pid in dhcp_ports:
+                if not s.scalar(select(func.count()).select_from(PortIP).where(
+                        PortIP.port_id == pid)):
+                    s.execute(delete(Port).where(Port.id == pid))
+            s.delete(sub)
+            touch.networks.add(sub.network_id)
+
+        self._change(work)
+
+    # ============================================================ ports
+    def _port_views(self, s: Session, ports: list[Port]) -> list[dict]:
+        ids = [p.id for p in ports]
+        ips: dict[str, list[dict]] = {}
+        groups: dict[str, list[str]] = {}
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            for pip in s.scalars(select(PortIP).where(PortIP.port_id.in_(chunk))
+                                 .order_by(PortIP.ip_address)):
+                ips.setdefault(pip.port_id, []).append(
+                    {"subnet_id": pip.subnet_id, "ip_address": pip.ip_address})
+            for b in s.scalars(select(PortSecurityGroup).where(
+                    PortSecurityGroup.port_id.in_(chunk))):
+                groups.setdefault(b.port_id, []).append(b.security_group_id)
+        return [self._port_view(p, ips.get(p.id, []), sorted(groups.get(p.id, [])))
+                for p in ports]
+
+    @staticmethod
+    def _port_view(p: Port, ips: list[dict], groups: list[str]) -> dict:
+        bound = bool(p.binding_host_id)
+        return {"id": p.id, "name": p.name, "network_id": p.network_id, **_owner(p),
+                "mac_address": p.mac_address, "admin_state_up": p.admin_state_up,
+                "status": p.status, "device_id": p.device_id,
+                "device_owner": p.device_owner, "fixed_ips": ips,
+                "allowed_address_pairs": list(p.allowed_address_pairs),
+                "extra_dhcp_opts": [], "security_groups": groups,
+                "port_security_enabled": p.port_security_enabled,
+                "binding:host_id": p.binding_host_id,
+                "binding:vif_type": "tap" if bound else "unbound",
+                "binding:vnic_type": "normal", "binding:profile": {},
+                "binding:vif_details": {"port_filter": True} if bound else {},
+                "ip_allocation": "immediate", "propagate_uplink_status": False,
+                **_standard(p)}
+
+    def _port_view1(self, s: Session, p: Port) -> dict:
+        return self._port_views(s, [p])[0]
+
+    def list_ports(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            q = select(Port).order_by(Port.created_at, Port.id)
+            if not ctx.is_admin:
+                q = q.where(Port.project_id == ctx.project_id)
+            return self._port_views(s, list(s.scalars(q)))
+
+    def show_port(self, ctx: RequestContext, port_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            return self._port_view1(s, self._get(s, ctx, Port, "port", port_id))
+
+    PORT_ATTRS = {"name", "description", "network_id", "admin_state_up", "mac_address",
+                  "fixed_ips", "device_id", "device_owner", "security_groups",
+                  "port_security_enabled", "allowed_address_pairs", "binding:host_id",
+                  "binding:vnic_type", "binding:profile", "project_id", "tenant_id", "tags",
+                  "extra_dhcp_opts", "dns_name", "qos_policy_id", "propagate_uplink_status"}
+
+    def _resolve_groups(self, s: Session, project: str, names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            sg = s.get(SecurityGroup, name)
+            if sg is None or sg.project_id != project:
+                if name == "default":
+                    sg = self._default_group(s, project)
+                else:
+                    found = list(s.scalars(select(SecurityGroup).where(
+                        SecurityGroup.project_id == project, SecurityGroup.name == name)))
+                    if len(found) != 1:
+                        raise not_found("security_group", name)
+                    sg = found[0]
+            if sg.id not in out:
+                out.append(sg.id)
+        return out
+
+    def _fixed_ips(self, s: Session, net: Network, wanted: Any) -> list[tuple[Subnet, str]]:
+        """[(subnet, ip)] for a port's ``fixed_ips`` (None: one address of the first
+        subnet with one free)."""
+        subnets = list(s.scalars(select(Subnet).where(Subnet.network_id == net.id)
+                                 .order_by(Subnet.created_at, Subnet.id)))
+        if wanted is None:
+            for sub in subnets:
+                try:
+                    return [(sub, ipam.allocate(s, sub))]
+                except StratoError:
+                    continue
+            if subnets:
+                raise conflict("IpAddressGenerationFailure", "No more IP addresses "
+                               f"available on network {net.id}.")
+            return []
+        if not isinstance(wanted, list):
+            raise BadRequest("Invalid input for fixed_ips. Reason: a list is required.")
+        out: list[tuple[Subnet, str]] = []
+        for item in wanted:
+            if not isinstance(item, dict) or not set(item) <= {"subnet_id", "ip_address"}:
+                raise BadRequest(f"Invalid input for fixed_ips. Reason: {item!r} is not a "
+                                 "valid fixed IP.")
+            sub = None
+            if item.get("subnet_id"):
+                sub = next((x for x in subnets if x.id == item["subnet_id"]), None)
+                if sub is None:
+                    raise bad("InvalidInput", f"Invalid input for operation: Failed to "
+                              f"create port on network {net.id}, because fixed_ips "
+                              "included invalid subnet " + str(item["subnet_id"]) + ".")
+            ip = item.get("ip_address")
+            if ip is not None:
+                ip = _ip(ip, "ip_address")
+                if sub is None:
+                    sub = next((x for x in subnets if ipaddress.ip_address(ip) in
+                                ipaddress.ip_network(x.cidr)), None)
+                    if sub is None:
+                        raise bad("InvalidIpForNetwork", f"IP address {ip} is not a valid "
+                                  f"IP for any of the subnets on the specified network.")
+            if sub is None:
+                raise BadRequest("Invalid input for fixed_ips: a subnet_id or an "
+                                 "ip_address is required.")
+            addr = ipam.allocate(s, sub, ip)
+            if any(o[1] == addr and o[0].id == sub.id for o in out):
+                raise conflict("IpAddressAlreadyAllocated", f"IP address {addr} already "
+                               f"allocated in subnet {sub.id}")
+            out.append((sub, addr))
+        return out
+
+    @staticmethod
+    def _pairs(value: Any) -> list[dict]:
+        if not isinstance(value, list):
+            raise BadRequest("Invalid input for allowed_address_pairs.")
+        out = []
+        for pair in value:
+            if not isinstance(pair, dict) or "ip_address" not in pair or \
+                    not set(pair) <= {"ip_address", "mac_address"}:
+                raise BadRequest(f"Invalid input for allowed_address_pairs: {pair!r}.")
+            try:
+                ip = str(ipaddress.ip_network(pair["ip_address"], strict=False))
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid input for allowed_address_pairs: "
+                                 f"{pair['ip_address']!r} is not an address.") from None
+            entry = {"ip_address": ip.removesuffix("/32")}
+            if pair.get("mac_address"):
+                entry["mac_address"] = str(pair["mac_address"]).lower()
+            out.append(entry)
+        return out
+
+    def _new_port(self, s: Session, ctx: RequestContext, net: Network, project: str,
+                  data: dict, *, owner: str = "", device_id: str = "", host: str = "",
+                  groups: list[str] | None = None, preserve: bool = False,
+                  dns_name: str = "", nic_index: int = 0) -> Port:
+        """A port record with its addresses and groups (quota checked)."""
+        if project:
+            self._check_quota(s, project, "port")
+        mac = data.get("mac_address")
+        if mac is not None:
+            if not isinstance(mac, str) or len(mac.split(":")) != 6:
+                raise BadRequest(f"Invalid input for mac_address. Reason: '{mac}' is not a "
+                                 "valid MAC address.")
+            mac = mac.lower()
+            if s.scalars(select(Port.id).where(Port.network_id == net.id,
+                                               Port.mac_address == mac)).first():
+                raise conflict("MacAddressInUse", f"Unable to complete operation for "
+                               f"network {net.id}. The mac address {mac} is in use.")
+        security = _bool(data, "port_security_enabled", net.port_security_enabled)
+        port = Port(id=str(uuid.uuid4()), project_id=project, network_id=net.id,
+                    name=_str(data, "name"), description=_str(data, "description"),
+                    mac_address=mac or ipam.new_mac(s, net.id),
+                    admin_state_up=_bool(data, "admin_state_up", True),
+                    device_id=device_id or _str(data, "device_id"),
+                    device_owner=owner or _str(data, "device_owner"),
+                    binding_host_id=host, port_security_enabled=security,
+                    allowed_address_pairs=self._pairs(data.get("allowed_address_pairs")
+                                                      or []),
+                    preserve_on_delete=preserve, dns_name=dns_name, nic_index=nic_index,
+                    tags=_id_list(data, "tags"))
+        s.add(port)
+        s.flush()
+        for sub, ip in self._fixed_ips(s, net, data.get("fixed_ips")):
+            s.add(PortIP(port_id=port.id, subnet_id=sub.id, ip_address=ip))
+        s.flush()
+        if groups is None:
+            groups = _id_list(data, "security_groups") if "security_groups" in data else \
+                (["default"] if security and not port.device_owner.startswith("network:")
+                 else [])
+        if groups and not security:
+            raise conflict("PortSecurityAndIPRequiredForSecurityGroups",
+                           "Port security must be enabled and port must have an IP address "
+                           "in order to use security groups.")
+        for gid in self._resolve_groups(s, project, groups):
+            s.add(PortSecurityGroup(port_id=port.id, security_group_id=gid))
+        s.flush()
+        return port
+
+    def create_port(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "port", self.PORT_ATTRS, ("network_id",))
+        self._require_dataplane()
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_port", project)
+        host = _str(data, "binding:host_id")
+        if host:
+            self._enforce(ctx, "create_port:binding:host_id", project)
+        if str(data.get("device_owner") or "").startswith("network:") and not ctx.is_admin:
+            raise PolicyNotAuthorized("rule:create_port:device_owner is disallowed by "
+                                      "policy")
+
+        def work(s: Session, touch: Touch) -> dict:
+            net = self._get_network(s, ctx, data["network_id"])
+            if net.router_external and not ctx.is_admin and net.project_id != project:
+                raise PolicyNotAuthorized("rule:create_port is disallowed by policy")
+            port = self._new_port(s, ctx, net, project, data, host=host,
+                                  dns_name=_str(data, "dns_name"))
+            return self._port_view1(s, port)
+
+        return self._change(work)
+
+    def update_port(self, ctx: RequestContext, port_id: str, body: Any) -> dict:
+        data = _body(body, "port", self.PORT_ATTRS - {"network_id", "project_id",
+                                                       "tenant_id"})
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            port = self._get(s, ctx, Port, "port", port_id)
+            self._enforce(ctx, "update_port", port.project_id)
+            net = s.get(Network, port.network_id)
+            assert net is not None
+            for key in ("name", "description", "device_id", "device_owner", "dns_name"):
+                if key in data:
+                    setattr(port, key, _str(data, key))
+            if "binding:host_id" in data:
+                self._enforce(ctx, "update_port:binding:host_id", port.project_id)
+                port.binding_host_id = _str(data, "binding:host_id")
+            if "admin_state_up" in data:
+                port.admin_state_up = _bool(data, "admin_state_up", True)
+            if "port_security_enabled" in data:
+                port.port_security_enabled = _bool(data, "port_security_enabled", True)
+            if "allowed_address_pairs" in data:
+                port.allowed_address_pairs = self._pairs(data["allowed_address_pairs"] or [])
+            if "tags" in data:
+                port.tags = _id_list(data, "tags")
+            if "mac_address" in data and data["mac_address"] != port.mac_address:
+                raise BadRequest("Invalid input for operation: the MAC address of a port "
+                                 "cannot be changed.")
+            if "fixed_ips" in data:
+                old = {(p.subnet_id, p.ip_address) for p in s.scalars(
+                    select(PortIP).where(PortIP.port_id == port.id))}
+                keep = [i for i in (data["fixed_ips"] or []) if isinstance(i, dict)
+                        and (i.get("subnet_id"), i.get("ip_address")) in old]
+                s.execute(delete(PortIP).where(PortIP.port_id == port.id))
+                s.flush()
+                for sub, ip in self._fixed_ips(s, net, keep + [
+                        i for i in (data["fixed_ips"] or []) if i not in keep]):
+                    s.add(PortIP(port_id=port.id, subnet_id=sub.id, ip_address=ip))
+                touch.networks.add(port.network_id)
+                self._touch_remote(s, port.id, touch)
+            if "security_groups" in data:
+                self._touch_remote(s, port.id, touch)
+                s.execute(delete(PortSecurityGroup).where(
+                    PortSecurityGroup.port_id == port.id))
+                groups = _id_list(data, "security_groups")
+                if groups and not port.port_security_enabled:
+                    raise conflict("PortSecurityAndIPRequiredForSecurityGroups",
+                                   "Port security must be enabled and port must have an IP "
+                                   "address in order to use security groups.")
+                for gid in self._resolve_groups(s, port.project_id, groups):
+                    s.add(PortSecurityGroup(port_id=port.id, security_group_id=gid))
+                s.flush()
+                self._touch_remote(s, port.id, touch)
+            if port.port_security_enabled is False and s.scalars(select(
+                    PortSecurityGroup).where(PortSecurityGroup.port_id == port.id)).first():
+                raise conflict("PortSecurityPortHasSecurityGroup", "Port has security "
+                               "group associated. Cannot disable port security or ip "
+                               "address until security group is removed")
+            _bump(port)
+            touch.networks.add(port.network_id)
+            s.flush()
+            return self._port_view1(s, port)
+
+        return self._change(work)
+
+    def _touch_remote(self, s: Session, port_id: str, touch: Touch) -> None:
+        """Networks whose filters name ``port_id``'s groups as a remote group."""
+        groups = list(s.scalars(select(PortSecurityGroup.security_group_id).where(
+            PortSecurityGroup.port_id == port_id)))
+        if not groups:
+            return
+        referring = select(SecurityGroupRule.security_group_id).where(
+            SecurityGroupRule.remote_group_id.in_(groups))
+        touch.networks.update(s.scalars(select(Port.network_id).join(
+            PortSecurityGroup, PortSecurityGroup.port_id == Port.id).where(
+            PortSecurityGroup.security_group_id.in_(referring))))
+
+    def _touch_groups(self, s: Session, group_ids: list[str], touch: Touch) -> None:
+        touch.networks.update(s.scalars(select(Port.network_id).join(
+            PortSecurityGroup, PortSecurityGroup.port_id == Port.id).where(
+            PortSecurityGroup.security_group_id.in_(group_ids))))
+
+    def _drop_port(self, s: Session, port: Port, touch: Touch) -> None:
+        """Delete a port record, disassociating its floating IPs."""
+        for fip in s.scalars(select(FloatingIP).where(FloatingIP.port_id == port.id)):
+            if fip.router_id:
+                touch.routers.add(fip.router_id)
+            fip.port_id = fip.fixed_ip_address = fip.router_id = None
+            fip.status = "DOWN"
+            _bump(fip)
+        self._touch_remote(s, port.id, touch)
+        s.flush()
+        s.delete(port)
+        touch.networks.add(port.network_id)
+
+    def delete_port(self, ctx: RequestContext, port_id: str) -> None:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> None:
+            port = self._get(s, ctx, Port, "port", port_id)
+            self._enforce(ctx, "delete_port", port.project_id)
+            if port.device_owner in (ROUTER_INTERFACE, ROUTER_GATEWAY) and \
+                    s.get(Router, port.device_id) is not None:
+                raise in_use("L3PortInUse", f"Port {port_id} cannot be deleted directly "
+                             f"via the port API: has device owner {port.device_owner}.")
+            self._drop_port(s, port, touch)
+
+        self._change(work)
+
+    # ============================================================ security groups
+    DEFAULT_RULES = (("egress", "IPv4", False), ("egress", "IPv6", False),
+                     ("ingress", "IPv4", True), ("ingress", "IPv6", True))
+
+    def _default_group(self, s: Session, project: str) -> SecurityGroup:
+        sg = s.scalars(select(SecurityGroup).where(SecurityGroup.project_id == project,
+                                                   SecurityGroup.is_default)).first()
+        if sg is not None:
+            return sg
+        sg = SecurityGroup(id=str(uuid.uuid4()), project_id=project, name="default",
+                           description="Default security group", is_default=True)
+        s.add(sg)
+        s.flush()
+        for direction, ethertype, self_ref in self.DEFAULT_RULES:
+            s.add(SecurityGroupRule(id=str(uuid.uuid4()), project_id=project,
+                                    security_group_id=sg.id, direction=direction,
+                                    ethertype=ethertype,
+                                    remote_group_id=sg.id if self_ref else None))
+        s.flush()
+        return sg
+
+    def ensure_default_group(self, ctx: RequestContext) -> None:
+        if not ctx.project_id:
+            return
+        with self.db.session(readonly=True) as s:
+            if s.scalars(select(SecurityGroup.id).where(
+                    SecurityGroup.project_id == ctx.project_id,
+                    SecurityGroup.is_default)).first():
+                return
+        with self.db.session() as s:
+            self._default_group(s, ctx.project_id)
+
+    def _rule_view(self, r: SecurityGroupRule, default_ids: set[str]) -> dict:
+        return {"id": r.id, "security_group_id": r.security_group_id,
+                "direction": r.direction, "ethertype": r.ethertype, "protocol": r.protocol,
+                "port_range_min": r.port_range_min, "port_range_max": r.port_range_max,
+                "remote_ip_prefix": r.remote_ip_prefix, "remote_group_id": r.remote_group_id,
+                "remote_address_group_id": None,
+                "normalized_cidr": r.remote_ip_prefix,
+                "belongs_to_default_sg": r.security_group_id in default_ids,
+                **_owner(r), **_standard(r)}
+
+    def _group_views(self, s: Session, groups: list[SecurityGroup]) -> list[dict]:
+        ids = [g.id for g in groups]
+        defaults = {g.id for g in groups if g.is_default}
+        rules: dict[str, list[dict]] = {}
+        if ids:
+            for r in s.scalars(select(SecurityGroupRule).where(
+                    SecurityGroupRule.security_group_id.in_(ids))
+                    .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
+                rules.setdefault(r.security_group_id, []).append(self._rule_view(r, defaults))
+        return [{"id": g.id, "name": g.name, **_owner(g), "stateful": g.stateful,
+                 "shared": False, "security_group_rules": rules.get(g.id, []),
+                 **_standard(g)} for g in groups]
+
+    def list_security_groups(self, ctx: RequestContext) -> list[dict]:
+        self.ensure_default_group(ctx)
+        with self.db.session(readonly=True) as s:
+            q = select(SecurityGroup).order_by(SecurityGroup.created_at, SecurityGroup.id)
+            if not ctx.is_admin:
+                q = q.where(SecurityGroup.project_id == ctx.project_id)
+            return self._group_views(s, list(s.scalars(q)))
+
+    def show_security_group(self, ctx: RequestContext, group_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            return self._group_views(s, [self._get(s, ctx, SecurityGroup, "security_group",
+                                                   group_id)])[0]
+
+    def create_security_group(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "security_group", {"name", "description", "project_id",
+                                              "tenant_id", "stateful", "tags"})
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_security_group", project)
+        name = _str(data, "name")
+        if name == "default":
+            raise conflict("SecurityGroupDefaultAlreadyExists",
+                           "Default security group already exists.")
+        with self.db.session() as s:
+            self._default_group(s, project)
+            self._check_quota(s, project, "security_group")
+            sg = SecurityGroup(id=str(uuid.uuid4()), project_id=project, name=name,
+                               description=_str(data, "description"),
+                               stateful=_bool(data, "stateful", True),
+                               tags=_id_list(data, "tags"))
+            s.add(sg)
+            s.flush()
+            for direction, ethertype, _ in self.DEFAULT_RULES[:2]:
+                s.add(SecurityGroupRule(id=str(uuid.uuid4()), project_id=project,
+                                        security_group_id=sg.id, direction=direction,
+                                        ethertype=ethertype))
+            s.flush()
+            return self._group_views(s, [sg])[0]
+
+    def update_security_group(self, ctx: RequestContext, group_id: str, body: Any) -> dict:
+        data = _body(body, "security_group", {"name", "description", "stateful", "tags"})
+        with self.db.session() as s:
+            sg = self._get(s, ctx, SecurityGroup, "security_group", group_id)
+            self._enforce(ctx, "update_security_group", sg.project_id)
+            if "name" in data:
+                if sg.is_default and data["name"] != "default":
+                    raise conflict("SecurityGroupCannotUpdateDefault",
+                                   "Updating default security group not allowed.")
+                sg.name = _str(data, "name")
+            if "description" in data:
+                sg.description = _str(data, "description")
+            if "tags" in data:
+                sg.tags = _id_list(data, "tags")
+            if "stateful" in data:
+                sg.stateful = _bool(data, "stateful", True)
+            _bump(sg)
+            s.flush()
+            return self._group_views(s, [sg])[0]
+
+    def delete_security_group(self, ctx: RequestContext, group_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            sg = self._get(s, ctx, SecurityGroup, "security_group", group_id)
+            self._enforce(ctx, "delete_security_group", sg.project_id)
+            if sg.is_default and not ctx.is_admin:
+                raise conflict("SecurityGroupCannotRemoveDefault",
+                               "Removing default security group not allowed.")
+            if s.scalars(select(PortSecurityGroup).where(
+                    PortSecurityGroup.security_group_id == group_id)).first():
+                raise in_use("SecurityGroupInUse", f"Security Group {group_id} in use.")
+            referring = list(s.scalars(select(SecurityGroupRule.security_group_id).where(
+                SecurityGroupRule.remote_group_id == group_id)))
+            self._touch_groups(s, referring, touch)
+            s.execute(delete(SecurityGroupRule).where(
+                SecurityGroupRule.remote_group_id == group_id))
+            s.execute(delete(SecurityGroupRule).where(
+                SecurityGroupRule.security_group_id == group_id))
+            s.delete(sg)
+
+        self._change(work)
+
+    # ------------------------------------------------------------ rules
+    RULE_ATTRS = {"security_group_id", "direction", "ethertype", "protocol",
+                  "port_range_min", "port_range_max", "remote_ip_prefix", "remote_group_id",
+                  "description", "project_id", "tenant_id", "remote_address_group_id"}
+
+    def list_security_group_rules(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            q = select(SecurityGroupRule).order_by(SecurityGroupRule.created_at,
+                                                   SecurityGroupRule.id)
+            if not ctx.is_admin:
+                q = q.where(SecurityGroupRule.project_id == ctx.project_id)
+            defaults = set(s.scalars(select(SecurityGroup.id).where(
+                SecurityGroup.is_default)))
+            return [self._rule_view(r, defaults) for r in s.scalars(q)]
+
+    def show_security_group_rule(self, ctx: RequestContext, rule_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            r = self._get(s, ctx, SecurityGroupRule, "security_group_rule", rule_id)
+            defaults = set(s.scalars(select(SecurityGroup.id).where(
+                SecurityGroup.is_default)))
+            return self._rule_view(r, defaults)
+
+    @staticmethod
+    def _port_bound(value: Any, key: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not an "
+                             "integer.") from None
+        if not 0 <= number <= 65535:
+            raise bad("SecurityGroupInvalidPortValue", f"Invalid value for port {value}.")
+        return number
+
+    def create_security_group_rule(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "security_group_rule", self.RULE_ATTRS,
+                     ("security_group_id", "direction"))
+        direction = data["direction"]
+        if direction not in ("ingress", "egress"):
+            raise BadRequest(f"Invalid input for direction. Reason: '{direction}' is not in "
+                             "['ingress', 'egress'].")
+        ethertype = data.get("ethertype") or "IPv4"
+        if ethertype not in ("IPv4", "IPv6"):
+            raise bad("SecurityGroupRuleInvalidEtherType", f"Security group rule for "
+                      f"ethertype '{ethertype}' not supported. Allowed values are "
+                      "['IPv4', 'IPv6'].")
+        protocol = data.get("protocol")
+        if protocol is not None:
+            protocol = str(protocol).lower()
+            if protocol not in PROTOCOLS and not (protocol.isdigit()
+                                                  and 0 <= int(protocol) <= 255):
+                raise bad("SecurityGroupRuleInvalidProtocol", f"Security group rule "
+                          f"protocol {protocol} not supported.")
+            if protocol == "any":
+                protocol = None
+        pmin = self._port_bound(data.get("port_range_min"), "port_range_min")
+        pmax = self._port_bound(data.get("port_range_max"), "port_range_max")
+        if protocol in ("tcp", "udp", "6", "17", "sctp", "132"):
+            if pmin is not None and pmax is None:
+                pmax = pmin
+            if pmin is None and pmax is not None:
+                raise bad("SecurityGroupInvalidPortRange",
+                          "For TCP/UDP protocols, port_range_min must be <= port_range_max")
+            if pmin is not None and (pmin == 0 or pmin > pmax):  # type: ignore[operator]
+                raise bad("SecurityGroupInvalidPortRange",
+                          "For TCP/UDP protocols, port_range_min must be <= port_range_max")
+            if pmin == 1 and pmax == 65535:
+                pmin = pmax = None
+        elif protocol in ("icmp", "1", "icmpv6", "ipv6-icmp", "58"):
+            if pmin is not None and pmin > 255 or pmax is not None and pmax > 255:
+                raise bad("SecurityGroupInvalidIcmpValue", "Invalid value for ICMP type or "
+                          "code: must be at most 255.")
+            if pmax is not None and pmin is None:
+                raise bad("SecurityGroupMissingIcmpType", "ICMP code (port-range-max) "
+                          f"{pmax} is provided but ICMP type (port-range-min) is missing.")
+        elif pmin is not None or pmax is not None:
+            raise bad("SecurityGroupProtocolRequiredWithPorts",
+                      "Must also specify protocol if port range is given.")
+        prefix = data.get("remote_ip_prefix")
+        if prefix is not None:
+            try:
+                cidr = ipaddress.ip_network(prefix, strict=False)
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid input for remote_ip_prefix. Reason: '{prefix}' "
+                                 "is not a valid IP prefix.") from None
+            if (cidr.version == 4) != (ethertype == "IPv4"):
+                raise bad("SecurityGroupRuleParameterConflict", f"Conflicting value "
+                          f"ethertype {ethertype} for CIDR {prefix}")
+            prefix = str(cidr)
+        remote = data.get("remote_group_id")
+        if prefix is not None and remote is not None:
+            raise bad("SecurityGroupRemoteGroupAndRemoteIpPrefix", "Only remote_ip_prefix "
+                      "or remote_group_id may be provided.")
+
+        def work(s: Session, touch: Touch) -> dict:
+            sg = self._get(s, ctx, SecurityGroup, "security_group", data["security_group_id"])
+            self._enforce(ctx, "create_security_group_rule", sg.project_id)
+            if remote is not None:
+                self._get(s, ctx, SecurityGroup, "security_group", remote)
+            self._check_quota(s, sg.project_id, "security_group_rule")
+            for r in s.scalars(select(SecurityGroupRule).where(
+                    SecurityGroupRule.security_group_id == sg.id)):
+                if (r.direction, r.ethertype, r.protocol, r.port_range_min,
+                        r.port_range_max, r.remote_ip_prefix, r.remote_group_id) == (
+                        direction, ethertype, protocol, pmin, pmax, prefix, remote):
+                    raise conflict("SecurityGroupRuleExists", "Security group rule "
+                                   f"already exists. Rule id is {r.id}.")
+            rule = SecurityGroupRule(id=str(uuid.uuid4()), project_id=sg.project_id,
+                                     security_group_id=sg.id, direction=direction,
+                                     ethertype=ethertype, protocol=protocol,
+                                     port_range_min=pmin, port_range_max=pmax,
+                                     remote_ip_prefix=prefix, remote_group_id=remote,
+                                     description=_str(data, "description"))
+            s.add(rule)
+            _bump(sg)
+            s.flush()
+            self._touch_groups(s, [sg.id], touch)
+            return self._rule_view(rule, {sg.id} if sg.is_default else set())
+
+        return self._change(work)
+
+    def delete_security_group_rule(self, ctx: RequestContext, rule_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            rule = self._get(s, ctx, SecurityGroupRule, "security_group_rule", rule_id)
+            self._enforce(ctx, "delete_security_group_rule", rule.project_id)
+            self._touch_groups(s, [rule.security_group_id], touch)
+            s.delete(rule)
+
+        self._change(work)
+
+    # ============================================================ routers
+    def _router_view(self, s: Session, r: Router) -> dict:
+        gw_info = None
+        if r.gw_port_id:
+            gw = s.get(Port, r.gw_port_id)
+            if gw is not None:
+                gw_info = {"network_id": gw.network_id, "enable_snat": r.enable_snat,
+                           "external_fixed_ips": [
+                               {"subnet_id": p.subnet_id, "ip_address": p.ip_address}
+                               for p in s.scalars(select(PortIP).where(
+                                   PortIP.port_id == gw.id))]}
+        return {"id": r.id, "name": r.name, **_owner(r), "admin_state_up": r.admin_state_up,
+                "status": r.status, "external_gateway_info": gw_info, "routes": [],
+                "distributed": False, "ha": False, "availability_zone_hints": [],
+                "availability_zones": ["nova"], "flavor_id": None, **_standard(r)}
+
+    def list_routers(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            q = select(Router).order_by(Router.created_at, Router.id)
+            if not ctx.is_admin:
+                q = q.where(Router.project_id == ctx.project_id)
+            return [self._router_view(s, r) for r in s.scalars(q)]
+
+    def show_router(self, ctx: RequestContext, router_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            return self._router_view(s, self._get(s, ctx, Router, "router", router_id))
+
+    def _set_gateway(self, s: Session, ctx: RequestContext, router: Router, info: Any,
+                     touch: Touch) -> None:
+        """Replace the router's external gateway by ``info`` (None/{}: none)."""
+        if info is not None and not isinstance(info, dict):
+            raise BadRequest("Invalid input for external_gateway_info.")
+        new_net = (info or {}).get("network_id")
+        if router.gw_port_id:
+            old = s.get(Port, router.gw_port_id)
+            if old is not None and (new_net != old.network_id or "external_fixed_ips"
+                                    in (info or {})):
+                if s.scalars(select(FloatingIP.id).where(
+                        FloatingIP.router_id == router.id)).first():
+                    raise in_use("RouterExternalGatewayInUseByFloatingIp",
+                                 f"Gateway cannot be updated for router {router.id}, since "
+                                 "a gateway to external network "
+                                 f"{old.network_id} is required by one or more floating "
+                                 "IPs.")
+                touch.networks.add(old.network_id)
+                router.gw_port_id = None
+                s.flush()
+                s.delete(old)
+                s.flush()
+            elif old is not None:
+                if "enable_snat" in (info or {}):
+                    router.enable_snat = _bool(info, "enable_snat", True)
+                return
+        if not new_net:
+            return
+        net = self._get_network(s, ctx, new_net)
+        if not net.router_external:
+            raise bad("BadRequest", f"Bad router request: Network {new_net} is not an "
+                      "external network.")
+        data: dict = {}
+        if info.get("external_fixed_ips"):
+            if not ctx.is_admin:
+                raise PolicyNotAuthorized("rule:create_router:external_gateway_info:"
+                                          "external_fixed_ips is disallowed by policy")
+            data["fixed_ips"] = info["external_fixed_ips"]
+        gw = self._new_port(s, ctx, net, "", data, owner=ROUTER_GATEWAY,
+                            device_id=router.id, groups=[])
+        gw.status = "ACTIVE"
+        if not s.scalars(select(PortIP).where(PortIP.port_id == gw.id)).first():
+            raise conflict("IpAddressGenerationFailure", "No more IP addresses available "
+                           f"on network {net.id}.")
+        router.gw_port_id = gw.id
+        router.enable_snat = _bool(info, "enable_snat", True)
+        touch.networks.add(net.id)
+
+    ROUTER_ATTRS = {"name", "description", "admin_state_up", "external_gateway_info",
+                    "project_id", "tenant_id", "tags", "distributed", "ha",
+                    "availability_zone_hints", "flavor_id", "enable_ndp_proxy"}
+
+    def create_router(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "router", self.ROUTER_ATTRS)
+        self._require_dataplane()
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_router", project)
+
+        def work(s: Session, touch: Touch) -> dict:
+            self._check_quota(s, project, "router")
+            router = Router(id=str(uuid.uuid4()), project_id=project,
+                            name=_str(data, "name"), description=_str(data, "description"),
+                            admin_state_up=_bool(data, "admin_state_up", True),
+                            tags=_id_list(data, "tags"))
+            s.add(router)
+            s.flush()
+            self._set_gateway(s, ctx, router, data.get("external_gateway_info"), touch)
+            touch.routers.add(router.id)
+            s.flush()
+            return self._router_view(s, router)
+
+        return self._change(work)
+
+    def update_router(self, ctx: RequestContext, router_id: str, body: Any) -> dict:
+        data = _body(body, "router", self.ROUTER_ATTRS - {"project_id", "tenant_id"})
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            router = self._get(s, ctx, Router, "router", router_id)
+            self._enforce(ctx, "update_router", router.project_id)
+            for key in ("name", "description"):
+                if key in data:
+                    setattr(router, key, _str(data, key))
+            if "admin_state_up" in data:
+                router.admin_state_up = _bool(data, "admin_state_up", True)
+            if "tags" in data:
+                router.tags = _id_list(data, "tags")
+            if "external_gateway_info" in data:
+                self._set_gateway(s, ctx, router, data["external_gateway_info"], touch)
+            _bump(router)
+            touch.routers.add(router.id)
+            s.flush()
+            return self._router_view(s, router)
+
+        return self._change(work)
+
+    def delete_router(self, ctx: RequestContext, router_id: str) -> None:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> None:
+            router = self._get(s, ctx, Router, "router", router_id)
+            self._enforce(ctx, "delete_router", router.project_id)
+            if s.scalars(select(Port.id).where(Port.device_id == router_id,
+                                               Port.device_owner == ROUTER_INTERFACE)).first():
+                raise in_use("RouterInUse", f"Router {router_id} still has ports")
+            if s.scalars(select(FloatingIP.id).where(
+                    FloatingIP.router_id == router_id)).first():
+                raise in_use("RouterInUse", f"Router {router_id} still has floating IPs "
+                             "associated")
+            if router.gw_port_id:
+                gw = s.get(Port, router.gw_port_id)
+                if gw is not None:
+                    touch.networks.add(gw.network_id)
+                    s.delete(gw)
+            s.delete(router)
+            touch.removed_routers.add(router_id)
+
+        self._change(work)
+
+    def add_router_interface(self, ctx: RequestContext, router_id: str, body: Any) -> dict:
+        if not isinstance(body, dict) or not (body.get("subnet_id") or body.get("port_id")):
+            raise BadRequest("Bad router request: Either subnet_id or port_id must be "
+                             "specified.")
+        if body.get("subnet_id") and body.get("port_id"):
+            raise BadRequest("Bad router request: Cannot specify both subnet-id and "
+                             "port-id.")
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            router = self._get(s, ctx, Router, "router", router_id)
+            self._enforce(ctx, "add_router_interface", router.project_id)
+            attached = set(s.scalars(select(PortIP.subnet_id).join(Port).where(
+                Port.device_id == router_id, Port.device_owner == ROUTER_INTERFACE)))
+            if body.get("subnet_id"):
+                sub = self._get_subnet(s, ctx, body["subnet_id"])
+                if sub.id in attached:
+                    raise bad("BadRequest", f"Bad router request: Router already has a port "
+                              f"on subnet {sub.id}.")
+                if not sub.gateway_ip:
+                    raise bad("BadRequest", f"Bad router request: Subnet {sub.id} does not "
+                              "have a gateway IP.")
+                net = s.get(Network, sub.network_id)
+                assert net is not None
+                if net.router_external:
+                    raise bad("BadRequest", "Bad router request: an external network's "
+                              "subnet is a router's gateway, not an interface.")
+                port = self._new_port(s, ctx, net, router.project_id, {
+                    "fixed_ips": [{"subnet_id": sub.id, "ip_address": sub.gateway_ip}]},
+                    owner=ROUTER_INTERFACE, device_id=router_id, groups=[])
+            else:
+                port = self._get(s, ctx, Port, "port", body["port_id"])
+                if port.device_id or port.device_owner:
+                    raise in_use("PortInUse", f"Unable to complete operation on port "
+                                 f"{port.id} for network {port.network_id}. Port already has "
+                                 f"an attached device {port.device_id}.")
+                subs = list(s.scalars(select(PortIP.subnet_id).where(
+                    PortIP.port_id == port.id)))
+                if not subs:
+                    raise bad("BadRequest", "Bad router request: Router port must have at "
+                              "least one fixed IP.")
+                if attached & set(subs):
+                    raise bad("BadRequest", "Bad router request: Router already has a port "
+                              f"on subnet {subs[0]}.")
+                port.device_owner, port.device_id = ROUTER_INTERFACE, router_id
+                s.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id))
+                port.port_security_enabled = False
+                sub = s.get(Subnet, subs[0])  # type: ignore[assignment]
+            port.status = "ACTIVE"
+            port.binding_host_id = self.host
+            _bump(router)
+            touch.routers.add(router_id)
+            touch.networks.add(port.network_id)
+            s.flush()
+            return {"id": router_id, **_owner(router), "port_id": port.id,
+                    "subnet_id": sub.id, "subnet_ids": [sub.id],
+                    "network_id": port.network_id}
+
+        return self._change(work)
+
+    def remove_router_interface(self, ctx: RequestContext, router_id: str,
+                                body: Any) -> dict:
+        if not isinstance(body, dict) or not (body.get("subnet_id") or body.get("port_id")):
+            raise BadRequest("Bad router request: Either subnet_id or port_id must be "
+                             "specified.")
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            router = self._get(s, ctx, Router, "router", router_id)
+            self._enforce(ctx, "remove_router_interface", router.project_id)
+            q = select(Port).where(Port.device_id == router_id,
+                                   Port.device_owner == ROUTER_INTERFACE)
+            if body.get("port_id"):
+                q = q.where(Port.id == body["port_id"])
+            if body.get("subnet_id"):
+                q = q.where(Port.id.in_(select(PortIP.port_id).where(
+                    PortIP.subnet_id == body["subnet_id"])))
+            port = s.scalars(q).first()
+            if port is None:
+                if body.get("port_id"):
+                    raise not_found("port", body["port_id"]) if s.get(
+                        Port, body["port_id"]) is None else bad(
+                        "RouterInterfaceNotFound", f"Router {router_id} does not have an "
+                        f"interface with id {body['port_id']}")
+                raise bad("RouterInterfaceNotFoundForSubnet", f"Router {router_id} has no "
+                          f"interface on subnet {body['subnet_id']}")
+            subs = list(s.scalars(select(PortIP.subnet_id).where(PortIP.port_id == port.id)))
+            fixed = set(s.scalars(select(PortIP.ip_address).join(Port).where(
+                PortIP.subnet_id.in_(subs))))
+            if s.scalars(select(FloatingIP.id).where(
+                    FloatingIP.router_id == router_id,
+                    FloatingIP.fixed_ip_address.in_(fixed))).first():
+                raise in_use("RouterInterfaceInUseByFloatingIP",
+                             f"Router interface for subnet {subs[0]} on router {router_id} "
+                             "cannot be deleted, as it is required by one or more floating "
+                             "IPs.")
+            touch.networks.add(port.network_id)
+            touch.routers.add(router_id)
+            s.delete(port)
+            _bump(router)
+            return {"id": router_id, **_owner(router), "port_id": port.id,
+                    "subnet_id": subs[0] if subs else None, "subnet_ids": subs,
+                    "network_id": port.network_id}
+
+        return self._change(work)
+
+    # ============================================================ floating IPs
+    def _fip_views(self, s: Session, fips: list[FloatingIP]) -> list[dict]:
+        ports = {p.id: p for p in s.scalars(select(Port).where(Port.id.in_(
+            [f.port_id for f in fips if f.port_id])))} if fips else {}
+        out = []
+        for f in fips:
+            p = ports.get(f.port_id or "")
+            details = None if p is None else {
+                "name": p.name, "network_id": p.network_id, "mac_address": p.mac_address,
+                "admin_state_up": p.admin_state_up, "status": p.status,
+                "device_id": p.device_id, "device_owner": p.device_owner}
+            out.append({"id": f.id, **_owner(f), "floating_network_id": f.floating_network_id,
+                        "floating_ip_address": f.floating_ip_address,
+                        "fixed_ip_address": f.fixed_ip_address, "port_id": f.port_id,
+                        "router_id": f.router_id, "status": f.status,
+                        "port_details": details, "qos_policy_id": None,
+                        "port_forwardings": [], **_standard(f)})
+        return out
+
+    def list_floatingips(self, ctx: RequestContext) -> list[dict]:
+        with self.db.session(readonly=True) as s:
+            q = select(FloatingIP).order_by(FloatingIP.created_at, FloatingIP.id)
+            if not ctx.is_admin:
+                q = q.where(FloatingIP.project_id == ctx.project_id)
+            return self._fip_views(s, list(s.scalars(q)))
+
+    def show_floatingip(self, ctx: RequestContext, fip_id: str) -> dict:
+        with self.db.session(readonly=True) as s:
+            return self._fip_views(s, [self._get(s, ctx, FloatingIP, "floatingip",
+                                                 fip_id)])[0]
+
+    def _associate(self, s: Session, ctx: RequestContext, fip: FloatingIP,
+                   port_id: str | None, fixed: str | None, touch: Touch) -> None:
+        if fip.router_id:
+            touch.routers.add(fip.router_id)
+        if port_id is None:
+            fip.port_id = fip.fixed_ip_address = fip.router_id = None
+            fip.status = "DOWN"
+            return
+        port = self._get(s, ctx, Port, "port", port_id)
+        if port.project_id != fip.project_id and not ctx.is_admin:
+            raise not_found("port", port_id)
+        ips = list(s.scalars(select(PortIP).where(PortIP.port_id == port.id)))
+        if fixed is not None:
+            fixed = _ip(fixed, "fixed_ip_address")
+            ips = [i for i in ips if i.ip_address == fixed]
+            if not ips:
+                raise bad("BadRequest", f"Bad floatingip request: Port {port_id} does not "
+                          f"have fixed ip {fixed}.")
+        ips = [i for i in ips if ipaddress.ip_address(i.ip_address).version == 4]
+        if not ips:
+            raise bad("BadRequest", f"Bad floatingip request: Port {port_id} does not have "
+                      "any IPv4 address.")
+        pip = ips[0]
+        other = s.scalars(select(FloatingIP).where(
+            FloatingIP.port_id == port.id, FloatingIP.fixed_ip_address == pip.ip_address,
+            FloatingIP.id != fip.id)).first()
+        if other is not None:
+            raise conflict("FloatingIPPortAlreadyAssociated", f"Cannot associate floating "
+                           f"IP {fip.floating_ip_address} ({fip.id}) with port {port.id} "
+                           f"using fixed IP {pip.ip_address}, as that fixed IP already "
+                           f"has a floating IP on external network "
+                           f"{other.floating_network_id}.")
+        router = s.scalars(select(Router).where(
+            Router.id.in_(select(Port.device_id).join(PortIP).where(
+                Port.device_owner == ROUTER_INTERFACE, PortIP.subnet_id == pip.subnet_id)),
+            Router.gw_port_id.in_(select(Port.id).where(
+                Port.network_id == fip.floating_network_id)))).first()
+        if router is None:
+            err = not_found("floatingip", fip.id)
+            err.neutron_type = "ExternalGatewayForFloatingIPNotFound"
+            err.message = (f"External network {fip.floating_network_id} is not reachable "
+                           f"from subnet {pip.subnet_id}.  Therefore, cannot associate "
+                           f"Port {port.id} with a Floating IP.")
+            raise err
+        fip.port_id, fip.fixed_ip_address, fip.router_id = port.id, pip.ip_address, router.id
+        fip.status = "ACTIVE"
+        touch.routers.add(router.id)
+
+    FIP_ATTRS = {"floating_network_id", "floating_ip_address", "subnet_id", "port_id",
+                 "fixed_ip_address", "description", "project_id", "tenant_id", "tags",
+                 "dns_name", "dns_domain", "qos_policy_id"}
+
+    def create_floatingip(self, ctx: RequestContext, body: Any) -> dict:
+        data = _body(body, "floatingip", self.FIP_ATTRS, ("floating_network_id",))
+        self._require_dataplane()
+        project = self._target_project(ctx, data)
+        self._enforce(ctx, "create_floatingip", project)
+        if data.get("floating_ip_address") and not ctx.is_admin:
+            raise PolicyNotAuthorized("rule:create_floatingip:floating_ip_address is "
+                                      "disallowed by policy")
+
+        def work(s: Session, touch: Touch) -> dict:
+            net = self._get_network(s, ctx, data["floating_network_id"])
+            if not net.router_external:
+                raise bad("BadRequest", f"Bad floatingip request: Network "
+                          f"{net.id} is not a valid external network.")
+            self._check_quota(s, project, "floatingip")
+            subnets = list(s.scalars(select(Subnet).where(Subnet.network_id == net.id)
+                                     .order_by(Subnet.created_at, Subnet.id)))
+            if data.get("subnet_id"):
+                subnets = [x for x in subnets if x.id == data["subnet_id"]]
+                if not subnets:
+                    raise not_found("subnet", data["subnet_id"])
+            wanted = data.get("floating_ip_address")
+            if wanted:
+                wanted = _ip(wanted, "floating_ip_address")
+                subnets = [x for x in subnets if ipaddress.ip_address(wanted) in
+                           ipaddress.ip_network(x.cidr)]
+                if not subnets:
+                    raise bad("InvalidIpForNetwork", f"IP address {wanted} is not a valid "
+                              "IP for any of the subnets on the specified network.")
+            addr = sub = None
+            for sub in subnets:
+                try:
+                    addr = ipam.allocate(s, sub, wanted)
+                    break
+                except StratoError:
+                    if wanted:
+                        raise
+            if addr is None or sub is None:
+                raise conflict("IpAddressGenerationFailure", "No more IP addresses "
+                               f"available on network {net.id}.")
+            fip = FloatingIP(id=str(uuid.uuid4()), project_id=project,
+                             floating_network_id=net.id, floating_subnet_id=sub.id,
+                             floating_ip_address=addr, description=_str(data, "description"),
+                             tags=_id_list(data, "tags"))
+            s.add(fip)
+            s.flush()
+            if data.get("port_id"):
+                self._associate(s, ctx, fip, data["port_id"], data.get("fixed_ip_address"),
+                                touch)
+            s.flush()
+            return self._fip_views(s, [fip])[0]
+
+        return self._change(work)
+
+    def update_floatingip(self, ctx: RequestContext, fip_id: str, body: Any) -> dict:
+        data = _body(body, "floatingip", {"port_id", "fixed_ip_address", "description",
+                                          "tags", "qos_policy_id"})
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> dict:
+            fip = self._get(s, ctx, FloatingIP, "floatingip", fip_id)
+            self._enforce(ctx, "update_floatingip", fip.project_id)
+            if "description" in data:
+                fip.description = _str(data, "description")
+            if "tags" in data:
+                fip.tags = _id_list(data, "tags")
+            if "port_id" in data:
+                self._associate(s, ctx, fip, data["port_id"], data.get("fixed_ip_address"),
+                                touch)
+            _bump(fip)
+            s.flush()
+            return self._fip_views(s, [fip])[0]
+
+        return self._change(work)
+
+    def delete_floatingip(self, ctx: RequestContext, fip_id: str) -> None:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> None:
+            fip = self._get(s, ctx, FloatingIP, "floatingip", fip_id)
+            self._enforce(ctx, "delete_floatingip", fip.project_id)
+            if fip.router_id:
+                touch.routers.add(fip.router_id)
+            s.delete(fip)
+
+        self._change(work)
+
+    # ============================================================ quotas
+    def _quota_project(self, ctx: RequestContext, project_id: str, rule: str) -> None:
+        if project_id != ctx.project_id and not ctx.is_admin:
+            raise PolicyNotAuthorized(f"rule:{rule} is disallowed by policy")
+        self._enforce(ctx, rule, project_id)
+
+    def quota(self, ctx: RequestContext, project_id: str, detail: bool = False) -> dict:
+        self._quota_project(ctx, project_id, "get_quota")
+        with self.db.session(readonly=True) as s:
+            limits = self._limits(s, project_id)
+            if not detail:
+                return limits
+            out = {}
+            for resource in QUOTA_RESOURCES:
+                model = QUOTA_MODELS[resource]
+                used = s.scalar(select(func.count()).select_from(model).where(
+                    model.project_id == project_id)) or 0
+                out[resource] = {"limit": limits[resource], "used": used, "reserved": 0}
+            return out
+
+    def quota_defaults_for(self, ctx: RequestContext, project_id: str) -> dict:
+        self._quota_project(ctx, project_id, "get_quota")
+        return dict(self.quota_defaults)
+
+    def list_quotas(self, ctx: RequestContext) -> list[dict]:
+        if not ctx.is_admin:
+            raise PolicyNotAuthorized("rule:get_quota is disallowed by policy")
+        with self.db.session(readonly=True) as s:
+            projects = sorted(set(s.scalars(select(QuotaLimit.project_id).where(
+                QuotaLimit.resource.in_(QUOTA_RESOURCES)))))
+            return [{**self._limits(s, p), "project_id": p, "tenant_id": p}
+                    for p in projects]
+
+    def update_quota(self, ctx: RequestContext, project_id: str, body: Any) -> dict:
+        self._quota_project(ctx, project_id, "update_quota")
+        data = _body(body, "quota", set(QUOTA_RESOURCES) | {"force", "check_limit",
+                                                             "rbac_policy", "subnetpool"})
+        with self.db.session() as s:
+            for resource, value in data.items():
+                if resource not in QUOTA_RESOURCES:
+                    continue
+                try:
+                    limit = int(value)
+                except (TypeError, ValueError):
+                    raise BadRequest(f"Invalid input for {resource}. Reason: '{value}' is "
+                                     "not an integer.") from None
+                if limit < -1:
+                    raise BadRequest(f"Invalid input for {resource}. Reason: '{value}' "
+                                     "must be >= -1.")
+                row = s.get(QuotaLimit, (project_id, resource))
+                if row is None:
+                    s.add(QuotaLimit(project_id=project_id, resource=resource,
+                                     hard_limit=limit))
+                else:
+                    row.hard_limit = limit
+            s.flush()
+            return self._limits(s, project_id)
+
+    def delete_quota(self, ctx: RequestContext, project_id: str) -> None:
+        self._quota_project(ctx, project_id, "delete_quota")
+        with self.db.session() as s:
+            s.execute(delete(QuotaLimit).where(QuotaLimit.project_id == project_id,
+                                               QuotaLimit.resource.in_(QUOTA_RESOURCES)))
+
+    # ============================================================ for compute (Nova)
+    def _nova_group(self, s: Session, project: str, name_or_id: str) -> SecurityGroup | None:
+        sg = s.get(SecurityGroup, name_or_id)
+        if sg is not None and sg.project_id == project:
+            return sg
+        if name_or_id == "default":
+            return self._default_group(s, project)
+        found = list(s.scalars(select(SecurityGroup).where(
+            SecurityGroup.project_id == project, SecurityGroup.name == name_or_id)))
+        return found[0] if len(found) == 1 else None
+
+    def resolve_requests(self, ctx: RequestContext, networks: str | list[dict],
+                         security_groups: list[str] | None) -> list[Request]:
+        """A server's ``networks`` checked against the tables (nothing is reserved)."""
+        if networks == "none":
+            return []
+        if not self.enabled:
+            if isinstance(networks, list) and networks:
+                raise exc.BadRequest("Networking is not available on this host: "
+                                     f"{self.disabled_reason}")
+            return []
+        project = ctx.project_id or ""
+        with self.db.session() as s:
+            for name in security_groups or ():
+                if self._nova_group(s, project, name) is None:
+                    raise exc.BadRequest("Unable to find security_group with name or id "
+                                         f"'{name}'")
+            if networks == "auto":
+                usable = [n for n in s.scalars(select(Network).order_by(
+                    Network.created_at, Network.id))
+                    if (n.project_id == project or n.shared) and not n.router_external]
+                if not usable:
+                    return []
+                if len(usable) > 1:
+                    raise exc.Conflict("Multiple possible networks found, use a Network "
+                                       "ID to be more specific.")
+                return [Request(network_id=usable[0].id)]
+            out: list[Request] = []
+            for entry in networks:
+                tag = entry.get("tag")
+                if entry.get("port"):
+                    port = s.get(Port, entry["port"])
+                    if port is None or not self._own(ctx, port):
+                        raise exc.BadRequest(f"Port {entry['port']} could not be found.")
+                    if port.device_id:
+                        raise exc.Conflict(f"Port {port.id} is still in use.")
+                    out.append(Request(network_id=port.network_id, port_id=port.id, tag=tag))
+                    continue
+                net_id = entry.get("uuid")
+                net = s.get(Network, net_id) if net_id else None
+                if net is None or not (self._own(ctx, net) or net.shared) or \
+                        (net.router_external and not ctx.is_admin
+                         and net.project_id != project):
+                    raise exc.BadRequest(f"Network {net_id} could not be found.")
+                fixed = entry.get("fixed_ip")
+                if fixed:
+                    subs = [x for x in s.scalars(select(Subnet).where(
+                        Subnet.network_id == net.id))
+                        if self._in_subnet(fixed, x)]
+                    if not subs:
+                        raise exc.BadRequest(f"Fixed IP {fixed} is not a valid ip address "
+                                             f"for network {net.id}.")
+                    holder = s.scalars(select(Port).join(PortIP).where(
+                        PortIP.subnet_id == subs[0].id, PortIP.ip_address == fixed)).first()
+                    if holder is not None or fixed in ipam.used(s, subs[0].id):
+                        raise exc.Conflict(f"Fixed IP address {fixed} is already in use on "
+                                           f"instance {holder.device_id if holder else ''}.")
+                out.append(Request(network_id=net.id, fixed_ip=fixed, tag=tag))
+            return out
+
+    @staticmethod
+    def _in_subnet(ip: str, sub: Subnet) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        net = ipaddress.ip_network(sub.cidr)
+        first, last = ipam.hosts(net)  # type: ignore[arg-type]
+        return addr.version == 4 and first <= int(addr) <= last
+
+    def _allocate_one(self, s: Session, ctx: RequestContext, instance_id: str, host: str,
+                      req: Request, groups: list[str] | None, hostname: str,
+                      index: int) -> Port:
+        if req.port_id:
+            port = s.get(Port, req.port_id)
+            if port is None:
+                raise exc.BadRequest(f"Port {req.port_id} could not be found.")
+            if port.device_id and port.device_id != instance_id:
+                raise exc.Conflict(f"Port {port.id} is still in use.")
+            port.device_id, port.device_owner = instance_id, "compute:nova"
+            port.binding_host_id, port.status = host, "DOWN"
+            port.preserve_on_delete, port.nic_index = True, index
+            port.dns_name = port.dns_name or hostname
+            _bump(port)
+            return port
+        net = s.get(Network, req.network_id)
+        if net is None:
+            raise exc.BadRequest(f"Network {req.network_id} could not be found.")
+        data: dict = {}
+        if req.fixed_ip:
+            data["fixed_ips"] = [{"ip_address": req.fixed_ip}]
+        wanted = [] if not net.port_security_enabled else list(groups or ["default"])
+        project = ctx.project_id or net.project_id
+        try:
+            return self._new_port(s, ctx, net, project, data, owner="compute:nova",
+                                  device_id=instance_id, host=host, groups=wanted,
+                                  dns_name=hostname, nic_index=index)
+        except StratoError as err:
+            if err.status == 409 and req.fixed_ip and \
+                    getattr(err, "neutron_type", "") == "IpAddressAlreadyAllocated":
+                raise exc.Conflict(f"Fixed IP address {req.fixed_ip} is already in use "
+                                   "on instance.") from None
+            raise
+
+    def allocate_for_instance(self, ctx: RequestContext, session: Session, instance_id: str,
+                              host: str, requests: list[Request],
+                              security_groups: list[str] | None, hostname: str) -> list[str]:
+        """Ports for the instance in the caller's transaction (not yet plugged)."""
+        if requests and not self.enabled:
+            raise exc.BadRequest("Networking is not available on this host: "
+                                 f"{self.disabled_reason}")
+        return [self._allocate_one(session, ctx, instance_id, host, req, security_groups,
+                                   hostname, i).id for i, req in enumerate(requests)]
+
+    def _nic(self, port: Port) -> Nic:
+        return Nic(port_id=port.id, network_id=port.network_id, mac=port.mac_address,
+                   tap=tap_name(port.id))
+
+    def plug(self, port_id: str) -> Nic:
+        self._require_dataplane()
+
+        def work(s: Session, touch: Touch) -> Nic:
+            port = s.get(Port, port_id)
+            if port is None:
+                raise not_found("port", port_id)
+            port.binding_host_id = port.binding_host_id or self.host
+            port.status = "ACTIVE"
+            touch.networks.add(port.network_id)
+            self._touch_remote(s, port.id, touch)
+            for fip in s.scalars(select(FloatingIP).where(FloatingIP.port_id == port.id)):
+                if fip.router_id:
+                    touch.routers.add(fip.router_id)
+            return self._nic(port)
+
+        return self._change(work)
+
+    def open_tap(self, nic: Nic) -> int:
+        self._require_dataplane()
+        assert self.dataplane is not None
+        return self.dataplane.open_tap(nic.network_id, nic.port_id)
+
+    def unplug(self, port_id: str) -> None:
+        if not self.enabled:
+            return
+
+        def work(s: Session, touch: Touch) -> None:
+            port = s.get(Port, port_id)
+            if port is None:
+                return
+            port.status = "DOWN"
+            touch.networks.add(port.network_id)
+            self._touch_remote(s, port.id, touch)
+
+        self._change(work)
+
+    def _release(self, s: Session, port: Port, touch: Touch) -> None:
+        """An instance lets go of a port: a preserved one is unbound, others deleted."""
+        touch.networks.add(port.network_id)
+        if port.preserve_on_delete:
+            self._touch_remote(s, port.id, touch)
+            port.device_id = port.device_owner = port.binding_host_id = ""
+            port.status, port.preserve_on_delete = "DOWN", False
+            _bump(port)
+        else:
+            self._drop_port(s, port, touch)
+
+    def deallocate_for_instance(self, ctx: RequestContext, instance_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            for port in s.scalars(select(Port).where(Port.device_id == instance_id)):
+                if is_guest(port):
+                    self._release(s, port, touch)
+
+        self._change(work)
+
+    def instance_nics(self, instance_id: str) -> list[Nic]:
+        with self.db.session(readonly=True) as s:
+            return [self._nic(p) for p in self._instance_ports(s, instance_id)]
+
+    @staticmethod
+    def _instance_ports(s: Session, instance_id: str) -> list[Port]:
+        return [p for p in s.scalars(select(Port).where(Port.device_id == instance_id)
+                                     .order_by(Port.nic_index, Port.created_at, Port.id))
+                if is_guest(p)]
+
+    def addresses(self, instance_ids: list[str]) -> dict[str, dict[str, list[dict]]]:
+        out: dict[str, dict[str, list[dict]]] = {i: {} for i in instance_ids}
+        if not instance_ids:
+            return out
+        with self.db.session(readonly=True) as s:
+            ports = [p for p in s.scalars(select(Port).where(
+                Port.device_id.in_(instance_ids)).order_by(
+                Port.nic_index, Port.created_at, Port.id)) if is_guest(p)]
+            names = {n.id: n.name or n.id for n in s.scalars(select(Network).where(
+                Network.id.in_({p.network_id for p in ports})))}
+            fips: dict[tuple[str, str], list[str]] = {}
+            for f in s.scalars(select(FloatingIP).where(FloatingIP.port_id.in_(
+                    [p.id for p in ports]))):
+                fips.setdefault((f.port_id or "", f.fixed_ip_address or ""), []).append(
+                    f.floating_ip_address)
+            for p in ports:
+                entries = out[p.device_id].setdefault(names.get(p.network_id, ""), [])
+                for pip in s.scalars(select(PortIP).where(PortIP.port_id == p.id)
+                                     .order_by(PortIP.ip_address)):
+                    version = ipaddress.ip_address(pip.ip_address).version
+                    entries.append({"version": version, "addr": pip.ip_address,
+                                    "OS-EXT-IPS:type": "fixed",
+                                    "OS-EXT-IPS-MAC:mac_addr": p.mac_address})
+                    for floating in fips.get((p.id, pip.ip_address), []):
+                        entries.append({"version": 4, "addr": floating,
+                                        "OS-EXT-IPS:type": "floating",
+                                        "OS-EXT-IPS-MAC:mac_addr": p.mac_address})
+        return out
+
+    def instance_security_groups(self, instance_ids: list[str]) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {i: [] for i in instance_ids}
+        if not instance_ids:
+            return out
+        with self.db.session(readonly=True) as s:
+            rows = s.execute(select(Port.device_id, SecurityGroup.name).join(
+                PortSecurityGroup, PortSecurityGroup.port_id == Port.id).join(
+                SecurityGroup, SecurityGroup.id == PortSecurityGroup.security_group_id)
+                .where(Port.device_id.in_(instance_ids))
+                .order_by(Port.nic_index, SecurityGroup.name))
+            for device_id, name in rows:
+                if {"name": name} not in out[device_id]:
+                    out[device_id].append({"name": name})
+        return out
+
+    def add_security_group(self, ctx: RequestContext, instance_id: str,
+                           name_or_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            ports = self._instance_ports(s, instance_id)
+            project = ports[0].project_id if ports else (ctx.project_id or "")
+            sg = self._nova_group(s, project, name_or_id)
+            if sg is None:
+                raise exc.NotFound(f"Security group {name_or_id} not found for project "
+                                   f"{project}.")
+            if not ports:
+                raise exc.BadRequest(f"Instance {instance_id} has no network ports to "
+                                     "take a security group.")
+            added = False
+            for port in ports:
+                if not port.port_security_enabled:
+                    continue
+                if s.get(PortSecurityGroup, (port.id, sg.id)) is None:
+                    s.add(PortSecurityGroup(port_id=port.id, security_group_id=sg.id))
+                    added = True
+                    touch.networks.add(port.network_id)
+            if not added:
+                raise exc.BadRequest(f"Security group {sg.name} is already associated with "
+                                     f"the instance {instance_id}")
+            s.flush()
+            for port in ports:
+                self._touch_remote(s, port.id, touch)
+
+        self._change(work)
+
+    def remove_security_group(self, ctx: RequestContext, instance_id: str,
+                              name_or_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            ports = self._instance_ports(s, instance_id)
+            project = ports[0].project_id if ports else (ctx.project_id or "")
+            sg = self._nova_group(s, project, name_or_id)
+            if sg is None:
+                raise exc.NotFound(f"Security group {name_or_id} not found for project "
+                                   f"{project}.")
+            removed = False
+            for port in ports:
+                binding = s.get(PortSecurityGroup, (port.id, sg.id))
+                if binding is not None:
+                    self._touch_remote(s, port.id, touch)
+                    s.delete(binding)
+                    removed = True
+                    touch.networks.add(port.network_id)
+            if not removed:
+                raise exc.BadRequest(f"Security group {sg.name} not associated with the "
+                                     f"instance {instance_id}")
+
+        self._change(work)
+
+    def create_port_for_instance(self, ctx: RequestContext, instance_id: str, host: str,
+                                 request: Request) -> str:
+        if not self.enabled:
+            raise exc.BadRequest("Networking is not available on this host: "
+                                 f"{self.disabled_reason}")
+        with self.db.session() as s:
+            ports = self._instance_ports(s, instance_id)
+            index = max((p.nic_index for p in ports), default=-1) + 1
+            hostname = ports[0].dns_name if ports else ""
+            return self._allocate_one(s, ctx, instance_id, host, request, None, hostname,
+                                      index).id
+
+    def detach_port(self, ctx: RequestContext, instance_id: str, port_id: str) -> None:
+        def work(s: Session, touch: Touch) -> None:
+            port = s.get(Port, port_id)
+            if port is None or port.device_id != instance_id or not is_guest(port):
+                raise exc.NotFound(f"Port {port_id} is not attached")
+            self._release(s, port, touch)
+
+        self._change(work)
+
+    def instance_for_address(self, network_id: str, ip: str) -> str | None:
+        with self.db.session(readonly=True) as s:
+            for port in s.scalars(select(Port).join(PortIP).where(
+                    Port.network_id == network_id, PortIP.ip_address == ip)):
+                if is_guest(port) and port.device_id:
+                    return port.device_id
+        return None
+
+    def metadata_networks(self) -> list[str]:
+        if not self.enabled:
+            return []
+        with self.db.session(readonly=True) as s:
+            return sorted({p.network_id for p in s.scalars(select(Port).where(
+                Port.binding_host_id == self.host, Port.status == "ACTIVE"))
+                if is_guest(p)})
+
+    def metadata_listener(self, network_id: str) -> socket.socket:
+        self._require_dataplane()
+        assert self.dataplane is not None
+        return self.dataplane.metadata_listener(network_id)
+
+    def network_data(self, instance_id: str) -> dict:
+        """Nova's ``network_data.json``: links, networks and DNS services."""
+        links, networks, services = [], [], []
+        with self.db.session(readonly=True) as s:
+            for port in self._instance_ports(s, instance_id):
+                net = s.get(Network, port.network_id)
+                links.append({"id": tap_name(port.id), "vif_id": port.id, "type": "bridge",
+                              "mtu": net.mtu if net else 1500,
+                              "ethernet_mac_address": port.mac_address})
+                for pip in s.scalars(select(PortIP).where(PortIP.port_id == port.id)
+                                     .order_by(PortIP.ip_address)):
+                    sub = s.get(Subnet, pip.subnet_id)
+                    if sub is None:
+                        continue
+                    cidr = ipaddress.ip_network(sub.cidr)
+                    routes = [{"network": str(ipaddress.ip_network(r["destination"])
+                                              .network_address),
+                               "netmask": str(ipaddress.ip_network(r["destination"])
+                                              .netmask), "gateway": r["nexthop"]}
+                              for r in sub.host_routes]
+                    if sub.gateway_ip:
+                        routes.insert(0, {"network": "0.0.0.0", "netmask": "0.0.0.0",
+                                          "gateway": sub.gateway_ip})
+                    networks.append({
+                        "id": f"network{len(networks)}",
+                        "type": "ipv4_dhcp" if sub.enable_dhcp else "ipv4",
+                        "link": tap_name(port.id), "ip_address": pip.ip_address,
+                        "netmask": str(cidr.netmask), "routes": routes,
+                        "network_id": port.network_id,
+                        "services": [{"type": "dns", "address": d}
+                                     for d in sub.dns_nameservers]})
+                    for d in sub.dns_nameservers:
+                        if {"type": "dns", "address": d} not in services:
+                            services.append({"type": "dns", "address": d})
+        return {"links": links, "networks": networks, "services": services}
+
+    def sync_host(self) -> None:
+        self.manager.sync_host()
