@@ -66,7 +66,7 @@ def test_token_body_has_what_clients_need(server: Server) -> None:
     assert {x["name"] for x in token["roles"]} == {"admin", "member", "reader"}
     assert datetime.fromisoformat(token["expires_at"].replace("Z", "+00:00")) > datetime.now(UTC)
     types = {e["type"] for e in token["catalog"]}
-    assert types == {"identity", "compute", "image", "block-storage", "volumev3"}
+    assert types == {"identity", "compute", "image", "block-storage", "volumev3", "network"}
     volume = next(e for e in token["catalog"] if e["type"] == "volumev3")
     assert volume["endpoints"][0]["url"].endswith(f"/volume/v3/{token['project']['id']}")
     assert {"region", "region_id", "interface"} <= set(volume["endpoints"][0])

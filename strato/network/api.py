@@ -99,6 +99,11 @@ def _body(body: Any, key: str, allowed: set[str], required: tuple[str, ...] = ()
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
+    for name, value in data.items():
+        if (name == "id" or name.endswith("_id")) and name != "binding:host_id" and \
+                value is not None and not isinstance(value, str):
+            raise BadRequest(f"Invalid input for {name}. Reason: '{value}' is not a valid "
+                             "UUID.")
     for name in required:
         if data.get(name) is None:
             raise BadRequest(f"Failed to parse request. Required attribute '{name}' not "
@@ -136,7 +141,21 @@ def _id_list(data: dict, key: str) -> list[str]:
     return value
 
 
+def _dict_list(data: dict, key: str) -> list[dict]:
+    """A list of objects whose values are strings (pools, fixed IPs)."""
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+            for v in value):
+        raise BadRequest(f"Invalid input for {key}. Reason: a list of objects with string "
+                         "values is required.")
+    return value
+
+
 def _ip(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid IP "
+                         "address.")
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
@@ -406,7 +425,8 @@ class NetworkAPI:
         if not isinstance(routes, list):
             raise BadRequest("Invalid input for host_routes.")
         for r in routes:
-            if not isinstance(r, dict) or set(r) != {"destination", "nexthop"}:
+            if not isinstance(r, dict) or set(r) != {"destination", "nexthop"} or \
+                    not isinstance(r["destination"], str):
                 raise BadRequest(f"Invalid input for host_routes. Reason: {r!r} is not a "
                                  "valid host route.")
             try:
@@ -443,7 +463,7 @@ class NetworkAPI:
                           f"{gateway} is not in subnet {cidr}.")
         else:
             gateway = str(ipaddress.ip_address(first))
-        pools = data.get("allocation_pools")
+        pools = _dict_list(data, "allocation_pools")
         pools = ipam.check_pools(cidr, pools, gateway) if pools else \
             ipam.default_pools(cidr, gateway)
         dns = self._dns(data)
@@ -518,7 +538,8 @@ class NetworkAPI:
                     _ip(data["gateway_ip"], "gateway_ip")
             if "allocation_pools" in data:
                 sub.allocation_pools = ipam.check_pools(
-                    cidr, data["allocation_pools"] or [], sub.gateway_ip)  # type: ignore[arg-type]
+                    cidr, _dict_list(data, "allocation_pools"),  # type: ignore[arg-type]
+                    sub.gateway_ip)
             if "tags" in data:
                 sub.tags = _id_list(data, "tags")
             if "enable_dhcp" in data:
@@ -688,8 +709,8 @@ class NetworkAPI:
             raise BadRequest("Invalid input for allowed_address_pairs.")
         out = []
         for pair in value:
-            if not isinstance(pair, dict) or "ip_address" not in pair or \
-                    not set(pair) <= {"ip_address", "mac_address"}:
+            if not isinstance(pair, dict) or not isinstance(pair.get("ip_address"), str) \
+                    or not set(pair) <= {"ip_address", "mac_address"}:
                 raise BadRequest(f"Invalid input for allowed_address_pairs: {pair!r}.")
             try:
                 ip = str(ipaddress.ip_network(pair["ip_address"], strict=False))
@@ -799,14 +820,15 @@ class NetworkAPI:
                 raise BadRequest("Invalid input for operation: the MAC address of a port "
                                  "cannot be changed.")
             if "fixed_ips" in data:
+                wanted = _dict_list(data, "fixed_ips")
                 old = {(p.subnet_id, p.ip_address) for p in s.scalars(
                     select(PortIP).where(PortIP.port_id == port.id))}
-                keep = [i for i in (data["fixed_ips"] or []) if isinstance(i, dict)
-                        and (i.get("subnet_id"), i.get("ip_address")) in old]
+                keep = [i for i in wanted
+                        if (i.get("subnet_id"), i.get("ip_address")) in old]
                 s.execute(delete(PortIP).where(PortIP.port_id == port.id))
                 s.flush()
                 for sub, ip in self._fixed_ips(s, net, keep + [
-                        i for i in (data["fixed_ips"] or []) if i not in keep]):
+                        i for i in wanted if i not in keep]):
                     s.add(PortIP(port_id=port.id, subnet_id=sub.id, ip_address=ip))
                 touch.networks.add(port.network_id)
                 self._touch_remote(s, port.id, touch)
@@ -1094,6 +1116,9 @@ class NetworkAPI:
                       "Must also specify protocol if port range is given.")
         prefix = data.get("remote_ip_prefix")
         if prefix is not None:
+            if not isinstance(prefix, str):
+                raise BadRequest(f"Invalid input for remote_ip_prefix. Reason: '{prefix}' "
+                                 "is not a valid IP prefix.")
             try:
                 cidr = ipaddress.ip_network(prefix, strict=False)
             except (TypeError, ValueError):
@@ -1177,6 +1202,9 @@ class NetworkAPI:
         if info is not None and not isinstance(info, dict):
             raise BadRequest("Invalid input for external_gateway_info.")
         new_net = (info or {}).get("network_id")
+        if new_net is not None and not isinstance(new_net, str):
+            raise BadRequest(f"Invalid input for network_id. Reason: '{new_net}' is not a "
+                             "valid UUID.")
         if router.gw_port_id:
             old = s.get(Port, router.gw_port_id)
             if old is not None and (new_net != old.network_id or "external_fixed_ips"
@@ -1294,6 +1322,8 @@ class NetworkAPI:
         if not isinstance(body, dict) or not (body.get("subnet_id") or body.get("port_id")):
             raise BadRequest("Bad router request: Either subnet_id or port_id must be "
                              "specified.")
+        if not all(isinstance(body.get(k), str | None) for k in ("subnet_id", "port_id")):
+            raise BadRequest("Bad router request: subnet_id and port_id are strings.")
         if body.get("subnet_id") and body.get("port_id"):
             raise BadRequest("Bad router request: Cannot specify both subnet-id and "
                              "port-id.")
@@ -1355,6 +1385,8 @@ class NetworkAPI:
         if not isinstance(body, dict) or not (body.get("subnet_id") or body.get("port_id")):
             raise BadRequest("Bad router request: Either subnet_id or port_id must be "
                              "specified.")
+        if not all(isinstance(body.get(k), str | None) for k in ("subnet_id", "port_id")):
+            raise BadRequest("Bad router request: subnet_id and port_id are strings.")
         self._require_dataplane()
 
         def work(s: Session, touch: Touch) -> dict:

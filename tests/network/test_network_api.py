@@ -276,3 +276,76 @@ def test_without_data_plane_reads_work_writes_503(usermode_server: Server) -> No
 
 def _project(srv: Server) -> str:
     return json.loads(srv.openstack("token", "issue", "-f", "json").stdout)["project_id"]
+
+
+JUNK: list[object] = [None, True, 0, -1, 2**70, "", "x" * 300, "not-an-ip", "10.0.0.0/99",
+                      [], [1], ["a", {"b": 1}], {}, {"a": [1]}, [{"subnet_id": [1]}],
+                      [{"ip_address": 5}], [{"start": "1.2.3.4"}], 1.5]
+
+
+def test_http_wrong_values_are_4xx(net_server: Server, admin_http: httpx.Client) -> None:
+    """Every field of a valid body of every write, replaced by wrong-typed and odd
+    values, on a server whose data plane is on: a 4xx in Neutron's format, or a
+    success; never a 5xx."""
+    net = admin_http.post(f"{N}/networks", json={"network": {"name": _name("j")}}).json()
+    nid = net["network"]["id"]
+    sub = admin_http.post(f"{N}/subnets", json={"subnet": {
+        "network_id": nid, "cidr": "10.66.0.0/24"}}).json()["subnet"]
+    sg = admin_http.post(f"{N}/security-groups", json={"security_group": {
+        "name": _name("j")}}).json()["security_group"]
+    router = admin_http.post(f"{N}/routers", json={"router": {
+        "name": _name("j")}}).json()["router"]
+    port = admin_http.post(f"{N}/ports", json={"port": {"network_id": nid}}).json()["port"]
+    public = admin_http.get(f"{N}/networks", params={"name": "public"}).json()["networks"][0]
+    templates = [
+        ("POST", "networks", "network", {"name": "n", "shared": False, "mtu": 1400,
+                                         "admin_state_up": True, "tags": ["a"]}),
+        ("PUT", f"networks/{nid}", "network", {"name": "n", "description": "d"}),
+        ("POST", "subnets", "subnet", {
+            "network_id": nid, "cidr": "10.67.0.0/24", "gateway_ip": "10.67.0.1",
+            "allocation_pools": [{"start": "10.67.0.5", "end": "10.67.0.9"}],
+            "dns_nameservers": ["10.0.0.53"], "enable_dhcp": True, "ip_version": 4,
+            "host_routes": [{"destination": "10.9.0.0/16", "nexthop": "10.67.0.7"}]}),
+        ("PUT", f"subnets/{sub['id']}", "subnet", {"name": "s", "gateway_ip": "10.66.0.1",
+                                                   "allocation_pools": [{
+                                                       "start": "10.66.0.100",
+                                                       "end": "10.66.0.110"}]}),
+        ("POST", "ports", "port", {
+            "network_id": nid, "fixed_ips": [{"subnet_id": sub["id"]}],
+            "security_groups": [sg["id"]], "mac_address": "fa:16:3e:00:00:01",
+            "allowed_address_pairs": [{"ip_address": "10.66.0.200"}],
+            "binding:host_id": "h", "admin_state_up": True}),
+        ("PUT", f"ports/{port['id']}", "port", {
+            "name": "p", "fixed_ips": [{"subnet_id": sub["id"]}],
+            "security_groups": [sg["id"]], "port_security_enabled": True}),
+        ("POST", "security-groups", "security_group", {"name": "g", "stateful": True}),
+        ("PUT", f"security-groups/{sg['id']}", "security_group", {"name": "g2"}),
+        ("POST", "security-group-rules", "security_group_rule", {
+            "security_group_id": sg["id"], "direction": "ingress", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 23, "ethertype": "IPv4",
+            "remote_ip_prefix": "10.0.0.0/8"}),
+        ("POST", "routers", "router", {"name": "r", "external_gateway_info": {
+            "network_id": public["id"], "enable_snat": True}}),
+        ("PUT", f"routers/{router['id']}", "router", {"external_gateway_info": {
+            "network_id": public["id"]}, "admin_state_up": True}),
+        ("POST", "floatingips", "floatingip", {"floating_network_id": public["id"],
+                                               "port_id": port["id"], "description": ""}),
+        ("PUT", f"quotas/{port['project_id']}", "quota", {"network": 100, "port": 500}),
+    ]
+    for method, path, key, template in templates:
+        for field in template:
+            for junk in JUNK:
+                body = {key: {**template, field: junk}}
+                r = admin_http.request(method, f"{N}/{path}", json=body)
+                assert r.status_code < 500, (method, path, field, junk, r.text)
+                if r.status_code >= 400:
+                    _fault(r, r.status_code)
+        for junk in JUNK:
+            r = admin_http.request(method, f"{N}/{path}", json={key: junk})
+            assert r.status_code < 500, (method, path, junk, r.text)
+            if not isinstance(junk, dict):
+                assert r.status_code >= 400, (method, path, junk, r.text)
+    for action in ("add_router_interface", "remove_router_interface"):
+        for junk in [*JUNK, {"subnet_id": [1]}, {"port_id": {}}, {"subnet_id": "nope"}]:
+            r = admin_http.put(f"{N}/routers/{router['id']}/{action}", json=junk)
+            assert 400 <= r.status_code < 500, (action, junk, r.text)
