@@ -250,7 +250,17 @@ class NetworkManager:
             touch = Touch(networks=networks, routers=routers,
                           removed_networks=owned.networks - networks,
                           removed_routers=owned.routers - routers)
-            self._apply(session, touch)
+            # one by one, in _apply's order: a network that cannot be built is logged
+            # and the others still come up
+            steps = [Touch(removed_routers={r}) for r in sorted(touch.removed_routers)]
+            steps += [Touch(networks={n}) for n in sorted(networks)]
+            steps += [Touch(routers={r}) for r in sorted(routers)]
+            steps += [Touch(removed_networks={n}) for n in sorted(touch.removed_networks)]
+            for step in steps:
+                try:
+                    self._apply(session, step)
+                except Exception:
+                    LOG.exception("network: re-applying %s at startup failed", step)
         LOG.info("network: %d networks and %d routers applied, %d and %d removed",
                  len(networks), len(routers), len(touch.removed_networks),
                  len(touch.removed_routers))

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from strato import config
 from tests.support import Server, free_port
 
 # each test server gets its own external range, 198.18.<k>.0/24 (k unique per process)
@@ -49,8 +50,12 @@ def network_server(root: Path) -> Iterator[Server]:
             yield srv
         finally:
             srv.stop()
+            # networks outlive `strato serve` by design (guests keep running): this
+            # test deployment's namespaces, devices and rules go with the test
+            from strato.network.linux import LinuxDataplane
+
+            LinuxDataplane(config.load(srv.conf)).teardown()
         return
-    from strato import config
     from strato.api.app import build_app
     from strato.network.api import NetworkAPI
     from strato.service import Services
