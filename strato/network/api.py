@@ -141,6 +141,17 @@ def _id_list(data: dict, key: str) -> list[str]:
     return value
 
 
+# Neutron shows a port's binding to admins only (the host is the operator's business)
+ADMIN_ONLY_BINDING = ("binding:host_id", "binding:vif_type", "binding:vif_details",
+                      "binding:profile")
+
+
+def _hide_binding(ctx: RequestContext, view: dict) -> dict:
+    if ctx.is_admin:
+        return view
+    return {k: v for k, v in view.items() if k not in ADMIN_ONLY_BINDING}
+
+
 def _dict_list(data: dict, key: str) -> list[dict]:
     """A list of objects whose values are strings (pools, fixed IPs)."""
     value = data.get(key) or []
@@ -618,19 +629,20 @@ class NetworkAPI:
                 "ip_allocation": "immediate", "propagate_uplink_status": False,
                 **_standard(p)}
 
-    def _port_view1(self, s: Session, p: Port) -> dict:
-        return self._port_views(s, [p])[0]
+    def _port_view1(self, s: Session, p: Port, ctx: RequestContext | None = None) -> dict:
+        view = self._port_views(s, [p])[0]
+        return view if ctx is None else _hide_binding(ctx, view)
 
     def list_ports(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
             q = select(Port).order_by(Port.created_at, Port.id)
             if not ctx.is_admin:
                 q = q.where(Port.project_id == ctx.project_id)
-            return self._port_views(s, list(s.scalars(q)))
+            return [_hide_binding(ctx, v) for v in self._port_views(s, list(s.scalars(q)))]
 
     def show_port(self, ctx: RequestContext, port_id: str) -> dict:
         with self.db.session(readonly=True) as s:
-            return self._port_view1(s, self._get(s, ctx, Port, "port", port_id))
+            return self._port_view1(s, self._get(s, ctx, Port, "port", port_id), ctx)
 
     PORT_ATTRS = {"name", "description", "network_id", "admin_state_up", "mac_address",
                   "fixed_ips", "device_id", "device_owner", "security_groups",
@@ -788,7 +800,7 @@ class NetworkAPI:
                 raise PolicyNotAuthorized("rule:create_port is disallowed by policy")
             port = self._new_port(s, ctx, net, project, data, host=host,
                                   dns_name=_str(data, "dns_name"))
-            return self._port_view1(s, port)
+            return self._port_view1(s, port, ctx)
 
         return self._change(work)
 
@@ -853,7 +865,7 @@ class NetworkAPI:
             _bump(port)
             touch.networks.add(port.network_id)
             s.flush()
-            return self._port_view1(s, port)
+            return self._port_view1(s, port, ctx)
 
         return self._change(work)
 

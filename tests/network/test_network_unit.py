@@ -312,8 +312,11 @@ def test_resolve_requests(net_api: NetworkAPI, admin: RequestContext, alice: Req
     assert _err(net_api.resolve_requests, alice, [{"port": port["id"]}], None).status == 409
     # a preserved port is unbound, not deleted, with its instance
     net_api.deallocate_for_instance(alice, "inst-2")
-    kept = net_api.show_port(alice, port["id"])
+    kept = net_api.show_port(make_ctx("p-admin", admin=True), port["id"])
     assert (kept["device_id"], kept["device_owner"], kept["binding:host_id"]) == ("", "", "")
+    # the binding is the operator's business: members do not see it
+    assert "binding:host_id" not in net_api.show_port(alice, port["id"])
+    assert "binding:vnic_type" in net_api.show_port(alice, port["id"])
 
 
 def test_unavailable_refuses_changes(netdb, netconf, alice: RequestContext) -> None:  # type: ignore[no-untyped-def]
