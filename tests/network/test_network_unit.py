@@ -376,3 +376,30 @@ def test_network_models_registered(netdb) -> None:  # type: ignore[no-untyped-de
     with netdb.session(readonly=True) as s:
         assert s.scalar(select(func.count()).select_from(Network)) == 0
     assert make_ctx("x").project_id == "x"
+
+
+def test_interface_attach_detach(net_api: NetworkAPI, alice: RequestContext,
+                                 dataplane: RecordingDataplane) -> None:
+    net, _ = _net(net_api, alice)
+    other, _ = _net(net_api, alice, "other", "10.6.0.0/24")
+    with net_api.db.session() as s:
+        first = net_api.allocate_for_instance(alice, s, "inst-3", "host-a",
+                                              [Request(network_id=net["id"])], None, "vm3")
+    net_api.plug(first[0])
+    second = net_api.create_port_for_instance(alice, "inst-3", "host-a",
+                                              Request(network_id=other["id"],
+                                                      fixed_ip="10.6.0.50"))
+    nics = net_api.instance_nics("inst-3")
+    assert [n.port_id for n in nics] == [first[0], second]
+    net_api.plug(second)
+    assert any(p.ips == ("10.6.0.50",) for p in dataplane.networks[other["id"]].ports)
+    assert _err(net_api.detach_port, alice, "inst-3", "nope").status == 404
+    net_api.detach_port(alice, "inst-3", second)
+    assert not dataplane.networks[other["id"]].ports
+    assert [n.port_id for n in net_api.instance_nics("inst-3")] == [first[0]]
+    net_api.unplug(first[0])
+    assert not dataplane.networks[net["id"]].ports
+    assert net_api.show_port(alice, first[0])["status"] == "DOWN"
+    net_api.deallocate_for_instance(alice, "inst-3")
+    net_api.deallocate_for_instance(alice, "inst-3")  # again: nothing left, no error
+    assert net_api.instance_nics("inst-3") == []
