@@ -1795,8 +1795,12 @@ class NetworkAPI:
         if requests and not self.enabled:
             raise exc.BadRequest("Networking is not available on this host: "
                                  f"{self.disabled_reason}")
-        return [self._allocate_one(session, ctx, instance_id, host, req, security_groups,
-                                   hostname, i).id for i, req in enumerate(requests)]
+        try:
+            return [self._allocate_one(session, ctx, instance_id, host, req,
+                                       security_groups, hostname, i).id
+                    for i, req in enumerate(requests)]
+        except OverQuota as err:  # compute's quota error (it renders Nova's fault)
+            raise exc.OverLimit(err.message) from None
 
     def _nic(self, port: Port) -> Nic:
         return Nic(port_id=port.id, network_id=port.network_id, mac=port.mac_address,
@@ -1973,8 +1977,11 @@ class NetworkAPI:
             ports = self._instance_ports(s, instance_id)
             index = max((p.nic_index for p in ports), default=-1) + 1
             hostname = ports[0].dns_name if ports else ""
-            return self._allocate_one(s, ctx, instance_id, host, request, None, hostname,
-                                      index).id
+            try:
+                return self._allocate_one(s, ctx, instance_id, host, request, None,
+                                          hostname, index).id
+            except OverQuota as err:
+                raise exc.OverLimit(err.message) from None
 
     def detach_port(self, ctx: RequestContext, instance_id: str, port_id: str) -> None:
         def work(s: Session, touch: Touch) -> None:

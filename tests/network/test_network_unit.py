@@ -403,3 +403,15 @@ def test_interface_attach_detach(net_api: NetworkAPI, alice: RequestContext,
     net_api.deallocate_for_instance(alice, "inst-3")
     net_api.deallocate_for_instance(alice, "inst-3")  # again: nothing left, no error
     assert net_api.instance_nics("inst-3") == []
+
+
+def test_instance_ports_over_quota_is_compute_overlimit(net_api: NetworkAPI,
+                                                        admin: RequestContext,
+                                                        alice: RequestContext) -> None:
+    net, _ = _net(net_api, alice)  # the DHCP port is the network owner's: 1 port used
+    net_api.update_quota(admin, "p-alice", {"quota": {"port": 2}})
+    reqs = [Request(network_id=net["id"]), Request(network_id=net["id"])]
+    with pytest.raises(exc.OverLimit) as info, net_api.db.session() as s:
+        net_api.allocate_for_instance(alice, s, "inst-q", "host-a", reqs, None, "q")
+    assert info.value.message == "Quota exceeded for resources: ['port']."
+    assert net_api.instance_nics("inst-q") == []
