@@ -292,6 +292,7 @@ def _initramfs(dest: Path, kroot: Path, version: str, cache: Path) -> None:
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.symlink("bin/sh", "busybox")
     cpio.file("sbin/shutdown", guestscripts.SHUTDOWN.encode(), 0o755)
+    cpio.file("etc/udhcpc.sh", guestscripts.UDHCPC.encode(), 0o755)
     _login_files(cpio)
     mods: list[str] = []
     for path in _module_files(kroot, version):
