@@ -55,7 +55,8 @@ net_up() {
     [ -e /sys/class/net/eth0 ] || return
     ip link set lo up
     ip link set eth0 up
-    exec udhcpc -i eth0 -f -n -t 20 -T 3 -s /etc/udhcpc.sh >/run/udhcpc.log 2>&1
+    exec udhcpc -i eth0 -f -n -t 20 -T 3 -O staticroutes -O mtu -s /etc/udhcpc.sh \
+        >/run/udhcpc.log 2>&1
 }
 ip link set lo up 2>/dev/null
 net_up &
@@ -167,7 +168,8 @@ kill -"$sig" 1
 UDHCPC = r"""#!/bin/sh
 # udhcpc's script in the strato test guest: address, routes (option 121 when given,
 # which RFC 3442 says replaces the router option), resolv.conf.
-case "$1" in
+event=$1
+case "$event" in
     deconfig)
         ip -4 addr flush dev "$interface"
         ip link set "$interface" up
@@ -194,7 +196,7 @@ case "$1" in
             [ -n "$domain" ] && echo "search $domain"
             for d in $dns; do echo "nameserver $d"; done
         } >/etc/resolv.conf
-        [ "$1" = bound ] && echo "STRATO-NET-UP $interface $ip/$mask" >/dev/console
+        [ "$event" = bound ] && echo "STRATO-NET-UP $interface $ip/$mask" >/dev/console
         ;;
 esac
 exit 0

@@ -297,12 +297,15 @@ def test_remove_and_teardown_leave_nothing(world: World) -> None:
 
 
 def test_probe_without_root_says_why(tmp_path: Path) -> None:
-    code = ("import os, sys; os.setuid(65534); from strato.config import load;"
-            "from strato.network.linux import LinuxDataplane;"
-            "from strato.network.dataplane import DataplaneUnavailable;\n"
-            "try:\n LinuxDataplane(load(None, [('network','state_path',sys.argv[1])]))"
-            ".probe()\nexcept DataplaneUnavailable as e:\n print('UNAVAILABLE', e)")
-    r = subprocess.run([sys.executable, "-c", code,
-                        str(tmp_path)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    # imports first (the interpreter's files may not be readable by nobody), then drop
+    code = ("import os, sys\n"
+            "from strato.config import load\n"
+            "from strato.network.linux import LinuxDataplane\n"
+            "from strato.network.dataplane import DataplaneUnavailable\n"
+            "dp = LinuxDataplane(load(None, [('network', 'state_path', sys.argv[1])]))\n"
+            "os.setuid(65534)\n"
+            "try:\n    dp.probe()\n"
+            "except DataplaneUnavailable as e:\n    print('UNAVAILABLE', e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert "UNAVAILABLE not running as root" in r.stdout, r.stderr
