@@ -162,6 +162,8 @@ def test_probe_and_owned(world: World) -> None:
     owned = world.dp.owned()
     assert owned.networks == {NET, EXT} and owned.routers == {ROUTER}
     assert world.dp.host_veth(EXT) in host_links("sx")
+    assert world.dp._dnsmasq(EXT).pid() is None  # no DHCP subnet, no dnsmasq
+    assert len(dnsmasqs(world.conf_state)) == 1
 
 
 def test_dhcp_gives_the_planned_address_and_routes(world: World) -> None:

@@ -8,14 +8,19 @@ finishes what a crash left halfway.  Names carry a tag (``dataplane_id``, or a h
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import ipaddress
 import os
 import shutil
 import socket
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ...config import Config
 from ..dataplane import (
@@ -32,6 +37,19 @@ from .dnsmasq import Dnsmasq, dhcp_subnets
 from .netns import CommandError, ip, ip_json
 
 BRIDGE = "br0"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exclusive(fn: F) -> F:
+    """One change at a time on this deployment's devices: threads of this process
+    (a lock) and other processes on the same ``state_path`` (``flock``)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: LinuxDataplane, *args: Any, **kwargs: Any) -> Any:
+        with self._locked():
+            return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _mac_for(seed: str) -> str:
@@ -49,6 +67,30 @@ class LinuxDataplane:
         if not tag:
             tag = hashlib.sha256(str(self.state_path).encode()).hexdigest()[:6]
         self.tag = tag
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.state_path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.state_path / ".dataplane.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+            finally:
+                os.close(fd)
 
     # ------------------------------------------------------------------ names
     def network_ns(self, network_id: str) -> str:
@@ -97,17 +139,18 @@ class LinuxDataplane:
         ns = self.network_ns(network_id)
         netns.create(ns)
         links = {link["ifname"]: link for link in ip_json("link", "show", ns=ns)}
-        if BRIDGE not in links:
+        if BRIDGE not in links:  # created whole: nf_call_iptables is never missing
             ip("link", "add", BRIDGE, "address", _mac_for(ns), "type", "bridge",
                "nf_call_iptables", "1", ns=ns)
             _disable_ipv6(ns, BRIDGE)
-        else:
-            ip("link", "set", BRIDGE, "type", "bridge", "nf_call_iptables", "1", ns=ns)
-        if mtu is not None and links.get(BRIDGE, {}).get("mtu") != mtu:
+        link = links.get(BRIDGE, {})
+        if mtu is not None and link.get("mtu") != mtu:
             ip("link", "set", BRIDGE, "mtu", str(mtu), ns=ns)
-        ip("link", "set", BRIDGE, "up", ns=ns)
+        if "UP" not in link.get("flags", ()):
+            ip("link", "set", BRIDGE, "up", ns=ns)
         return ns
 
+    @_exclusive
     def apply_network(self, plan: NetworkPlan) -> None:
         ns = self._ensure_network_base(plan.id, plan.mtu)
         links = {link["ifname"]: link for link in ip_json("link", "show", ns=ns)}
@@ -157,7 +200,8 @@ class LinuxDataplane:
             ip("link", "set", dev, "master", BRIDGE, ns=ns)
         if link.get("mtu") != mtu:
             ip("link", "set", dev, "mtu", str(mtu), ns=ns)
-        ip("link", "set", dev, "up" if up else "down", ns=ns)
+        if ("UP" in link.get("flags", ())) != up:
+            ip("link", "set", dev, "up" if up else "down", ns=ns)
 
     def _host_addresses(self, plan: NetworkPlan, dev: str) -> None:
         want = set()
@@ -168,6 +212,7 @@ class LinuxDataplane:
         _sync_addresses(None, dev, want)
         ip("link", "set", dev, "up")
 
+    @_exclusive
     def remove_network(self, network_id: str) -> None:
         ns = self.network_ns(network_id)
         self._dnsmasq(network_id).stop()
@@ -181,6 +226,7 @@ class LinuxDataplane:
         shutil.rmtree(self.state_path / network_id, ignore_errors=True)
 
     # ------------------------------------------------------------------ routers
+    @_exclusive
     def apply_router(self, plan: RouterPlan) -> None:
         ns = self.router_ns(plan.id)
         netns.create(ns)
@@ -218,6 +264,7 @@ class LinuxDataplane:
                             peer_link.get(BRIDGE, {}).get("mtu", 1500), True)
         _nft(ns, rules.router_ruleset(plan, gw_dev, gw_cidr))
 
+    @_exclusive
     def remove_router(self, router_id: str) -> None:
         ns = self.router_ns(router_id)
         if netns.exists(ns):
@@ -253,6 +300,7 @@ class LinuxDataplane:
                 out.routers.add(name[len(f"sr-{self.tag}-"):])
         return out
 
+    @_exclusive
     def teardown(self) -> None:
         owned = self.owned()
         for router_id in owned.routers:

@@ -134,14 +134,23 @@ class Dnsmasq:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.02)
-        if os.path.exists(f"/proc/{pid}"):
+        if _alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie no parent has reaped yet is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _write(path: Path, text: str) -> None:
