@@ -49,6 +49,7 @@ EXT = "5e1f0000-aaaa-4bbb-8ccc-0000000000e1"
 ROUTER = "5e1f0000-aaaa-4bbb-8ccc-0000000000f1"
 EXT_CIDR = "198.18.201.0/24"
 FLOATING = "198.18.201.20"
+FLOATING_B = "198.18.201.21"  # B: no tcp/22 rule
 A_IP, B_IP = "10.77.0.10", "10.77.0.11"
 
 ALLOW_OUT = RulePlan("egress")
@@ -74,7 +75,7 @@ EXT_PLAN = NetworkPlan(
     subnets=(SubnetPlan("sub-ext", EXT_CIDR, "198.18.201.1", enable_dhcp=False),),
     ports=(PortPlan(RGW.port_id, RGW.mac, (RGW.ip,), kind="router"),))
 ROUTER_PLAN = RouterPlan(ROUTER, interfaces=(RIF,), gateway=RGW,
-                         floating=(FloatingPlan(FLOATING, A_IP),))
+                         floating=(FloatingPlan(FLOATING, A_IP), FloatingPlan(FLOATING_B, B_IP)))
 LISTEN = ("setsid sh -c 'while :; do echo SSH-{name} | nc -l -p 22; done' "
           "</dev/null >/dev/null 2>&1 &")
 
@@ -205,6 +206,11 @@ def test_floating_ip_reaches_the_guest_from_the_host(world: World) -> None:
     subprocess.run(["ping", "-c", "1", "-W", "3", FLOATING], check=True,
                    capture_output=True)
     assert "SSH-A" in _tcp_banner(FLOATING)
+    # B answers pings but has no rule for tcp/22: not reachable there
+    subprocess.run(["ping", "-c", "1", "-W", "3", FLOATING_B], check=True,
+                   capture_output=True)
+    with pytest.raises(OSError):
+        _tcp_banner(FLOATING_B, timeout=2.0)
     # the guest's own connections leave through its floating IP (SNAT); the host end of
     # the external network is the only thing it can reach outside
     _ok(world.a, "ping -c 1 -W 3 198.18.201.1")
@@ -280,7 +286,10 @@ def test_a_port_leaving_the_plan_loses_its_tap(world: World) -> None:
         assert "tapb0b0b0b0" not in links and "tapa0a0a0a0" in links
         assert "10.77.0.11" not in (world.conf_state / NET / "host").read_text()
     finally:
-        world.dp.apply_network(NET_PLAN)  # B's QEMU keeps a dead tap; fine for the rest
+        world.dp.apply_network(NET_PLAN)
+    # B's QEMU still holds the deleted tap: B is off the network until it is replugged
+    code, _ = world.b.sh(f"ping -c 1 -W 2 {A_IP}")
+    assert code != 0
 
 
 def test_remove_and_teardown_leave_nothing(world: World) -> None:

@@ -114,16 +114,43 @@ class Dnsmasq:
         _write(self.dir / "opts", opts_file(plan))
         argv = self.argv(plan)
         pid = self.pid()
+        stale = self._stale_leases(plan)
         if pid is not None:
             try:
                 same = self._cmdline(pid) == argv
             except OSError:
                 same = False
-            if same:
-                os.kill(pid, signal.SIGHUP)
+            if same and not stale:
+                os.kill(pid, signal.SIGHUP)  # re-reads the hosts and options files
                 return
             self.stop()
+        if stale:
+            self._drop_leases(stale)
         netns.exec_in(self.ns, argv)  # dnsmasq daemonizes once it has bound
+
+    def _stale_leases(self, plan: NetworkPlan) -> set[str]:
+        """Lease lines of addresses no longer given to that MAC: dnsmasq would refuse
+        the address to its new owner until they expire, and SIGHUP does not reload
+        leases, so they are dropped from the file with dnsmasq stopped."""
+        try:
+            lines = (self.dir / "leases").read_text().splitlines()
+        except OSError:
+            return set()
+        owner = {}
+        for line in hosts_file(plan).splitlines():
+            mac, ip = line.split(",")[:2]
+            owner[ip] = mac
+        stale = set()
+        for line in lines:
+            f = line.split()
+            if len(f) >= 3 and owner.get(f[2]) != f[1].lower():
+                stale.add(line)
+        return stale
+
+    def _drop_leases(self, stale: set[str]) -> None:
+        path = self.dir / "leases"
+        keep = [line for line in path.read_text().splitlines() if line not in stale]
+        _write(path, "".join(line + "\n" for line in keep))
 
     def stop(self) -> None:
         pid = self.pid()
