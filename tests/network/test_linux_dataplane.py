@@ -261,6 +261,27 @@ def test_apply_twice_changes_nothing(world: World) -> None:
     assert _snapshot(world.dp) == before
 
 
+def test_apply_repairs_what_went_missing(world: World) -> None:
+    dp = world.dp
+    ns = dp.network_ns(NET)
+    old_pid = dp._dnsmasq(NET).pid()
+    assert old_pid is not None
+    os.kill(old_pid, 9)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "strato"],
+                   check=True)
+    subprocess.run(["ip", "addr", "flush", "dev", dp.host_veth(EXT)], check=True)
+    subprocess.run(["ip", "-n", dp.router_ns(ROUTER), "addr", "del", f"{FLOATING}/32",
+                    "dev", "qg-" + RGW.port_id[:11]], check=True)
+    _apply_all(dp)
+    pid = dp._dnsmasq(NET).pid()
+    assert pid is not None and pid != old_pid
+    assert "egress_a0a0a0a0_00" in subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True,
+        text=True, check=True).stdout
+    assert "SSH-A" in _tcp_banner(FLOATING)
+    _ok(world.b, f"ping -c 1 -W 3 {A_IP}")
+
+
 def test_restart_keeps_running_guests_networking(world: World) -> None:
     pid = world.dp._dnsmasq(NET).pid()
     assert pid is not None

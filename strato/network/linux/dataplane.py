@@ -313,8 +313,8 @@ class LinuxDataplane:
                 ip("link", "del", link["ifname"], check=False)
         if self.state_path.is_dir():
             for d in self.state_path.iterdir():
-                if (d / "dnsmasq.pid").exists():
-                    self._dnsmasq(d.name).stop()
+                if d.is_dir() and any((d / f).exists() for f in ("dnsmasq.pid", "host")):
+                    self.remove_network(d.name)
 
 
 def _disable_ipv6(ns: str | None, dev: str) -> None:
