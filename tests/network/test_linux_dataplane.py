@@ -214,6 +214,11 @@ def test_floating_ip_reaches_the_guest_from_the_host(world: World) -> None:
     # the guest's own connections leave through its floating IP (SNAT); the host end of
     # the external network is the only thing it can reach outside
     _ok(world.a, "ping -c 1 -W 3 198.18.201.1")
+    # the external network passes only traffic for the host itself toward the host
+    ext_rules = subprocess.run(["ip", "netns", "exec", world.dp.network_ns(EXT), "nft",
+                                "list", "table", "bridge", "strato"], capture_output=True,
+                               text=True, check=True).stdout
+    assert f'oifname "sh-{EXT[:11]}" ip daddr 198.18.201.1 accept' in ext_rules
     # nothing routes beyond the external subnet
     out = subprocess.run(["ip", "netns", "exec", world.dp.router_ns(ROUTER), "ip",
                           "route"], capture_output=True, text=True, check=True).stdout

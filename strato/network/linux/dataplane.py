@@ -193,7 +193,8 @@ class LinuxDataplane:
             want.add(f"{s.dhcp_ip}/{net.prefixlen}")
         _sync_addresses(ns, BRIDGE, want)
         self._dnsmasq(plan.id).apply(plan)
-        _nft(ns, rules.network_ruleset(plan.ports))
+        host_ips = tuple(sorted(a.split("/")[0] for a in self._host_cidrs(plan)))
+        _nft(ns, rules.network_ruleset(plan.ports, sh if plan.external else None, host_ips))
 
     def _on_bridge(self, ns: str, dev: str, link: dict[str, Any], mtu: int, up: bool) -> None:
         if link.get("master") != BRIDGE:
@@ -203,13 +204,18 @@ class LinuxDataplane:
         if ("UP" in link.get("flags", ())) != up:
             ip("link", "set", dev, "up" if up else "down", ns=ns)
 
-    def _host_addresses(self, plan: NetworkPlan, dev: str) -> None:
+    @staticmethod
+    def _host_cidrs(plan: NetworkPlan) -> set[str]:
+        """The host end's addresses: each IPv4 external subnet's gateway."""
         want = set()
         for s in plan.subnets:
             net = ipaddress.ip_network(s.cidr, strict=False)
-            if s.gateway_ip and net.version == 4:
+            if plan.external and s.gateway_ip and net.version == 4:
                 want.add(f"{s.gateway_ip}/{net.prefixlen}")
-        _sync_addresses(None, dev, want)
+        return want
+
+    def _host_addresses(self, plan: NetworkPlan, dev: str) -> None:
+        _sync_addresses(None, dev, self._host_cidrs(plan))
         ip("link", "set", dev, "up")
 
     @_exclusive

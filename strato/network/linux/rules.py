@@ -67,8 +67,12 @@ def _port_ips(port: PortPlan) -> list[str]:
     return _v4(port.ips + tuple(ip for ip, _mac in port.allowed_pairs))
 
 
-def network_ruleset(ports: tuple[PortPlan, ...]) -> str:
-    """Anti-spoofing (bridge family) and security groups (inet family) of guest ports."""
+def network_ruleset(ports: tuple[PortPlan, ...], host_port: str | None = None,
+                    host_ips: tuple[str, ...] = ()) -> str:
+    """Anti-spoofing (bridge family) and security groups (inet family) of guest ports.
+
+    ``host_port`` (an external network's veth to the host) passes only ARP and IPv4 to
+    ``host_ips``: the host is an end, never a router out of the machine."""
     filtered = [p for p in ports if p.kind == "guest" and p.rules is not None]
     lines = [
         "table bridge strato", "delete table bridge strato",
@@ -94,6 +98,13 @@ def network_ruleset(ports: tuple[PortPlan, ...]) -> str:
                              f"arp saddr ip {_set(ips)} accept")
         lines.append("    drop")
         lines.append("  }")
+    if host_port:
+        lines += ["  chain forward {",
+                  "    type filter hook forward priority 0; policy accept;",
+                  f'    oifname "{host_port}" ether type arp accept']
+        if host_ips:
+            lines.append(f'    oifname "{host_port}" ip daddr {_set(list(host_ips))} accept')
+        lines += [f'    oifname "{host_port}" drop', "  }"]
     lines.append("}")
     guest_ips = sorted({ip_ for p in filtered for ip_ in _port_ips(p)})
     lines += [
