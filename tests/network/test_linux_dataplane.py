@@ -346,3 +346,54 @@ def test_probe_without_root_says_why(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                        text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert "UNAVAILABLE not running as root" in r.stdout, r.stderr
+
+
+def test_every_rule_shape_loads_and_ipv6_is_skipped(tmp_path: Path) -> None:
+    """Rules of every shape Neutron has go through nft in a real namespace; IPv6
+    subnets, addresses and rules are left out cleanly (no error, nothing half-done)."""
+    dp = _dataplane(tmp_path / "state")
+    rules = (
+        RulePlan("ingress", protocol="tcp", port_min=1000, port_max=2000,
+                 remote_cidrs=("192.0.2.0/24", "198.51.100.7/32")),
+        RulePlan("ingress", protocol="udp"),
+        RulePlan("ingress", protocol="icmp", port_min=3, port_max=4),
+        RulePlan("ingress", protocol="47"),
+        RulePlan("egress", protocol="udp", port_min=53, port_max=53),
+        RulePlan("egress", protocol="tcp", port_max=443),
+        RulePlan("ingress", ethertype="IPv6", protocol="icmpv6"),
+        RulePlan("ingress", protocol="tcp", remote_cidrs=("2001:db8::/64",)),
+        RulePlan("ingress", protocol="no-such-protocol"),
+    )
+    port = PortPlan("e0e0e0e0-0000-4000-8000-00000000000e", "fa:16:3e:77:00:0e",
+                    ("10.78.0.5", "2001:db8::5"), rules=rules,
+                    allowed_pairs=(("10.78.0.128/25", "fa:16:3e:77:00:ee"),
+                                   ("10.78.0.6", "")))
+    open_port = PortPlan("f0f0f0f0-0000-4000-8000-00000000000f", "fa:16:3e:77:00:0f",
+                         ("10.78.0.7",), rules=None)
+    plan = NetworkPlan("5e1f0000-aaaa-4bbb-8ccc-000000000078", subnets=(
+        SubnetPlan("v4", "10.78.0.0/24", None, dhcp_ip="10.78.0.2",
+                   host_routes=(("10.79.0.0/16", "10.78.0.254"),)),
+        SubnetPlan("v6", "2001:db8::/64", "2001:db8::1", dhcp_ip="2001:db8::2")),
+        ports=(port, open_port))
+    try:
+        dp.apply_network(plan)
+        ns = dp.network_ns(plan.id)
+        text = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "tcp dport 1000-2000 accept" in text
+        assert "icmp type destination-unreachable icmp code frag-needed accept" in text
+        assert "meta l4proto gre accept" in text
+        assert "udp dport 53 return" in text and "tcp dport 443 return" in text
+        assert "ether saddr fa:16:3e:77:00:ee ip saddr 10.78.0.128/25 accept" in text
+        assert "2001:db8" not in text and "tapf0f0f0f0" not in text
+        opts = (tmp_path / "state" / plan.id / "opts").read_text()
+        assert "option:router\n" in opts  # no gateway: no default route offered
+        assert "classless-static-route,169.254.169.254/32,10.78.0.2,10.79.0.0/16," \
+               "10.78.0.254\n" in opts
+        addrs = subprocess.run(["ip", "-n", ns, "-br", "addr", "show", "br0"],
+                               capture_output=True, text=True, check=True).stdout
+        assert "10.78.0.2/24" in addrs and "2001:db8" not in addrs
+        assert len(dnsmasqs(tmp_path / "state")) == 1
+    finally:
+        dp.teardown()
+    assert namespaces(dp.tag) == [] and dnsmasqs(tmp_path / "state") == []
