@@ -12,6 +12,7 @@ import fcntl
 import functools
 import hashlib
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -36,6 +37,7 @@ from . import netns, rules
 from .dnsmasq import Dnsmasq, dhcp_subnets
 from .netns import CommandError, ip, ip_json
 
+LOG = logging.getLogger(__name__)
 BRIDGE = "br0"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,7 +139,8 @@ class LinuxDataplane:
     def _ensure_network_base(self, network_id: str, mtu: int | None) -> str:
         """The namespace and its bridge (created if missing); returns the namespace."""
         ns = self.network_ns(network_id)
-        netns.create(ns)
+        if netns.create(ns):
+            LOG.info("network %s: namespace %s created", network_id, ns)
         links = {link["ifname"]: link for link in ip_json("link", "show", ns=ns)}
         if BRIDGE not in links:  # created whole: nf_call_iptables is never missing
             ip("link", "add", BRIDGE, "address", _mac_for(ns), "type", "bridge",
@@ -229,13 +232,15 @@ class LinuxDataplane:
                 if link["ifname"] != "lo":
                     ip("link", "del", link["ifname"], ns=ns, check=False)
             netns.delete(ns)
+            LOG.info("network %s: namespace %s removed", network_id, ns)
         shutil.rmtree(self.state_path / network_id, ignore_errors=True)
 
     # ------------------------------------------------------------------ routers
     @_exclusive
     def apply_router(self, plan: RouterPlan) -> None:
         ns = self.router_ns(plan.id)
-        netns.create(ns)
+        if netns.create(ns):
+            LOG.info("router %s: namespace %s created", plan.id, ns)
         netns.exec_in(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         links = {link["ifname"]: link for link in ip_json("addr", "show", ns=ns)}
         want: dict[str, tuple[Any, str]] = {}
@@ -278,6 +283,7 @@ class LinuxDataplane:
                 if link["ifname"] != "lo":  # takes the peer in the network's namespace
                     ip("link", "del", link["ifname"], ns=ns, check=False)
             netns.delete(ns)
+            LOG.info("router %s: namespace %s removed", router_id, ns)
 
     # ------------------------------------------------------------------ handles
     def open_tap(self, network_id: str, port_id: str) -> int:
@@ -313,6 +319,10 @@ class LinuxDataplane:
             self.remove_router(router_id)
         for network_id in owned.networks:
             self.remove_network(network_id)
+        # a probe's scratch namespace left by a crash
+        for name in netns.list_namespaces():
+            if name.startswith(f"sp-{self.tag}-"):
+                netns.delete(name)
         # host veths whose namespace is already gone, and dnsmasqs left by a crash
         for link in ip_json("link", "show"):
             if link["ifname"].startswith(f"sx{self.tag[:6]}"):

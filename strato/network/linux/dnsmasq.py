@@ -8,6 +8,7 @@ running one is adopted through its pid file and ``/proc/<pid>/cmdline``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from ..dataplane import METADATA_ADDR, NetworkPlan, SubnetPlan
 from . import netns
+
+LOG = logging.getLogger(__name__)
 
 
 def dhcp_subnets(plan: NetworkPlan) -> list[SubnetPlan]:
@@ -127,6 +130,7 @@ class Dnsmasq:
         if stale:
             self._drop_leases(stale)
         netns.exec_in(self.ns, argv)  # dnsmasq daemonizes once it has bound
+        LOG.info("dnsmasq started in %s (pid %s)", self.ns, self.pid())
 
     def _stale_leases(self, plan: NetworkPlan) -> set[str]:
         """Lease lines of addresses no longer given to that MAC: dnsmasq would refuse
