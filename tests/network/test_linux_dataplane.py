@@ -45,12 +45,13 @@ if os.geteuid() != 0:  # pragma: no cover - CI runs as root
     pytest.skip("the Linux data plane needs root", allow_module_level=True)
 
 NET = "5e1f0000-aaaa-4bbb-8ccc-000000000001"
+NET2 = "5e1f0000-aaaa-4bbb-8ccc-000000000002"
 EXT = "5e1f0000-aaaa-4bbb-8ccc-0000000000e1"
 ROUTER = "5e1f0000-aaaa-4bbb-8ccc-0000000000f1"
 EXT_CIDR = "198.18.201.0/24"
 FLOATING = "198.18.201.20"
 FLOATING_B = "198.18.201.21"  # B: no tcp/22 rule
-A_IP, B_IP = "10.77.0.10", "10.77.0.11"
+A_IP, B_IP, C_IP = "10.77.0.10", "10.77.0.11", "10.77.1.10"
 
 ALLOW_OUT = RulePlan("egress")
 A_RULES = (ALLOW_OUT, RulePlan("ingress", protocol="tcp", port_min=22, port_max=22),
@@ -60,6 +61,10 @@ PORT_A = PortPlan("a0a0a0a0-0000-4000-8000-00000000000a", "fa:16:3e:77:00:0a", (
                   rules=A_RULES, hostname="guest-a")
 PORT_B = PortPlan("b0b0b0b0-0000-4000-8000-00000000000b", "fa:16:3e:77:00:0b", (B_IP,),
                   rules=B_RULES, hostname="guest-b")
+PORT_C = PortPlan("c1c1c1c1-0000-4000-8000-0000000000c1", "fa:16:3e:77:01:0c", (C_IP,),
+                  rules=B_RULES, hostname="guest-c")
+RIF2 = RouterInterfacePlan("c2c2c2c2-0000-4000-8000-0000000000c2", NET2, "10.77.1.1",
+                           "10.77.1.0/24", "fa:16:3e:77:01:01")
 RIF = RouterInterfacePlan("c0c0c0c0-0000-4000-8000-00000000000c", NET, "10.77.0.1",
                           "10.77.0.0/24", "fa:16:3e:77:00:01")
 RGW = RouterInterfacePlan("d0d0d0d0-0000-4000-8000-00000000000d", EXT, "198.18.201.10",
@@ -70,11 +75,15 @@ NET_PLAN = NetworkPlan(
                              dns_nameservers=("10.77.0.53",)),),
     ports=(PORT_A, PORT_B, PortPlan(RIF.port_id, RIF.mac, (RIF.ip,), kind="router")),
     lease_seconds=600)
+NET2_PLAN = NetworkPlan(
+    NET2, subnets=(SubnetPlan("sub-77-1", "10.77.1.0/24", "10.77.1.1",
+                              dhcp_ip="10.77.1.2"),),
+    ports=(PORT_C, PortPlan(RIF2.port_id, RIF2.mac, (RIF2.ip,), kind="router")))
 EXT_PLAN = NetworkPlan(
     EXT, external=True,
     subnets=(SubnetPlan("sub-ext", EXT_CIDR, "198.18.201.1", enable_dhcp=False),),
     ports=(PortPlan(RGW.port_id, RGW.mac, (RGW.ip,), kind="router"),))
-ROUTER_PLAN = RouterPlan(ROUTER, interfaces=(RIF,), gateway=RGW,
+ROUTER_PLAN = RouterPlan(ROUTER, interfaces=(RIF, RIF2), gateway=RGW,
                          floating=(FloatingPlan(FLOATING, A_IP), FloatingPlan(FLOATING_B, B_IP)))
 LISTEN = ("setsid sh -c 'while :; do echo SSH-{name} | nc -l -p 22; done' "
           "</dev/null >/dev/null 2>&1 &")
@@ -86,6 +95,7 @@ class World:
     conf_state: Path
     a: TapGuest
     b: TapGuest
+    c: TapGuest  # on the second network, behind the router, no floating IP
     host_rules: str
 
 
@@ -95,6 +105,7 @@ def _dataplane(state: Path) -> LinuxDataplane:
 
 def _apply_all(dp: LinuxDataplane, router: RouterPlan = ROUTER_PLAN) -> None:
     dp.apply_network(NET_PLAN)
+    dp.apply_network(NET2_PLAN)
     dp.apply_network(EXT_PLAN)
     dp.apply_router(router)
 
@@ -110,13 +121,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     guests: list[TapGuest] = []
     try:
         _apply_all(dp)
-        for port, name in ((PORT_A, "A"), (PORT_B, "B")):
-            guests.append(start_guest(guest, base, name, dp.open_tap(NET, port.id),
+        for net, port, name in ((NET, PORT_A, "A"), (NET, PORT_B, "B"),
+                                (NET2, PORT_C, "C")):
+            guests.append(start_guest(guest, base, name, dp.open_tap(net, port.id),
                                       port.mac))
         for g in guests:
             wait_agent(g)
             g.wait_console("STRATO-NET-UP eth0", 90)
-        yield World(dp, state, guests[0], guests[1], rules_before)
+        yield World(dp, state, guests[0], guests[1], guests[2], rules_before)
     finally:
         for g in guests:
             g.stop()
@@ -144,7 +156,8 @@ def _tcp_banner(addr: str, timeout: float = 3.0) -> str:
 def _snapshot(dp: LinuxDataplane) -> dict[str, object]:
     """What an apply may change: devices (by ifindex), addresses, rules, dnsmasq's pid."""
     out: dict[str, object] = {}
-    for ns in (dp.network_ns(NET), dp.network_ns(EXT), dp.router_ns(ROUTER)):
+    for ns in (dp.network_ns(NET), dp.network_ns(NET2), dp.network_ns(EXT),
+               dp.router_ns(ROUTER)):
         links = json.loads(subprocess.run(["ip", "-j", "-n", ns, "addr"], check=True,
                                           capture_output=True, text=True).stdout)
         out[ns] = sorted((x["ifindex"], x["ifname"], x.get("master"), x["operstate"],
@@ -161,10 +174,10 @@ def _snapshot(dp: LinuxDataplane) -> dict[str, object]:
 def test_probe_and_owned(world: World) -> None:
     world.dp.probe()  # again, with networks up: the scratch namespace is its own
     owned = world.dp.owned()
-    assert owned.networks == {NET, EXT} and owned.routers == {ROUTER}
+    assert owned.networks == {NET, NET2, EXT} and owned.routers == {ROUTER}
     assert world.dp.host_veth(EXT) in host_links("sx")
     assert world.dp._dnsmasq(EXT).pid() is None  # no DHCP subnet, no dnsmasq
-    assert len(dnsmasqs(world.conf_state)) == 1
+    assert len(dnsmasqs(world.conf_state)) == 2
 
 
 def test_dhcp_gives_the_planned_address_and_routes(world: World) -> None:
@@ -223,6 +236,36 @@ def test_floating_ip_reaches_the_guest_from_the_host(world: World) -> None:
     out = subprocess.run(["ip", "netns", "exec", world.dp.router_ns(ROUTER), "ip",
                           "route"], capture_output=True, text=True, check=True).stdout
     assert "default" not in out
+
+
+def _peer_seen_by_host(g: TapGuest) -> str:
+    """The source address a connection from guest ``g`` to the host arrives with."""
+    with socket.socket() as srv:
+        srv.bind(("198.18.201.1", 0))
+        srv.listen(1)
+        srv.settimeout(15)
+        port = srv.getsockname()[1]
+        got: list[str] = []
+
+        def accept() -> None:
+            conn, peer = srv.accept()
+            got.append(peer[0])
+            conn.close()
+
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        g.sh(f"echo hi | nc -w 3 198.18.201.1 {port}")
+        t.join(15)
+    assert got, f"{g.name} did not reach the host"
+    return got[0]
+
+
+def test_routing_between_networks_and_snat(world: World) -> None:
+    _ok(world.c, f"ping -c 2 -W 3 {A_IP}")  # through the router, A allows ICMP in
+    assert "SSH-A" in _ok(world.c, f"echo hi | nc -w 3 {A_IP} 22")
+    # leaving by the gateway: C (no floating IP) as the router's address, A as its own
+    assert _peer_seen_by_host(world.c) == RGW.ip
+    assert _peer_seen_by_host(world.a) == FLOATING
 
 
 def test_removing_the_floating_ip_cuts_access(world: World) -> None:
