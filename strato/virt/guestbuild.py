@@ -4,7 +4,9 @@ The guest is Debian's kernel booted directly by QEMU (uncompressed ``vmlinux``, 
 an initramfs with busybox, a handful of virtio/ext4 modules and ``qemu-ga``, and a
 64 MiB raw ext4 root disk.  Its ``/init`` (see ``guestscripts.INIT``) mounts the disk
 at ``/mnt/root``, bumps ``/bootcount`` there, starts the guest agent, prints
-``STRATO-GUEST-READY bootcount=N`` on the serial console and stays up; it powers off
+``STRATO-GUEST-READY bootcount=N`` on the serial console and stays up (meanwhile the
+first NIC asks for an address by DHCP -- option 121 routes included -- and
+``STRATO-NET-UP eth0 <ip>/<len>`` is printed once it has one); it powers off
 on the ACPI power button and reboots/halts on ``guest-shutdown``.  A getty on the
 serial port lets root log in with the password :data:`ROOT_PASSWORD` -- a test image
 with a known password, never one to expose.
@@ -292,6 +294,7 @@ def _initramfs(dest: Path, kroot: Path, version: str, cache: Path) -> None:
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.symlink("bin/sh", "busybox")
     cpio.file("sbin/shutdown", guestscripts.SHUTDOWN.encode(), 0o755)
+    cpio.file("etc/udhcpc.sh", guestscripts.UDHCPC.encode(), 0o755)
     _login_files(cpio)
     mods: list[str] = []
     for path in _module_files(kroot, version):

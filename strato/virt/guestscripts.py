@@ -45,6 +45,22 @@ trap '' INT HUP
 
 while read -r mod; do insmod "$mod" 2>/dev/null; done </etc/strato-modules
 
+# The first NIC by DHCP (a strato network's dnsmasq, or QEMU user-mode's), in the
+# background so a guest without a NIC or a DHCP server boots just as fast; udhcpc
+# keeps running to renew, its chatter goes to /run/udhcpc.log, the script says
+# STRATO-NET-UP on the console once the address is set.
+net_up() {
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -e /sys/class/net/eth0 ] || return
+    ip link set lo up
+    ip link set eth0 up
+    exec udhcpc -i eth0 -f -n -t 20 -T 3 -O staticroutes -O mtu -s /etc/udhcpc.sh \
+        >/run/udhcpc.log 2>&1
+}
+ip link set lo up 2>/dev/null
+net_up &
+
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 if mount -t ext4 /dev/vda /mnt/root; then
@@ -147,4 +163,41 @@ for a in "$@"; do
     esac
 done
 kill -"$sig" 1
+"""
+
+UDHCPC = r"""#!/bin/sh
+# udhcpc's script in the strato test guest: address, routes (option 121 when given,
+# which RFC 3442 says replaces the router option), resolv.conf.
+event=$1
+case "$event" in
+    deconfig)
+        ip -4 addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/$mask "; then
+            ip -4 addr flush dev "$interface"
+            ip addr add "$ip/$mask" dev "$interface"
+        fi
+        [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+        if [ -n "$staticroutes" ]; then
+            set -- $staticroutes
+            while [ $# -ge 2 ]; do
+                ip route replace "$1" via "$2" dev "$interface"
+                shift 2
+            done
+        elif [ -n "$router" ]; then
+            for r in $router; do
+                ip route replace default via "$r" dev "$interface"
+                break
+            done
+        fi
+        {
+            [ -n "$domain" ] && echo "search $domain"
+            for d in $dns; do echo "nameserver $d"; done
+        } >/etc/resolv.conf
+        [ "$event" = bound ] && echo "STRATO-NET-UP $interface $ip/$mask" >/dev/console
+        ;;
+esac
+exit 0
 """
