@@ -9,9 +9,8 @@ Layout of the root bus (``pci.0`` on ``pc``, ``pcie.0`` on ``q35``): 2 NIC (the
 user-mode one, or the first port's), 3 virtio-serial, disks and further NICs from 4
 (``nic`` placements, recorded like the disks'); controllers at fixed high slots; on
 q35 the root ports sit at 0x10-0x13 and 0x1f is the ICH9 LPC/SATA function.  ``pc``
-has PIIX IDE built
-in (2 buses x 2 units); q35 has no IDE, so ``ide`` and ``sata`` both go to its
-built-in AHCI (``ide.0``-``ide.5``).  Hot-plug works for virtio (pc: a free slot,
+has PIIX IDE built in (2 buses x 2 units); q35 has no IDE, so ``ide`` and ``sata``
+both go to its built-in AHCI (``ide.0``-``ide.5``).  Hot-plug works for virtio (pc: a free slot,
 q35: a free root port) and scsi; IDE, SATA and USB disks are cold-plugged only.
 """
 
