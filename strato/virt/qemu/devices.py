@@ -134,7 +134,13 @@ def spec_devices(spec: GuestSpec) -> list[tuple[str, str]]:
     """(device id, bus) of every disk and CD-ROM, in boot order, then every NIC (bus
     ``nic``: virtio-net on the root bus or a root port)."""
     return [(d.device_id, d.bus) for d in spec.disks] + [
-        (c.device_id, c.bus) for c in spec.cdroms] + [(n.device_id, "nic") for n in spec.nics]
+        (c.device_id, c.bus) for c in spec.cdroms] + [(n.device_id, nic_bus(spec))
+                                                       for n in spec.nics]
+
+
+def nic_bus(spec: GuestSpec) -> str:
+    """``nic`` (slot 2 first) unless the user-mode NIC has slot 2: then any virtio slot."""
+    return "virtio" if spec.user_nic else "nic"
 
 
 def hotplug_placement(state: dict[str, Any], machine: str, scsi_model: str, device_id: str,

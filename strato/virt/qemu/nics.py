@@ -40,7 +40,7 @@ def attach(drv: QemuDriver, uuid: str, nic: NicSpec) -> None:
         if drv.open_tap is None:
             raise VirtError("this driver cannot open taps")
         place = devices.hotplug_placement(
-            state, spec.machine, spec.scsi_model, nic.device_id, "nic",
+            state, spec.machine, spec.scsi_model, nic.device_id, devices.nic_bus(spec),
             dict(devices.spec_devices(spec)))
         dev = devices.nic_device(nic, place, spec.machine)
         fd = drv.open_tap(nic)

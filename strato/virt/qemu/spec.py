@@ -234,6 +234,11 @@ class GuestSpec:
     def with_disks(self, disks: list[DiskSpec] | tuple[DiskSpec, ...]) -> GuestSpec:
         return dataclasses.replace(self, disks=tuple(disks))
 
+    @property
+    def user_nic(self) -> bool:
+        """The extra arguments carry QEMU's user-mode NIC (at slot 2)."""
+        return any(a.startswith("user,") for a in self.extra_args)
+
     def nic(self, port_id: str) -> NicSpec | None:
         return next((n for n in self.nics if n.port_id == port_id), None)
 
