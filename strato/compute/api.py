@@ -288,7 +288,7 @@ class ComputeAPI:
             access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
-            mac=None if requests else mac_of(instance_id),
+            mac="" if requests else mac_of(instance_id),
             reservation_id=f"r-{uuid.uuid4().hex[:8]}",
             created_at=now(), launch_index=0, config_drive=guest.config_drive,
             hostname=guest.hostname,
