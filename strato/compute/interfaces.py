@@ -93,10 +93,31 @@ class ServerNetworks:
             "rules": list(g.get("rules", []))} for g in groups]}
 
     # ------------------------------------------------------------ os-interface
-    def _attachments(self, inst: Any, version: Version) -> list[dict[str, Any]]:
+    def _attachments(self, ctx: RequestContext, inst: Any,
+                     version: Version) -> list[dict[str, Any]]:
+        """Nova's interfaceAttachment views: from the network service's port views when
+        it has them (``show_port``), else from the instance's ``network_data``."""
         net = self.api.network
         if net is None:
             return []
+        show = getattr(net, "show_port", None)
+        if show is not None:
+            out = []
+            for nic in net.instance_nics(inst.id):
+                try:
+                    port = show(ctx, nic.port_id)
+                except NotFound:
+                    continue
+                view: dict[str, Any] = {
+                    "port_state": port.get("status", "DOWN"),
+                    "fixed_ips": [{"subnet_id": f.get("subnet_id", ""),
+                                   "ip_address": f.get("ip_address", "")}
+                                  for f in port.get("fixed_ips", [])],
+                    "port_id": nic.port_id, "net_id": nic.network_id, "mac_addr": nic.mac}
+                if version >= (2, 70):
+                    view["tag"] = None
+                out.append(view)
+            return out
         nics = net.instance_nics(inst.id)
         data = net.network_data(inst.id) if nics else {}
         links = {lk.get("vif_id"): lk.get("id") for lk in data.get("links", [])}
@@ -119,12 +140,12 @@ class ServerNetworks:
     def list_interfaces(self, ctx: RequestContext, server_id: str,
                         version: Version) -> dict[str, Any]:
         inst = self._server(ctx, server_id, "os-attach-interfaces:list")
-        return {"interfaceAttachments": self._attachments(inst, version)}
+        return {"interfaceAttachments": self._attachments(ctx, inst, version)}
 
     def show_interface(self, ctx: RequestContext, server_id: str, port_id: str,
                        version: Version) -> dict[str, Any]:
         inst = self._server(ctx, server_id, "os-attach-interfaces:show")
-        for a in self._attachments(inst, version):
+        for a in self._attachments(ctx, inst, version):
             if a["port_id"] == port_id:
                 return {"interfaceAttachment": a}
         raise NotFound(f"Port {port_id} is not attached")
@@ -196,7 +217,7 @@ class ServerNetworks:
         view: dict[str, Any] = {"port_state": "DOWN", "fixed_ips": [], "port_id": new_port,
                                 "net_id": nic.network_id if nic else request.network_id,
                                 "mac_addr": nic.mac if nic else ""}
-        for a in self._attachments(inst, version):
+        for a in self._attachments(ctx, inst, version):
             if a["port_id"] == new_port:
                 view = {**a, "port_state": "DOWN"}
         if version >= (2, 70):
