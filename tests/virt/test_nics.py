@@ -7,6 +7,7 @@ here sends a packet anywhere."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import fcntl
 import os
 import struct
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from strato.compute import guestnet
 from strato.storage import Engine
 from strato.virt.guestbuild import GuestFiles
 from strato.virt.qemu import NicSpec, QemuDriver, storage_resolver
@@ -84,13 +86,18 @@ def nic_driver(tmp_path: Path, store: Engine, netns: str) -> Iterator[QemuDriver
 
 
 def _pci_nics(drv: QemuDriver, uuid: str) -> dict[str, int]:
-    """qdev id -> slot of every virtio-net function on the root bus."""
-    out = {}
-    for bus in drv.qmp(uuid, "query-pci"):
-        for dev in bus["devices"]:
-            if dev.get("qdev_id", "").startswith("nic-"):
+    """qdev id -> slot of every port NIC (behind a root port too: slot 0 there)."""
+    out: dict[str, int] = {}
+
+    def walk(devices: list[dict]) -> None:
+        for dev in devices:
+            if dev.get("qdev_id", "").startswith(("nic-", "net")):
                 out[dev["qdev_id"]] = dev["slot"]
-    return out
+            walk((dev.get("pci_bridge") or {}).get("devices") or [])
+
+    for bus in drv.qmp(uuid, "query-pci"):
+        walk(bus["devices"])
+    return {k: v for k, v in out.items() if k.startswith("nic-")}
 
 
 def _info_network(drv: QemuDriver, uuid: str) -> str:
@@ -156,3 +163,35 @@ def test_spawn_without_open_tap_refuses(tmp_path: Path, guest: GuestFiles,
         drv.spawn(spec)
     assert drv.pid(spec.uuid) is None
     drv.destroy(spec.uuid)
+
+
+def test_q35_beside_the_user_mode_nic(nic_driver: QemuDriver, guest: GuestFiles,
+                                      store: Engine, netns: str) -> None:
+    """A guest that has the user-mode NIC (slot 2) and gets ports (interface attach on
+    such a guest): its port NICs take other slots; on q35 a hot-plugged one goes to a
+    free PCIe root port, and keeps it across a restart."""
+    drv = nic_driver
+    nic_a = NicSpec(str(uuidlib.uuid4()), "net-1", "fa:16:3e:00:00:1a", "tapnica")
+    nic_b = NicSpec(str(uuidlib.uuid4()), "net-1", "fa:16:3e:00:00:1b", "tapnicb")
+    base = make_spec(guest, store)
+    user = guestnet.netdev_args("fa:16:3e:00:00:99", drv.paths(base.uuid).dir)
+    spec = dataclasses.replace(base, machine="q35", extra_args=user).with_nics([nic_a])
+    drv.spawn(spec)
+    uuid = spec.uuid
+    wait_ready(drv, uuid)
+    slots = _pci_nics(drv, uuid)
+    assert set(slots) == {nic_a.device_id} and slots[nic_a.device_id] != 2
+    drv.attach_nic(uuid, nic_b)
+    assert set(_pci_nics(drv, uuid)) == {nic_a.device_id, nic_b.device_id}
+    port = drv._state(uuid)["ports"][nic_b.device_id]
+    info = _info_network(drv, uuid)
+    assert all(m in info for m in ("fa:16:3e:00:00:1a", "fa:16:3e:00:00:1b",
+                                   "fa:16:3e:00:00:99"))
+    drv.stop(uuid, timeout=0)
+    drv.start(uuid)
+    wait_ready(drv, uuid, boots=2)
+    assert drv._state(uuid)["ports"][nic_b.device_id] == port
+    assert set(_pci_nics(drv, uuid)) == {nic_a.device_id, nic_b.device_id}
+    drv.detach_nic(uuid, nic_b.port_id, timeout=60)
+    assert set(_pci_nics(drv, uuid)) == {nic_a.device_id}
+    drv.destroy(uuid)
