@@ -45,9 +45,15 @@ def spec_of(nic: Any) -> NicSpec:
 
 
 def plug_all(services: Any, instance_id: str) -> tuple[NicSpec, ...]:
-    """Plug (idempotent) every port bound to the instance, in NIC order, here."""
+    """Plug (idempotent) every port bound to the instance, in NIC order, here.  A guest
+    with ports on a host whose data plane is not usable fails (never a guest without
+    the NICs its ports promise)."""
     net = network_of(services)
     if net is None:
+        known = getattr(services, "network", None)
+        if known is not None and known.instance_nics(instance_id):
+            raise RuntimeError("the instance has network ports but networking is not "
+                               f"available on this host: {known.disabled_reason}")
         return ()
     return tuple(spec_of(net.plug(n.port_id)) for n in net.instance_nics(instance_id))
 
