@@ -27,6 +27,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -178,7 +179,7 @@ class QemuDriver:
                 if self.open_tap is None:
                     raise VirtError(f"instance {spec.uuid} has NICs on ports but this "
                                     "driver cannot open taps")
-                fds[nic.port_id] = self.open_tap(nic)
+                fds[nic.port_id] = self.tap_fd(nic)
             argv = process.build_command(spec, paths, places, incoming=incoming,
                                          nic_fds=fds)
             pid = process.spawn(argv, paths, pass_fds=tuple(fds.values()))
@@ -187,6 +188,21 @@ class QemuDriver:
                 os.close(fd)
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)
         return pid
+
+    def tap_fd(self, nic: NicSpec, timeout: float = 10.0) -> int:
+        """A new fd of ``nic``'s tap.  EBUSY is retried: a QEMU just killed may still
+        hold the tap for a moment (its leader is a zombie while other threads exit)."""
+        if self.open_tap is None:
+            raise VirtError(f"cannot open the tap of port {nic.port_id}: this driver "
+                            "cannot open taps")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.open_tap(nic)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def start(self, uuid: str, spec: GuestSpec | None = None) -> int:
         """Start a shut-down instance from its stored spec, or from ``spec`` (which then

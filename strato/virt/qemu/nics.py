@@ -43,7 +43,7 @@ def attach(drv: QemuDriver, uuid: str, nic: NicSpec) -> None:
             state, spec.machine, spec.scsi_model, nic.device_id, devices.nic_bus(spec),
             dict(devices.spec_devices(spec)))
         dev = devices.nic_device(nic, place, spec.machine)
-        fd = drv.open_tap(nic)
+        fd = drv.tap_fd(nic)
         try:
             with drv.monitor(uuid) as mon:
                 mon.send_fd(fd, nic.netdev_id)
