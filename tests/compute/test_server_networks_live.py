@@ -60,17 +60,58 @@ def _macs(drv: QemuDriver, sid: str) -> str:
         return ga.sh("cat /sys/class/net/*/address").stdout.decode()
 
 
+def test_cli_flows(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``server create --network --security-group``, ``server add/remove security
+    group``, ``server add/remove network`` with the real ``openstack`` client."""
+    tmp = tmp_path_factory.mktemp("cl")
+    try:
+        with guest_server(tmp, {"network": {"dataplane": "linux",
+                                            "dataplane_id": "ccli"}}) as srv:
+            o = srv.openstack_json
+            for name, cidr in (("n1", "10.7.0.0/24"), ("n2", "10.6.0.0/24")):
+                o("network", "create", name)
+                o("subnet", "create", "--network", name, "--subnet-range", cidr, f"s-{name}")
+            o("security", "group", "create", "web")
+            s: Any = o("server", "create", "--flavor", "m1.tiny", "--image", "strato-guest",
+                       "--network", "n1", "--security-group", "web", "--wait", "c1")
+            sid = s["id"]
+            assert s["security_groups"] == [{"name": "web"}]
+            assert s["addresses"] == {"n1": ["10.7.0.3"]}
+            drv = QemuDriver(srv.state / "instances")
+            assert "STRATO-NET-UP eth0 10.7.0.3/24" in wait_console(drv, sid, "STRATO-NET-UP")
+            srv.openstack("server", "add", "security", "group", sid, "default")
+            srv.openstack("server", "remove", "security", "group", sid, "web")
+            assert o("server", "show", sid)["security_groups"] == [  # type: ignore[index]
+                {"name": "default"}]
+            srv.openstack("server", "add", "network", sid, "n2")
+            _until("on n2", lambda: "n2" in o("server", "show", sid)["addresses"])  # type: ignore[index]
+            mac = next(p["MAC Address"] for p in o("port", "list", "--server", sid)  # type: ignore[union-attr]
+                       if "10.6.0." in str(p["Fixed IP Addresses"]))
+            _until("hot-plugged", lambda: mac in _macs(drv, sid))
+            srv.openstack("server", "remove", "network", sid, "n2")
+            _until("off n2", lambda: "n2" not in o("server", "show", sid)["addresses"])  # type: ignore[index]
+            _until("unplugged", lambda: mac not in _macs(drv, sid))
+            srv.openstack("server", "delete", "--wait", sid)
+            assert o("port", "list", "--device-owner", "compute:nova") == []
+    finally:
+        _teardown(tmp)
+
+
+def _teardown(root: Path) -> None:
+    from strato.network.linux import LinuxDataplane
+
+    from strato.config import load
+
+    if (root / "strato.conf").exists():
+        LinuxDataplane(load(root / "strato.conf")).teardown()
+
+
 def test_guests_on_a_network(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp_path = tmp_path_factory.mktemp("cn")  # short: the guests' socket paths
     try:
         _guests_on_a_network(tmp_path)
     finally:
-        from strato.network.linux import LinuxDataplane
-
-        from strato.config import load
-
-        if (tmp_path / "strato.conf").exists():
-            LinuxDataplane(load(tmp_path / "strato.conf")).teardown()
+        _teardown(tmp_path)
 
 
 def _guests_on_a_network(tmp_path: Path) -> None:
@@ -125,6 +166,14 @@ def _guests_on_a_network(tmp_path: Path) -> None:
                    json={"reboot": {"type": "HARD"}})
         assert r.status_code == 202
         _until("up again", lambda: drv.console_output(sid).count("STRATO-NET-UP") >= 2, 120)
+
+        # a strato restart leaves running guests' networking as it was (QEMU keeps its
+        # tap fds; the network service re-applies the host's networks)
+        srv.stop()
+        srv.start()
+        c = srv.client(srv.token())
+        with drv.agent(sid2) as ga:
+            assert ga.sh(f"ping -c 2 -W 2 {addr}").exitcode == 0
 
         for x in ids:
             assert c.delete(f"/compute/v2.1/servers/{x}", headers=H).status_code == 204
