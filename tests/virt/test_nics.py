@@ -136,6 +136,12 @@ def test_nics_cold_hot_and_across_restart(nic_driver: QemuDriver, guest: GuestFi
     info = _info_network(drv, uuid)
     assert "fa:16:3e:00:00:0a" in info and "fa:16:3e:00:00:0b" in info
 
+    # suspend and resume: the restored QEMU gets both taps again (``-incoming``)
+    drv.suspend(uuid)
+    drv.resume(uuid)
+    assert _pci_nics(drv, uuid) == nics
+    assert "fa:16:3e:00:00:0b" in guest_sh(drv, uuid, "cat /sys/class/net/*/address")
+
     drv.detach_nic(uuid, port_b, timeout=60)
     assert set(_pci_nics(drv, uuid)) == {nic_a.device_id}
     assert nic_b.netdev_id not in _info_network(drv, uuid)
