@@ -374,13 +374,15 @@ class Config:
 
 
 def _expand(section: str, raw: dict[str, dict[str, str]], text: str, seen: tuple = ()) -> str:
+    """``seen`` holds the (section, option) pairs being expanded: an option naming its
+    own name (``[network] state_path = $state_path/network``) means DEFAULT's."""
     def sub(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
-        if name in seen:
-            raise ConfigError(f"option reference loop through ${name}")
         for sec in (section, "DEFAULT"):
-            if name in raw.get(sec, {}):
-                return _expand(sec, raw, raw[sec][name], (*seen, name))
+            if name in raw.get(sec, {}) and (sec, name) not in seen:
+                return _expand(sec, raw, raw[sec][name], (*seen, (sec, name)))
+        if any(n == name for _s, n in seen):
+            raise ConfigError(f"option reference loop through ${name}")
         raise ConfigError(f"[{section}] refers to unknown option ${name}")
 
     return _REF.sub(sub, text)
@@ -418,7 +420,8 @@ def load(path: str | Path | None = None, overrides: Iterable[tuple[str, str, str
     conf = Config(source=Path(path) if path else None)
     parsed: dict[str, dict[str, Any]] = {}
     for opt in OPTIONS:
-        text = _expand(opt.section, raw, raw[opt.section][opt.name])
+        text = _expand(opt.section, raw, raw[opt.section][opt.name],
+                       ((opt.section, opt.name),))
         try:
             value = opt.parse(text)
         except (ValueError, TypeError) as exc:
