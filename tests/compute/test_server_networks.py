@@ -212,9 +212,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     from strato.service import Services
 
     root = tmp_path_factory.mktemp("nets")
-    # spelled out: main's "$state_path/network" default loops (fixed on i15-ci)
-    srv = Server(root, free_port(), extra_conf={"network": {
-        "state_path": str(root / "network"), "dataplane": "usermode"}})
+    # the double stands in for the network service: no data plane of its own
+    srv = Server(root, free_port(), extra_conf={"network": {"dataplane": "usermode"}})
     srv.setup()
     strato("guest", "--config", str(srv.conf))
     conf = load(srv.conf)
