@@ -15,6 +15,7 @@ from strato.api.microversions import COMPUTE
 from strato.compute import consoles, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import ServerExtras
+from strato.compute.interfaces import ServerNetworks
 from strato.compute.snapshot_api import create_image
 from strato.exceptions import BadRequest, NotFound
 
@@ -69,6 +70,10 @@ def _api(request: Request) -> ComputeAPI:
 
 def _extras(request: Request) -> ServerExtras:
     return ServerExtras(_api(request))
+
+
+def _nets(request: Request) -> ServerNetworks:
+    return ServerNetworks(_api(request))
 
 
 def _version(request: Request) -> tuple[int, int]:
@@ -218,10 +223,54 @@ async def server_action(request: Request, server_id: str) -> Response:
         out = await _run(_extras(request).console_output, ctx, server_id, args,
                          services(request).virt)
         return FastJSON(out)
+    if name in ("addSecurityGroup", "removeSecurityGroup"):
+        await _run(_nets(request).security_group_action, ctx, server_id, name, args)
+        return Response(status_code=202)
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))
     raise BadRequest(f"There is no such action: {name}")
+
+
+# ---------------------------------------------------------------- server networking
+@router.get(V + "/servers/{server_id}/ips")
+def list_ips(request: Request, server_id: str) -> FastJSON:
+    return FastJSON(_nets(request).ips(context(request), server_id))
+
+
+@router.get(V + "/servers/{server_id}/ips/{label}")
+def show_ips(request: Request, server_id: str, label: str) -> FastJSON:
+    return FastJSON(_nets(request).ips_for(context(request), server_id, label))
+
+
+@router.get(V + "/servers/{server_id}/os-security-groups")
+def server_security_groups(request: Request, server_id: str) -> FastJSON:
+    return FastJSON(_nets(request).server_security_groups(context(request), server_id))
+
+
+@router.get(V + "/servers/{server_id}/os-interface")
+def list_interfaces(request: Request, server_id: str) -> FastJSON:
+    return FastJSON(_nets(request).list_interfaces(context(request), server_id,
+                                                   _version(request)))
+
+
+@router.get(V + "/servers/{server_id}/os-interface/{port_id}")
+def show_interface(request: Request, server_id: str, port_id: str) -> FastJSON:
+    return FastJSON(_nets(request).show_interface(context(request), server_id, port_id,
+                                                  _version(request)))
+
+
+@router.post(V + "/servers/{server_id}/os-interface")
+async def attach_interface(request: Request, server_id: str) -> FastJSON:
+    body = await json_body(request, schemas.ATTACH_INTERFACE)
+    return FastJSON(await _run(_nets(request).attach_interface, context(request), server_id,
+                               body, _version(request)))
+
+
+@router.delete(V + "/servers/{server_id}/os-interface/{port_id}", status_code=202)
+async def detach_interface(request: Request, server_id: str, port_id: str) -> Response:
+    await _run(_nets(request).detach_interface, context(request), server_id, port_id)
+    return Response(status_code=202)
 
 
 # ---------------------------------------------------------------- consoles

@@ -7,12 +7,13 @@ UPDATE on the state it expects (a lost race is a 409) plus a job for the host.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -42,6 +43,10 @@ from strato.quota.engine import QuotaEngine
 from strato.validation import query_int, string_map, text
 from strato.volume.actions import VolumeActions
 from strato.volume.api import VolumeAPI
+
+if TYPE_CHECKING:
+    from strato.network.api import NetworkAPI
+    from strato.network.instance import Request as NetRequest
 
 P = "os_compute_api:"
 SORT_KEYS = {"created_at": Instance.created_at, "updated_at": Instance.updated_at,
@@ -95,8 +100,10 @@ def mac_of(instance_id: str) -> str:
 
 class ComputeAPI:
     def __init__(self, db: Database, policy: Enforcer, conf: Config, images: ImageAPI,
-                 volumes: VolumeAPI) -> None:
+                 volumes: VolumeAPI, network: NetworkAPI | None = None) -> None:
+        """``network`` None: no network service (every guest gets the user-mode NIC)."""
         self.db = db
+        self.network = network
         self.policy = policy
         self.conf = conf
         self.images = images
@@ -129,11 +136,22 @@ class ComputeAPI:
                 out[b.instance_uuid].append(b)
         return out
 
+    def net_info(self, ids: list[str]) -> dict[str, tuple[dict[str, Any], list[dict]]]:
+        """Per instance: the ``addresses`` and ``security_groups`` its ports give (one
+        batch call each for a whole listing); empty without a network service."""
+        if self.network is None or not ids:
+            return {}
+        addrs = self.network.addresses(ids)
+        groups = self.network.instance_security_groups(ids)
+        return {i: (addrs.get(i) or {}, groups.get(i) or []) for i in ids
+                if addrs.get(i) or groups.get(i)}
+
     def view(self, session: Session, ctx: RequestContext, inst: Instance,
              version: Version) -> dict[str, Any]:
         return server_view(inst, self.bdms(session, [inst.id])[inst.id], self.base, version,
                            admin=self.policy.allowed(ctx, P + "os-extended-server-attributes",
-                                                     {"project_id": inst.project_id}))
+                                                     {"project_id": inst.project_id}),
+                           net=self.net_info([inst.id]).get(inst.id))
 
     @staticmethod
     def record_action(session: Session, ctx: RequestContext, inst: Instance,
@@ -155,7 +173,8 @@ class ComputeAPI:
                              "unexpected).")
         metadata = string_map(ref.get("metadata") or {}, "metadata")
         _requested_hostname(ref, version)
-        network = self._networks(ref, version)
+        networks = self._networks(ref, version)
+        groups = _security_groups(ref)
         for key in ("min_count", "max_count"):
             if key in ref and str(ref[key]) not in ("1",):
                 raise BadRequest(f"{key} other than 1 is not supported.")
@@ -239,16 +258,24 @@ class ComputeAPI:
             guestinfo.hostname_for(name or "", instance_id),
             admin_pass=ref["adminPass"] if "adminPass" in ref
             else guestinfo.generate_password())
-        return self._create_record(ctx, instance_id, name, description, metadata, network,
+        # the network service checks networks, ports, fixed IPs and groups before the
+        # 202 (its errors carry Nova's messages); [] is the user-mode NIC
+        requests = self._net_requests(ctx, networks, groups)
+        label = "ports" if requests else (networks if isinstance(networks, str) else "auto")
+        return self._create_record(ctx, instance_id, name, description, metadata, label,
                                    flavor, image_ref, kernel, mappings, ref, version, guest,
-                                   boot_meta=boot)
+                                   boot_meta=boot, requests=requests, groups=groups)
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
                        flavor: Flavor, image_ref: str, kernel: dict[str, str],
                        mappings: list[bdm_parse.Mapping], ref: dict[str, Any],
                        version: Version, guest: GuestInput,
-                       boot_meta: dict[str, str] | None = None) -> dict[str, Any]:
+                       boot_meta: dict[str, str] | None = None,
+                       requests: list[NetRequest] | None = None,
+                       groups: list[str] | None = None) -> dict[str, Any]:
+        """``requests``: the guest's ports to allocate (none: the user-mode NIC, whose
+        MAC the instance keeps); they are made in the transaction of the record."""
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -261,7 +288,8 @@ class ComputeAPI:
             access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
-            mac=mac_of(instance_id), reservation_id=f"r-{uuid.uuid4().hex[:8]}",
+            mac="" if requests else mac_of(instance_id),
+            reservation_id=f"r-{uuid.uuid4().hex[:8]}",
             created_at=now(), launch_index=0, config_drive=guest.config_drive,
             hostname=guest.hostname,
             key_data=guest.keypair.public_key if guest.keypair else None,
@@ -309,6 +337,10 @@ class ComputeAPI:
                             instance_id, ctx.project_id, error=str(exc))
             else:
                 inst.host = host
+                if requests:
+                    assert self.network is not None
+                    self.network.allocate_for_instance(ctx, session, instance_id, host,
+                                                       requests, groups, guest.hostname)
                 payload = {"instance_id": instance_id, "ctx": ctx_payload(ctx)}
                 if guest.config_drive:  # only the config drive carries it; the build
                     payload["admin_pass"] = guest.admin_pass  # drops it from the job
@@ -316,12 +348,18 @@ class ComputeAPI:
                         max_attempts=3)
         body = {"id": instance_id, "links": server_view(
             inst, [], self.base, version, admin=False)["links"],
-            "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": g} for g in groups or ["default"]]}
         if self.conf.api.enable_instance_password:
             body["adminPass"] = guest.admin_pass
         return body
 
-    def _networks(self, ref: dict[str, Any], version: Version) -> str:
+    def _networks(self, ref: dict[str, Any], version: Version) -> str | list[dict[str, Any]]:
+        """``networks`` after Nova's microversion rules: "auto", "none" or the list.
+
+        Before 2.37 it is optional (absent: auto) and a list only; from 2.37 it is
+        required and may be "auto"/"none".  ``tag`` on an entry: 2.32-2.36, then 2.42+.
+        """
         nets = ref.get("networks")
         if nets is None:
             if version >= (2, 37):
@@ -330,12 +368,43 @@ class ComputeAPI:
             return "auto"
         if nets in ("none", "auto"):
             if version < (2, 37):
-                raise BadRequest("Invalid input for field/attribute networks: needs "
-                                 "microversion 2.37.")
-            return nets
-        if isinstance(nets, list):
-            return "auto"  # every guest gets the one user-mode NIC
-        raise BadRequest(f"Invalid input for field/attribute networks. Value: {nets}.")
+                raise BadRequest(f"Invalid input for field/attribute networks. Value: {nets}."
+                                 f" '{nets}' is not of type 'array'")
+            return str(nets)
+        if not isinstance(nets, list):
+            raise BadRequest(f"Invalid input for field/attribute networks. Value: {nets}.")
+        tags = (2, 32) <= version < (2, 37) or version >= (2, 42)
+        out = []
+        for entry in nets:
+            if not isinstance(entry, dict):
+                raise BadRequest(f"Invalid input for field/attribute networks. Value: {nets}.")
+            extra = set(entry) - {"uuid", "port", "fixed_ip", *(("tag",) if tags else ())}
+            if extra:
+                raise BadRequest("Invalid input for field/attribute networks. Additional "
+                                 "properties are not allowed "
+                                 f"({', '.join(repr(k) for k in sorted(extra))} was "
+                                 "unexpected)")
+            port, net, ip = entry.get("port"), entry.get("uuid"), entry.get("fixed_ip")
+            if port:
+                if not _is_uuid(port):
+                    raise BadRequest(f"Bad networks format: port uuid is not in proper "
+                                     f"format ({port})")
+            elif not net:
+                raise BadRequest("Bad network format: missing uuid")
+            elif not _is_uuid(net):
+                raise BadRequest(f"Bad networks format: network uuid is not in proper "
+                                 f"format ({net})")
+            if ip is not None and not _is_ipv4(ip):
+                raise BadRequest(f"Invalid input for field/attribute fixed_ip. Value: {ip}."
+                                 f" '{ip}' is not a 'ipv4'")
+            out.append({k: v for k, v in entry.items() if v is not None})
+        return out
+
+    def _net_requests(self, ctx: RequestContext, networks: str | list[dict[str, Any]],
+                      groups: list[str] | None) -> list[NetRequest]:
+        if self.network is None:  # no network service: today's user-mode NIC
+            return []
+        return self.network.resolve_requests(ctx, networks, groups)
 
     def _flavor(self, flavor_ref: Any) -> Flavor:
         if not isinstance(flavor_ref, str | int) or not str(flavor_ref):
@@ -470,8 +539,9 @@ class ComputeAPI:
                 rows = [r for r in session.execute(query) if all(
                     p.search(_filtered(r, k)) for k, p in patterns.items())][:limit]
             if detail:
-                servers = listing.render(rows, listing.bdm_rows(session, [r.id for r in rows]),
-                                         self.base, version, admin)
+                ids = [r.id for r in rows]
+                servers = listing.render(rows, listing.bdm_rows(session, ids),
+                                         self.base, version, admin, self.net_info(ids))
             else:
                 servers = [json.dumps({"id": r.id, "name": r.name, "links": [
                     {"rel": "self", "href": f"{self.base}/compute/v2.1/servers/{r.id}"},
@@ -587,6 +657,33 @@ class ComputeAPI:
             del meta[key]
             inst.metadata_ = meta
             inst.updated_at = now()
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv4(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and ipaddress.ip_address(value).version == 4
+    except ValueError:
+        return False
+
+
+def _security_groups(ref: dict[str, Any]) -> list[str] | None:
+    """Names (or ids) of ``security_groups`` as given; None when absent (the project's
+    default group)."""
+    raw = ref.get("security_groups")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(g, dict) and isinstance(
+            g.get("name"), str) and g["name"] for g in raw):
+        raise BadRequest("Invalid input for field/attribute security_groups.")
+    return list(dict.fromkeys(g["name"] for g in raw))
 
 
 def _filtered(row: Any, key: str) -> str:

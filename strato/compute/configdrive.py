@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from strato.compute import bootinfo
+from strato.compute import bootinfo, ports
 from strato.compute.instance_metadata import InstanceMetadata
 from strato.compute.models import BlockDevice, Instance
 from strato.virt.qemu import CdromSpec
@@ -85,6 +85,7 @@ def write(services: Any, instance_id: str, admin_pass: str | None = None) -> Pat
             BlockDevice.instance_uuid == instance_id).order_by(BlockDevice.device_name)))
         session.expunge_all()
     dest = path(services, instance_id)
-    md = InstanceMetadata(inst, bdms, admin_pass=admin_pass)
+    md = InstanceMetadata(inst, bdms, admin_pass=admin_pass,
+                          ports_data=ports.network_data(services, inst.id))
     build_iso(list(md.config_drive_files()), dest)
     return dest

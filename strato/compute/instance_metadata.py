@@ -59,6 +59,8 @@ class InstanceMetadata:
     bdms: list[BlockDevice] = field(default_factory=list)
     #: set only for the config drive (Nova's ``extra_md``): never served over HTTP
     admin_pass: str | None = None
+    #: ``network_data.json`` of the instance's network ports (the network service's)
+    ports_data: dict[str, Any] | None = None
     today: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d"))
 
     # ------------------------------------------------------------ pieces
@@ -112,9 +114,25 @@ class InstanceMetadata:
         return md
 
     def network_data(self) -> dict[str, Any]:
-        """``network_data.json``: the one user-mode NIC, configured by DHCP."""
+        """``network_data.json``: the NICs on network ports (as the network service
+        describes them), after the user-mode NIC, which DHCP configures, if any."""
         if not self.inst.mac:
-            return {}
+            return dict(self.ports_data or {})
+        mine = self._user_mode_data()
+        if self.ports_data:
+            for key in ("links", "networks", "services"):
+                mine[key] = mine[key] + list(self.ports_data.get(key, []))
+        return mine
+
+    def local_ipv4(self) -> str:
+        if self.inst.mac:
+            return guestnet.GUEST_ADDR
+        for net in (self.ports_data or {}).get("networks", []):
+            if net.get("ip_address") and ":" not in net["ip_address"]:
+                return str(net["ip_address"])
+        return ""
+
+    def _user_mode_data(self) -> dict[str, Any]:
         vif = str(uuid.uuid5(_NS, f"vif:{self.inst.id}"))
         link = {"id": f"tap{vif[:11]}", "vif_id": vif, "type": "phy", "mtu": None,
                 "ethernet_mac_address": self.inst.mac}
@@ -129,7 +147,7 @@ class InstanceMetadata:
         md: dict[str, Any] = {
             "ami-id": ec2_id("ami", inst.image_ref), "ami-launch-index": inst.launch_index or 0,
             "ami-manifest-path": "FIXME", "instance-id": ec2_id("i", inst.id),
-            "hostname": self.hostname, "local-ipv4": guestnet.GUEST_ADDR if inst.mac else "",
+            "hostname": self.hostname, "local-ipv4": self.local_ipv4(),
             "reservation-id": inst.reservation_id, "security-groups": ["default"]}
         if inst.key_name and inst.key_data:
             md["public-keys"] = {"0": {"_name": f"0={inst.key_name}",

@@ -66,19 +66,22 @@ def bdm_rows(session: Session, ids: list[str]) -> dict[str, tuple]:
 
 
 def render(rows: list[Any], bdms: dict[str, tuple], base: str, version: Version,
-           admin: bool) -> list[bytes]:
-    """Each row's server JSON (bytes), memoised."""
+           admin: bool, nets: dict[str, tuple[dict, list]] | None = None) -> list[bytes]:
+    """Each row's server JSON (bytes), memoised; ``nets``: addresses and security groups
+    from the network service (part of the memo key: they change without the row)."""
     out = []
     for row in rows:
         devs = bdms.get(row.id, ())
-        key = (tuple(row), devs, base, version, admin)
+        net = (nets or {}).get(row.id)
+        key = (tuple(row), devs, base, version, admin,
+               json.dumps(net, sort_keys=True) if net else None)
         data = _MEMO.get(key)
         if data is None:
             blocks = [SimpleNamespace(volume_id=v, destination_type=d,
                                       delete_on_termination=dot, boot_index=b,
                                       device_name=n) for v, d, dot, b, n in devs]
             view = server_view(_instance(row), blocks, base, version,  # type: ignore[arg-type]
-                               admin=admin, show=False)
+                               admin=admin, show=False, net=net)
             data = json.dumps(view, separators=(",", ":")).encode()
             with _LOCK:
                 if len(_MEMO) >= _MEMO_MAX:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from strato import events
-from strato.compute import bootinfo, configdrive, disks, guestnet, states
+from strato.compute import bootinfo, configdrive, disks, guestnet, ports, states
 from strato.compute.api import ctx_from, instance_deltas, now
 from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
 from strato.compute.views import iso
@@ -107,10 +107,11 @@ def _volume_disk(services: Any, info: dict[str, Any], device: str,
     return DiskSpec(device, blockdev, serial=volume_id[:20], source=source, bus=bus)
 
 
-def _nic_args(services: Any, inst: Instance) -> tuple[str, ...]:
-    """The user-mode NIC (with this guest's metadata forward) and Nova's SMBIOS."""
+def _nic_args(services: Any, inst: Instance, has_ports: bool = False) -> tuple[str, ...]:
+    """The user-mode NIC (with this guest's metadata forward) and Nova's SMBIOS; a
+    guest on network ports has no user-mode NIC."""
     smbios = guestnet.smbios_args(inst.id)
-    if not inst.mac:
+    if not inst.mac or has_ports:
         return smbios
     return guestnet.netdev_args(inst.mac, Path(services.virt.paths(inst.id).dir)) + smbios
 
@@ -208,10 +209,12 @@ def _spec(services: Any, ctx: RequestContext, inst: Instance,
     fl = inst.flavor
     if inst.config_drive:
         cdroms.append(configdrive.cdrom(services, inst))
+    nics = ports.plug_all(services, inst.id)  # before QEMU opens their taps
     spec = GuestSpec(inst.id, inst.name, fl["memory_mb"], fl["vcpus"], kernel, ramdisk,
-                     cmdline, tuple(disks_), _nic_args(services, inst),
+                     cmdline, tuple(disks_), _nic_args(services, inst, bool(nics)),
                      firmware=boot.firmware, machine=boot.machine, cdroms=tuple(cdroms),
-                     scsi_model=boot.scsi_model, rng=boot.rng, os_type=boot.os_type)
+                     scsi_model=boot.scsi_model, rng=boot.rng, os_type=boot.os_type,
+                     nics=nics)
     return spec, pending
 
 
@@ -341,12 +344,17 @@ def _cleanup(services: Any, rctx: RequestContext, instance_id: str,
             session.execute(update(BlockDevice).where(BlockDevice.id == b.id).values(
                 attachment_id=None, status="detached"))
     disks.remove_root(services, instance_id)
+    ports.deallocate(services, rctx, instance_id)  # the guest is gone: its taps too
 
 
 # ---------------------------------------------------------------- power
 def _do_power(services: Any, instance_id: str, action: str) -> None:
     drv = services.virt
     running = drv.pid(instance_id) is not None
+    if action in ("start", "reboot", "reboot_hard", "resume") and (
+            action != "reboot" or not running):
+        with suppress(InstanceNotFound):
+            ports.replug(services, drv.spec(instance_id).nics)
     if action == "stop":
         drv.stop(instance_id, services.conf.compute.shutdown_timeout)
     elif action == "start":
@@ -518,3 +526,71 @@ def delete(ctx: JobContext) -> dict[str, Any]:
                         row.project_id)
     _event(services, instance_id, rctx.request_id, "compute_terminate_instance", "Success")
     return {"deleted": instance_id}
+
+
+# ---------------------------------------------------------------- interfaces
+@handler("compute.attach_interface")
+def attach_interface(ctx: JobContext) -> dict[str, Any]:
+    """Plug the port the API created (or bound) and hot-plug its NIC; on failure the
+    port goes again (deleted, or unbound when it was the user's)."""
+    services, instance_id, port_id = ctx.services, ctx.payload["instance_id"], \
+        ctx.payload["port_id"]
+    rctx = ctx_from(ctx.payload["ctx"])
+    request_id = ctx.payload.get("request_id")
+    with instance_lock(instance_id):
+        inst, _ = _load(services, instance_id)
+        if inst is None or inst.deleted:
+            return {"skipped": "instance gone"}
+        _event(services, instance_id, request_id, "compute_attach_interface")
+        drv = services.virt
+        try:
+            net = ports.network_of(services)
+            if net is None:
+                raise RuntimeError("the network service is not available on this host")
+            nic = ports.spec_of(net.plug(port_id))
+            if drv.spec(instance_id).nic(port_id) is None:
+                drv.attach_nic(instance_id, nic)
+        except Exception as exc:  # noqa: BLE001 - revert: no NIC, no port
+            LOG.warning("instance %s: attach of port %s failed: %s", instance_id, port_id,
+                        exc)
+            with suppress(VirtError):
+                if drv.spec(instance_id).nic(port_id) is not None:
+                    drv.detach_nic(instance_id, port_id)
+            with suppress(StratoError):
+                services.network.detach_port(rctx, instance_id, port_id)
+            _event(services, instance_id, request_id, "compute_attach_interface", "Error",
+                   str(exc))
+            return {"error": str(exc)}
+        with services.db.session() as session:
+            session.execute(update(Instance).where(Instance.id == instance_id).values(
+                updated_at=now()))
+        _event(services, instance_id, request_id, "compute_attach_interface", "Success")
+        return {"attached": port_id}
+
+
+@handler("compute.detach_interface")
+def detach_interface(ctx: JobContext) -> dict[str, Any]:
+    """Unplug the NIC (the guest releases it), then the network service unplugs the
+    port and deletes or unbinds it."""
+    services, instance_id, port_id = ctx.services, ctx.payload["instance_id"], \
+        ctx.payload["port_id"]
+    rctx = ctx_from(ctx.payload["ctx"])
+    request_id = ctx.payload.get("request_id")
+    with instance_lock(instance_id):
+        _event(services, instance_id, request_id, "compute_detach_interface")
+        try:
+            with suppress(InstanceNotFound):
+                if services.virt.spec(instance_id).nic(port_id) is not None:
+                    services.virt.detach_nic(instance_id, port_id)
+            services.network.detach_port(rctx, instance_id, port_id)
+        except Exception as exc:  # noqa: BLE001 - still attached: say so
+            LOG.warning("instance %s: detach of port %s failed: %s", instance_id, port_id,
+                        exc)
+            _event(services, instance_id, request_id, "compute_detach_interface", "Error",
+                   str(exc))
+            return {"error": str(exc)}
+        with services.db.session() as session:
+            session.execute(update(Instance).where(Instance.id == instance_id).values(
+                updated_at=now()))
+        _event(services, instance_id, request_id, "compute_detach_interface", "Success")
+        return {"detached": port_id}

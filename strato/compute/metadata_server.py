@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select, update
 
-from strato.compute import guestnet
+from strato.compute import guestnet, ports
 from strato.compute.instance_metadata import (
     PASSWORD_MAX,
     InstanceMetadata,
@@ -54,7 +54,9 @@ class MetadataServer:
         self.root = Path(services.virt.state_dir)
         self.rescan_interval = rescan_interval
         self._listeners: dict[str, socket.socket] = {}
-        self._new: queue.SimpleQueue[tuple[str, socket.socket]] = queue.SimpleQueue()
+        #: network id -> its 169.254.169.254:80 socket (from the network service)
+        self._net_listeners: dict[str, socket.socket] = {}
+        self._new: queue.SimpleQueue[tuple[Any, socket.socket]] = queue.SimpleQueue()
         self._guard = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -77,9 +79,10 @@ class MetadataServer:
         if self._thread is not None:
             self._thread.join(5)
         with self._guard:
-            for sock in self._listeners.values():
+            for sock in [*self._listeners.values(), *self._net_listeners.values()]:
                 sock.close()
             self._listeners.clear()
+            self._net_listeners.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._sel.close()
         self._wake_r.close()
@@ -131,6 +134,35 @@ class MetadataServer:
                 with suppress(KeyError, ValueError):
                     self._sel.unregister(sock)
                 sock.close()
+        self._rescan_networks()
+
+    def _rescan_networks(self) -> None:
+        """One listener per network with guests of this host (the network service
+        gives a socket bound to 169.254.169.254:80 in that network's namespace)."""
+        net = ports.network_of(self.services)
+        wanted = set(net.metadata_networks()) if net is not None else set()
+        with self._guard:
+            known = set(self._net_listeners)
+        for network_id in sorted(wanted - known):
+            assert net is not None
+            try:
+                sock = net.metadata_listener(network_id)
+            except Exception as exc:  # noqa: BLE001 - the next rescan tries again
+                LOG.warning("network %s: no metadata listener: %s", network_id, exc)
+                continue
+            sock.setblocking(False)
+            with self._guard:
+                self._net_listeners[network_id] = sock
+            self._new.put((("net", network_id), sock))
+        with self._guard:
+            for network_id in [n for n in self._net_listeners if n not in wanted]:
+                sock = self._net_listeners.pop(network_id)
+                with suppress(KeyError, ValueError):
+                    self._sel.unregister(sock)
+                sock.close()
+        if wanted - known:
+            with suppress(OSError):
+                self._wake_w.send(b"x")
 
     def _loop(self) -> None:
         last = time.monotonic()
@@ -146,10 +178,13 @@ class MetadataServer:
                         self._wake_r.recv(4096)
                     continue
                 try:
-                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    conn, peer = key.fileobj.accept()  # type: ignore[union-attr]
                 except OSError:
                     continue
-                self._pool.submit(self._serve, conn, str(key.data))
+                if isinstance(key.data, tuple):  # a network's: the guest is its address
+                    self._pool.submit(self._serve_network, conn, key.data[1], peer)
+                else:
+                    self._pool.submit(self._serve, conn, str(key.data))
             if time.monotonic() - last >= self.rescan_interval:
                 last = time.monotonic()
                 try:
@@ -158,7 +193,19 @@ class MetadataServer:
                     LOG.exception("metadata listener rescan failed")
 
     # ------------------------------------------------------------ requests
-    def _serve(self, conn: socket.socket, instance_id: str) -> None:
+    def _serve_network(self, conn: socket.socket, network_id: str, peer: Any) -> None:
+        """A guest on a network: which instance asks is the one whose port has the
+        source address on that network (an unknown address gets 404s)."""
+        instance_id = None
+        net = ports.network_of(self.services)
+        try:
+            if net is not None and isinstance(peer, tuple):
+                instance_id = net.instance_for_address(network_id, str(peer[0]))
+        except Exception:  # noqa: BLE001 - answered as unknown
+            LOG.exception("network %s: who is %s?", network_id, peer)
+        self._serve(conn, instance_id)
+
+    def _serve(self, conn: socket.socket, instance_id: str | None) -> None:
         conn.setblocking(True)
         conn.settimeout(REQUEST_TIMEOUT)
         try:
@@ -169,8 +216,10 @@ class MetadataServer:
             with suppress(OSError):
                 conn.close()
 
-    def documents(self, instance_id: str) -> InstanceMetadata | None:
+    def documents(self, instance_id: str | None) -> InstanceMetadata | None:
         """The instance's documents as they are now (None: no such instance)."""
+        if instance_id is None:
+            return None
         with self.services.db.session(readonly=True) as session:
             inst = session.get(Instance, instance_id)
             if inst is None or inst.deleted:
@@ -178,7 +227,8 @@ class MetadataServer:
             bdms = list(session.scalars(select(BlockDevice).where(
                 BlockDevice.instance_uuid == instance_id).order_by(BlockDevice.device_name)))
             session.expunge_all()
-        return InstanceMetadata(inst, bdms)
+        return InstanceMetadata(inst, bdms,
+                                ports_data=ports.network_data(self.services, instance_id))
 
     def set_password(self, instance_id: str, value: str) -> bool:
         """Store what the guest posted, once; False if there already is one."""
@@ -191,7 +241,7 @@ class MetadataServer:
 class _Origin:
     """What the request handler knows of its connection: the server and the guest."""
 
-    def __init__(self, server: MetadataServer, instance_id: str) -> None:
+    def __init__(self, server: MetadataServer, instance_id: str | None) -> None:
         self.server = server
         self.instance_id = instance_id
 

@@ -52,3 +52,16 @@ RULES = [
     RuleDefault(f"{P}os-quota-sets:show", READER),
     RuleDefault(f"{P}os-quota-sets:update", ADMIN),
 ]
+
+NETWORK_RULES = [
+    RuleDefault(f"{P}ips:index", READER),
+    RuleDefault(f"{P}ips:show", READER),
+    RuleDefault(f"{P}os-security-groups:add", MEMBER),
+    RuleDefault(f"{P}os-security-groups:remove", MEMBER),
+    RuleDefault(f"{P}os-security-groups:list", READER),
+    RuleDefault(f"{P}os-attach-interfaces:list", READER),
+    RuleDefault(f"{P}os-attach-interfaces:show", READER),
+    RuleDefault(f"{P}os-attach-interfaces:create", MEMBER),
+    RuleDefault(f"{P}os-attach-interfaces:delete", MEMBER),
+]
+RULES += NETWORK_RULES

@@ -70,7 +70,15 @@ SERVER_ACTION = Action({
     "createImage": Obj({"name": NAME, "metadata": METADATA}, required=("name",)),
     "os-getConsoleOutput": Obj({"length": one_of(Int(-1, INT32_MAX, strings=True),
                                                  nullable=True)}, nullable=True),
+    "addSecurityGroup": Obj({"name": Str(255)}, required=("name",)),
+    "removeSecurityGroup": Obj({"name": Str(255)}, required=("name",)),
 })
+
+ATTACH_INTERFACE = Obj({"interfaceAttachment": Obj({
+    "net_id": Str(36, nullable=True), "port_id": Str(36, nullable=True),
+    "fixed_ips": Arr(Obj({"ip_address": Str(64)}, required=("ip_address",)), max_items=1),
+    "tag": TAG,
+})}, required=("interfaceAttachment",))
 
 METADATA_BODY = Obj({"metadata": Map()}, required=("metadata",))
 META_ITEM = Obj({"meta": Map()}, required=("meta",))

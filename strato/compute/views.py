@@ -71,8 +71,11 @@ def addresses(inst: Instance) -> dict[str, Any]:
 
 
 def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Version, *,
-                admin: bool, host_up: bool = True, show: bool = True) -> dict[str, Any]:
-    """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it."""
+                admin: bool, host_up: bool = True, show: bool = True,
+                net: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
+                ) -> dict[str, Any]:
+    """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it; ``net`` is
+    what its ports say (addresses, security groups), beside any user-mode NIC."""
     fl = inst.flavor or {}
     if version >= (2, 47):
         flavor: dict[str, Any] = {
@@ -102,7 +105,7 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
         "metadata": dict(inst.metadata_ or {}), "hostId": host_id(inst.project_id, inst.host),
         "image": image, "flavor": flavor,
         "created": iso(inst.created_at), "updated": iso(inst.updated_at or inst.created_at),
-        "addresses": addresses(inst),
+        "addresses": {**addresses(inst), **(net[0] if net else {})},
         "accessIPv4": inst.access_ip_v4 or "", "accessIPv6": inst.access_ip_v6 or "",
         "links": _links(base, "servers", inst.id),
         "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": inst.availability_zone,
@@ -113,7 +116,7 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
         "OS-EXT-STS:power_state": inst.power_state,
         "os-extended-volumes:volumes_attached": volumes,
     }
-    body["security_groups"] = [{"name": "default"}]
+    body["security_groups"] = (net[1] if net and net[1] else None) or [{"name": "default"}]
     if inst.vm_state in (states.BUILDING, states.ACTIVE):
         body["progress"] = 100 if inst.vm_state == states.ACTIVE else 0
     if admin:

@@ -18,6 +18,7 @@ from strato.virt.guestbuild import READY_MARKER, ROOT_PASSWORD, GuestFiles
 from strato.virt.qemu import QemuDriver
 from strato.virt.qemu.errors import SpawnError
 from strato.virt.qemu.process import SOCKET_PATH_MAX, InstancePaths, build_command
+from strato.virt.qemu.spec import GuestSpec
 from tests.virt.conftest import boot
 
 
@@ -101,5 +102,4 @@ def test_serial_socket_path_is_checked_for_length(tmp_path: Path) -> None:
     paths = InstancePaths(inst)
     assert len(str(paths.qmp)) <= SOCKET_PATH_MAX < len(str(paths.serial))
     with pytest.raises(SpawnError, match="serial.sock"):
-        build_command(name="x", paths=paths, memory_mb=128, vcpus=1, kernel=None,
-                      initramfs=None, cmdline="", disks=[])
+        build_command(GuestSpec("x", "x", 128, 1, None, None, ""), paths, {})

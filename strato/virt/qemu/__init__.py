@@ -16,11 +16,12 @@ from .errors import (
     SpawnError,
     VirtError,
 )
-from .spec import CdromSpec, DiskSpec, GuestSpec, PowerState, node_prefix
+from .spec import CdromSpec, DiskSpec, GuestSpec, NicSpec, PowerState, node_prefix
 
 __all__ = [
     "CdromSpec",
     "AgentError", "AgentUnavailable", "DiskSpec", "ExecResult", "GuestAgent", "GuestSpec",
-    "InstanceNotFound", "InstanceNotRunning", "InstanceRunning", "PowerState", "QMPError",
+    "InstanceNotFound", "InstanceNotRunning", "InstanceRunning", "NicSpec", "PowerState",
+    "QMPError",
     "QemuDriver", "Resolver", "SpawnError", "VirtError", "node_prefix", "storage_resolver",
 ]

@@ -5,11 +5,12 @@ on the root bus, ``ports`` for q35 ``pcie-root-port``s holding hot-plugged disks
 ``units`` for positions on a storage controller), so a restarted or restored guest
 sees the same devices at the same addresses.
 
-Layout of the root bus (``pci.0`` on ``pc``, ``pcie.0`` on ``q35``): 2 NIC, 3
-virtio-serial, disks from 4; controllers at fixed high slots; on q35 the root ports
-sit at 0x10-0x13 and 0x1f is the ICH9 LPC/SATA function.  ``pc`` has PIIX IDE built
-in (2 buses x 2 units); q35 has no IDE, so ``ide`` and ``sata`` both go to its
-built-in AHCI (``ide.0``-``ide.5``).  Hot-plug works for virtio (pc: a free slot,
+Layout of the root bus (``pci.0`` on ``pc``, ``pcie.0`` on ``q35``): 2 NIC (the
+user-mode one, or the first port's), 3 virtio-serial, disks and further NICs from 4
+(``nic`` placements, recorded like the disks'); controllers at fixed high slots; on
+q35 the root ports sit at 0x10-0x13 and 0x1f is the ICH9 LPC/SATA function.  ``pc``
+has PIIX IDE built in (2 buses x 2 units); q35 has no IDE, so ``ide`` and ``sata``
+both go to its built-in AHCI (``ide.0``-``ide.5``).  Hot-plug works for virtio (pc: a free slot,
 q35: a free root port) and scsi; IDE, SATA and USB disks are cold-plugged only.
 """
 
@@ -24,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import SpawnError, VirtError
 
 if TYPE_CHECKING:
-    from .spec import GuestSpec
+    from .spec import GuestSpec, NicSpec
 
 FIRST_DISK_SLOT = 4
+NIC_SLOT = 2  # the first NIC's (never taken by a disk)
 LAST_SLOT = 31
 SCSI_SLOT, SATA_SLOT, USB_SLOT, RNG_SLOT = 0x1B, 0x1C, 0x1D, 0x1E
 ROOT_PORT_SLOTS = (0x10, 0x11, 0x12, 0x13)
@@ -87,7 +89,7 @@ def free_slots(machine: str) -> list[int]:
 def _lowest(used: set[int], candidates: list[int] | range, what: str) -> int:
     found = next((c for c in candidates if c not in used), None)
     if found is None:
-        raise SpawnError(f"no free {what} for another disk")
+        raise SpawnError(f"no free {what} for another device")
     used.add(found)
     return found
 
@@ -107,12 +109,12 @@ def assign(state: dict[str, Any], machine: str, scsi_model: str,
             used_units.setdefault(_controller(bus, machine), set()).add(units[d])
     out: dict[str, Placement] = {}
     for d, bus in devices:
-        if bus == "virtio":
+        if bus in ("virtio", "nic"):
             if d in ports:
                 out[d] = Placement(bus, port=ports[d])
                 continue
             if d not in slots:
-                slots[d] = _lowest(used_slots, free_slots(machine), "PCI slot")
+                slots[d] = _lowest(used_slots, _slot_candidates(bus, machine), "PCI slot")
             out[d] = Placement(bus, slot=slots[d])
         else:
             ctrl = _controller(bus, machine)
@@ -124,10 +126,21 @@ def assign(state: dict[str, Any], machine: str, scsi_model: str,
     return out
 
 
+def _slot_candidates(bus: str, machine: str) -> list[int]:
+    return ([NIC_SLOT] if bus == "nic" else []) + free_slots(machine)
+
+
 def spec_devices(spec: GuestSpec) -> list[tuple[str, str]]:
-    """(device id, bus) of every disk and CD-ROM, in boot order."""
-    return [(d.device_id, d.bus) for d in spec.disks] + [(c.device_id, c.bus)
-                                                         for c in spec.cdroms]
+    """(device id, bus) of every disk and CD-ROM, in boot order, then every NIC (bus
+    ``nic``: virtio-net on the root bus or a root port)."""
+    return [(d.device_id, d.bus) for d in spec.disks] + [
+        (c.device_id, c.bus) for c in spec.cdroms] + [(n.device_id, nic_bus(spec))
+                                                       for n in spec.nics]
+
+
+def nic_bus(spec: GuestSpec) -> str:
+    """``nic`` (slot 2 first) unless the user-mode NIC has slot 2: then any virtio slot."""
+    return "virtio" if spec.user_nic else "nic"
 
 
 def hotplug_placement(state: dict[str, Any], machine: str, scsi_model: str, device_id: str,
@@ -138,7 +151,7 @@ def hotplug_placement(state: dict[str, Any], machine: str, scsi_model: str, devi
         if "scsi" not in buses.values():
             raise VirtError("the guest has no SCSI controller to hot-plug a scsi disk into")
         return assign(state, machine, scsi_model, [*buses.items(), (device_id, bus)])[device_id]
-    if bus != "virtio":
+    if bus not in ("virtio", "nic"):
         raise VirtError(f"a {bus} disk cannot be hot-plugged (only virtio and scsi)")
     if is_q35(machine):
         port = _lowest(set(state.setdefault("ports", {}).values()),
@@ -146,7 +159,7 @@ def hotplug_placement(state: dict[str, Any], machine: str, scsi_model: str, devi
         state["ports"][device_id] = port
         return Placement(bus, port=port)
     slots = state.setdefault("slots", {})
-    slot = _lowest(set(slots.values()), free_slots(machine), "PCI slot")
+    slot = _lowest(set(slots.values()), _slot_candidates(bus, machine), "PCI slot")
     slots[device_id] = slot
     return Placement(bus, slot=slot)
 
@@ -188,6 +201,23 @@ def device(device_id: str, node: str, place: Placement, machine: str, *,
     if bootindex is not None:
         dev["bootindex"] = bootindex
     return [*pre, dev]
+
+
+def nic_device(nic: NicSpec, place: Placement, machine: str) -> dict[str, Any]:
+    """qdev properties of a port's virtio-net NIC (command line and device_add)."""
+    dev: dict[str, Any] = {"driver": "virtio-net-pci", "id": nic.device_id,
+                           "netdev": nic.netdev_id, "mac": nic.mac, "romfile": ""}
+    if place.port is not None:
+        dev["bus"] = f"rp{place.port}"
+    else:
+        dev.update(bus=root_bus(machine), addr=f"{place.slot:#x}")
+    return dev
+
+
+def netdev_arg(netdev_id: str, fd: int | str) -> str:
+    """``-netdev`` for a tap QEMU is handed open (``fd``: a number, or a ``getfd``
+    name over QMP); no vhost here (no vhost-net on these hosts)."""
+    return f"tap,id={netdev_id},fd={fd}"
 
 
 def arg(dev: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import devices, disks, process
+from . import devices, disks, nics, process
 from .agent import GuestAgent, wait_for_agent
 from .errors import (
     AgentError,
@@ -51,7 +52,7 @@ from .errors import (
 )
 from .process import InstancePaths
 from .qmp import Monitor
-from .spec import QMP_STATUS, DiskSpec, GuestSpec, PowerState, node_prefix
+from .spec import QMP_STATUS, DiskSpec, GuestSpec, NicSpec, PowerState, node_prefix
 
 if TYPE_CHECKING:
     from strato.storage.base import Engine, Image, LiveSnapshot
@@ -60,6 +61,8 @@ LOG = logging.getLogger(__name__)
 
 #: ``(source, node_prefix) -> blockdev options``, e.g. ``storage_resolver(engine)``.
 Resolver = Callable[[str, str], dict[str, Any]]
+#: a NIC's port -> a new open fd of its tap (the caller of QEMU closes it after spawn)
+OpenTap = Callable[[NicSpec], int]
 
 CONSOLE_KEEP = 1 << 20  # console.log is trimmed to its last MiB when a guest starts
 
@@ -68,13 +71,16 @@ class QemuDriver:
     """Spawn, control and find QEMU guests whose state lives under ``state_dir``."""
 
     def __init__(self, state_dir: Path | str, qmp_timeout: float = 10.0,
-                 resolve: Resolver | None = None) -> None:
+                 resolve: Resolver | None = None, open_tap: OpenTap | None = None) -> None:
         """``resolve(source, node_prefix)`` gives current blockdev options of a disk's
-        ``source`` (see ``storage_resolver``); without it, stored options are used."""
+        ``source`` (see ``storage_resolver``); without it, stored options are used.
+        ``open_tap(nic)`` opens a NIC's tap at every QEMU start (guests with NICs on
+        ports need it)."""
         self.state_dir = Path(state_dir).absolute()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.qmp_timeout = qmp_timeout
         self.resolve = resolve
+        self.open_tap = open_tap
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
 
@@ -167,18 +173,36 @@ class QemuDriver:
         state["owned"] = {d.device_id: d.node for d in spec.disks}
         self._save_state(spec.uuid, state)
         _trim(paths.console, CONSOLE_KEEP)
-        argv = process.build_command(
-            name=spec.name, paths=paths, memory_mb=spec.memory_mb, vcpus=spec.vcpus,
-            kernel=spec.kernel, initramfs=spec.initramfs, cmdline=spec.cmdline,
-            disks=[(d.device_id, d.blockdev, places[d.device_id], d.serial)
-                   for d in spec.disks],
-            incoming=incoming, extra_args=spec.extra_args, firmware=spec.firmware,
-            machine=spec.machine, cdroms=spec.cdroms, cdrom_places=places,
-            scsi_model=spec.scsi_model, rng=spec.rng, os_type=spec.os_type,
-        )
-        pid = process.spawn(argv, paths)
+        fds: dict[str, int] = {}
+        try:
+            for nic in spec.nics:  # reopened at every start: QEMU's copies died with it
+                if self.open_tap is None:
+                    raise VirtError(f"instance {spec.uuid} has NICs on ports but this "
+                                    "driver cannot open taps")
+                fds[nic.port_id] = self.tap_fd(nic)
+            argv = process.build_command(spec, paths, places, incoming=incoming,
+                                         nic_fds=fds)
+            pid = process.spawn(argv, paths, pass_fds=tuple(fds.values()))
+        finally:
+            for fd in fds.values():  # the daemon has its own copies
+                os.close(fd)
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)
         return pid
+
+    def tap_fd(self, nic: NicSpec, timeout: float = 10.0) -> int:
+        """A new fd of ``nic``'s tap.  EBUSY is retried: a QEMU just killed may still
+        hold the tap for a moment (its leader is a zombie while other threads exit)."""
+        if self.open_tap is None:
+            raise VirtError(f"cannot open the tap of port {nic.port_id}: this driver "
+                            "cannot open taps")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.open_tap(nic)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def start(self, uuid: str, spec: GuestSpec | None = None) -> int:
         """Start a shut-down instance from its stored spec, or from ``spec`` (which then
@@ -449,6 +473,16 @@ class QemuDriver:
     def detach_disk(self, uuid: str, device_id: str, timeout: float = 60.0) -> None:
         """Unplug a disk (the guest must release it: ``DEVICE_DELETED``), then close it."""
         disks.detach(self, uuid, device_id, timeout)
+
+    # --- NICs on network ports (see nics.py) -----------------------------------------
+    def attach_nic(self, uuid: str, nic: NicSpec) -> None:
+        """Hot-plug ``nic`` into a running guest (its tap sent over QMP), or add it to a
+        stopped one's spec."""
+        nics.attach(self, uuid, nic)
+
+    def detach_nic(self, uuid: str, port_id: str, timeout: float = 60.0) -> None:
+        """Unplug a port's NIC (``DEVICE_DELETED``), then its netdev; drop it from the spec."""
+        nics.detach(self, uuid, port_id, timeout)
 
     def live_snapshot(self, uuid: str, device_id: str, live: LiveSnapshot) -> None:
         """Send the store's snapshot command (``live.qmp``) to QEMU and record the new

@@ -17,14 +17,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from strato.storage.online import monitor_args
 
 from . import devices
 from .devices import Placement
 from .errors import SpawnError
-from .spec import CdromSpec
+from .spec import GuestSpec
 
 SOCKET_PATH_MAX = 107  # sun_path, minus the NUL
 
@@ -163,25 +162,23 @@ def firmware_args(firmware: str, paths: InstancePaths) -> list[str]:
             "-drive", f"if=pflash,format=raw,unit=1,file={_opt(str(paths.efivars))}"]
 
 
-def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int,
-                  kernel: Path | None, initramfs: Path | None, cmdline: str,
-                  disks: list[tuple[str, dict[str, Any], Placement, str | None]],
-                  incoming: str | None = None, extra_args: tuple[str, ...] = (),
-                  firmware: str = "bios", machine: str = "pc",
-                  cdroms: tuple[CdromSpec, ...] = (),
-                  cdrom_places: dict[str, Placement] | None = None,
-                  scsi_model: str = "virtio-scsi", rng: str | None = None,
-                  os_type: str | None = None) -> list[str]:
-    """The full argv; ``disks`` is (device id, blockdev options, placement, serial)
-    (see ``devices``).  Without ``kernel`` the firmware boots the first disk, then the
-    CD-ROMs in order."""
+def build_command(spec: GuestSpec, paths: InstancePaths, places: dict[str, Placement],
+                  *, incoming: str | None = None,
+                  nic_fds: dict[str, int] | None = None) -> list[str]:
+    """The full argv of ``spec``; ``places`` has every disk's, CD-ROM's and NIC's
+    placement (see ``devices.assign``), ``nic_fds`` the open tap fd of each NIC's port
+    (the caller passes them to the process).  Without a kernel the firmware boots the
+    first disk, then the CD-ROMs in order."""
+    name, machine, kernel = spec.name, spec.machine, spec.kernel
+    disks = [(d.device_id, d.blockdev, places[d.device_id], d.serial) for d in spec.disks]
+    cdroms = spec.cdroms
     for sock in (paths.qmp, paths.qga, paths.store_qmp, paths.serial):
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise SpawnError(f"socket path too long for AF_UNIX: {sock}")
     argv = [
         qemu_binary(), "-name", f"guest={_opt(name)},debug-threads=on",
-        "-machine", _opt(machine), *accel_args(), *firmware_args(firmware, paths),
-        "-m", str(memory_mb), "-smp", str(vcpus),
+        "-machine", _opt(machine), *accel_args(), *firmware_args(spec.firmware, paths),
+        "-m", str(spec.memory_mb), "-smp", str(spec.vcpus),
         "-display", "none", "-nodefaults", "-no-user-config",
         "-daemonize", "-pidfile", str(paths.pidfile),
         "-qmp", f"unix:{_opt(str(paths.qmp))},server=on,wait=off",
@@ -197,16 +194,15 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         # a guest kernel panic pauses the VM (status guest-panicked = CRASHED)
         "-device", "pvpanic", "-action", "panic=pause",
     ]
-    if os_type == "windows":  # Windows keeps the hardware clock in local time (as Nova)
+    if spec.os_type == "windows":  # Windows keeps the hardware clock in local time (as Nova)
         argv += ["-rtc", "base=localtime"]
     if kernel is not None:
-        argv += ["-kernel", str(kernel), "-append", cmdline]
-        if initramfs is not None:
-            argv += ["-initrd", str(initramfs)]
-    places = cdrom_places or {}
+        argv += ["-kernel", str(kernel), "-append", spec.cmdline]
+        if spec.initramfs is not None:
+            argv += ["-initrd", str(spec.initramfs)]
     buses = {p.bus for _, _, p, _ in disks} | {places[c.device_id].bus for c in cdroms}
-    argv += devices.controllers(machine, buses, scsi_model)
-    argv += devices.rng_args(rng, machine)
+    argv += devices.controllers(machine, buses, spec.scsi_model)
+    argv += devices.rng_args(spec.rng, machine)
     for i, (device_id, opts, place, serial) in enumerate(disks):
         argv += ["-blockdev", json.dumps(opts, separators=(",", ":"))]
         boot = 0 if i == 0 and kernel is None else None
@@ -225,20 +221,29 @@ def build_command(*, name: str, paths: InstancePaths, memory_mb: int, vcpus: int
         for dev in devices.device(cd.device_id, f"{cd.device_id}-cd", places[cd.device_id],
                                   machine, cdrom=True, bootindex=boot):
             argv += ["-device", devices.arg(dev)]
-    argv += list(extra_args)
+    fds = nic_fds or {}
+    for nic in spec.nics:
+        if nic.port_id not in fds:
+            raise SpawnError(f"no open tap for port {nic.port_id}")
+        argv += ["-netdev", devices.netdev_arg(nic.netdev_id, fds[nic.port_id]),
+                 "-device", devices.arg(devices.nic_device(nic, places[nic.device_id],
+                                                           machine))]
+    argv += list(spec.extra_args)
     if incoming is not None:
         argv += ["-incoming", incoming]
     return argv
 
 
-def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0) -> int:
-    """Start a daemonized QEMU; return its pid once the pidfile is there."""
+def spawn(argv: list[str], paths: InstancePaths, timeout: float = 30.0,
+          pass_fds: tuple[int, ...] = ()) -> int:
+    """Start a daemonized QEMU; return its pid once the pidfile is there.  ``pass_fds``
+    (tap fds named on the command line) are inherited: the daemon keeps them."""
     paths.pidfile.unlink(missing_ok=True)
     for sock in (paths.qmp, paths.qga, paths.store_qmp, paths.serial):
         sock.unlink(missing_ok=True)
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL, cwd=paths.dir)
+                             stdin=subprocess.DEVNULL, cwd=paths.dir, pass_fds=pass_fds)
     except subprocess.TimeoutExpired as exc:
         raise SpawnError(f"QEMU did not daemonize within {timeout}s") from exc
     if res.returncode != 0:

@@ -140,6 +140,48 @@ class CdromSpec:
         return cls(d["device_id"], Path(d["path"]), d.get("bus", "ide"))
 
 
+def nic_device_id(port_id: str) -> str:
+    """The qdev id of a port's NIC (``nic-<port[:11]>``, like Nova's tap naming)."""
+    return "nic-" + port_id[:11]
+
+
+def nic_netdev_id(port_id: str) -> str:
+    return "net-" + port_id[:11]
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """A virtio NIC on a network port: QEMU gets the port's ``tap`` as an open fd (the
+    driver asks its ``open_tap`` callback at every start), the guest sees ``mac``."""
+
+    port_id: str
+    network_id: str
+    mac: str
+    tap: str
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{10,63}$", self.port_id):
+            raise ValueError(f"invalid port id {self.port_id!r}")
+        if not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", self.mac):
+            raise ValueError(f"invalid MAC {self.mac!r}")
+
+    @property
+    def device_id(self) -> str:
+        return nic_device_id(self.port_id)
+
+    @property
+    def netdev_id(self) -> str:
+        return nic_netdev_id(self.port_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"port_id": self.port_id, "network_id": self.network_id, "mac": self.mac,
+                "tap": self.tap}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NicSpec:
+        return cls(d["port_id"], d["network_id"], d["mac"], d["tap"])
+
+
 @dataclass(frozen=True)
 class GuestSpec:
     """Everything needed to (re)create the QEMU process of one instance.
@@ -170,11 +212,15 @@ class GuestSpec:
     rng: str | None = None
     #: ``os_type`` (``windows`` keeps the RTC in local time, as Nova does)
     os_type: str | None = None
+    #: NICs on network ports, in guest order (none: ``extra_args`` may carry the
+    #: user-mode NIC instead)
+    nics: tuple[NicSpec, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", self.uuid):
             raise ValueError(f"invalid instance uuid {self.uuid!r}")
-        ids = [d.device_id for d in self.disks] + [c.device_id for c in self.cdroms]
+        ids = [d.device_id for d in self.disks] + [c.device_id for c in self.cdroms] + [
+            n.device_id for n in self.nics]
         if self.firmware not in FIRMWARES:
             raise ValueError(f"unknown firmware {self.firmware!r}")
         if len(set(ids)) != len(ids):
@@ -188,6 +234,17 @@ class GuestSpec:
     def with_disks(self, disks: list[DiskSpec] | tuple[DiskSpec, ...]) -> GuestSpec:
         return dataclasses.replace(self, disks=tuple(disks))
 
+    @property
+    def user_nic(self) -> bool:
+        """The extra arguments carry QEMU's user-mode NIC (at slot 2)."""
+        return any(a.startswith("user,") for a in self.extra_args)
+
+    def nic(self, port_id: str) -> NicSpec | None:
+        return next((n for n in self.nics if n.port_id == port_id), None)
+
+    def with_nics(self, nics: list[NicSpec] | tuple[NicSpec, ...]) -> GuestSpec:
+        return dataclasses.replace(self, nics=tuple(nics))
+
     def to_json(self) -> str:
         return json.dumps({
             "uuid": self.uuid, "name": self.name, "memory_mb": self.memory_mb,
@@ -197,6 +254,7 @@ class GuestSpec:
             "extra_args": list(self.extra_args), "firmware": self.firmware,
             "machine": self.machine, "cdroms": [c.to_dict() for c in self.cdroms],
             "scsi_model": self.scsi_model, "rng": self.rng, "os_type": self.os_type,
+            "nics": [n.to_dict() for n in self.nics],
         }, indent=1)
 
     @classmethod
@@ -212,6 +270,7 @@ class GuestSpec:
             cdroms=tuple(CdromSpec.from_dict(x) for x in d.get("cdroms", ())),
             scsi_model=d.get("scsi_model", "virtio-scsi"), rng=d.get("rng"),
             os_type=d.get("os_type"),
+            nics=tuple(NicSpec.from_dict(x) for x in d.get("nics", ())),
         )
 
 
