@@ -171,6 +171,7 @@ class Services:
             conversion_dir=v.image_conversion_dir,
             order=v.rbd_store_chunk_size.bit_length() + 19)) for b in backends}
         from strato.compute.api import ComputeAPI
+        from strato.compute.ports import tap_opener
         from strato.virt.qemu import QemuDriver, storage_resolver
 
         volume = VolumeAPI(db, policy, conf, image, backends, stores.volumes)
@@ -178,9 +179,10 @@ class Services:
         network = NetworkAPI(db, policy, conf, dataplane, reason)
         return cls(conf=conf, db=db, policy=policy, identity=identity, stores=stores,
                    image=image, volume=volume, volume_drivers=drivers, network=network,
-                   compute=ComputeAPI(db, policy, conf, image, volume),
+                   compute=ComputeAPI(db, policy, conf, image, volume, network),
                    virt=QemuDriver(conf.compute.instances_path,
-                                   resolve=storage_resolver(stores.by_pool)))
+                                   resolve=storage_resolver(stores.by_pool),
+                                   open_tap=tap_opener(network)))
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""
