@@ -98,9 +98,8 @@ def test_cli_flows(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def _teardown(root: Path) -> None:
-    from strato.network.linux import LinuxDataplane
-
     from strato.config import load
+    from strato.network.linux import LinuxDataplane
 
     if (root / "strato.conf").exists():
         LinuxDataplane(load(root / "strato.conf")).teardown()
