@@ -12,25 +12,21 @@ import ipaddress
 import logging
 import socket
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from strato import exceptions as exc
-from strato.config import Config
 from strato.context import RequestContext
-from strato.db import Database
 from strato.exceptions import StratoError
 from strato.network import ipam
-from strato.network.dataplane import Dataplane, tap_name
+from strato.network.base import QUOTA_MODELS, QUOTA_RESOURCES, _bump
+from strato.network.dataplane import tap_name
 from strato.network.errors import (
     BadRequest,
     OverQuota,
     PolicyNotAuthorized,
-    ServiceUnavailable,
     bad,
     conflict,
     in_use,
@@ -41,8 +37,6 @@ from strato.network.manager import (
     DHCP_OWNER,
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
-    ApplyFailed,
-    NetworkManager,
     Touch,
     is_guest,
 )
@@ -57,234 +51,18 @@ from strato.network.models import (
     SecurityGroupRule,
     Subnet,
 )
-from strato.policy import Enforcer
+from strato.network.validation import _body, _bool, _dict_list, _id_list, _ip, _str
+from strato.network.views import Views, _hide_binding, _owner
 from strato.quota.models import QuotaLimit
 
 LOG = logging.getLogger("strato.network")
-T = TypeVar("T")
 Params = list[tuple[str, str]]
 
-QUOTA_RESOURCES = ("network", "subnet", "port", "router", "floatingip", "security_group",
-                   "security_group_rule")
-QUOTA_MODELS: dict[str, Any] = {
-    "network": Network, "subnet": Subnet, "port": Port, "router": Router,
-    "floatingip": FloatingIP, "security_group": SecurityGroup,
-    "security_group_rule": SecurityGroupRule}
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132,
              "gre": 47, "esp": 50, "ah": 51, "any": None}
 
 
-def iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _standard(row: Any) -> dict:
-    return {"description": row.description, "tags": list(row.tags or []),
-            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
-            "revision_number": row.revision_number}
-
-
-def _owner(row: Any) -> dict:
-    return {"tenant_id": row.project_id, "project_id": row.project_id}
-
-
-def _bump(row: Any) -> None:
-    row.revision_number = (row.revision_number or 0) + 1
-
-
-def _body(body: Any, key: str, allowed: set[str], required: tuple[str, ...] = ()) -> dict:
-    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        raise BadRequest(f"Resource body required: a '{key}' object.")
-    data = body[key]
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
-    for name, value in data.items():
-        if (name == "id" or name.endswith("_id")) and name != "binding:host_id" and \
-                value is not None and not isinstance(value, str):
-            raise BadRequest(f"Invalid input for {name}. Reason: '{value}' is not a valid "
-                             "UUID.")
-    for name in required:
-        if data.get(name) is None:
-            raise BadRequest(f"Failed to parse request. Required attribute '{name}' not "
-                             "specified")
-    return data
-
-
-def _str(data: dict, key: str, default: str = "", limit: int = 255) -> str:
-    value = data.get(key, default)
-    if value is None:
-        value = default
-    if not isinstance(value, str):
-        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid "
-                         "string.")
-    if len(value) > limit:
-        raise BadRequest(f"Invalid input for {key}. Reason: '{value[:20]}...' exceeds "
-                         f"maximum length of {limit}.")
-    return value
-
-
-def _bool(data: dict, key: str, default: bool) -> bool:
-    value = data.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid "
-                     "boolean value.")
-
-
-def _id_list(data: dict, key: str) -> list[str]:
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadRequest(f"Invalid input for {key}. Reason: a list of ids is required.")
-    return value
-
-
-# Neutron shows a port's binding to admins only (the host is the operator's business)
-ADMIN_ONLY_BINDING = ("binding:host_id", "binding:vif_type", "binding:vif_details",
-                      "binding:profile")
-
-
-def _hide_binding(ctx: RequestContext, view: dict) -> dict:
-    if ctx.is_admin:
-        return view
-    return {k: v for k, v in view.items() if k not in ADMIN_ONLY_BINDING}
-
-
-def _dict_list(data: dict, key: str) -> list[dict]:
-    """A list of objects whose values are strings (pools, fixed IPs)."""
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(
-            isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
-            for v in value):
-        raise BadRequest(f"Invalid input for {key}. Reason: a list of objects with string "
-                         "values is required.")
-    return value
-
-
-def _ip(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid IP "
-                         "address.")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise BadRequest(f"Invalid input for {key}. Reason: '{value}' is not a valid IP "
-                         "address.") from None
-
-
-class NetworkAPI:
-    def __init__(self, db: Database, policy: Enforcer, conf: Config,
-                 dataplane: Dataplane | None, disabled_reason: str = "") -> None:
-        self.db = db
-        self.policy = policy
-        self.conf = conf
-        self.dataplane = dataplane
-        self.enabled = dataplane is not None
-        self.disabled_reason = disabled_reason if not self.enabled else ""
-        self.host = conf.DEFAULT.host
-        self.manager = NetworkManager(db, conf, dataplane)
-        n = conf.network
-        self.quota_defaults = {
-            "network": n.quota_network, "subnet": n.quota_subnet, "port": n.quota_port,
-            "router": n.quota_router, "floatingip": n.quota_floatingip,
-            "security_group": n.quota_security_group,
-            "security_group_rule": n.quota_security_group_rule}
-
-    # ------------------------------------------------------------ plumbing
-    def _require_dataplane(self) -> None:
-        if not self.enabled:
-            raise ServiceUnavailable("Networking is not available on this host: "
-                                     f"{self.disabled_reason}")
-
-    def _change(self, work: Callable[[Session, Touch], T]) -> T:
-        """``work`` in one transaction, then its data plane changes before the commit;
-        a failed apply rolls back and re-applies what stayed committed."""
-        touch = Touch()
-        try:
-            with self.db.session() as session:
-                result = work(session, touch)
-                self.manager.apply(session, touch)
-            return result
-        except ApplyFailed:
-            self.manager.repair(touch)
-            raise
-
-    def _enforce(self, ctx: RequestContext, rule: str, project_id: str | None) -> None:
-        if not self.policy.allowed(ctx, rule, {"project_id": project_id,
-                                               "tenant_id": project_id}):
-            raise PolicyNotAuthorized(f"rule:{rule} is disallowed by policy")
-
-    def _target_project(self, ctx: RequestContext, data: dict) -> str:
-        project = data.get("project_id") or data.get("tenant_id") or ctx.project_id
-        if data.get("project_id") and data.get("tenant_id") and \
-                data["project_id"] != data["tenant_id"]:
-            raise BadRequest("'project_id' and 'tenant_id' do not match")
-        if not isinstance(project, str):
-            raise BadRequest("Invalid input for project_id.")
-        if project != ctx.project_id and not ctx.is_admin:
-            raise PolicyNotAuthorized("Only admin can create a resource of another project")
-        return project
-
-    def _check_quota(self, session: Session, project_id: str, resource: str,
-                     count: int = 1) -> None:
-        limit = self._limits(session, project_id)[resource]
-        if limit < 0:
-            return
-        model = QUOTA_MODELS[resource]
-        used = session.scalar(select(func.count()).select_from(model).where(
-            model.project_id == project_id)) or 0
-        if used + count > limit:
-            raise OverQuota(f"Quota exceeded for resources: ['{resource}'].")
-
-    def _limits(self, session: Session, project_id: str) -> dict[str, int]:
-        limits = dict(self.quota_defaults)
-        for row in session.scalars(select(QuotaLimit).where(
-                QuotaLimit.project_id == project_id,
-                QuotaLimit.resource.in_(QUOTA_RESOURCES))):
-            limits[row.resource] = int(row.hard_limit)
-        return limits
-
-    # ------------------------------------------------------------ visibility
-    def _net_visible(self, ctx: RequestContext, net: Network) -> bool:
-        return ctx.is_admin or net.project_id == ctx.project_id or net.shared or \
-            net.router_external
-
-    def _get_network(self, session: Session, ctx: RequestContext, network_id: str) -> Network:
-        net = session.get(Network, network_id)
-        if net is None or not self._net_visible(ctx, net):
-            raise not_found("network", network_id)
-        return net
-
-    def _own(self, ctx: RequestContext, row: Any) -> bool:
-        return ctx.is_admin or row.project_id == ctx.project_id
-
-    def _get(self, session: Session, ctx: RequestContext, model: Any, kind: str,
-             row_id: str) -> Any:
-        row = session.get(model, row_id)
-        if row is None or not self._own(ctx, row):
-            raise not_found(kind, row_id)
-        return row
-
-    def _get_subnet(self, session: Session, ctx: RequestContext, subnet_id: str) -> Subnet:
-        subnet = session.get(Subnet, subnet_id)
-        if subnet is None or not (self._own(ctx, subnet) or self._net_visible(
-                ctx, session.get(Network, subnet.network_id))):  # type: ignore[arg-type]
-            raise not_found("subnet", subnet_id)
-        return subnet
-
-    # ============================================================ networks
-    def _network_view(self, net: Network, subnets: list[str]) -> dict:
-        return {"id": net.id, "name": net.name, **_owner(net),
-                "admin_state_up": net.admin_state_up, "mtu": net.mtu, "status": net.status,
-                "subnets": subnets, "shared": net.shared,
-                "availability_zone_hints": [], "availability_zones": ["nova"],
-                "ipv4_address_scope": None, "ipv6_address_scope": None,
-                "router:external": net.router_external, "is_default": False,
-                "port_security_enabled": net.port_security_enabled,
-                "l2_adjacency": True, **_standard(net)}
-
+class NetworkAPI(Views):
     def list_networks(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
             subnets: dict[str, list[str]] = {}
@@ -294,10 +72,6 @@ class NetworkAPI:
             return [self._network_view(n, subnets.get(n.id, [])) for n in s.scalars(
                 select(Network).order_by(Network.created_at, Network.id))
                 if self._net_visible(ctx, n)]
-
-    def _show_network(self, s: Session, net: Network) -> dict:
-        return self._network_view(net, list(s.scalars(select(Subnet.id).where(
-            Subnet.network_id == net.id).order_by(Subnet.created_at, Subnet.id))))
 
     def show_network(self, ctx: RequestContext, network_id: str) -> dict:
         with self.db.session(readonly=True) as s:
@@ -396,17 +170,6 @@ class NetworkAPI:
             touch.removed_networks.add(network_id)
 
         self._change(work)
-
-    # ============================================================ subnets
-    def _subnet_view(self, sub: Subnet) -> dict:
-        return {"id": sub.id, "name": sub.name, **_owner(sub), "network_id": sub.network_id,
-                "ip_version": sub.ip_version, "subnetpool_id": None,
-                "enable_dhcp": sub.enable_dhcp, "ipv6_ra_mode": None,
-                "ipv6_address_mode": None, "gateway_ip": sub.gateway_ip, "cidr": sub.cidr,
-                "allocation_pools": list(sub.allocation_pools),
-                "host_routes": list(sub.host_routes),
-                "dns_nameservers": list(sub.dns_nameservers), "service_types": [],
-                "segment_id": None, "dns_publish_fixed_ip": False, **_standard(sub)}
 
     def list_subnets(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
@@ -595,43 +358,6 @@ class NetworkAPI:
             touch.networks.add(sub.network_id)
 
         self._change(work)
-
-    # ============================================================ ports
-    def _port_views(self, s: Session, ports: list[Port]) -> list[dict]:
-        ids = [p.id for p in ports]
-        ips: dict[str, list[dict]] = {}
-        groups: dict[str, list[str]] = {}
-        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
-            for pip in s.scalars(select(PortIP).where(PortIP.port_id.in_(chunk))
-                                 .order_by(PortIP.ip_address)):
-                ips.setdefault(pip.port_id, []).append(
-                    {"subnet_id": pip.subnet_id, "ip_address": pip.ip_address})
-            for b in s.scalars(select(PortSecurityGroup).where(
-                    PortSecurityGroup.port_id.in_(chunk))):
-                groups.setdefault(b.port_id, []).append(b.security_group_id)
-        return [self._port_view(p, ips.get(p.id, []), sorted(groups.get(p.id, [])))
-                for p in ports]
-
-    @staticmethod
-    def _port_view(p: Port, ips: list[dict], groups: list[str]) -> dict:
-        bound = bool(p.binding_host_id)
-        return {"id": p.id, "name": p.name, "network_id": p.network_id, **_owner(p),
-                "mac_address": p.mac_address, "admin_state_up": p.admin_state_up,
-                "status": p.status, "device_id": p.device_id,
-                "device_owner": p.device_owner, "fixed_ips": ips,
-                "allowed_address_pairs": list(p.allowed_address_pairs),
-                "extra_dhcp_opts": [], "security_groups": groups,
-                "port_security_enabled": p.port_security_enabled,
-                "binding:host_id": p.binding_host_id,
-                "binding:vif_type": "tap" if bound else "unbound",
-                "binding:vnic_type": "normal", "binding:profile": {},
-                "binding:vif_details": {"port_filter": True} if bound else {},
-                "ip_allocation": "immediate", "propagate_uplink_status": False,
-                **_standard(p)}
-
-    def _port_view1(self, s: Session, p: Port, ctx: RequestContext | None = None) -> dict:
-        view = self._port_views(s, [p])[0]
-        return view if ctx is None else _hide_binding(ctx, view)
 
     def list_ports(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
@@ -945,29 +671,6 @@ class NetworkAPI:
         with self.db.session() as s:
             self._default_group(s, ctx.project_id)
 
-    def _rule_view(self, r: SecurityGroupRule, default_ids: set[str]) -> dict:
-        return {"id": r.id, "security_group_id": r.security_group_id,
-                "direction": r.direction, "ethertype": r.ethertype, "protocol": r.protocol,
-                "port_range_min": r.port_range_min, "port_range_max": r.port_range_max,
-                "remote_ip_prefix": r.remote_ip_prefix, "remote_group_id": r.remote_group_id,
-                "remote_address_group_id": None,
-                "normalized_cidr": r.remote_ip_prefix,
-                "belongs_to_default_sg": r.security_group_id in default_ids,
-                **_owner(r), **_standard(r)}
-
-    def _group_views(self, s: Session, groups: list[SecurityGroup]) -> list[dict]:
-        ids = [g.id for g in groups]
-        defaults = {g.id for g in groups if g.is_default}
-        rules: dict[str, list[dict]] = {}
-        if ids:
-            for r in s.scalars(select(SecurityGroupRule).where(
-                    SecurityGroupRule.security_group_id.in_(ids))
-                    .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
-                rules.setdefault(r.security_group_id, []).append(self._rule_view(r, defaults))
-        return [{"id": g.id, "name": g.name, **_owner(g), "stateful": g.stateful,
-                 "shared": False, "security_group_rules": rules.get(g.id, []),
-                 **_standard(g)} for g in groups]
-
     def list_security_groups(self, ctx: RequestContext) -> list[dict]:
         self.ensure_default_group(ctx)
         with self.db.session(readonly=True) as s:
@@ -1180,22 +883,6 @@ class NetworkAPI:
             s.delete(rule)
 
         self._change(work)
-
-    # ============================================================ routers
-    def _router_view(self, s: Session, r: Router) -> dict:
-        gw_info = None
-        if r.gw_port_id:
-            gw = s.get(Port, r.gw_port_id)
-            if gw is not None:
-                gw_info = {"network_id": gw.network_id, "enable_snat": r.enable_snat,
-                           "external_fixed_ips": [
-                               {"subnet_id": p.subnet_id, "ip_address": p.ip_address}
-                               for p in s.scalars(select(PortIP).where(
-                                   PortIP.port_id == gw.id))]}
-        return {"id": r.id, "name": r.name, **_owner(r), "admin_state_up": r.admin_state_up,
-                "status": r.status, "external_gateway_info": gw_info, "routes": [],
-                "distributed": False, "ha": False, "availability_zone_hints": [],
-                "availability_zones": ["nova"], "flavor_id": None, **_standard(r)}
 
     def list_routers(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
@@ -1439,25 +1126,6 @@ class NetworkAPI:
                     "network_id": port.network_id}
 
         return self._change(work)
-
-    # ============================================================ floating IPs
-    def _fip_views(self, s: Session, fips: list[FloatingIP]) -> list[dict]:
-        ports = {p.id: p for p in s.scalars(select(Port).where(Port.id.in_(
-            [f.port_id for f in fips if f.port_id])))} if fips else {}
-        out = []
-        for f in fips:
-            p = ports.get(f.port_id or "")
-            details = None if p is None else {
-                "name": p.name, "network_id": p.network_id, "mac_address": p.mac_address,
-                "admin_state_up": p.admin_state_up, "status": p.status,
-                "device_id": p.device_id, "device_owner": p.device_owner}
-            out.append({"id": f.id, **_owner(f), "floating_network_id": f.floating_network_id,
-                        "floating_ip_address": f.floating_ip_address,
-                        "fixed_ip_address": f.fixed_ip_address, "port_id": f.port_id,
-                        "router_id": f.router_id, "status": f.status,
-                        "port_details": details, "qos_policy_id": None,
-                        "port_forwardings": [], **_standard(f)})
-        return out
 
     def list_floatingips(self, ctx: RequestContext) -> list[dict]:
         with self.db.session(readonly=True) as s:
