@@ -35,8 +35,8 @@ TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
-#: the hand-made network (a documentation range no one routes)
-HAND_CIDR = "192.0.2.0/24"
+#: the hand-made network (only ever inside the two guests and the scratch namespace)
+HAND_CIDR = "10.253.0.0/24"
 PORT = 5001
 
 
@@ -156,7 +156,7 @@ class HandBridge:
         self.taps = [f"hb{tag}{i}" for i in range(len(guests))]
         self.macs = [f"fa:16:3e:b0:{int(tag[:2], 16):02x}:{i + 1:02x}"
                      for i in range(len(guests))]
-        self.addresses = [f"192.0.2.{i + 10}" for i in range(len(guests))]
+        self.addresses = [f"10.253.0.{i + 10}" for i in range(len(guests))]
         self.plugged: list[int] = []
 
     def __enter__(self) -> HandBridge:
