@@ -5,8 +5,9 @@
   ``nc``, timed in the receiving guest; against the *same two QEMU processes* on a
   bridge made by hand (a second NIC hot-plugged into each over QMP, onto a bare bridge
   in a scratch namespace: no filtering, no dnsmasq; see ``bench/_handnet.py``).  Runs
-  alternate between the two paths; medians.  ``throughput_ratio`` = strato / hand,
-  goal >= 0.9; both raw figures informational.
+  alternate between the two paths; ``throughput_ratio`` is the median of the
+  strato / hand ratios of back-to-back pairs, goal >= 0.9; both paths' medians are
+  informational.
 * ``port create`` p50 over HTTP (``POST /networking/v2.0/ports``), goal < 50 ms, after
   a warm-up.
 
@@ -32,7 +33,7 @@ from strato.virt.qemu.agent import GuestAgent
 from tests.support import Server, free_port, strato
 
 MB = 32  # per run (~3-4 s under TCG)
-RUNS = 5  # per path, alternating
+RUNS = 7  # per path, alternating
 PORT_WARMUP = 10
 PORT_CREATES = 60
 CIDR = "10.91.0.0/24"
@@ -140,8 +141,11 @@ def run() -> Iterator[dict]:
                 strato_runs.append(tcp_throughput(a, b, ips[1], MB))
                 hand_runs.append(tcp_throughput(a, b, hb.addresses[1], MB))
         ours, hand = statistics.median(strato_runs), statistics.median(hand_runs)
+        # the median of each back-to-back pair's ratio: the load of a shared machine
+        # drifts between pairs far more than within one
+        ratio = statistics.median(o / h for o, h in zip(strato_runs, hand_runs, strict=True))
         yield {"bench": "network", "metric": "throughput_ratio",
-               "value": round(ours / hand, 3), "unit": "ratio", "goal": ">= 0.9"}
+               "value": round(ratio, 3), "unit": "ratio", "goal": ">= 0.9"}
         yield {"bench": "network", "metric": "throughput_strato_mb_s",
                "value": round(ours, 2), "unit": "MB/s", "goal": "info"}
         yield {"bench": "network", "metric": "throughput_hand_bridge_mb_s",
