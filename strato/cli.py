@@ -248,6 +248,28 @@ def cmd_cloud_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_network(args: argparse.Namespace) -> int:
+    """``strato network teardown``: remove every namespace, device, rule and dnsmasq of
+    this deployment (its ``[network] dataplane_id``), e.g. after a crash or before
+    deleting the state directory.  The database is not touched: the next ``strato
+    serve`` builds again what its tables say."""
+    conf = _conf(args)
+    setup_logging(conf)
+    try:
+        from strato.network.dataplane import DataplaneUnavailable
+        from strato.network.linux import LinuxDataplane
+    except ImportError as exc:  # pragma: no cover - a partial install
+        print(f"strato: the Linux data plane is not available: {exc}", file=sys.stderr)
+        return 1
+    try:
+        LinuxDataplane(conf).teardown()
+    except DataplaneUnavailable as exc:
+        print(f"strato: cannot tear the network down here: {exc}", file=sys.stderr)
+        return 1
+    print("network data plane torn down")
+    return 0
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from strato.policy import Enforcer
 
@@ -341,6 +363,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="build again even if cached (and register again)")
     p.add_argument("--verbose", "-v", action="store_true", help="print each build command")
+
+    p = command("network", cmd_network, "The network data plane of this host.")
+    p.add_argument("network_command", choices=("teardown",),
+                   help="teardown: remove every namespace, bridge, tap, veth, nftables "
+                        "table and dnsmasq this deployment made (the database is kept)")
 
     command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
                                   "policy file.")

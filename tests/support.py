@@ -55,10 +55,23 @@ class Server:
     def log(self) -> Path:
         return self.state / "server.log"
 
+    @property
+    def network_conf(self) -> dict[str, str]:
+        """The ``[network]`` options this server runs with: the user-mode data plane and
+        no public network unless the test asks (so the many tests that do not need
+        networking never build namespaces, nor race for one range)."""
+        return {"dataplane": "usermode", "public_cidr": "",
+                **self.extra_conf.get("network", {})}
+
+    @property
+    def linux_dataplane(self) -> bool:
+        return self.network_conf["dataplane"] != "usermode"
+
     def setup(self) -> None:
         strato("init", "--state-path", str(self.state), "--port", str(self.port))
         text = self.conf.read_text()
-        for section, values in self.extra_conf.items():
+        sections = {**self.extra_conf, "network": self.network_conf}
+        for section, values in sections.items():
             lines = "".join(f"{k} = {v}\n" for k, v in values.items())
             text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
         self.conf.write_text(text)
@@ -82,7 +95,11 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError("strato serve did not come up in 30 s")
 
-    def stop(self) -> int | None:
+    def stop(self, teardown: bool = True) -> int | None:
+        """SIGTERM (SIGKILL after 30 s); then, for a server on the Linux data plane,
+        ``strato network teardown`` once the process is gone, so a test run leaves no
+        namespace, device, rule or dnsmasq behind (``teardown=False``: a restart test
+        that wants the guests' networking to outlive the process)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -90,7 +107,24 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if teardown:
+            self.network_teardown()
         return self.proc.returncode if self.proc else None
+
+    def network_teardown(self) -> None:
+        """Guests first (an open tap keeps its namespace alive), then everything the
+        data plane made."""
+        if self.linux_dataplane and self.conf.exists():
+            from strato.virt.qemu import QemuDriver
+
+            drv = QemuDriver(self.state / "instances")
+            for sid in drv.list_instances():
+                drv.destroy(sid)
+            done = strato("network", "teardown", "--config", str(self.conf), check=False,
+                          timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"strato network teardown failed ({done.returncode}):"
+                                   f"\n{done.stdout}{done.stderr}")
 
     # ------------------------------------------------------------ clients
     def token(self, user: str = "admin", password: str | None = None,
