@@ -168,7 +168,7 @@ def _guests_on_a_network(tmp_path: Path) -> None:
 
         # a strato restart leaves running guests' networking as it was (QEMU keeps its
         # tap fds; the network service re-applies the host's networks)
-        srv.stop()
+        srv.stop(teardown=False)
         srv.start()
         c = srv.client(srv.token())
         with drv.agent(sid2) as ga:
