@@ -34,8 +34,10 @@ NOVA_BAD = frozenset({400})  # Nova: a boot source the caller cannot see is a ba
 CINDER_IMAGE = frozenset({400})  # Cinder: "Invalid image identifier or unable to access"
 UNAUTHORIZED = frozenset({401})  # Keystone: no role on the project asked for
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-# 128 KiB that can be booted (an MBR boot signature): servers are made from it
-DATA = hashlib.sha512(b"tenant-a").digest()[:62].ljust(510, b"\0") + b"\x55\xaa" \
+# 128 KiB that can be booted (an MBR boot signature): servers are made from it; its
+# code is `cli; hlt`, so a guest booted from it idles instead of spinning a core
+DATA = (b"\xfa\xf4" + hashlib.sha512(b"tenant-a").digest()[:60]).ljust(510, b"\0") \
+    + b"\x55\xaa" \
     + hashlib.sha512(b"tenant-a").digest() * 2040
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm4Qz3JqUv8bXlS3qYyq4nRr0b0c1wz3cQ9mZbXqK0F "
        "a@iso")
