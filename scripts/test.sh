@@ -20,4 +20,5 @@ STRATO_TEST_CEPH_CONF=$(scripts/ceph.sh start "$cephdir")
 export STRATO_TEST_CEPH_CONF STRATO_REQUIRE_CEPH=1
 
 .venv/bin/ruff check strato tests bench
-.venv/bin/python -m pytest "$@"
+# the slowest tests in every log, so a slowdown is visible where it happens
+.venv/bin/python -m pytest --durations=25 "$@"

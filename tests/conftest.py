@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from sqlalchemy.engine import make_url
 from strato.db import Database, migrate
 from strato.virt.cloudimage import CloudImage
 from strato.virt.qemu import QemuDriver
-from tests import cloudimage
+from tests import cloudimage, guests
 from tests.support import Server, free_port
 
 PG_URL = os.environ.get("STRATO_TEST_PG_URL")
@@ -72,6 +74,66 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def admin_token(server: Server) -> str:
     return server.token()
+
+
+def _run_guests(root: Path) -> dict[int, str]:
+    """The qemu-system processes of this run (their command line names a path under the
+    run's base temporary directory; other runs' guests on the machine are not ours)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not Path(argv[0].decode(errors="replace")).name.startswith("qemu-system"):
+            continue
+        text = b" ".join(argv).decode(errors="replace")
+        if f"{root}/" in text:
+            found[int(entry.name)] = text
+    return found
+
+
+def _kill(pids: dict[int, str], root: Path) -> None:
+    for pid in pids:
+        if pid in _run_guests(root):  # still the same guest of ours
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_guest_outlives_its_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the module whose tests or fixtures leave a QEMU guest running after its last
+    test: a leaked guest spins a core for the rest of the run (CI has two).  Session
+    fixtures destroy what they boot at the end of the run; a guest a module started must
+    be gone when the module is (or be kept on purpose: ``tests.guests``)."""
+    root = tmp_path_factory.getbasetemp()
+    before = _run_guests(root)
+    yield
+    deadline = time.monotonic() + 20  # a server deleted through the API stops a moment later
+    while (left := {pid: cmd for pid, cmd in _run_guests(root).items()
+                    if pid not in before and not guests.kept(cmd)}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        _kill(left, root)
+        names = "\n".join(f"  pid {pid}: {cmd[:300]}" for pid, cmd in left.items())
+        pytest.fail(f"{len(left)} QEMU guest(s) started by this module still ran after it "
+                    f"(killed now):\n{names}", pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The same for the whole run, after the session fixtures have been torn down."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or getattr(factory, "_basetemp", None) is None:
+        return  # no test used a temporary directory, so none booted a guest here
+    root = factory.getbasetemp()
+    left = _run_guests(root)
+    if left:
+        _kill(left, root)
+        print(f"\nERROR: {len(left)} QEMU guest(s) still ran at the end of the run "
+              f"(killed now): {sorted(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

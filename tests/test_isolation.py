@@ -20,6 +20,7 @@ import hashlib
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,10 @@ NOVA_BAD = frozenset({400})  # Nova: a boot source the caller cannot see is a ba
 CINDER_IMAGE = frozenset({400})  # Cinder: "Invalid image identifier or unable to access"
 UNAUTHORIZED = frozenset({401})  # Keystone: no role on the project asked for
 JSON_PATCH = "application/openstack-images-v2.1-json-patch"
-# 128 KiB that can be booted (an MBR boot signature): servers are made from it
-DATA = hashlib.sha512(b"tenant-a").digest()[:62].ljust(510, b"\0") + b"\x55\xaa" \
+# 128 KiB that can be booted (an MBR boot signature): servers are made from it; its
+# code is `cli; hlt`, so a guest booted from it idles instead of spinning a core
+DATA = (b"\xfa\xf4" + hashlib.sha512(b"tenant-a").digest()[:60]).ljust(510, b"\0") \
+    + b"\x55\xaa" \
     + hashlib.sha512(b"tenant-a").digest() * 2040
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm4Qz3JqUv8bXlS3qYyq4nRr0b0c1wz3cQ9mZbXqK0F "
        "a@iso")
@@ -105,7 +108,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(server: Server) -> World:
+def world(server: Server) -> Iterator[World]:
     a, b = make_tenant(server, "iso-a"), make_tenant(server, "iso-b")
     ca, cb, admin = Client(server, a.token()), Client(server, b.token()), \
         Client(server, server.token())
@@ -148,7 +151,7 @@ def world(server: Server) -> World:
              {"addProjectAccess": {"project": a.project_id}})
     ids["type"], ids["type_name"] = vtype["id"], vtype["name"]
 
-    # compute: A's server (its build fails fast here: a record, no guest), with metadata
+    # compute: A's server (a guest of DATA, which idles), with metadata
     srv = ca.ok("POST", "/compute/v2.1/servers", {"server": {
         "name": _uniq("srv"), "imageRef": ids["image"], "flavorRef": "1",
         "networks": "none", "metadata": {"owner": "a"}}})["server"]
@@ -169,7 +172,15 @@ def world(server: Server) -> World:
         "name": _uniq("kp"), "public_key": KEY}})["keypair"]["name"]
     ids["member_role"] = _role(admin)
     ids["token_a"] = a.token()
-    return World(server, a, b, ca, cb, admin, ids)
+    yield World(server, a, b, ca, cb, admin, ids)
+    # both servers run guests on the shared server: gone with the module
+    for client, sid in ((ca, ids["server"]), (cb, ids["server_b"])):
+        client.ok("DELETE", f"/compute/v2.1/servers/{sid}")
+    for client, sid in ((ca, ids["server"]), (cb, ids["server_b"])):
+        deadline = time.monotonic() + 60
+        while client("GET", f"/compute/v2.1/servers/{sid}").status_code != 404:
+            assert time.monotonic() < deadline, f"server {sid} was not deleted"
+            time.sleep(0.2)
 
 
 def _stopped(server: Server, server_id: str) -> None:

@@ -67,9 +67,10 @@ def boot(driver: QemuDriver, guest: GuestFiles, store: Engine) -> str:
 
 
 @pytest.fixture(scope="module")
-def vm(driver: QemuDriver, guest: GuestFiles, store: Engine, state_dir: Path) -> str:
+def vm(driver: QemuDriver, guest: GuestFiles, store: Engine, state_dir: Path) -> Iterator[str]:
     """A running guest, spawned by another Python process that has exited since
-    (so every test on it also shows guests outlive the process that started them)."""
+    (so every test on it also shows guests outlive the process that started them);
+    destroyed with the module."""
     spec = make_spec(guest, store)
     code = (
         "import sys; from strato.virt.qemu import GuestSpec, QemuDriver;"
@@ -77,8 +78,12 @@ def vm(driver: QemuDriver, guest: GuestFiles, store: Engine, state_dir: Path) ->
     )
     subprocess.run([sys.executable, "-c", code, str(state_dir)], input=spec.to_json(),
                    text=True, check=True, timeout=60)
-    wait_ready(driver, spec.uuid)
-    return spec.uuid
+    try:
+        wait_ready(driver, spec.uuid)
+        yield spec.uuid
+    finally:
+        if spec.uuid in driver.list_instances():
+            driver.destroy(spec.uuid)
 
 
 def guest_sh(driver: QemuDriver, uuid: str, script: str) -> str:

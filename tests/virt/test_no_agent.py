@@ -4,6 +4,7 @@ the agent fall back or fail cleanly, and the block store is never left half-way.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,15 @@ from .conftest import BOOT_TIMEOUT, make_spec
 
 
 @pytest.fixture(scope="module")
-def bare(driver: QemuDriver, guest: GuestFiles, store: Engine) -> str:
+def bare(driver: QemuDriver, guest: GuestFiles, store: Engine) -> Iterator[str]:
     spec = make_spec(guest, store, extra_cmdline="strato.noagent")
     driver.spawn(spec)
-    driver.wait_for_console(spec.uuid, f"{READY_MARKER} bootcount=1", 1, BOOT_TIMEOUT)
-    return spec.uuid
+    try:
+        driver.wait_for_console(spec.uuid, f"{READY_MARKER} bootcount=1", 1, BOOT_TIMEOUT)
+        yield spec.uuid
+    finally:  # the last test destroys it; a failure before that must not leak it
+        if spec.uuid in driver.list_instances():
+            driver.destroy(spec.uuid)
 
 
 def test_required_quiesce_fails_and_aborts(driver: QemuDriver, bare: str,

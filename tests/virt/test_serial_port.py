@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,11 @@ from tests.virt.conftest import boot
 
 
 @pytest.fixture(scope="module")
-def guest_vm(driver: QemuDriver, guest: GuestFiles, store: Engine) -> str:
-    return boot(driver, guest, store)
+def guest_vm(driver: QemuDriver, guest: GuestFiles, store: Engine) -> Iterator[str]:
+    uuid = boot(driver, guest, store)
+    yield uuid
+    if uuid in driver.list_instances():  # not left running for the rest of the run
+        driver.destroy(uuid)
 
 
 class Port:
