@@ -3,9 +3,9 @@
 A Debian cloud image (built from Debian's packages, uploaded as qcow2) boots from its
 own bootloader with ``--key-name`` and ``--user-data``; cloud-init inside finds both on
 the config drive (one server) and from the metadata service (another). Through the
-serial console websocket a user logs in, writes a marker, snapshots the server, boots the
-snapshot and reads the marker back - for an image-backed server (the cloud image) and
-a boot-from-volume one (the tiny guest). Here under ``tests/virt`` so that it runs
+serial console websocket a user logs in and reads the server's own metadata.  (The
+snapshot round trips of issue 14, image-backed and boot-from-volume, are proven over SSH
+by ``tests/network/test_network_e2e.py``.) Here under ``tests/virt`` so that it runs
 last: the cloud image build overlaps everything before it.
 """
 
@@ -129,11 +129,12 @@ def test_cloud_init_gets_the_key_and_user_data(cloud: Cloud, booted: dict[str, s
             assert sub.startswith("metadata") and "169.254.169.254" in sub, sub
 
 
-def test_metadata_service_and_a_snapshot_keep_what_the_user_wrote(
+def test_metadata_service_answers_the_serial_console_user(
         cloud: Cloud, booted: dict[str, str]) -> None:
     """Log in on the serial console with the password user-data set, read this
-    server's own documents from 169.254.169.254, write a marker, snapshot, boot the
-    snapshot and read the marker back there."""
+    server's own documents from 169.254.169.254 and write a file.  (The snapshot round
+    trips, image-backed and boot-from-volume, are proven over SSH in
+    ``tests/network/test_network_e2e.py``.)"""
     sid = booted["metadata"]
     marker = "marker-" + uuid.uuid4().hex
     fetch = ("python3 -c \"import urllib.request as u; print(u.urlopen("
@@ -145,35 +146,4 @@ def test_metadata_service_and_a_snapshot_keep_what_the_user_wrote(
         assert {k: v.strip() for k, v in meta["public_keys"].items()} == {"e2e-key": cloud.key}
         assert "admin_pass" not in meta  # only ever on a config drive
         con.run(f"echo {marker} > /home/debian/marker && sync")
-    snap = cloud.srv.openstack_json("server", "image", "create", "--wait", "--name",
-                                    "e2e-snap", sid)
-    assert isinstance(snap, dict)
-    copy = cloud.create("e2e-from-snap", "--image", str(snap["id"]), "--key-name", "e2e-key",
-                        "--user-data", str(cloud.user_data))
-    # a new instance: cloud-init runs again (its users module locks the password until
-    # set-passwords sets it anew), so log in once it has finished
-    cloud.wait_console(copy, "E2E-IID ")
-    assert _line(cloud.drv.console_output(copy), "E2E-IID") == copy
-    with cloud.console(copy) as con:
-        con.login("debian", PASSWORD, timeout=BOOT)
         assert con.run("cat /home/debian/marker").strip() == marker
-
-
-def test_marker_survives_a_snapshot_of_a_boot_from_volume_server(cloud: Cloud) -> None:
-    """The same steps on a volume-backed server (the tiny guest; root / strato)."""
-    marker = "bfv-" + uuid.uuid4().hex
-    sid = cloud.create("e2e-bfv", "--image", "strato-guest", "--boot-from-volume", "1")
-    shown = cloud.srv.openstack_json("server", "show", sid)
-    assert isinstance(shown, dict) and shown["image"] in ("", None, "N/A (booted from volume)")
-    with cloud.console(sid) as con:
-        con.login("root", "strato", timeout=300)
-        con.run(f"echo {marker} > /mnt/root/marker && sync")
-    snap = cloud.srv.openstack_json("server", "image", "create", "--wait", "--name",
-                                    "e2e-bfv-snap", sid)
-    assert isinstance(snap, dict)
-    copy = cloud.create("e2e-bfv-copy", "--image", str(snap["id"]))
-    copy_shown = cloud.srv.openstack_json("server", "show", copy)
-    assert isinstance(copy_shown, dict) and copy_shown["volumes_attached"]
-    with cloud.console(copy) as con:
-        con.login("root", "strato", timeout=300)
-        assert con.run("cat /mnt/root/marker").strip() == marker
