@@ -138,9 +138,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the cloud image build in the background as soon as a collected test needs
-    it, so it overlaps the tests that run first."""
-    if any(cloudimage.FIXTURE in getattr(item, "fixturenames", ()) for item in items):
+    it, so it overlaps the tests that run first; the modules that need it run last (in
+    their collected order), so they never wait for the build while other tests could
+    run."""
+    late = {getattr(item, "module", None) for item in items
+            if cloudimage.FIXTURE in getattr(item, "fixturenames", ())}
+    late.discard(None)
+    if late:
         cloudimage.start()
+        items[:] = ([i for i in items if getattr(i, "module", None) not in late]
+                    + [i for i in items if getattr(i, "module", None) in late])
 
 
 @pytest.fixture(scope="session")
