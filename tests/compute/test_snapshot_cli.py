@@ -37,7 +37,7 @@ def _wait_checksum(srv: Server, image_id: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         image = srv.openstack_json("image", "show", image_id)
-        if image["checksum"]:  # type: ignore[index]
+        if image.get("checksum"):  # type: ignore[union-attr]  (the CLI omits it until hashed)
             return image  # type: ignore[return-value]
         time.sleep(0.3)
     raise AssertionError(f"image {image_id} was never hashed")
