@@ -77,8 +77,10 @@ def netns() -> Iterator[str]:
 
 
 @pytest.fixture
-def nic_driver(tmp_path: Path, store: Engine, netns: str) -> Iterator[QemuDriver]:
-    drv = QemuDriver(tmp_path / "inst", resolve=storage_resolver(store),
+def nic_driver(tmp_path_factory: pytest.TempPathFactory, store: Engine,
+               netns: str) -> Iterator[QemuDriver]:
+    # a short directory: the guests' socket paths must fit AF_UNIX's 108 bytes
+    drv = QemuDriver(tmp_path_factory.mktemp("nic") / "i", resolve=storage_resolver(store),
                      open_tap=lambda nic: open_tap_in(netns, nic.tap))
     yield drv
     for uuid in drv.list_instances():
