@@ -14,27 +14,19 @@ Traffic stays inside that namespace: it has no route and no link to anything els
 from __future__ import annotations
 
 import base64
-import ctypes
-import fcntl
 import json
 import os
 import socket
 import struct
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from strato.network.linux.netns import open_tap
 from strato.virt.qemu.agent import GuestAgent
 
-CLONE_NEWNET = 0x40000000
-TUNSETIFF = 0x400454CA
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
 #: the hand-made network (only ever inside the two guests and the scratch namespace)
 HAND_CIDR = "10.253.0.0/24"
 PORT = 5001
@@ -42,50 +34,6 @@ PORT = 5001
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-def in_namespace(ns: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on a short-lived thread that joined network namespace ``ns`` (Python
-    3.11 has no os.setns; a file descriptor or socket keeps the namespace it was
-    created in, so the caller's threads are never moved)."""
-    result: dict[str, Any] = {}
-
-    def body() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-        finally:
-            os.close(fd)
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-
-    t = threading.Thread(target=body, name=f"netns-{ns}")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
-def open_tap(ns: str, name: str) -> int:
-    """A descriptor on the (existing) tap ``name`` of namespace ``ns``, for QEMU."""
-
-    def op() -> int:
-        fd = os.open("/dev/net/tun", os.O_RDWR)
-        try:
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    return int(in_namespace(ns, op))
 
 
 class RawQMP:

@@ -6,13 +6,8 @@ here sends a packet anywhere."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import fcntl
-import os
-import struct
 import subprocess
-import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,47 +15,16 @@ from pathlib import Path
 import pytest
 
 from strato.compute import guestnet
+from strato.network.linux.netns import open_tap
 from strato.storage import Engine
 from strato.virt.guestbuild import GuestFiles
 from strato.virt.qemu import NicSpec, QemuDriver, storage_resolver
 
 from .conftest import guest_sh, make_spec, wait_ready
 
-CLONE_NEWNET = 0x40000000
-TUNSETIFF = 0x400454CA
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-def open_tap_in(netns: str, tap: str) -> int:
-    """Open ``tap`` of namespace ``netns`` (a thread that joins it: setns is per thread)."""
-    out: dict[str, int | BaseException] = {}
-
-    def run() -> None:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            nsfd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(nsfd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            finally:
-                os.close(nsfd)
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-            ifr = struct.pack("16sH22x", tap.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
-            out["fd"] = fd
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            out["error"] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]  # type: ignore[misc]
-    return int(out["fd"])  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -81,7 +45,7 @@ def nic_driver(tmp_path_factory: pytest.TempPathFactory, store: Engine,
                netns: str) -> Iterator[QemuDriver]:
     # a short directory: the guests' socket paths must fit AF_UNIX's 108 bytes
     drv = QemuDriver(tmp_path_factory.mktemp("nic") / "i", resolve=storage_resolver(store),
-                     open_tap=lambda nic: open_tap_in(netns, nic.tap))
+                     open_tap=lambda nic: open_tap(netns, nic.tap))
     yield drv
     for uuid in drv.list_instances():
         drv.destroy(uuid)
