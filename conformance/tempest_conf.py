@@ -60,7 +60,7 @@ def render(server: Any, facts: dict[str, str], work: Path) -> str:
     """The whole file for ``server`` (tests.support.Server) and what was read from it."""
     base = server.url
     values: dict[str, dict[str, str]] = {
-        "DEFAULT": {"log_file": str(work / "tempest.log"), "debug": "False"},
+        "DEFAULT": {"log_file": str(work / "tempest.log"), "debug": "True"},
         "oslo_concurrency": {"lock_path": str(work / "locks")},
         "auth": {"admin_username": "admin", "admin_password": server.password,
                  "admin_project_name": "admin", "admin_domain_name": "Default",
