@@ -82,8 +82,9 @@ def start_server(work: Path) -> tuple[Server, dict[str, str]]:
 def run_tempest(tempest: Path, work: Path, server: Server, facts: dict[str, str],
                 regex: str, concurrency: int, list_only: bool) -> list[dict]:
     ws = work / "workspace"
-    if ws.exists():
-        shutil.rmtree(ws)
+    for old in (ws, work / ".tempest"):  # .tempest: Tempest's registry of workspaces
+        if old.exists():
+            shutil.rmtree(old)
     subprocess.run([str(tempest), "init", "--name", f"strato-{work.name}", str(ws)],
                    check=True, capture_output=True,
                    env={**os.environ, "HOME": str(work)})
