@@ -285,3 +285,17 @@ def list_tenant_networks(request: Request) -> FastJSON:
 def show_tenant_network(request: Request, network_id: str) -> FastJSON:
     return FastJSON({"network": _network(request).show_tenant_network(context(request),
                                                                       network_id)})
+
+
+# ---------------------------------------------------------------- empty ids
+def _no_id(request: Request) -> Response:
+    """``GET /images/`` and the like: an empty id is no resource (Nova: 404), not a
+    redirect to the collection."""
+    raise NotFound("The resource could not be found.")
+
+
+for _collection in ("images", "os-volumes", "os-volumes_boot", "os-snapshots",
+                    "os-security-groups", "os-security-group-rules", "os-floating-ips",
+                    "os-networks", "os-tenant-networks"):
+    router.add_api_route(f"/{_collection}/", _no_id, methods=["GET", "PUT", "DELETE"],
+                         name=f"{_collection}-empty-id")
