@@ -89,6 +89,11 @@ class ServerNetworks:
         net = self.api.network
         if net is None:
             return {"security_groups": []}
+        if not hasattr(net, "show_port"):  # a network service without Neutron's reads
+            return {"security_groups": [
+                {"id": g.get("id", ""), "name": g.get("name", ""), "description": "",
+                 "tenant_id": inst.project_id, "rules": []}
+                for g in net.instance_security_groups([inst.id]).get(inst.id) or []]}
         ids: list[str] = []
         for nic in net.instance_nics(inst.id):
             try:
