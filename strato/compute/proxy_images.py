@@ -23,10 +23,10 @@ GLANCE_ATTRIBUTES = frozenset({
     "os_hash_algo", "os_hash_value", "size", "virtual_size", "min_disk", "min_ram",
     "disk_format", "container_format", "tags", "created_at", "updated_at", "self", "file",
     "schema", "stores", "direct_url", "locations", "deleted", "deleted_at"})
+# Nova's maps: any other status (deactivated, importing, ...) is UNKNOWN, progress 0
 _STATUS = {"active": "ACTIVE", "queued": "SAVING", "saving": "SAVING",
-           "importing": "SAVING", "uploading": "SAVING", "deleted": "DELETED",
-           "pending_delete": "DELETED", "killed": "ERROR"}
-_PROGRESS = {"queued": 25, "saving": 50, "importing": 50, "uploading": 50, "active": 100}
+           "deleted": "DELETED", "pending_delete": "DELETED", "killed": "ERROR"}
+_PROGRESS = {"queued": 25, "saving": 50, "active": 100}
 # Nova's filter names -> Glance's (property filters pass through without "property-").
 _FILTERS = {"name": "name", "status": "status", "server": "instance_uuid",
             "type": "image_type"}
@@ -143,7 +143,7 @@ class ImageProxy:
         page = images[:limit]
         view = self.detail if detail else self.summary
         out: dict[str, Any] = {"images": [view(i, base) for i in page]}
-        if page and len(page) == limit and len(images) > limit:
+        if page and len(page) == limit:  # Nova links a full page, whatever follows
             rest = "&".join(f"{k}={v}" for k, v in params if k != "marker")
             href = f"{base}/compute/v2.1/images{'/detail' if detail else ''}?"
             out["images_links"] = [{"rel": "next", "href": href + (rest + "&" if rest else "")
