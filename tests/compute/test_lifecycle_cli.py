@@ -164,7 +164,7 @@ def test_boot_from_volume_all_four_sources(compute_server: Server, nova: Nova,
     with driver.agent(a_id) as ga:
         assert len(ga.sh("ls -d /sys/block/vd*").stdout.split()) == 2
         # --nic none: the guest has no NIC at all (as Nova gives it), so no address
-        assert [n for n in ga.sh("ls /sys/class/net").stdout.split() if n != "lo"] == []
+        assert [n for n in ga.sh("ls /sys/class/net").stdout.split() if n != b"lo"] == []
     assert b"-netdev" not in Path(f"/proc/{driver.pid(a_id)}/cmdline").read_bytes()
     assert bodies[a_id]["addresses"] == {}
     for sid in ids:
