@@ -170,9 +170,8 @@ class NetworkProxy:
         ref = self._group_body(body)
         try:
             group = self.network.create_security_group(ctx, {"security_group": ref})
-        except Conflict as exc:  # Neutron's over-quota / default-exists: Nova's 400/403
-            raise (Forbidden if "quota" in exc.message.lower() else BadRequest)(
-                exc.message) from None
+        except Conflict as exc:  # any Neutron 409 (over quota, "default"): Nova's 403
+            raise Forbidden(exc.message) from None
         return self._one(ctx, group)
 
     def update_group(self, ctx: RequestContext, group_id: str, body: Any) -> dict:
@@ -237,9 +236,8 @@ class NetworkProxy:
         try:
             created = self.network.create_security_group_rule(
                 ctx, {"security_group_rule": neutron})
-        except Conflict as exc:
-            raise (Forbidden if "quota" in exc.message.lower() else BadRequest)(
-                exc.message) from None
+        except Conflict as exc:  # Neutron's 409 (over quota, duplicate): Nova's 403
+            raise Forbidden(exc.message) from None
         except StratoError as exc:
             if exc.status == 404:
                 raise NotFound(exc.message) from None

@@ -358,6 +358,9 @@ def test_security_groups_proxy(member_client: httpx.Client, member: Tenant) -> N
     assert member_client.get(f"{C}/os-security-groups/{uuid.uuid4()}").status_code == 404
     assert member_client.post(f"{C}/os-security-groups", json={
         "security_group": {"name": "x"}}).status_code == 400
+    # Neutron's 409 (a second "default") is Nova's 403
+    assert member_client.post(f"{C}/os-security-groups", json={
+        "security_group": {"name": "default", "description": ""}}).status_code == 403
     rule_id = rule.json()["security_group_rule"]["id"]
     assert member_client.delete(f"{C}/os-security-group-rules/{rule_id}").status_code == 202
     assert member_client.delete(f"{C}/os-security-group-rules/{rule_id}").status_code == 404
