@@ -138,8 +138,8 @@ class ImageProxy:
             if single["marker"] not in ids:
                 raise BadRequest(f"marker [{single['marker']}] not found")
             images = images[ids.index(single["marker"]) + 1:]
-        limit = min(_int("limit", single["limit"]) if "limit" in single else MAX_LIMIT,
-                    MAX_LIMIT)
+        limit = min((_int("limit", single["limit"]) if "limit" in single else 0)
+                    or MAX_LIMIT, MAX_LIMIT)
         page = images[:limit]
         view = self.detail if detail else self.summary
         out: dict[str, Any] = {"images": [view(i, base) for i in page]}
