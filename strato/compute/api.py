@@ -275,7 +275,8 @@ class ComputeAPI:
                        requests: list[NetRequest] | None = None,
                        groups: list[str] | None = None) -> dict[str, Any]:
         """``requests``: the guest's ports to allocate (none: the user-mode NIC, whose
-        MAC the instance keeps); they are made in the transaction of the record."""
+        MAC the instance keeps, unless ``network`` is "none": no NIC at all); they are
+        made in the transaction of the record."""
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -288,7 +289,8 @@ class ComputeAPI:
             access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
-            mac="" if requests else mac_of(instance_id),
+            # "none" (2.37+) is a guest without any NIC, as Nova gives it
+            mac="" if requests or network == "none" else mac_of(instance_id),
             reservation_id=f"r-{uuid.uuid4().hex[:8]}",
             created_at=now(), launch_index=0, config_drive=guest.config_drive,
             hostname=guest.hostname,

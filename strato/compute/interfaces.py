@@ -80,17 +80,41 @@ class ServerNetworks:
             net.remove_security_group(ctx, inst.id, args["name"].strip())
 
     def server_security_groups(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
-        """``GET /servers/{id}/os-security-groups`` (Nova's proxy view of each group)."""
+        """``GET /servers/{id}/os-security-groups``: Nova's security group view (id,
+        name, description, tenant_id and the ingress rules) of every group bound to the
+        server's ports, sorted by (tenant, name) as Nova sorts them."""
+        from strato.compute.proxy_network import group_views
+
         inst = self._server(ctx, server_id, "os-security-groups:list")
-        groups: list[dict[str, Any]] = []
         net = self.api.network
-        if net is not None:
-            groups = net.instance_security_groups([inst.id]).get(inst.id) or []
-        return {"security_groups": [{
-            "id": g.get("id", ""), "name": g.get("name", ""),
-            "description": g.get("description", ""),
-            "tenant_id": g.get("tenant_id", inst.project_id),
-            "rules": list(g.get("rules", []))} for g in groups]}
+        if net is None:
+            return {"security_groups": []}
+        if not hasattr(net, "show_port"):  # a network service without Neutron's reads
+            return {"security_groups": [
+                {"id": g.get("id", ""), "name": g.get("name", ""), "description": "",
+                 "tenant_id": inst.project_id, "rules": []}
+                for g in net.instance_security_groups([inst.id]).get(inst.id) or []]}
+        ids: list[str] = []
+        for nic in net.instance_nics(inst.id):
+            try:
+                port = net.show_port(ctx, nic.port_id)
+            except NotFound:
+                continue
+            ids += [g for g in port.get("security_groups", []) if g not in ids]
+        groups: list[dict[str, Any]] = []
+        for gid in ids:
+            try:
+                groups.append(net.show_security_group(ctx, gid))
+            except NotFound:
+                continue
+        lookup = {g["id"]: g for g in groups}
+        for remote in {r.get("remote_group_id") for g in groups
+                       for r in g.get("security_group_rules", [])} - set(lookup) - {None}:
+            try:
+                lookup[remote] = net.show_security_group(ctx, remote)
+            except NotFound:
+                continue
+        return {"security_groups": group_views(groups, lookup)}
 
     # ------------------------------------------------------------ os-interface
     def _attachments(self, ctx: RequestContext, inst: Any,
@@ -115,7 +139,7 @@ class ServerNetworks:
                                   for f in port.get("fixed_ips", [])],
                     "port_id": nic.port_id, "net_id": nic.network_id, "mac_addr": nic.mac}
                 if version >= (2, 70):
-                    view["tag"] = None
+                    view["tag"] = getattr(nic, "tag", None)
                 out.append(view)
             return out
         nics = net.instance_nics(inst.id)

@@ -65,3 +65,7 @@ NETWORK_RULES = [
     RuleDefault(f"{P}os-attach-interfaces:delete", MEMBER),
 ]
 RULES += NETWORK_RULES
+
+from strato.compute.proxy_policies import RULES as PROXY_RULES  # noqa: E402
+
+RULES += PROXY_RULES

@@ -63,7 +63,8 @@ def host_id(project_id: str, host: str | None) -> str:
 
 
 def addresses(inst: Instance) -> dict[str, Any]:
-    """Every guest has one user-mode NIC (``networks`` none/auto/[] alike)."""
+    """A guest without ports has one user-mode NIC, unless it asked for ``networks``
+    "none" (then it has no NIC and no ``mac``)."""
     if not inst.mac or inst.vm_state in (states.BUILDING, states.ERROR, states.DELETED):
         return {}
     return {"private": [{"addr": PRIVATE_ADDR, "version": 4, "OS-EXT-IPS:type": "fixed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_boot_from_image_and_every_power_action(compute_server: Server, nova: No
     srv = compute_server
     name = _name("img")
     created = srv.openstack_json("server", "create", "--image", "strato-guest", "--flavor",
-                                 "m1.tiny", "--nic", "none", "--wait", name)
+                                 "m1.tiny", "--nic", "auto", "--wait", name)
     assert created["status"] == "ACTIVE"  # type: ignore[index]
     sid = created["id"]  # type: ignore[index]
     body = nova.server(sid)
@@ -162,6 +163,10 @@ def test_boot_from_volume_all_four_sources(compute_server: Server, nova: Nova,
     assert len(a_vols) == 2
     with driver.agent(a_id) as ga:
         assert len(ga.sh("ls -d /sys/block/vd*").stdout.split()) == 2
+        # --nic none: the guest has no NIC at all (as Nova gives it), so no address
+        assert [n for n in ga.sh("ls /sys/class/net").stdout.split() if n != b"lo"] == []
+    assert b"-netdev" not in Path(f"/proc/{driver.pid(a_id)}/cmdline").read_bytes()
+    assert bodies[a_id]["addresses"] == {}
     for sid in ids:
         nova.req("DELETE", f"/servers/{sid}")
     for sid in ids:

@@ -44,7 +44,8 @@ class Guests:
 def _create(nova: Nova, srv: Server, **server: object) -> dict:
     image = srv.openstack_json("image", "show", "strato-guest")["id"]  # type: ignore[index]
     r = nova.req("POST", "/servers", json={"server": {
-        "flavorRef": "42", "imageRef": image, "networks": "none", **server}})
+        # "auto" without a network: the user-mode NIC the guests read metadata on
+        "flavorRef": "42", "imageRef": image, "networks": "auto", **server}})
     assert r.status_code == 202, r.text
     return r.json()["server"]
 
