@@ -14,6 +14,7 @@ from strato.exceptions import BadRequest, UnsupportedMediaType
 from strato.image import data, listing, schemas
 from strato.image.api import ImageAPI
 from strato.image.data import Uploader
+from strato.validation import validate
 
 LOG = logging.getLogger(__name__)
 router = APIRouter(prefix="/image")
@@ -53,7 +54,6 @@ PATCH_TYPES = ("application/openstack-images-v2.1-json-patch",
                "application/openstack-images-v2.0-json-patch")
 
 
-
 @router.get("/v2/images")
 def list_images(request: Request) -> dict:
     return listing.list_images(_api(request), context(request),
@@ -80,7 +80,10 @@ async def update_image(request: Request, image_id: str) -> dict:
     if ctype not in PATCH_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
                                    f"{PATCH_TYPES[0]}.")
-    body = await json_body(request, schemas.UPDATE_IMAGE)
+    body = await json_body(request)
+    if ctype == PATCH_TYPES[1]:
+        body = schemas.patch_v20(body)
+    body = validate(schemas.UPDATE_IMAGE, body)
     return await run_in_threadpool(_api(request).update, context(request), image_id, body)
 
 

@@ -1,0 +1,125 @@
+"""Image (Glance v2) routes beyond images and members: discovery documents, the
+interoperable import (stage, import, the image's tasks), and Glance's answers for what
+strato does not serve (empty ids: 404; metadefs, tasks, cache: 501)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from strato.api.common import context, json_body, services
+from strato.exceptions import BadRequest, NotFound, StratoError, UnsupportedMediaType
+from strato.image import imports, info
+from strato.image.api import ImageAPI
+
+router = APIRouter(prefix="/image/v2")
+
+
+class NotImplementedHere(StratoError):
+    """A route of Glance's reference strato does not implement (Glance's own answer
+    for a disabled API is 501 too)."""
+
+    status = 501
+    message = "This operation is not implemented by this image service."
+
+
+def _api(request: Request) -> ImageAPI:
+    return services(request).image
+
+
+# ------------------------------------------------------------------ empty ids
+@router.api_route("/images/", methods=["GET", "DELETE", "PATCH", "PUT", "POST"])
+def empty_image_id(request: Request) -> Response:
+    """``/v2/images/`` names no image: Glance answers 404 (not a list, not a 405)."""
+    raise NotFound("No image found with an empty ID.")
+
+
+# ------------------------------------------------------------------ discovery
+@router.get("/info/import")
+def info_import(request: Request) -> dict:
+    return info.import_info()
+
+
+@router.get("/info/stores")
+def info_stores(request: Request) -> dict:
+    return info.stores(_api(request), context(request))
+
+
+@router.get("/info/stores/detail")
+def info_stores_detail(request: Request) -> dict:
+    return info.stores(_api(request), context(request), detail=True)
+
+
+@router.get("/info/usage")
+def info_usage(request: Request) -> dict:
+    return info.usage(_api(request), context(request))
+
+
+@router.get("/schemas/{name:path}")
+def show_schema(request: Request, name: str) -> dict:
+    return info.schema(name)
+
+
+# ------------------------------------------------------------------ import
+@router.put("/images/{image_id}/stage", status_code=204)
+async def stage(request: Request, image_id: str) -> Response:
+    ctype = request.headers.get("content-type", "application/octet-stream").split(";")[0]
+    if ctype.strip() not in ("application/octet-stream", ""):
+        raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
+                                   "application/octet-stream.")
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise BadRequest("Invalid Content-Length.")
+    await imports.stage(_api(request), context(request), image_id, request.receive,
+                        int(length) if length is not None else None)
+    return Response(status_code=204)
+
+
+@router.post("/images/{image_id}/import", status_code=202)
+async def import_image(request: Request, image_id: str) -> Response:
+    body = await json_body(request)
+    await run_in_threadpool(imports.start_import, _api(request), context(request),
+                            image_id, body)
+    return Response(status_code=202)
+
+
+@router.get("/images/{image_id}/tasks")
+def image_tasks(request: Request, image_id: str) -> dict:
+    return imports.image_tasks(_api(request), context(request), image_id)
+
+
+# ------------------------------------------------------------------ not implemented
+_ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@router.api_route("/metadefs/{rest:path}", methods=_ALL)
+def metadefs(request: Request, rest: str) -> Response:
+    raise NotImplementedHere("Metadata definitions (/v2/metadefs) are not implemented "
+                             "by this image service.")
+
+
+@router.api_route("/tasks", methods=_ALL)
+@router.api_route("/tasks/{rest:path}", methods=_ALL)
+def tasks(request: Request, rest: str = "") -> Response:
+    raise NotImplementedHere("The tasks API (/v2/tasks) is not implemented by this image "
+                             "service; imports report their tasks at "
+                             "/v2/images/{image_id}/tasks.")
+
+
+@router.api_route("/cache", methods=_ALL)
+@router.api_route("/cache/{rest:path}", methods=_ALL)
+def cache(request: Request, rest: str = "") -> Response:
+    raise NotImplementedHere("The image cache API (/v2/cache) is not implemented: this "
+                             "image service keeps no cache.")
+
+
+@router.api_route("/images/{image_id}/locations", methods=_ALL)
+def locations(request: Request, image_id: str) -> Response:
+    raise NotImplementedHere("Adding or listing locations (/v2/images/{id}/locations, "
+                             "API 2.17) is not implemented by this image service.")
+
+
+@router.delete("/stores/{store_id}/{image_id}")
+def delete_from_store(request: Request, store_id: str, image_id: str) -> Response:
+    raise NotImplementedHere("Deleting an image from one store is not implemented: this "
+                             "image service has a single store.")
