@@ -227,7 +227,7 @@ def task_view(job: Job) -> dict[str, Any]:
 def image_tasks(api: ImageAPI, ctx: RequestContext, image_id: str) -> dict[str, Any]:
     with api.db.session(readonly=True) as session:
         image = api.load(session, ctx, image_id)
-        api.policy.enforce(ctx, "get_image_tasks", {"project_id": image.owner})
+        api.policy.enforce(ctx, "get_image", {"project_id": image.owner})
         jobs = session.scalars(select(Job).where(
             Job.name == "image.import",
             Job.payload["image_id"].as_string() == image_id).order_by(Job.id))

@@ -24,7 +24,6 @@ RULES = [
     RuleDefault("reactivate", MEMBER),
     RuleDefault("add_image_stage", MEMBER),
     RuleDefault("import_image", MEMBER),
-    RuleDefault("get_image_tasks", READER),
     RuleDefault("get_stores", READER),
     RuleDefault("get_stores_detail", "rule:admin_required"),
     RuleDefault("get_usage", READER),
