@@ -1,6 +1,6 @@
 """Image (Glance v2) routes beyond images and members: discovery documents, the
 interoperable import (stage, import, the image's tasks), and Glance's answers for what
-strato does not serve (empty ids: 404; metadefs, tasks, cache: 501)."""
+strato does not serve (empty ids: 404; metadefs, cache, locations: 501)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import context, json_body, services
-from strato.exceptions import BadRequest, NotFound, StratoError, UnsupportedMediaType
+from strato.exceptions import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    StratoError,
+    UnsupportedMediaType,
+)
 from strato.image import imports, info
 from strato.image.api import ImageAPI
 
@@ -98,12 +104,27 @@ def metadefs(request: Request, rest: str) -> Response:
                              "by this image service.")
 
 
-@router.api_route("/tasks", methods=_ALL)
-@router.api_route("/tasks/{rest:path}", methods=_ALL)
-def tasks(request: Request, rest: str = "") -> Response:
-    raise NotImplementedHere("The tasks API (/v2/tasks) is not implemented by this image "
-                             "service; imports report their tasks at "
-                             "/v2/images/{image_id}/tasks.")
+@router.get("/tasks")
+def list_tasks(request: Request) -> dict:
+    return imports.list_tasks(_api(request), context(request))
+
+
+@router.post("/tasks", status_code=201)
+async def create_task(request: Request) -> Response:
+    body = await json_body(request)
+    await run_in_threadpool(imports.create_task, _api(request), context(request), body)
+    return Response(status_code=201)  # never reached: strato refuses every import task
+
+
+@router.get("/tasks/{task_id}")
+def show_task(request: Request, task_id: str) -> dict:
+    return imports.show_task(_api(request), context(request), task_id)
+
+
+@router.api_route("/tasks/{task_id}", methods=["DELETE", "PUT", "PATCH", "POST"])
+def task_other(request: Request, task_id: str) -> Response:
+    raise MethodNotAllowed("Tasks cannot be changed or deleted.",
+                           headers={"Allow": "GET"})
 
 
 @router.api_route("/cache", methods=_ALL)

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, Conflict, OverLimit
+from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit
 from strato.image.api import ImageAPI, iso
 from strato.image.api import staged_path as api_staged_path
 from strato.image.data import Uploader
@@ -222,6 +222,64 @@ def task_view(job: Job) -> dict[str, Any]:
         "image_id": p.get("image_id"), "request_id": p.get("request_id"),
         "user_id": p.get("user_id"),
     }
+
+
+def _task_doc(job: Job, full: bool) -> dict[str, Any]:
+    """A task as ``/v2/tasks`` shows it (Glance's task view; the list's stub leaves
+    out input, result and message)."""
+    whole = task_view(job)
+    keys = ["id", "type", "status", "owner", "created_at", "updated_at"]
+    if full:
+        keys += ["input", "result", "message"]
+    doc = {k: whole[k] for k in keys}
+    if whole["expires_at"] is not None:
+        doc["expires_at"] = whole["expires_at"]
+    doc["self"] = f"/v2/tasks/{whole['id']}"
+    doc["schema"] = "/v2/schemas/task"
+    return doc
+
+
+def list_tasks(api: ImageAPI, ctx: RequestContext) -> dict[str, Any]:
+    """``GET /v2/tasks`` (admin by Glance's default policy): the import tasks."""
+    api.policy.enforce(ctx, "get_tasks", {"project_id": ctx.project_id})
+    with api.db.session(readonly=True) as session:
+        jobs = session.scalars(select(Job).where(Job.name == "image.import")
+                               .order_by(Job.id.desc()))
+        return {"tasks": [_task_doc(j, full=False) for j in jobs],
+                "first": "/v2/tasks", "schema": "/v2/schemas/tasks"}
+
+
+def show_task(api: ImageAPI, ctx: RequestContext, task_id: str) -> dict[str, Any]:
+    api.policy.enforce(ctx, "get_task", {"project_id": ctx.project_id})
+    with api.db.session(readonly=True) as session:
+        job = session.scalars(select(Job).where(
+            Job.name == "image.import",
+            Job.payload["task_id"].as_string() == task_id)).first()
+        if job is None:
+            raise NotFound(f"Task with the given id {task_id} was not found.")
+        return _task_doc(job, full=True)
+
+
+def create_task(api: ImageAPI, ctx: RequestContext, body: Any) -> None:
+    """``POST /v2/tasks``: Glance's legacy ``import`` task fetches ``import_from`` from
+    another host, which this cloud never does — refused (400) as a Glance whose URI
+    filtering lets nothing through refuses it; the body is checked first, as there."""
+    api.policy.enforce(ctx, "add_task", {"project_id": ctx.project_id})
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object with 'type' and 'input'.")
+    if body.get("type") != "import":
+        raise BadRequest(f"Invalid type value: {body.get('type')!r}: 'import' is the only "
+                         "task type.")
+    task_input = body.get("input")
+    if not isinstance(task_input, dict):
+        raise BadRequest("Task 'input' must be an object.")
+    for key in ("import_from", "import_from_format", "image_properties"):
+        if key not in task_input:
+            raise BadRequest(f"Input does not contain '{key}' field.")
+    uri = task_input["import_from"]
+    raise BadRequest(f"URI {uri} does not pass filtering: this image service fetches no "
+                     "data from other hosts (stage the data and import it with "
+                     "glance-direct instead).")
 
 
 def image_tasks(api: ImageAPI, ctx: RequestContext, image_id: str) -> dict[str, Any]:

@@ -246,10 +246,28 @@ def _metadefs() -> dict[str, dict[str, Any]]:
     }
 
 
+def task_schema() -> dict[str, Any]:
+    s = {"type": "string"}
+    return {"name": "task", "properties": {
+        "id": s, "type": {"type": "string", "enum": ["import", "api_image_import"]},
+        "status": {"type": "string", "enum": ["pending", "processing", "success",
+                                              "failure"]},
+        "input": {"type": "object"}, "result": {"type": ["null", "object"]},
+        "owner": s, "message": s, "expires_at": {"type": ["null", "string"]},
+        "created_at": s, "updated_at": s, "self": s, "schema": s}}
+
+
+def tasks_schema() -> dict[str, Any]:
+    return {"name": "tasks", "links": _COLLECTION_LINKS, "properties": {
+        "tasks": {"type": "array", "items": task_schema()},
+        "schema": {"type": "string"}, "first": {"type": "string"},
+        "next": {"type": "string"}}}
+
+
 def schema(name: str) -> dict[str, Any]:
     """The schema document ``/v2/schemas/<name>``; 404 for a name Glance does not serve."""
     top = {"image": image_schema, "images": images_schema, "member": member_schema,
-           "members": members_schema}
+           "members": members_schema, "task": task_schema, "tasks": tasks_schema}
     if name in top:
         return top[name]()
     if name.startswith("metadefs/"):

@@ -27,6 +27,11 @@ RULES = [
     RuleDefault("get_stores", READER),
     RuleDefault("get_stores_detail", "rule:admin_required"),
     RuleDefault("get_usage", READER),
+    # The tasks API: admin only since Wallaby.
+    RuleDefault("get_tasks", "rule:admin_required"),
+    RuleDefault("get_task", "rule:admin_required"),
+    RuleDefault("add_task", "rule:admin_required"),
+    RuleDefault("modify_task", "rule:admin_required"),
     RuleDefault("add_member", MEMBER),
     RuleDefault("delete_member", MEMBER),
     RuleDefault("get_member", READER),

@@ -106,6 +106,22 @@ TASK = strict({
     "image_id": UUID, "request_id": STRING, "user_id": STRING})
 TASKS = strict({"tasks": {"type": "array", "items": TASK}})
 
+# The tasks API (/v2/tasks): the list shows stubs, a show the whole task.
+_TASK_STUB = {
+    "id": UUID, "type": {"type": "string", "enum": ["api_image_import"]},
+    "status": TASK["properties"]["status"], "owner": STRING, "created_at": _TIME,
+    "updated_at": _TIME, "expires_at": STRING,
+    "self": {"type": "string", "pattern": "^/v2/tasks/[0-9a-f-]{36}$"},
+    "schema": {"type": "string", "enum": ["/v2/schemas/task"]}}
+TASK_LIST = strict({"tasks": {"type": "array", "items": strict(
+    _TASK_STUB, optional=("expires_at",))},
+    "first": {"type": "string", "enum": ["/v2/tasks"]},
+    "schema": {"type": "string", "enum": ["/v2/schemas/tasks"]},
+    "next": STRING}, optional=("next",))
+TASK_DOC = strict({**_TASK_STUB, "input": {"type": "object"},
+                   "result": {"type": ["object", "null"]}, "message": STRING},
+                  optional=("expires_at",))
+
 # What a client validates a /v2/schemas document by: a name and the properties.
 SCHEMA_DOC = {"type": "object", "required": ["name", "properties"],
               "properties": {"name": STRING, "properties": {"type": "object"},

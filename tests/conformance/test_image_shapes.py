@@ -167,7 +167,8 @@ def test_discovery_documents(server: Server, admin_token: str,
     usage = alice.get("/image/v2/info/usage").json()
     assert_shape(usage, S.USAGE)
     for name, title in (("image", "image"), ("images", "images"), ("member", "member"),
-                        ("members", "members"), ("metadefs/namespace", "namespace"),
+                        ("members", "members"), ("task", "task"), ("tasks", "tasks"),
+                        ("metadefs/namespace", "namespace"),
                         ("metadefs/namespaces", "namespaces"),
                         ("metadefs/resource_type", "resource_type_association"),
                         ("metadefs/resource_types", "resource_type_associations"),
@@ -182,8 +183,6 @@ def test_discovery_documents(server: Server, admin_token: str,
     _fault(alice.get("/image/v2/schemas/nothing"), 404)
     # what strato does not implement: 501 in Glance's format
     _fault(alice.get("/image/v2/metadefs/namespaces"), 501)
-    _fault(alice.get("/image/v2/tasks"), 501)
-    _fault(alice.post("/image/v2/tasks", json={}), 501)
     _fault(alice.get("/image/v2/cache"), 501)
 
 
@@ -203,7 +202,8 @@ def _chunked(data: bytes) -> Iterator[bytes]:
         yield data[i:i + 1000]
 
 
-def test_stage_then_glance_direct_import(alice: httpx.Client) -> None:
+def test_stage_then_glance_direct_import(server: Server, admin_token: str,
+                                        alice: httpx.Client) -> None:
     iid = _create(alice, visibility="private")["id"]
     # importing what was never staged: Glance's 409
     _fault(alice.post(f"/image/v2/images/{iid}/import",
@@ -244,7 +244,37 @@ def test_stage_then_glance_direct_import(alice: httpx.Client) -> None:
     [task] = tasks["tasks"]
     assert task["status"] == "success" and task["request_id"] == request_id
     assert task["input"]["import_req"]["method"]["name"] == "glance-direct"
+    # the same task in the (admin-only) tasks API
+    _fault(alice.get("/image/v2/tasks"), 403)
+    _fault(alice.get(f"/image/v2/tasks/{task['id']}"), 403)
+    with server.client(admin_token) as admin:
+        listed = admin.get("/image/v2/tasks").json()
+        assert_shape(listed, S.TASK_LIST)
+        assert task["id"] in [t["id"] for t in listed["tasks"]]
+        r = admin.get(f"/image/v2/tasks/{task['id']}")
+        assert r.status_code == 200
+        assert_shape(r.json(), S.TASK_DOC)
+        assert r.json()["status"] == "success"
+        _fault(admin.get(f"/image/v2/tasks/{uuid.uuid4()}"), 404)
+        _fault(admin.delete(f"/image/v2/tasks/{task['id']}"), 405)
     assert alice.delete(f"/image/v2/images/{iid}").status_code == 204
+
+
+def test_legacy_import_tasks_are_refused(server: Server, admin_token: str,
+                                         alice: httpx.Client) -> None:
+    """``POST /v2/tasks`` would fetch ``import_from`` from another host: 400, as a
+    Glance whose URI filtering lets nothing through; a malformed task is a 400 too."""
+    task = {"type": "import", "input": {
+        "import_from": "http://example.invalid/x.qcow2", "import_from_format": "qcow2",
+        "image_properties": {"disk_format": "qcow2", "container_format": "bare"}}}
+    _fault(alice.post("/image/v2/tasks", json=task), 403)
+    with server.client(admin_token) as admin:
+        r = admin.post("/image/v2/tasks", json=task)
+        _fault(r, 400)
+        assert "example.invalid" in r.json()["message"]
+        for bad in ({"type": "export", "input": task["input"]}, {"type": "import"},
+                    {"type": "import", "input": {"import_from": "x"}}, []):
+            _fault(admin.post("/image/v2/tasks", json=bad), 400)
 
 
 def test_staged_image_deleted_before_import(server: Server, alice: httpx.Client) -> None:
