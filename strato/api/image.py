@@ -178,3 +178,11 @@ async def update_member(request: Request, image_id: str, member_id: str) -> dict
 def delete_member(request: Request, image_id: str, member_id: str) -> Response:
     _api(request).delete_member(context(request), image_id, member_id)
     return Response(status_code=204)
+
+
+# Discovery, import, tasks and the metadefs catalog: routes of their own modules, served
+# under the same /image prefix (after the routes above).
+from strato.api import image_extras, image_metadefs  # noqa: E402
+
+router.include_router(image_extras.router)
+router.include_router(image_metadefs.router)

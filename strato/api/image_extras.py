@@ -1,6 +1,6 @@
 """Image (Glance v2) routes beyond images and members: discovery documents, the
 interoperable import (stage, import, the image's tasks), and Glance's answers for what
-strato does not serve (empty ids: 404; metadefs, cache, locations: 501)."""
+strato does not serve (empty ids: 404; cache, locations: 501)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from strato.exceptions import (
 from strato.image import imports, info
 from strato.image.api import ImageAPI
 
-router = APIRouter(prefix="/image/v2")
+router = APIRouter(prefix="/v2")  # included by strato.api.image (under /image)
 
 
 class NotImplementedHere(StratoError):
@@ -96,12 +96,6 @@ def image_tasks(request: Request, image_id: str) -> dict:
 
 # ------------------------------------------------------------------ not implemented
 _ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@router.api_route("/metadefs/{rest:path}", methods=_ALL)
-def metadefs(request: Request, rest: str) -> Response:
-    raise NotImplementedHere("Metadata definitions (/v2/metadefs) are not implemented "
-                             "by this image service.")
 
 
 @router.get("/tasks")

@@ -27,6 +27,19 @@ RULES = [
     RuleDefault("get_stores", READER),
     RuleDefault("get_stores_detail", "rule:admin_required"),
     RuleDefault("get_usage", READER),
+    # Metadata definitions: everyone reads (visibility permitting), admins write.
+    *(RuleDefault(name, READER) for name in (
+        "get_metadef_namespaces", "get_metadef_namespace", "list_metadef_resource_types",
+        "get_metadef_properties", "get_metadef_property", "get_metadef_objects",
+        "get_metadef_object", "get_metadef_tags", "get_metadef_tag")),
+    *(RuleDefault(name, "rule:admin_required") for name in (
+        "add_metadef_namespace", "modify_metadef_namespace", "delete_metadef_namespace",
+        "add_metadef_resource_type_association",
+        "remove_metadef_resource_type_association", "add_metadef_property",
+        "modify_metadef_property", "remove_metadef_property", "add_metadef_object",
+        "modify_metadef_object", "delete_metadef_object", "add_metadef_tags",
+        "delete_metadef_tags", "add_metadef_tag", "modify_metadef_tag",
+        "delete_metadef_tag")),
     # The tasks API: admin only since Wallaby.
     RuleDefault("get_tasks", "rule:admin_required"),
     RuleDefault("get_task", "rule:admin_required"),

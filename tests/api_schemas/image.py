@@ -122,6 +122,46 @@ TASK_DOC = strict({**_TASK_STUB, "input": {"type": "object"},
                    "result": {"type": ["object", "null"]}, "message": STRING},
                   optional=("expires_at",))
 
+# The metadefs catalog.
+_RTYPE = strict({"name": STRING, "created_at": _TIME, "updated_at": _TIME})
+RESOURCE_TYPES = strict({"resource_types": {"type": "array", "items": _RTYPE}})
+ASSOCIATION = strict({"name": STRING, "prefix": STRING, "properties_target": STRING,
+                      "created_at": _TIME, "updated_at": _TIME},
+                     optional=("prefix", "properties_target"))
+ASSOCIATIONS = strict({"resource_type_associations": {"type": "array",
+                                                      "items": ASSOCIATION}})
+PROPERTY = {"type": "object", "required": ["name", "title", "type"],
+            "properties": {"name": STRING, "title": STRING, "type": STRING,
+                           "description": STRING, "enum": {"type": "array"}}}
+PROPERTIES = strict({"properties": {"type": "object", "additionalProperties": PROPERTY}})
+OBJECT = strict({"name": STRING, "description": STRING,
+                 "required": {"type": "array", "items": STRING},
+                 "properties": {"type": "object", "additionalProperties": PROPERTY},
+                 "created_at": _TIME, "updated_at": _TIME,
+                 "self": {"type": "string", "pattern": "^/v2/metadefs/namespaces/"},
+                 "schema": {"type": "string", "enum": ["/v2/schemas/metadefs/object"]}},
+                optional=("description",))
+OBJECTS = strict({"objects": {"type": "array", "items": OBJECT}, "schema": STRING})
+TAG = strict({"name": STRING, "created_at": _TIME, "updated_at": _TIME})
+TAGS = strict({"tags": {"type": "array", "items": TAG}})
+_NAMESPACE = {
+    "namespace": STRING, "display_name": STRING, "description": STRING,
+    "visibility": {"type": "string", "enum": ["public", "private"]},
+    "protected": BOOLEAN, "owner": STRING, "created_at": _TIME, "updated_at": _TIME,
+    "self": {"type": "string", "pattern": "^/v2/metadefs/namespaces/"},
+    "schema": {"type": "string", "enum": ["/v2/schemas/metadefs/namespace"]},
+    "resource_type_associations": {"type": "array", "items": ASSOCIATION}}
+_NS_OPTIONAL = ("display_name", "description", "owner", "resource_type_associations")
+NAMESPACE = strict({**_NAMESPACE, "properties": PROPERTIES["properties"]["properties"],
+                    "objects": {"type": "array", "items": OBJECT},
+                    "tags": {"type": "array", "items": TAG}},
+                   optional=(*_NS_OPTIONAL, "properties", "objects", "tags"))
+NAMESPACES = strict({"namespaces": {"type": "array", "items": strict(
+    _NAMESPACE, optional=_NS_OPTIONAL)},
+    "first": STRING, "next": STRING,
+    "schema": {"type": "string", "enum": ["/v2/schemas/metadefs/namespaces"]}},
+    optional=("next",))
+
 # What a client validates a /v2/schemas document by: a name and the properties.
 SCHEMA_DOC = {"type": "object", "required": ["name", "properties"],
               "properties": {"name": STRING, "properties": {"type": "object"},

@@ -182,7 +182,7 @@ def test_discovery_documents(server: Server, admin_token: str,
         assert r.json()["name"] == title
     _fault(alice.get("/image/v2/schemas/nothing"), 404)
     # what strato does not implement: 501 in Glance's format
-    _fault(alice.get("/image/v2/metadefs/namespaces"), 501)
+    _fault(alice.delete("/image/v2/metadefs/namespaces/x/objects"), 501)
     _fault(alice.get("/image/v2/cache"), 501)
 
 
@@ -314,3 +314,82 @@ def test_member_views_and_member_status_filter(alice: httpx.Client, bob: httpx.C
     assert_shape(r.json(), S.MEMBER)
     assert iid in [i["id"] for i in bob.get("/image/v2/images").json()["images"]]
     alice.delete(f"/image/v2/images/{iid}")
+
+
+def test_metadefs_catalog(server: Server, admin_token: str, alice: httpx.Client) -> None:
+    """Namespaces with their resource types, properties, objects and tags: admins write,
+    everyone reads what is public; the shapes of Glance's metadefs reference."""
+    base = "/image/v2/metadefs"
+    types = alice.get(f"{base}/resource_types").json()
+    assert_shape(types, S.RESOURCE_TYPES)
+    rtype = types["resource_types"][0]["name"]
+    name = _uniq("ns")
+    body = {"namespace": name, "display_name": name, "description": "d",
+            "visibility": "public", "protected": True,
+            "resource_type_associations": [{"name": rtype}]}
+    _fault(alice.post(f"{base}/namespaces", json=body), 403)
+    with server.client(admin_token) as admin:
+        r = admin.post(f"{base}/namespaces", json=body)
+        assert r.status_code == 201, r.text
+        assert_shape(r.json(), S.NAMESPACE)
+        _fault(admin.post(f"{base}/namespaces", json=body), 409)
+        listed = alice.get(f"{base}/namespaces").json()
+        assert_shape(listed, S.NAMESPACES)
+        assert name in [n["namespace"] for n in listed["namespaces"]]
+        _fault(admin.delete(f"{base}/namespaces/{name}"), 403)  # protected
+        ns = f"{base}/namespaces/{name}"
+        # properties
+        prop = {"name": "hypervisor", "title": "Hypervisor", "type": "string",
+                "enum": ["kvm", "qemu"]}
+        r = admin.post(f"{ns}/properties", json=prop)
+        assert r.status_code == 201 and r.json()["title"] == "Hypervisor"
+        assert_shape(alice.get(f"{ns}/properties/hypervisor").json(), S.PROPERTY)
+        r = admin.put(f"{ns}/properties/hypervisor", json={**prop, "title": "HV"})
+        assert r.status_code == 200 and r.json()["title"] == "HV"
+        assert_shape(alice.get(f"{ns}/properties").json(), S.PROPERTIES)
+        # objects
+        r = admin.post(f"{ns}/objects", json={"name": "cpu", "properties": {
+            "cores": {"title": "Cores", "type": "integer"}}})
+        assert r.status_code == 201, r.text
+        assert_shape(r.json(), S.OBJECT)
+        r = admin.put(f"{ns}/objects/cpu", json={"name": "cpu2"})
+        assert r.status_code == 200 and r.json()["name"] == "cpu2"
+        assert_shape(alice.get(f"{ns}/objects").json(), S.OBJECTS)
+        assert_shape(alice.get(f"{ns}/objects/cpu2").json(), S.OBJECT)
+        # tags: a list replaces, one by one after
+        r = admin.post(f"{ns}/tags", json={"tags": [{"name": "a"}, {"name": "b"}]})
+        assert r.status_code == 201
+        r = admin.post(f"{ns}/tags/c")
+        assert r.status_code == 201
+        assert_shape(r.json(), S.TAG)
+        r = admin.put(f"{ns}/tags/c", json={"name": "d"})
+        assert r.status_code == 200 and r.json()["name"] == "d"
+        tags = alice.get(f"{ns}/tags").json()
+        assert_shape(tags, S.TAGS)
+        assert sorted(t["name"] for t in tags["tags"]) == ["a", "b", "d"]
+        assert admin.delete(f"{ns}/tags/d").status_code == 204
+        assert admin.delete(f"{ns}/tags").status_code == 204
+        assert alice.get(f"{ns}/tags").json() == {"tags": []}
+        # the whole namespace
+        full = alice.get(ns).json()
+        assert_shape(full, S.NAMESPACE)
+        assert full["properties"]["hypervisor"]["title"] == "HV"
+        assert [o["name"] for o in full["objects"]] == ["cpu2"]
+        # resource types
+        assocs = alice.get(f"{ns}/resource_types").json()
+        assert_shape(assocs, S.ASSOCIATIONS)
+        assert admin.delete(f"{ns}/resource_types/{rtype}").status_code == 204
+        r = admin.post(f"{ns}/resource_types", json={"name": rtype, "prefix": "hw_"})
+        assert r.status_code == 201
+        assert_shape(r.json(), S.ASSOCIATION)
+        assert alice.get(f"{ns}/properties/hw_hypervisor").json()["name"] == "hypervisor"
+        # private namespaces are the owner's (and admins'): 404 for others
+        r = admin.put(ns, json={"namespace": name, "visibility": "private",
+                                "protected": False})
+        assert r.status_code == 200 and r.json()["protected"] is False
+        _fault(alice.get(ns), 404)
+        for gone in (f"{ns}/objects/cpu2", f"{ns}/properties/hypervisor"):
+            assert admin.delete(gone).status_code == 204
+            _fault(admin.get(gone), 404)
+        assert admin.delete(ns).status_code == 204
+        _fault(admin.get(ns), 404)
