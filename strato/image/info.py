@@ -7,13 +7,14 @@ really does (one store, ``glance-direct`` only).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
 
 from strato.context import RequestContext
 from strato.exceptions import NotFound
-from strato.image.api import NAME_MAX, ImageAPI
+from strato.image.api import NAME_MAX, ImageAPI, staged_path
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
 from strato.image.imports import METHODS
 from strato.image.models import Image
@@ -61,11 +62,17 @@ def usage(api: ImageAPI, ctx: RequestContext) -> dict[str, Any]:
             owned, Image.status != "pending_delete")) or 0
         uploading = session.scalar(select(func.count()).select_from(Image).where(
             owned, Image.status.in_(("uploading", "importing", "saving")))) or 0
+        staging = list(session.scalars(select(Image.id).where(
+            owned, Image.status.in_(("uploading", "importing")))))
+    staged = 0
+    for image_id in staging:  # the staging files themselves: what is really held
+        with contextlib.suppress(FileNotFoundError):
+            staged += staged_path(api.conf, image_id).stat().st_size
     mib = 1 << 20
     return {"usage": {
         "image_size_total": {"limit": q.size_total_mb, "usage": -(-size // mib)},
         "image_count_total": {"limit": q.image_count, "usage": count},
-        "image_stage_total": {"limit": q.size_total_mb, "usage": 0},
+        "image_stage_total": {"limit": q.size_total_mb, "usage": -(-staged // mib)},
         "image_count_uploading": {"limit": q.image_count, "usage": uploading},
     }}
 

@@ -213,6 +213,9 @@ def test_stage_then_glance_direct_import(server: Server, admin_token: str,
     assert r.status_code == 204, r.text
     staged = alice.get(f"/image/v2/images/{iid}").json()
     assert staged["status"] == "uploading"
+    usage = alice.get("/image/v2/info/usage").json()["usage"]
+    assert usage["image_stage_total"]["usage"] == 1  # MiB, rounded up
+    assert usage["image_count_uploading"]["usage"] == 1
     assert_shape(staged, S.image(with_data=False))
     # staging twice: 409
     _fault(alice.put(f"/image/v2/images/{iid}/stage", content=b"x", headers=OCTETS), 409)
