@@ -1,6 +1,9 @@
 """Image (Glance v2) routes beyond images and members: discovery documents, the
-interoperable import (stage, import, the image's tasks), and Glance's answers for what
-strato does not serve (empty ids: 404; cache, locations: 501)."""
+interoperable import (stage, import, the image's tasks, the tasks API), and Glance's
+answers where strato has less (an empty id: 404; deleting from the only store: 403).
+
+Not routed, so 404 as in a Glance without them: the cache API (no cache here) and the
+locations API (2.17; strato serves up to 2.16)."""
 
 from __future__ import annotations
 
@@ -12,21 +15,12 @@ from strato.exceptions import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
-    StratoError,
     UnsupportedMediaType,
 )
 from strato.image import imports, info
 from strato.image.api import ImageAPI
 
 router = APIRouter(prefix="/v2")  # included by strato.api.image (under /image)
-
-
-class NotImplementedHere(StratoError):
-    """A route of Glance's reference strato does not implement (Glance's own answer
-    for a disabled API is 501 too)."""
-
-    status = 501
-    message = "This operation is not implemented by this image service."
 
 
 def _api(request: Request) -> ImageAPI:
@@ -94,10 +88,6 @@ def image_tasks(request: Request, image_id: str) -> dict:
     return imports.image_tasks(_api(request), context(request), image_id)
 
 
-# ------------------------------------------------------------------ not implemented
-_ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
 @router.get("/tasks")
 def list_tasks(request: Request) -> dict:
     return imports.list_tasks(_api(request), context(request))
@@ -121,20 +111,7 @@ def task_other(request: Request, task_id: str) -> Response:
                            headers={"Allow": "GET"})
 
 
-@router.api_route("/cache", methods=_ALL)
-@router.api_route("/cache/{rest:path}", methods=_ALL)
-def cache(request: Request, rest: str = "") -> Response:
-    raise NotImplementedHere("The image cache API (/v2/cache) is not implemented: this "
-                             "image service keeps no cache.")
-
-
-@router.api_route("/images/{image_id}/locations", methods=_ALL)
-def locations(request: Request, image_id: str) -> Response:
-    raise NotImplementedHere("Adding or listing locations (/v2/images/{id}/locations, "
-                             "API 2.17) is not implemented by this image service.")
-
-
 @router.delete("/stores/{store_id}/{image_id}")
 def delete_from_store(request: Request, store_id: str, image_id: str) -> Response:
-    raise NotImplementedHere("Deleting an image from one store is not implemented: this "
-                             "image service has a single store.")
+    imports.delete_from_store(_api(request), context(request), store_id, image_id)
+    return Response(status_code=204)  # never reached: a single store holds the data

@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import context, json_body, services
-from strato.api.image_extras import NotImplementedHere
 from strato.image.metadefs import Metadefs
 
 router = APIRouter(prefix="/v2/metadefs")  # included by strato.api.image
@@ -158,11 +157,3 @@ async def update_tag(request: Request, namespace: str, name: str) -> Response:
 @router.delete(NS + "/tags/{name}")
 async def delete_tag(request: Request, namespace: str, name: str) -> Response:
     return await _call(request, "delete_tag", namespace, name, status=204)
-
-
-@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-def other(request: Request, rest: str) -> Response:
-    """Parts of the metadefs API strato leaves out (namespace-wide deletes of all
-    objects or properties, resource types' own records)."""
-    raise NotImplementedHere(f"/v2/metadefs/{rest} is not implemented by this image "
-                             "service.")

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit
+from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, OverLimit
 from strato.image.api import ImageAPI, iso
 from strato.image.api import staged_path as api_staged_path
 from strato.image.data import Uploader
@@ -280,6 +280,19 @@ def create_task(api: ImageAPI, ctx: RequestContext, body: Any) -> None:
     raise BadRequest(f"URI {uri} does not pass filtering: this image service fetches no "
                      "data from other hosts (stage the data and import it with "
                      "glance-direct instead).")
+
+
+def delete_from_store(api: ImageAPI, ctx: RequestContext, store: str, image_id: str
+                      ) -> None:
+    """``DELETE /v2/stores/{store}/{image}``: strato keeps an image's data in one store,
+    and Glance refuses to remove an image's last location (403)."""
+    with api.db.session(readonly=True) as session:
+        image = api.load(session, ctx, image_id)
+        api.require_owner(ctx, image, "delete_image_location")
+        if store != api.store.name or image.store != store:
+            raise NotFound(f"Image {image_id} has no data in store {store}.")
+    raise Forbidden(f"Cannot delete the last location of image {image_id}: store {store} "
+                    "is the only one holding its data (delete the image instead).")
 
 
 def image_tasks(api: ImageAPI, ctx: RequestContext, image_id: str) -> dict[str, Any]:

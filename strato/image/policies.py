@@ -26,6 +26,7 @@ RULES = [
     RuleDefault("import_image", MEMBER),
     RuleDefault("get_stores", READER),
     RuleDefault("get_stores_detail", "rule:admin_required"),
+    RuleDefault("delete_image_location", "rule:admin_required"),
     RuleDefault("get_usage", READER),
     # Metadata definitions: everyone reads (visibility permitting), admins write.
     *(RuleDefault(name, READER) for name in (

@@ -181,9 +181,8 @@ def test_discovery_documents(server: Server, admin_token: str,
         assert_shape(r.json(), S.SCHEMA_DOC)
         assert r.json()["name"] == title
     _fault(alice.get("/image/v2/schemas/nothing"), 404)
-    # what strato does not implement: 501 in Glance's format
-    _fault(alice.delete("/image/v2/metadefs/namespaces/x/objects"), 501)
-    _fault(alice.get("/image/v2/cache"), 501)
+    # no cache, no locations API (2.17): 404 as in a Glance without them
+    _fault(alice.get("/image/v2/cache"), 404)
 
 
 def test_the_image_schema_describes_the_view(alice: httpx.Client) -> None:
@@ -396,3 +395,19 @@ def test_metadefs_catalog(server: Server, admin_token: str, alice: httpx.Client)
             _fault(admin.get(gone), 404)
         assert admin.delete(ns).status_code == 204
         _fault(admin.get(ns), 404)
+
+
+def test_the_last_store_keeps_its_data(server: Server, admin_token: str,
+                                       alice: httpx.Client) -> None:
+    """``DELETE /v2/stores/{store}/{image}``: Glance never removes an image's last
+    location (403); strato has one store."""
+    iid = _create(alice)["id"]
+    alice.put(f"/image/v2/images/{iid}/file", content=b"z" * 512, headers=OCTETS)
+    store = alice.get("/image/v2/info/stores").json()["stores"][0]["id"]
+    _fault(alice.delete(f"/image/v2/stores/{store}/{iid}"), 403)  # admin only
+    with server.client(admin_token) as admin:
+        _fault(admin.delete(f"/image/v2/stores/{store}/{iid}"), 403)
+        _fault(admin.delete(f"/image/v2/stores/elsewhere/{iid}"), 404)
+        _fault(admin.delete(f"/image/v2/stores/{store}/{uuid.uuid4()}"), 404)
+    assert alice.get(f"/image/v2/images/{iid}/file").content == b"z" * 512
+    alice.delete(f"/image/v2/images/{iid}")
