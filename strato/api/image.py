@@ -14,7 +14,6 @@ from strato.exceptions import BadRequest, UnsupportedMediaType
 from strato.image import data, listing, schemas
 from strato.image.api import ImageAPI
 from strato.image.data import Uploader
-from strato.validation import validate
 
 LOG = logging.getLogger(__name__)
 router = APIRouter(prefix="/image")
@@ -80,10 +79,10 @@ async def update_image(request: Request, image_id: str) -> dict:
     if ctype not in PATCH_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
                                    f"{PATCH_TYPES[0]}.")
-    body = await json_body(request)
     if ctype == PATCH_TYPES[1]:
-        body = schemas.patch_v20(body)
-    body = validate(schemas.UPDATE_IMAGE, body)
+        body = schemas.patch_v20(await json_body(request, schemas.UPDATE_IMAGE_V20))
+    else:
+        body = await json_body(request, schemas.UPDATE_IMAGE)
     return await run_in_threadpool(_api(request).update, context(request), image_id, body)
 
 

@@ -87,3 +87,7 @@ def patch_v20(value: Any) -> Any:
 ADD_MEMBER = Obj({"member": Str(64, min=1)}, required=("member",))
 UPDATE_MEMBER = Obj({"status": Str(enum=("pending", "accepted", "rejected"))},
                     required=("status",))
+
+
+# The older media type's patch, checked as the v2.1 operations it stands for.
+UPDATE_IMAGE_V20 = Custom(lambda value, path: _patch(patch_v20(value), path))

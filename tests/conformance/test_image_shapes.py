@@ -136,6 +136,10 @@ def test_both_json_patch_media_types(alice: httpx.Client) -> None:
                 [{"move": "/name", "value": "v"}], {"replace": "/name"}):
         _fault(alice.patch(f"/image/v2/images/{iid}", content=json.dumps(bad),
                            headers=V20), 400)
+    r = alice.patch(f"/image/v2/images/{iid}", headers=V20,
+                    content=json.dumps([{"replace": "/min_disk", "value": 2**63}]))
+    _fault(r, 400)
+    assert "min_disk" in r.json()["message"]
     _fault(alice.patch(f"/image/v2/images/{iid}", content=json.dumps(ops21),
                        headers={"Content-Type": "application/json"}), 415)
     # locations are not visible here: Glance refuses to touch them (403)
