@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api_schemas import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, UUID, strict
+from tests.api_schemas import (
+    BOOLEAN,
+    INTEGER,
+    LINKS,
+    NULLABLE_STRING,
+    STRING,
+    UUID,
+    strict,
+)
 
 _NULL_INT: dict = {"type": ["integer", "null"]}
 _TIME: dict = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"}
@@ -166,6 +174,11 @@ NAMESPACES = strict({"namespaces": {"type": "array", "items": strict(
 SCHEMA_DOC = {"type": "object", "required": ["name", "properties"],
               "properties": {"name": STRING, "properties": {"type": "object"},
                              "links": {"type": "array"}}}
+
+VERSIONS = strict({"versions": {"type": "array", "minItems": 1, "items": strict({
+    "id": {"type": "string", "pattern": r"^v2\.\d+$"},
+    "status": {"type": "string", "enum": ["CURRENT", "SUPPORTED"]},
+    "links": LINKS})}})
 
 # Glance's error body (webob's JSON rendering).
 FAULT = strict({"code": {"type": "string", "pattern": r"^\d{3} "}, "title": STRING,

@@ -158,6 +158,12 @@ def test_empty_image_id_is_not_found(alice: httpx.Client) -> None:
 
 def test_discovery_documents(server: Server, admin_token: str,
                              alice: httpx.Client) -> None:
+    r = alice.get("/image/versions")
+    assert r.status_code == 200
+    assert_shape(r.json(), S.VERSIONS)
+    r = alice.get("/image/")
+    assert r.status_code == 300  # Glance's multiple choices at the root
+    assert_shape(r.json(), S.VERSIONS)
     r = alice.get("/image/v2/info/import")
     assert r.status_code == 200
     assert_shape(r.json(), S.IMPORT_INFO)
