@@ -53,7 +53,6 @@ PATCH_TYPES = ("application/openstack-images-v2.1-json-patch",
                "application/openstack-images-v2.0-json-patch")
 
 
-
 @router.get("/v2/images")
 def list_images(request: Request) -> dict:
     return listing.list_images(_api(request), context(request),
@@ -80,7 +79,10 @@ async def update_image(request: Request, image_id: str) -> dict:
     if ctype not in PATCH_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type {ctype!r}: use "
                                    f"{PATCH_TYPES[0]}.")
-    body = await json_body(request, schemas.UPDATE_IMAGE)
+    if ctype == PATCH_TYPES[1]:
+        body = schemas.patch_v20(await json_body(request, schemas.UPDATE_IMAGE_V20))
+    else:
+        body = await json_body(request, schemas.UPDATE_IMAGE)
     return await run_in_threadpool(_api(request).update, context(request), image_id, body)
 
 
@@ -175,3 +177,11 @@ async def update_member(request: Request, image_id: str, member_id: str) -> dict
 def delete_member(request: Request, image_id: str, member_id: str) -> Response:
     _api(request).delete_member(context(request), image_id, member_id)
     return Response(status_code=204)
+
+
+# Discovery, import, tasks and the metadefs catalog: routes of their own modules, served
+# under the same /image prefix (after the routes above).
+from strato.api import image_extras, image_metadefs  # noqa: E402
+
+router.include_router(image_extras.router)
+router.include_router(image_metadefs.router)

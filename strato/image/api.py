@@ -6,10 +6,12 @@ Everything takes the request context and returns dicts in Glance v2's shapes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -45,6 +47,11 @@ CORE = frozenset({"id", "name", "visibility", "protected", "os_hidden", "owner",
 NAME_MAX = 255
 KEY_MAX = 255
 VALUE_MAX = 65535
+
+
+def staged_path(conf: Config, image_id: str) -> Path:
+    """Where ``PUT /v2/images/{id}/stage`` keeps an image's data until its import."""
+    return Path(conf.DEFAULT.state_path) / "image-staging" / image_id
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -301,6 +308,14 @@ class ImageAPI:
         if parts[0] == "tags" and len(parts) == 2 and parts[1] == "-" and op["op"] == "add":
             self._set(ctx, image, "tags", [t.value for t in image.tags] + [op.get("value")])
             return
+        if parts[0] in ("locations", "location"):
+            # Glance: 403 when show_multiple_locations is off; strato has no store a
+            # client could point a location at (no http store) when it is on.
+            if not self.conf.image.show_multiple_locations:
+                raise Forbidden(f"It's not allowed to {op['op']} locations if locations "
+                                "are invisible.")
+            raise Forbidden("Setting image locations is not supported: this image "
+                            "service has no store a client-given location could name.")
         if len(parts) != 1:
             raise BadRequest(f"Invalid JSON pointer: {show(path)}.")
         key = parts[0]
@@ -392,6 +407,8 @@ class ImageAPI:
             except Exception as exc:  # noqa: BLE001 - the job image.release retries
                 LOG.warning("image %s: %s not released yet: %s", image_id, holds, exc)
                 left = holds
+        with contextlib.suppress(FileNotFoundError):  # data staged, never imported
+            staged_path(self.conf, image_id).unlink()
         crash.fault("image.delete", "before-record")
         with self.db.session() as session:
             image = session.get(Image, image_id)
@@ -446,6 +463,20 @@ class ImageAPI:
                 update(Image).where(Image.id == image_id, Image.status == expected)
                 .values(status=new, updated_at=datetime.now(UTC), **values))
             return result.rowcount == 1
+
+    def set_failed_import(self, image_id: str, store: str) -> None:
+        """Glance's ``os_glance_failed_import``: the stores an import did not reach
+        (a reserved name, so set here, never by a client)."""
+        with self.db.session() as session:
+            image = session.get(Image, image_id)
+            if image is None:
+                return
+            key = "os_glance_failed_import"
+            prop = next((p for p in image.properties if p.name == key), None)
+            if prop is None:
+                image.properties.append(ImageProperty(name=key, value=store))
+            else:
+                prop.value = store
 
     def set_properties(self, image_id: str, properties: dict[str, str],
                        activate: bool = False, hash_after: bool = False,

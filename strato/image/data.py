@@ -165,14 +165,17 @@ class Uploader:
         finally:  # on failure too: no thread may still touch the ring or the writer
             await run_in_threadpool(stages.close)
 
-    def ingest(self, chunks: Iterable[bytes], disk_format: str | None) -> None:
-        """Store data that strato itself produced (a volume uploaded to an image).
+    def ingest(self, chunks: Iterable[bytes], disk_format: str | None,
+               expected: str = "queued") -> None:
+        """Store data that strato itself produced (a volume uploaded to an image) or
+        that a client staged (``expected='importing'``: an interoperable import).
 
-        The image is queued, its record made by the caller; the same hashing,
+        The image is ``expected``, its record made by the caller; the same hashing,
         inspection and clean-up as a client's upload apply.
         """
-        if not self.api._set_status(self.image_id, "queued", "saving", upload_host=self.host):
-            raise Conflict(f"Image {self.image_id} is not queued.")
+        if not self.api._set_status(self.image_id, expected, "saving",
+                                    upload_host=self.host):
+            raise Conflict(f"Image {self.image_id} is not {expected}.")
         writer: StoreWriter | None = None
         try:
             writer = self.api.store.writer(self.image_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from strato.image import imports  # noqa: F401 - registers the image.import handler
 from strato.image.data import checksums
 from strato.image.models import Image
 from strato.image.stores.base import InUseByStore, NotFoundInStore

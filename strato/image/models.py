@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from strato.db.base import Base, UTCDateTime, utcnow
@@ -69,5 +69,26 @@ class ImageMember(Base):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     member: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MetadefNamespace(Base):
+    """A metadata-definition namespace (Glance's metadefs catalog).  Its resource type
+    associations, properties, objects and tags are small documents read and written
+    with the namespace, so they live in JSON columns of its row."""
+
+    __tablename__ = "image_metadef_namespaces"
+
+    namespace: Mapped[str] = mapped_column(String(80), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    visibility: Mapped[str] = mapped_column(String(32), default="private")
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resource_types: Mapped[list] = mapped_column(JSON, default=list)
+    properties: Mapped[dict] = mapped_column(JSON, default=dict)
+    objects: Mapped[dict] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -58,6 +58,36 @@ def _patch(value: Any, path: str) -> None:
 
 UPDATE_IMAGE = Custom(_patch)
 
+
+def patch_v20(value: Any) -> Any:
+    """The older media type (``application/openstack-images-v2.0-json-patch``) names
+    the operation as the key: ``{"replace": "/name", "value": ...}``.  Rewrite each
+    operation into the v2.1 form so one code path applies both; anything else is
+    left for :data:`UPDATE_IMAGE` to refuse."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for op in value:
+        if isinstance(op, dict) and "op" not in op and "path" not in op:
+            names = [k for k in op if k in ("add", "replace", "remove")]
+            if len(names) != 1:
+                raise BadRequest(f"Invalid JSON-patch operation: {show(op)}: name exactly one "
+                                 "of add, replace, remove.")
+            name = names[0]
+            if set(op) - {name, "value"}:
+                raise BadRequest(f"Invalid JSON-patch operation: {show(op)}.")
+            new: dict[str, Any] = {"op": name, "path": op[name]}
+            if "value" in op:
+                new["value"] = op["value"]
+            out.append(new)
+        else:
+            out.append(op)
+    return out
+
 ADD_MEMBER = Obj({"member": Str(64, min=1)}, required=("member",))
 UPDATE_MEMBER = Obj({"status": Str(enum=("pending", "accepted", "rejected"))},
                     required=("status",))
+
+
+# The older media type's patch, checked as the v2.1 operations it stands for.
+UPDATE_IMAGE_V20 = Custom(lambda value, path: _patch(patch_v20(value), path))
