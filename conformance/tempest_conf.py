@@ -44,8 +44,7 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("volume-feature-enabled", "manage_volume"): ("False", "no volume manage/unmanage"),
     ("volume-feature-enabled", "manage_snapshot"): ("False", "no snapshot manage/unmanage"),
     # ---- image
-    ("image-feature-enabled", "import_image"): (
-        "False", "no interoperable image import (upload with PUT .../file)"),
+    ("image-feature-enabled", "import_image"): ("True", ""),  # stage + glance-direct
     # ---- identity
     ("identity-feature-enabled", "trust"): ("False", "no OS-TRUST"),
     ("identity-feature-enabled", "access_rules"): (
