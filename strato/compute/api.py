@@ -147,11 +147,11 @@ class ComputeAPI:
                 if addrs.get(i) or groups.get(i)}
 
     def view(self, session: Session, ctx: RequestContext, inst: Instance,
-             version: Version) -> dict[str, Any]:
+             version: Version, update: bool = False) -> dict[str, Any]:
         return server_view(inst, self.bdms(session, [inst.id])[inst.id], self.base, version,
                            admin=self.policy.allowed(ctx, P + "os-extended-server-attributes",
                                                      {"project_id": inst.project_id}),
-                           net=self.net_info([inst.id]).get(inst.id))
+                           net=self.net_info([inst.id]).get(inst.id), update=update)
 
     @staticmethod
     def record_action(session: Session, ctx: RequestContext, inst: Instance,
@@ -584,7 +584,7 @@ class ComputeAPI:
                 inst.hostname = _requested_hostname(ref, version)
             inst.updated_at = now()
             session.flush()
-            return self.view(session, ctx, inst, version)
+            return self.view(session, ctx, inst, version, update=True)
 
     def delete(self, ctx: RequestContext, server_id: str) -> None:
         with self.db.session() as session:
