@@ -51,6 +51,8 @@ RULES = [
         "index", "show", "create", "delete")),
     RuleDefault(f"{P}os-quota-sets:show", READER),
     RuleDefault(f"{P}os-quota-sets:update", ADMIN),
+    RuleDefault(f"{P}os-quota-sets:delete", ADMIN),
+    RuleDefault(f"{P}os-quota-sets:defaults", "@"),
 ]
 
 NETWORK_RULES = [

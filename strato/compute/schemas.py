@@ -102,6 +102,8 @@ UPDATE_QUOTA = Obj({"quota_set": Obj({
     "server_groups": QUOTA_VALUE, "server_group_members": QUOTA_VALUE,
     "injected_files": QUOTA_VALUE, "injected_file_content_bytes": QUOTA_VALUE,
     "injected_file_path_bytes": QUOTA_VALUE, "force": Bool(strings=True),
+    "floating_ips": QUOTA_VALUE, "fixed_ips": QUOTA_VALUE, "security_groups": QUOTA_VALUE,
+    "security_group_rules": QUOTA_VALUE,
 })}, required=("quota_set",))
 
 _FLAVOR_INT = Int(0, INT32_MAX, strings=True)
