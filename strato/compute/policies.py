@@ -52,6 +52,10 @@ RULES = [
     RuleDefault(f"{P}os-quota-sets:show", READER),
     RuleDefault(f"{P}os-quota-sets:update", ADMIN),
     RuleDefault(f"{P}os-quota-sets:delete", ADMIN),
+    RuleDefault(f"{P}os-server-tags:index", READER),
+    RuleDefault(f"{P}os-server-tags:show", READER),
+    *(RuleDefault(f"{P}os-server-tags:{name}", MEMBER) for name in (
+        "update", "update_all", "delete", "delete_all")),
     RuleDefault(f"{P}os-quota-sets:defaults", "@"),
 ]
 
