@@ -124,6 +124,24 @@ def delete_flavor(request: Request, flavor_id: str) -> Response:
     return Response(status_code=202)
 
 
+@router.get(V + "/flavors/{flavor_id}/os-flavor-access")
+def list_flavor_access(request: Request, flavor_id: str) -> FastJSON:
+    return FastJSON({"flavor_access": _api(request).flavors.access_list(context(request),
+                                                                        flavor_id)})
+
+
+@router.post(V + "/flavors/{flavor_id}/action")
+async def flavor_action(request: Request, flavor_id: str) -> FastJSON:
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("The action body must hold exactly one action.")
+    (name, args), = body.items()
+    if name not in ("addTenantAccess", "removeTenantAccess"):
+        raise BadRequest(f"There is no such action: {name}")
+    return FastJSON({"flavor_access": await _run(_api(request).flavors.access_action,
+                                                 context(request), flavor_id, name, args)})
+
+
 @router.get(V + "/flavors/{flavor_id}/os-extra_specs")
 def list_extra_specs(request: Request, flavor_id: str) -> FastJSON:
     return FastJSON({"extra_specs": _api(request).flavors.extra_specs(context(request),

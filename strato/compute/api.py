@@ -183,7 +183,7 @@ class ComputeAPI:
         for key in ("min_count", "max_count"):
             if key in ref and str(ref[key]) not in ("1",):
                 raise BadRequest(f"{key} other than 1 is not supported.")
-        flavor = self._flavor(ref.get("flavorRef"))
+        flavor = self._flavor(ctx, ref.get("flavorRef"))
         key_name = _text(ref, "key_name")
         keypair = None
         if key_name is not None:
@@ -412,13 +412,14 @@ class ComputeAPI:
             return []
         return self.network.resolve_requests(ctx, networks, groups)
 
-    def _flavor(self, flavor_ref: Any) -> Flavor:
+    def _flavor(self, ctx: RequestContext, flavor_ref: Any) -> Flavor:
         if not isinstance(flavor_ref, str | int) or not str(flavor_ref):
             raise BadRequest("Invalid input for field/attribute flavorRef.")
         fid = str(flavor_ref).rstrip("/").rsplit("/", 1)[-1]
         with self.db.session(readonly=True) as session:
             flavor = session.get(Flavor, fid)
-            if flavor is None or flavor.disabled:
+            if flavor is None or flavor.disabled or not self.flavors.visible(
+                    session, ctx, flavor):
                 raise BadRequest(f"Flavor {fid} could not be found.")
             session.expunge(flavor)
             return flavor

@@ -292,6 +292,8 @@ class ServerExtras:
             for r, value in ref.items():
                 if r == "force":
                     continue
+                if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                    value = int(value)
                 if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit for {r} must be an integer >= -1.")
                 self.api.quota.set_limit(session, project_id, r, value)

@@ -95,7 +95,7 @@ UPDATE_ATTACHMENT = Obj({"volumeAttachment": Obj({
 }, required=("volumeId",), extra=None)}, required=("volumeAttachment",), extra=None)
 
 # Nova's quota values: -1 (unlimited) up to its db.MAX_INT.
-QUOTA_VALUE = Int(-1, INT32_MAX)
+QUOTA_VALUE = Int(-1, INT32_MAX, strings=True)  # "5120" too, as Nova takes
 UPDATE_QUOTA = Obj({"quota_set": Obj({
     "instances": QUOTA_VALUE, "cores": QUOTA_VALUE, "ram": QUOTA_VALUE,
     "metadata_items": QUOTA_VALUE, "key_pairs": QUOTA_VALUE,
