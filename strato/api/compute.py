@@ -14,7 +14,7 @@ from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
 from strato.compute import consoles, schemas
 from strato.compute.api import ComputeAPI, P
-from strato.compute.extras import ServerExtras
+from strato.compute.extras import PerUserQuota, ServerExtras
 from strato.compute.interfaces import ServerNetworks
 from strato.compute.snapshot_api import create_image
 from strato.exceptions import BadRequest, NotFound
@@ -122,6 +122,24 @@ async def update_flavor(request: Request, flavor_id: str) -> FastJSON:
 def delete_flavor(request: Request, flavor_id: str) -> Response:
     _api(request).flavors.delete(context(request), flavor_id)
     return Response(status_code=202)
+
+
+@router.get(V + "/flavors/{flavor_id}/os-flavor-access")
+def list_flavor_access(request: Request, flavor_id: str) -> FastJSON:
+    return FastJSON({"flavor_access": _api(request).flavors.access_list(context(request),
+                                                                        flavor_id)})
+
+
+@router.post(V + "/flavors/{flavor_id}/action")
+async def flavor_action(request: Request, flavor_id: str) -> FastJSON:
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("The action body must hold exactly one action.")
+    (name, args), = body.items()
+    if name not in ("addTenantAccess", "removeTenantAccess"):
+        raise BadRequest(f"There is no such action: {name}")
+    return FastJSON({"flavor_access": await _run(_api(request).flavors.access_action,
+                                                 context(request), flavor_id, name, args)})
 
 
 @router.get(V + "/flavors/{flavor_id}/os-extra_specs")
@@ -420,20 +438,43 @@ def show_instance_action(request: Request, server_id: str, request_id: str) -> F
         context(request), server_id, request_id, _version(request))})
 
 
+def _no_user_quota(request: Request) -> None:
+    """Nova keeps quotas per user too; strato's are per project only (501, not a
+    silent change of the project's)."""
+    if request.query_params.get("user_id"):
+        raise PerUserQuota()
+
+
 @router.get(V + "/os-quota-sets/{project_id}")
 def show_quota(request: Request, project_id: str) -> FastJSON:
-    return FastJSON({"quota_set": _extras(request).quota_set(context(request), project_id,
-                                                             False)})
+    # a user's quota set falls back to the project's, which is all strato has
+    return FastJSON({"quota_set": _extras(request).quota_set(
+        context(request), project_id, False, _version(request))})
 
 
 @router.get(V + "/os-quota-sets/{project_id}/detail")
 def show_quota_detail(request: Request, project_id: str) -> FastJSON:
-    return FastJSON({"quota_set": _extras(request).quota_set(context(request), project_id,
-                                                             True)})
+    return FastJSON({"quota_set": _extras(request).quota_set(
+        context(request), project_id, True, _version(request))})
+
+
+@router.get(V + "/os-quota-sets/{project_id}/defaults")
+def show_quota_defaults(request: Request, project_id: str) -> FastJSON:
+    return FastJSON({"quota_set": _extras(request).quota_set(
+        context(request), project_id, False, _version(request), defaults=True)})
 
 
 @router.put(V + "/os-quota-sets/{project_id}")
 async def update_quota(request: Request, project_id: str) -> FastJSON:
+    _no_user_quota(request)
     body = await json_body(request, schemas.UPDATE_QUOTA)
     return FastJSON({"quota_set": await _run(_extras(request).update_quota,
-                                             context(request), project_id, body)})
+                                             context(request), project_id, body,
+                                             _version(request))})
+
+
+@router.delete(V + "/os-quota-sets/{project_id}", status_code=202)
+def delete_quota(request: Request, project_id: str) -> Response:
+    _no_user_quota(request)
+    _extras(request).delete_quota(context(request), project_id)
+    return Response(status_code=202)

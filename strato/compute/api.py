@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from strato import events
 from strato.compute import bdm as bdm_parse
 from strato.compute import bootinfo, console_tokens, guestinfo, listing, states
+from strato.compute import tags as server_tags
 from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
@@ -147,11 +148,11 @@ class ComputeAPI:
                 if addrs.get(i) or groups.get(i)}
 
     def view(self, session: Session, ctx: RequestContext, inst: Instance,
-             version: Version) -> dict[str, Any]:
+             version: Version, update: bool = False) -> dict[str, Any]:
         return server_view(inst, self.bdms(session, [inst.id])[inst.id], self.base, version,
                            admin=self.policy.allowed(ctx, P + "os-extended-server-attributes",
                                                      {"project_id": inst.project_id}),
-                           net=self.net_info([inst.id]).get(inst.id))
+                           net=self.net_info([inst.id]).get(inst.id), update=update)
 
     @staticmethod
     def record_action(session: Session, ctx: RequestContext, inst: Instance,
@@ -172,13 +173,17 @@ class ComputeAPI:
             raise BadRequest("Additional properties are not allowed ('description' was "
                              "unexpected).")
         metadata = string_map(ref.get("metadata") or {}, "metadata")
+        if "tags" in ref and version < (2, 52):
+            raise BadRequest("Invalid input for field/attribute server. Additional "
+                             "properties are not allowed ('tags' was unexpected)")
+        server_tags.check_tags(ref.get("tags") or [])
         _requested_hostname(ref, version)
         networks = self._networks(ref, version)
         groups = _security_groups(ref)
         for key in ("min_count", "max_count"):
             if key in ref and str(ref[key]) not in ("1",):
                 raise BadRequest(f"{key} other than 1 is not supported.")
-        flavor = self._flavor(ref.get("flavorRef"))
+        flavor = self._flavor(ctx, ref.get("flavorRef"))
         key_name = _text(ref, "key_name")
         keypair = None
         if key_name is not None:
@@ -284,7 +289,8 @@ class ComputeAPI:
             ramdisk_id=kernel["ramdisk_id"], flavor_id=flavor.id, flavor=snap,
             boot_meta=boot_meta or {},
             vm_state=states.BUILDING, task_state=states.SPAWNING,
-            power_state=0, metadata_=metadata, tags=[],
+            power_state=0, metadata_=metadata,
+            tags=server_tags.check_tags(ref.get("tags") or []),
             access_ip_v4=_text(ref, "accessIPv4", maximum=39),
             access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
@@ -408,13 +414,14 @@ class ComputeAPI:
             return []
         return self.network.resolve_requests(ctx, networks, groups)
 
-    def _flavor(self, flavor_ref: Any) -> Flavor:
+    def _flavor(self, ctx: RequestContext, flavor_ref: Any) -> Flavor:
         if not isinstance(flavor_ref, str | int) or not str(flavor_ref):
             raise BadRequest("Invalid input for field/attribute flavorRef.")
         fid = str(flavor_ref).rstrip("/").rsplit("/", 1)[-1]
         with self.db.session(readonly=True) as session:
             flavor = session.get(Flavor, fid)
-            if flavor is None or flavor.disabled:
+            if flavor is None or flavor.disabled or not self.flavors.visible(
+                    session, ctx, flavor):
                 raise BadRequest(f"Flavor {fid} could not be found.")
             session.expunge(flavor)
             return flavor
@@ -486,6 +493,8 @@ class ComputeAPI:
         if "status" in params:
             vm_states = states.STATUS_FILTER.get(params["status"].upper())
             if vm_states is None:
+                if version >= (2, 38):  # an unknown status is a mistake from 2.38
+                    raise BadRequest(f"Invalid status value: {params['status']}")
                 return b'{"servers":[]}'
             query = query.where(Instance.vm_state.in_(vm_states))
         if "host" in params and admin:
@@ -494,8 +503,16 @@ class ComputeAPI:
             query = query.where(Instance.image_ref == params["image"].rsplit("/", 1)[-1])
         if "flavor" in params:
             query = query.where(Instance.flavor_id == params["flavor"].rsplit("/", 1)[-1])
+        since = before = None
         if "changes-since" in params:
-            query = query.where(Instance.updated_at >= _parse_time(params["changes-since"]))
+            since = _parse_time(params["changes-since"], "changes-since")
+            query = query.where(Instance.updated_at >= since)
+        if "changes-before" in params and version >= (2, 66):
+            before = _parse_time(params["changes-before"], "changes-before")
+            if since is not None and since > before:
+                raise BadRequest("The value of changes-since must be less than or equal "
+                                 "to changes-before.")
+            query = query.where(Instance.updated_at <= before)
         if "locked" in params and version >= (2, 73):
             query = query.where(Instance.locked.is_(params["locked"].lower() == "true"))
         # 2.83 lets every user filter on these; admins always could (Nova)
@@ -524,6 +541,7 @@ class ComputeAPI:
         limit = self.conf.compute.osapi_max_limit
         if params.get("limit"):
             limit = min(query_int("limit", params["limit"]), limit)
+        wanted_tags = server_tags.list_filter(params) if version >= (2, 26) else {}
         with self.db.session(readonly=True) as session:
             if params.get("marker"):
                 marker = session.get(Instance, params["marker"])
@@ -535,11 +553,12 @@ class ComputeAPI:
             query = query.order_by(column.desc() if desc else column.asc(),
                                    Instance.id.desc() if desc else Instance.id.asc())
             query = query.with_only_columns(*listing.RAW)
-            if not patterns:
+            if not patterns and not wanted_tags:
                 rows = list(session.execute(query.limit(limit)))
             else:
                 rows = [r for r in session.execute(query) if all(
-                    p.search(_filtered(r, k)) for k, p in patterns.items())][:limit]
+                    p.search(_filtered(r, k)) for k, p in patterns.items())
+                    and server_tags.matches(r.tags, wanted_tags)][:limit]
             if detail:
                 ids = [r.id for r in rows]
                 servers = listing.render(rows, listing.bdm_rows(session, ids),
@@ -586,7 +605,7 @@ class ComputeAPI:
                 inst.hostname = _requested_hostname(ref, version)
             inst.updated_at = now()
             session.flush()
-            return self.view(session, ctx, inst, version)
+            return self.view(session, ctx, inst, version, update=True)
 
     def delete(self, ctx: RequestContext, server_id: str) -> None:
         with self.db.session() as session:
@@ -719,11 +738,11 @@ def state_message(label: str, inst: Instance) -> str:
     return f"Cannot '{label}' instance {inst.id} while it is in vm_state {inst.vm_state}"
 
 
-def _parse_time(text: str) -> datetime:
+def _parse_time(text: str, key: str = "changes-since") -> datetime:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"Invalid changes-since value: {text}") from None
+        raise BadRequest(f"Invalid {key} value: {text}") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 

@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from strato.compute import states
 from strato.compute.api import ComputeAPI, P, ctx_payload, now
 from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
 from strato.compute.views import Version, attachment_view, iso_us
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.exceptions import BadRequest, Conflict, NotFound, StratoError
 from strato.jobs.queue import enqueue
+from strato.quota.models import QuotaLimit
 
 ATTACH_STATES = (states.ACTIVE, states.PAUSED, states.STOPPED)
 QUOTAS = ("instances", "cores", "ram", "key_pairs")  # the quota sets strato enforces
+# The rest of Nova's quota set, with Nova's defaults: shown and stored as Nova does (the
+# network ones until 2.36, the injected files until 2.57); ``metadata_items`` is the
+# configured limit strato checks server and image metadata against.
+NOVA_DEFAULTS = {"metadata_items": 128, "server_groups": 10, "server_group_members": 10,
+                 "floating_ips": 10, "fixed_ips": -1, "security_groups": 10,
+                 "security_group_rules": 20, "injected_files": 5,
+                 "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255}
+_NETWORK_QUOTAS = ("floating_ips", "fixed_ips", "security_groups", "security_group_rules")
+
+
+class PerUserQuota(StratoError):
+    """Per-user quotas (``?user_id=``): strato keeps quotas per project only."""
+
+    status = 501
+    message = "Per-user quotas are not implemented: strato's quotas are per project."
 
 
 class ServerExtras:
@@ -227,34 +243,76 @@ class ServerExtras:
             return body
 
     # ------------------------------------------------------------ quotas
-    def quota_set(self, ctx: RequestContext, project_id: str, detail: bool) -> dict[str, Any]:
-        self.policy.enforce(ctx, P + "os-quota-sets:show", {"project_id": project_id})
+    def _defaults(self) -> dict[str, int]:
+        """Every resource of Nova's quota set with its default: strato's configured
+        limits for what it enforces, Nova's own defaults for the rest."""
+        out = dict(NOVA_DEFAULTS)
+        out["metadata_items"] = self.api.conf.compute.quota_metadata_items
+        out.update({r: self.api.quota.default_for(r) for r in QUOTAS})
+        return out
+
+    def quota_set(self, ctx: RequestContext, project_id: str, detail: bool,
+                  version: Version = (2, 1), defaults: bool = False) -> dict[str, Any]:
+        """The project's quota set with the resources of ``version`` (2.36 drops the
+        network ones, 2.57 the injected files); ``defaults``: the defaults only."""
+        self.policy.enforce(ctx, P + ("os-quota-sets:defaults" if defaults else
+                                      "os-quota-sets:show"), {"project_id": project_id})
         quota = self.api.quota
-        with self.db.session(readonly=True) as session:
-            limits = quota.limits(session, project_id)
-            used = quota.usage(session, project_id)
+        limits = self._defaults()
+        used: dict[str, Any] = {}
+        if not defaults:
+            with self.db.session(readonly=True) as session:
+                stored = quota.limits(session, project_id)
+                used = quota.usage(session, project_id)
+            limits.update({r: v for r, v in stored.items() if r in limits})
         body: dict[str, Any] = {"id": project_id}
-        for r in QUOTAS:
-            limit = limits.get(r, quota.default_for(r))
+        for r in quota_resources(version):
             if detail:
                 # key_pairs count per user: Nova shows no project usage for them
                 row = used.get(r) if r != "key_pairs" else None
-                body[r] = {"limit": limit, "in_use": row.in_use if row else 0,
+                body[r] = {"limit": limits[r], "in_use": row.in_use if row else 0,
                            "reserved": row.reserved if row else 0}
             else:
-                body[r] = limit
+                body[r] = limits[r]
         return body
 
-    def update_quota(self, ctx: RequestContext, project_id: str, body: Any) -> dict[str, Any]:
+    def update_quota(self, ctx: RequestContext, project_id: str, body: Any,
+                     version: Version = (2, 1)) -> dict[str, Any]:
         self.policy.enforce(ctx, P + "os-quota-sets:update", {"project_id": project_id})
         ref = body.get("quota_set") if isinstance(body, dict) else None
         if not isinstance(ref, dict):
             raise BadRequest("Missing required element 'quota_set' in request body.")
+        known = quota_resources(version)
+        extra = set(ref) - set(known) - {"force"}
+        if extra:
+            raise BadRequest("Invalid input for field/attribute quota_set. Additional "
+                             f"properties are not allowed ({', '.join(sorted(extra))} "
+                             "were unexpected)")
         with self.db.session() as session:
             for r, value in ref.items():
-                if r not in QUOTAS:
+                if r == "force":
                     continue
+                if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                    value = int(value)
                 if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit for {r} must be an integer >= -1.")
                 self.api.quota.set_limit(session, project_id, r, value)
-        return self.quota_set(ctx, project_id, False)
+        out = self.quota_set(ctx, project_id, False, version)
+        out.pop("id")  # the update response has no id (Nova)
+        return out
+
+    def delete_quota(self, ctx: RequestContext, project_id: str) -> None:
+        """Back to the defaults: every stored compute limit of the project goes."""
+        self.policy.enforce(ctx, P + "os-quota-sets:delete", {"project_id": project_id})
+        with self.db.session() as session:
+            session.execute(delete(QuotaLimit).where(
+                QuotaLimit.project_id == project_id,
+                QuotaLimit.resource.in_(list(NOVA_DEFAULTS) + list(QUOTAS))))
+
+
+def quota_resources(version: Version) -> tuple[str, ...]:
+    """Nova's quota-set resources at ``version``."""
+    out = [r for r in (*QUOTAS, *NOVA_DEFAULTS)
+           if not (version >= (2, 36) and r in _NETWORK_QUOTAS)
+           and not (version >= (2, 57) and r.startswith("injected_file"))]
+    return tuple(out)

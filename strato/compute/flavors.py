@@ -1,20 +1,22 @@
-"""Flavors: listing for everyone, create/delete/extra specs for admins."""
+"""Flavors: listing for everyone, create/delete/extra specs for admins; a private flavor
+is seen and used only by admins and the projects on its access list (Nova's
+os-flavor-access)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from strato.compute.models import Flavor
+from strato.compute.models import Flavor, FlavorProject
 from strato.compute.views import Version, flavor_view
 from strato.context import RequestContext
 from strato.db import Database
 from strato.exceptions import BadRequest, Conflict, NotFound
 from strato.policy import Enforcer
-from strato.validation import INT32_MAX, show, string_map
+from strato.validation import _FALSE, _TRUE, INT32_MAX, show, string_map
 
 P = "os_compute_api:"
 SORT_KEYS = {"flavorid": Flavor.id, "id": Flavor.id, "name": Flavor.name,
@@ -36,6 +38,13 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
     return out
 
 
+def _bool(value: Any) -> bool:
+    """A boolean or its string ("False", "f", "no", ...), as the schema let through."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
 def _specs(value: Any) -> dict[str, str]:
     return string_map(value, "extra_specs", numbers=True)
 
@@ -46,19 +55,31 @@ class FlavorAPI:
         self.policy = policy
         self.base = base
 
-    def get_row(self, session: Any, flavor_id: str) -> Flavor:
+    def get_row(self, session: Any, flavor_id: str,
+                ctx: RequestContext | None = None) -> Flavor:
+        """The flavor; with ``ctx``, only one that ``ctx`` may see."""
         flavor = session.get(Flavor, flavor_id)
-        if flavor is None:
+        if flavor is None or (ctx is not None and not self.visible(session, ctx, flavor)):
             raise NotFound(f"Flavor {flavor_id} could not be found.")
         return flavor
+
+    @staticmethod
+    def visible(session: Any, ctx: RequestContext, flavor: Flavor) -> bool:
+        """Public, or the caller is an admin or on the flavor's access list."""
+        return flavor.is_public or ctx.is_admin or session.get(
+            FlavorProject, (flavor.id, ctx.project_id)) is not None
 
     def list(self, ctx: RequestContext, params: dict[str, str], detail: bool,
              version: Version) -> dict[str, Any]:
         query = select(Flavor)
-        public = params.get("is_public")
-        if not ctx.is_admin or public is None or public.lower() in ("true", "1", "yes"):
+        public = (params.get("is_public") or "true").strip().lower()
+        if not ctx.is_admin:  # the public ones and the private ones shared with it
+            query = query.where(or_(Flavor.is_public.is_(True), Flavor.id.in_(
+                select(FlavorProject.flavor_id).where(
+                    FlavorProject.project_id == ctx.project_id))))
+        elif public in _TRUE:
             query = query.where(Flavor.is_public.is_(True))
-        elif public.lower() in ("false", "0", "no"):
+        elif public in _FALSE:
             query = query.where(Flavor.is_public.is_(False))
         # 'None' (the literal the client sends) and anything else: every flavor
         if "minRam" in params:
@@ -95,7 +116,7 @@ class FlavorAPI:
 
     def show(self, ctx: RequestContext, flavor_id: str, version: Version) -> dict[str, Any]:
         with self.db.session(readonly=True) as session:
-            return flavor_view(self.get_row(session, flavor_id), self.base, version)
+            return flavor_view(self.get_row(session, flavor_id, ctx), self.base, version)
 
     def create(self, ctx: RequestContext, body: Any, version: Version) -> dict[str, Any]:
         self.policy.enforce(ctx, P + "os-flavor-manage:create", {})
@@ -121,7 +142,7 @@ class FlavorAPI:
             ephemeral_gb=_int(ref.get("OS-FLV-EXT-DATA:ephemeral", 0), "ephemeral"),
             swap=_int(swap if swap != "" else 0, "swap"),
             rxtx_factor=float(ref.get("rxtx_factor", 1.0)),
-            is_public=bool(ref.get("os-flavor-access:is_public", True)),
+            is_public=_bool(ref.get("os-flavor-access:is_public", True)),
             description=desc, extra_specs={})
         try:
             with self.db.session() as session:
@@ -149,7 +170,52 @@ class FlavorAPI:
     def delete(self, ctx: RequestContext, flavor_id: str) -> None:
         self.policy.enforce(ctx, P + "os-flavor-manage:delete", {})
         with self.db.session() as session:
-            session.delete(self.get_row(session, flavor_id))
+            flavor = self.get_row(session, flavor_id)
+            session.execute(delete(FlavorProject).where(FlavorProject.flavor_id == flavor.id))
+            session.delete(flavor)
+
+    # ------------------------------------------------------------ access lists
+    def access_list(self, ctx: RequestContext, flavor_id: str) -> list[dict[str, str]]:
+        self.policy.enforce(ctx, P + "os-flavor-access", {})
+        with self.db.session(readonly=True) as session:
+            flavor = self.get_row(session, flavor_id)
+            if flavor.is_public:
+                raise NotFound("Access list not available for public flavors.")
+            return self._access(session, flavor.id)
+
+    @staticmethod
+    def _access(session: Any, flavor_id: str) -> list[dict[str, str]]:
+        return [{"flavor_id": flavor_id, "tenant_id": p} for p in session.scalars(
+            select(FlavorProject.project_id).where(FlavorProject.flavor_id == flavor_id)
+            .order_by(FlavorProject.project_id))]
+
+    def access_action(self, ctx: RequestContext, flavor_id: str, name: str,
+                      args: Any) -> list[dict[str, str]]:
+        """``addTenantAccess`` / ``removeTenantAccess`` ``{"tenant": <project id>}``."""
+        rule = "add_tenant_access" if name == "addTenantAccess" else "remove_tenant_access"
+        self.policy.enforce(ctx, f"{P}os-flavor-access:{rule}", {})
+        tenant = args.get("tenant") if isinstance(args, dict) else None
+        if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 255:
+            raise BadRequest(f"Invalid input for field/attribute {name}: 'tenant' is "
+                             "required.")
+        with self.db.session() as session:
+            flavor = self.get_row(session, flavor_id)
+            if flavor.is_public:
+                raise Conflict("Can not add access to a public flavor." if rule.startswith(
+                    "add") else "Can not remove access from a public flavor.")
+            row = session.get(FlavorProject, (flavor.id, tenant))
+            if name == "addTenantAccess":
+                if row is not None:
+                    raise Conflict(f"Flavor access already exists for flavor {flavor_id} "
+                                   f"and project {tenant} combination.")
+                session.add(FlavorProject(flavor_id=flavor.id, project_id=tenant))
+            else:
+                if row is None:
+                    raise NotFound(f"Flavor access not found for {flavor_id} / {tenant} "
+                                   "combination.")
+                session.delete(row)
+            session.flush()
+            return self._access(session, flavor.id)
 
     # ------------------------------------------------------------ extra specs
     def extra_specs(self, ctx: RequestContext, flavor_id: str) -> dict[str, str]:

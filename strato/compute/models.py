@@ -42,6 +42,16 @@ class Flavor(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class FlavorProject(Base):
+    """A project that may use a private flavor (Nova's flavor access list)."""
+
+    __tablename__ = "flavor_projects"
+
+    flavor_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("flavors.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Instance(Base):
     __tablename__ = "instances"
     __table_args__ = (Index("ix_instances_project_created", "project_id", "created_at"),)

@@ -42,6 +42,9 @@ RULES = [
     RuleDefault(f"{P}os-flavor-manage:create", ADMIN),
     RuleDefault(f"{P}os-flavor-manage:update", ADMIN),
     RuleDefault(f"{P}os-flavor-manage:delete", ADMIN),
+    RuleDefault(f"{P}os-flavor-access", ADMIN),
+    RuleDefault(f"{P}os-flavor-access:add_tenant_access", ADMIN),
+    RuleDefault(f"{P}os-flavor-access:remove_tenant_access", ADMIN),
     RuleDefault(f"{P}os-flavor-extra-specs:index", READER),
     RuleDefault(f"{P}os-flavor-extra-specs:show", READER),
     RuleDefault(f"{P}os-flavor-extra-specs:create", ADMIN),
@@ -51,6 +54,12 @@ RULES = [
         "index", "show", "create", "delete")),
     RuleDefault(f"{P}os-quota-sets:show", READER),
     RuleDefault(f"{P}os-quota-sets:update", ADMIN),
+    RuleDefault(f"{P}os-quota-sets:delete", ADMIN),
+    RuleDefault(f"{P}os-server-tags:index", READER),
+    RuleDefault(f"{P}os-server-tags:show", READER),
+    *(RuleDefault(f"{P}os-server-tags:{name}", MEMBER) for name in (
+        "update", "update_all", "delete", "delete_all")),
+    RuleDefault(f"{P}os-quota-sets:defaults", "@"),
 ]
 
 NETWORK_RULES = [

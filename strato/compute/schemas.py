@@ -95,13 +95,15 @@ UPDATE_ATTACHMENT = Obj({"volumeAttachment": Obj({
 }, required=("volumeId",), extra=None)}, required=("volumeAttachment",), extra=None)
 
 # Nova's quota values: -1 (unlimited) up to its db.MAX_INT.
-QUOTA_VALUE = Int(-1, INT32_MAX)
+QUOTA_VALUE = Int(-1, INT32_MAX, strings=True)  # "5120" too, as Nova takes
 UPDATE_QUOTA = Obj({"quota_set": Obj({
     "instances": QUOTA_VALUE, "cores": QUOTA_VALUE, "ram": QUOTA_VALUE,
     "metadata_items": QUOTA_VALUE, "key_pairs": QUOTA_VALUE,
     "server_groups": QUOTA_VALUE, "server_group_members": QUOTA_VALUE,
     "injected_files": QUOTA_VALUE, "injected_file_content_bytes": QUOTA_VALUE,
     "injected_file_path_bytes": QUOTA_VALUE, "force": Bool(strings=True),
+    "floating_ips": QUOTA_VALUE, "fixed_ips": QUOTA_VALUE, "security_groups": QUOTA_VALUE,
+    "security_group_rules": QUOTA_VALUE,
 })}, required=("quota_set",))
 
 _FLAVOR_INT = Int(0, INT32_MAX, strings=True)

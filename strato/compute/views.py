@@ -2,8 +2,11 @@
 
 Milestones used: 2.3 more admin attributes and ``delete_on_termination`` in
 ``volumes_attached``; 2.9 ``locked``; 2.16 ``host_status``; 2.19 ``description``;
-2.26 ``tags``; 2.47 the flavor embedded; 2.55 flavor ``description``; 2.61 flavor
-``extra_specs``; 2.73 ``locked_reason``; 2.89 volume attachments; 2.90
+2.26 ``tags``; 2.47 the flavor embedded (with its extra specs: Nova's
+``servers:show:flavor-extra-specs`` lets every reader of the server see them); 2.55 flavor
+``description``; 2.61 flavor ``extra_specs``; 2.63 ``trusted_image_certificates``; 2.71
+``server_groups`` (show and update, never the detail list); 2.73 ``locked_reason``; 2.75
+the update response as full as a show; 2.89 volume attachments; 2.90
 ``OS-EXT-SRV-ATTR:hostname`` for every user.
 """
 
@@ -73,18 +76,21 @@ def addresses(inst: Instance) -> dict[str, Any]:
 
 def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Version, *,
                 admin: bool, host_up: bool = True, show: bool = True,
-                net: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
-                ) -> dict[str, Any]:
+                net: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+                update: bool = False) -> dict[str, Any]:
     """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it; ``net`` is
-    what its ports say (addresses, security groups), beside any user-mode NIC."""
+    what its ports say (addresses, security groups), beside any user-mode NIC.
+    ``update``: the ``PUT /servers/{id}`` response, which before 2.75 leaves out the
+    extension attributes (AZ, config drive, key, usage, groups, states, volumes,
+    OS-EXT-SRV-ATTR, host status) and the addresses' type and MAC, as Nova does."""
+    full = not update or version >= (2, 75)
     fl = inst.flavor or {}
     if version >= (2, 47):
         flavor: dict[str, Any] = {
             "vcpus": fl.get("vcpus"), "ram": fl.get("memory_mb"), "disk": fl.get("root_gb"),
             "ephemeral": fl.get("ephemeral_gb", 0), "swap": fl.get("swap", 0),
-            "original_name": fl.get("name")}
-        if version >= (2, 61) or admin:
-            flavor["extra_specs"] = dict(fl.get("extra_specs") or {})
+            "original_name": fl.get("name"),
+            "extra_specs": dict(fl.get("extra_specs") or {})}
     else:
         flavor = {"id": inst.flavor_id, "links": [
             {"rel": "bookmark", "href": f"{base}/compute/flavors/{inst.flavor_id}"}]}
@@ -99,27 +105,35 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
             if version >= (2, 3):
                 entry["delete_on_termination"] = b.delete_on_termination
             volumes.append(entry)
+    status = states.status(inst.vm_state, inst.task_state)
+    addrs = {**addresses(inst), **(net[0] if net else {})}
+    if not full:
+        addrs = {label: [{"addr": a["addr"], "version": a["version"]} for a in entries]
+                 for label, entries in addrs.items()}
     body: dict[str, Any] = {
-        "id": inst.id, "name": inst.name,
-        "status": states.status(inst.vm_state, inst.task_state),
+        "id": inst.id, "name": inst.name, "status": status,
         "tenant_id": inst.project_id, "user_id": inst.user_id,
         "metadata": dict(inst.metadata_ or {}), "hostId": host_id(inst.project_id, inst.host),
         "image": image, "flavor": flavor,
         "created": iso(inst.created_at), "updated": iso(inst.updated_at or inst.created_at),
-        "addresses": {**addresses(inst), **(net[0] if net else {})},
+        "addresses": addrs,
         "accessIPv4": inst.access_ip_v4 or "", "accessIPv6": inst.access_ip_v6 or "",
-        "links": _links(base, "servers", inst.id),
-        "OS-DCF:diskConfig": "MANUAL", "OS-EXT-AZ:availability_zone": inst.availability_zone,
-        "config_drive": inst.config_drive or "", "key_name": inst.key_name,
-        "OS-SRV-USG:launched_at": iso_us(inst.launched_at),
-        "OS-SRV-USG:terminated_at": iso_us(inst.terminated_at),
-        "OS-EXT-STS:task_state": inst.task_state, "OS-EXT-STS:vm_state": inst.vm_state,
-        "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": volumes,
+        "links": _links(base, "servers", inst.id), "OS-DCF:diskConfig": "MANUAL",
     }
-    body["security_groups"] = (net[1] if net and net[1] else None) or [{"name": "default"}]
-    if inst.vm_state in (states.BUILDING, states.ACTIVE):
+    if full:
+        body.update({
+            "OS-EXT-AZ:availability_zone": inst.availability_zone or "",
+            "config_drive": inst.config_drive or "", "key_name": inst.key_name,
+            "OS-SRV-USG:launched_at": iso_us(inst.launched_at),
+            "OS-SRV-USG:terminated_at": iso_us(inst.terminated_at),
+            "OS-EXT-STS:task_state": inst.task_state, "OS-EXT-STS:vm_state": inst.vm_state,
+            "OS-EXT-STS:power_state": inst.power_state,
+            "os-extended-volumes:volumes_attached": volumes,
+            "security_groups": (net[1] if net and net[1] else None) or [{"name": "default"}],
+        })
+    if status in _PROGRESS_STATUSES:
         body["progress"] = 100 if inst.vm_state == states.ACTIVE else 0
+    admin = admin and full
     if admin:
         body["OS-EXT-SRV-ATTR:host"] = inst.host
         body["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
@@ -144,17 +158,22 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
         body["OS-EXT-SRV-ATTR:hostname"] = hostname(inst)
     if version >= (2, 9):
         body["locked"] = inst.locked
-    if version >= (2, 16) and admin:
+    if version >= (2, 16) and admin:  # the host_status policy: admin, as the attrs
         body["host_status"] = ("UP" if host_up else "UNKNOWN") if inst.host else ""
     if version >= (2, 19):
         body["description"] = inst.description
     if version >= (2, 26):
         body["tags"] = list(inst.tags or [])
+    if version >= (2, 63):  # strato verifies no image certificates: never any
+        body["trusted_image_certificates"] = None
     if version >= (2, 71) and show:
         body["server_groups"] = []
     if version >= (2, 73):
         body["locked_reason"] = inst.locked_reason
     return body
+
+
+_PROGRESS_STATUSES = ("ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING")
 
 
 def hostname(inst: Instance) -> str:
