@@ -1,7 +1,7 @@
 """Flavor access lists: the projects that may use a private flavor.
 
-Revision ID: 0012_servers
-Revises: 0011_network
+Revision ID: 0013_servers
+Revises: 0012_image_metadefs
 Create Date: 2026-12-02 15:40:00
 """
 
