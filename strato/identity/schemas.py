@@ -30,11 +30,14 @@ AUTH = Obj({"auth": Obj({
         nullable=True),
 }, required=("identity",))}, required=("auth",))
 
+# Keystone caps project and domain names at 64 characters (users, groups, roles 255).
+SHORT_NAME = Str(64)
+
 CREATE_DOMAIN = Obj({"domain": Obj({
-    "name": Str(255), "description": DESCRIPTION, "enabled": Bool()})}, required=("domain",))
+    "name": SHORT_NAME, "description": DESCRIPTION, "enabled": Bool()})}, required=("domain",))
 UPDATE_DOMAIN = CREATE_DOMAIN
 
-_PROJECT = {"name": Str(255), "description": DESCRIPTION, "enabled": Bool(),
+_PROJECT = {"name": SHORT_NAME, "description": DESCRIPTION, "enabled": Bool(),
             "domain_id": OPT_ID, "parent_id": OPT_ID, "is_domain": Bool(),
             "tags": Arr(Str(255, min=1), max_items=80, nullable=True)}
 CREATE_PROJECT = Obj({"project": Obj(_PROJECT)}, required=("project",))
@@ -55,6 +58,28 @@ CREATE_ROLE = Obj({"role": Obj({"name": Str(255), "description": DESCRIPTION,
                                 "domain_id": OPT_ID})}, required=("role",))
 UPDATE_ROLE = CREATE_ROLE
 
+CREATE_GROUP = Obj({"group": Obj({"name": Str(255), "description": DESCRIPTION,
+                                  "domain_id": OPT_ID})}, required=("group",))
+UPDATE_GROUP = CREATE_GROUP
+
+TAGS = Obj({"tags": Arr(Str(255), max_items=80)}, required=("tags",))
+
+_URL = Str(4096)
+CREATE_SERVICE = Obj({"service": Obj({"type": Str(255), "name": Str(255, nullable=True),
+                                      "description": DESCRIPTION, "enabled": Bool()})},
+                     required=("service",))
+UPDATE_SERVICE = CREATE_SERVICE
+CREATE_ENDPOINT = Obj({"endpoint": Obj({
+    "service_id": ID, "interface": Str(8), "url": _URL, "region": Str(255, nullable=True),
+    "region_id": Str(255, nullable=True), "enabled": Bool()})}, required=("endpoint",))
+UPDATE_ENDPOINT = CREATE_ENDPOINT
+CREATE_REGION = Obj({"region": Obj({"id": Str(255), "description": DESCRIPTION,
+                                    "parent_region_id": Str(255, nullable=True)})},
+                    required=("region",))
+UPDATE_REGION = CREATE_REGION
+
 # The schema of each body an identity route reads, by the route's resource name.
 CRUD = {"domain": (CREATE_DOMAIN, UPDATE_DOMAIN), "project": (CREATE_PROJECT, UPDATE_PROJECT),
-        "user": (CREATE_USER, UPDATE_USER), "role": (CREATE_ROLE, UPDATE_ROLE)}
+        "user": (CREATE_USER, UPDATE_USER), "role": (CREATE_ROLE, UPDATE_ROLE),
+        "group": (CREATE_GROUP, UPDATE_GROUP), "service": (CREATE_SERVICE, UPDATE_SERVICE),
+        "endpoint": (CREATE_ENDPOINT, UPDATE_ENDPOINT), "region": (CREATE_REGION, UPDATE_REGION)}
