@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 
 from strato.context import RequestContext
 from strato.db import Database, utcnow
-from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from strato.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotImplementedFault,
+    Unauthorized,
+)
 from strato.identity.grants import GrantsMixin
 from strato.identity.models import (
     Assignment,
@@ -106,7 +113,8 @@ class IdentityAPI(GrantsMixin):
 
     def project_view(self, p: Project) -> dict[str, Any]:
         return {"id": p.id, "name": p.name, "domain_id": p.domain_id,
-                "description": p.description, "enabled": p.enabled, "parent_id": p.domain_id,
+                "description": p.description, "enabled": p.enabled,
+                "parent_id": p.parent_id or p.domain_id,
                 "is_domain": False, "tags": list(p.tags or []), "options": {},
                 "links": self._link("projects", p.id), **(p.extra or {})}
 
@@ -123,7 +131,8 @@ class IdentityAPI(GrantsMixin):
         return view
 
     def role_view(self, r: Role) -> dict[str, Any]:
-        return {"id": r.id, "name": r.name, "domain_id": None, "description": r.description,
+        return {"id": r.id, "name": r.name, "domain_id": r.domain_id,
+                "description": r.description,
                 "options": {}, "links": self._link("roles", r.id)}
 
     # ---------------------------------------------------------------- lookups
@@ -173,7 +182,9 @@ class IdentityAPI(GrantsMixin):
                     todo.append(implied)
         if not found:
             return []
-        return list(session.scalars(select(Role).where(Role.id.in_(found)).order_by(Role.name)))
+        # Domain-specific roles only ever stand for the global roles they imply.
+        return list(session.scalars(select(Role).where(
+            Role.id.in_(found), Role.domain_id.is_(None)).order_by(Role.name)))
 
     def _effective_roles(self, session: Session, user_id: str, project_id: str) -> list[Role]:
         """Roles on a project: the user's and their groups', those inherited from the
@@ -186,6 +197,11 @@ class IdentityAPI(GrantsMixin):
         project = session.get(Project, project_id)
         if project is not None:
             direct |= self._grant_roles(session, user_id, "domain", project.domain_id, True)
+            seen = {project.id}
+            while project is not None and project.parent_id and project.parent_id not in seen:
+                seen.add(project.parent_id)
+                direct |= self._grant_roles(session, user_id, "project", project.parent_id, True)
+                project = session.get(Project, project.parent_id)
         return self._implied(session, direct)
 
     def _domain_roles(self, session: Session, user_id: str, domain_id: str) -> list[Role]:
@@ -206,6 +222,7 @@ class IdentityAPI(GrantsMixin):
         methods = identity["methods"]
         expires_at = None
         parent_audit = None
+        prior_methods: tuple[str, ...] = ()
         with self.db.session() as session:
             if "password" in methods:
                 user = self._password_user(session, identity.get("password"))
@@ -217,12 +234,14 @@ class IdentityAPI(GrantsMixin):
                 user = prior.user
                 expires_at = prior.payload.expires_at
                 parent_audit = prior.payload.audit_ids[-1]
+                prior_methods = prior.payload.methods  # Keystone keeps them on a rescope
             else:
                 raise Unauthorized(f"Unsupported authentication method: {methods!r}.")
             project, domain, system = self._scope(session, user, auth.get("scope"))
             token, payload = self.tokens.issue(
                 user.id, project.id if project else None,
-                tuple(m for m in methods if m in ("password", "token")),
+                tuple(dict.fromkeys([*prior_methods,
+                                     *(m for m in methods if m in ("password", "token"))])),
                 expires_at=expires_at, parent_audit_id=parent_audit,
                 domain_id=domain.id if domain else None, system=system,
             )
@@ -368,7 +387,6 @@ class IdentityAPI(GrantsMixin):
             "audit_ids": data.payload.audit_ids,
             "expires_at": _iso(data.payload.expires_at),
             "issued_at": _iso(data.payload.issued_at),
-            "is_domain": False,
             "user": {
                 "id": data.user.id, "name": data.user.name, "password_expires_at": None,
                 "domain": {"id": data.user_domain.id, "name": data.user_domain.name},
@@ -380,16 +398,16 @@ class IdentityAPI(GrantsMixin):
                 "domain": {"id": data.project_domain.id, "name": data.project_domain.name},
             }
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
+            body["is_domain"] = False
         elif data.domain is not None:
             body["domain"] = {"id": data.domain.id, "name": data.domain.name}
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
         elif data.system:
             body["system"] = {"all": True}
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
-        if not nocatalog:
-            scoped = data.project is not None or data.domain is not None or data.system
-            body["catalog"] = self.catalog(
-                data.project.id if data.project else None) if scoped else []
+        scoped = data.project is not None or data.domain is not None or data.system
+        if scoped and not nocatalog:  # Keystone: no catalog in an unscoped token
+            body["catalog"] = self.catalog(data.project.id if data.project else None)
         return {"token": body}
 
     def check_token(self, ctx: RequestContext, subject: str) -> TokenData:
@@ -486,6 +504,12 @@ class IdentityAPI(GrantsMixin):
                 q = q.where(Project.domain_id == filters["domain_id"])
             if "enabled" in filters:
                 q = q.where(Project.enabled == _flag(filters["enabled"]))
+            if "parent_id" in filters:
+                parent = filters["parent_id"]
+                q = q.where((Project.parent_id == parent) | (
+                    Project.parent_id.is_(None) & (Project.domain_id == parent)))
+            if filters.get("is_domain", "").lower() == "true":
+                return []  # no project acts as a domain here
             return [self.project_view(p) for p in session.scalars(q)]
 
     def get_project(self, ctx: RequestContext, project_id: str) -> dict:
@@ -497,12 +521,21 @@ class IdentityAPI(GrantsMixin):
         self.policy.enforce(ctx, "identity:create_project", {})
         ref = _require(body, "project")
         with self.db.session() as session:
-            domain_id = ref.get("domain_id") or DEFAULT_DOMAIN_ID
-            if session.get(Domain, domain_id) is None:
-                raise BadRequest(f"Could not find domain: {domain_id}.")
+            if ref.get("is_domain"):
+                raise NotImplementedFault("Projects acting as domains are not implemented; "
+                                          "create a domain instead.")
             parent = ref.get("parent_id")
-            if parent not in (None, domain_id):
-                raise BadRequest("Nested projects are not supported.")
+            parent_project = None
+            if parent is not None and session.get(Domain, parent) is None:
+                parent_project = self._get(session, Project, parent, "parent project")
+            domain_id = ref.get("domain_id") or (
+                parent_project.domain_id if parent_project else parent) or DEFAULT_DOMAIN_ID
+            if session.get(Domain, domain_id) is None:
+                raise NotFound(f"Could not find domain: {domain_id}.")
+            if parent_project is None and parent not in (None, domain_id):
+                raise BadRequest("A top-level project's parent is its domain.")
+            if parent_project is not None and parent_project.domain_id != domain_id:
+                raise BadRequest("A project must be in its parent's domain.")
             tags = ref.get("tags") or []
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 raise BadRequest("Invalid input for field 'tags': a list of strings.")
@@ -510,6 +543,7 @@ class IdentityAPI(GrantsMixin):
                 name=_name(ref.get("name"), "name"), domain_id=domain_id,
                 description=_text(ref.get("description"), "description"),
                 enabled=_bool(ref.get("enabled", True), "enabled"), tags=tags,
+                parent_id=parent_project.id if parent_project else None,
                 extra=_extra(ref, {"name", "domain_id", "description", "enabled", "tags",
                                    "parent_id", "is_domain", "options"}),
             )
@@ -542,6 +576,8 @@ class IdentityAPI(GrantsMixin):
         self.policy.enforce(ctx, "identity:delete_project", {"target.project.id": project_id})
         with self.db.session() as session:
             project = self._get(session, Project, project_id, "project")
+            if session.scalars(select(Project.id).where(Project.parent_id == project_id)).first():
+                raise Forbidden(f"Cannot delete project {project_id}: it has sub-projects.")
             session.execute(delete(Assignment).where(Assignment.project_id == project_id))
             self._forget_target(session, "project", project_id)
             session.delete(project)
@@ -656,8 +692,8 @@ class IdentityAPI(GrantsMixin):
             q = select(Role).order_by(Role.name)
             if "name" in filters:
                 q = q.where(Role.name == filters["name"])
-            if filters.get("domain_id"):
-                return []  # no domain-specific roles
+            q = q.where(Role.domain_id == filters["domain_id"]) if filters.get("domain_id") \
+                else q.where(Role.domain_id.is_(None))
             return [self.role_view(r) for r in session.scalars(q)]
 
     def get_role(self, ctx: RequestContext, role_id: str) -> dict:
@@ -668,9 +704,11 @@ class IdentityAPI(GrantsMixin):
     def create_role(self, ctx: RequestContext, body: Any) -> dict:
         self.policy.enforce(ctx, "identity:create_role", {})
         ref = _require(body, "role")
-        if ref.get("domain_id"):
-            raise BadRequest("Domain-specific roles are not supported.")
-        role = Role(name=_name(ref.get("name"), "name"),
+        domain_id = ref.get("domain_id")
+        if domain_id:
+            with self.db.session(readonly=True) as session:
+                self._get(session, Domain, domain_id, "domain")
+        role = Role(name=_name(ref.get("name"), "name"), domain_id=domain_id or None,
                     description=_text(ref.get("description"), "description"))
         with self._unique("role", role.name), self.db.session() as session:
             session.add(role)

@@ -307,6 +307,18 @@ class GrantsMixin:
                  for g in session.scalars(select(Grant))]
         return rows
 
+    @staticmethod
+    def _subtree(session: Session, project_id: str) -> list[str]:
+        """The ids of a project's descendants (not the project itself)."""
+        out: list[str] = []
+        todo = [project_id]
+        while todo:
+            children = list(session.scalars(select(Project.id).where(
+                Project.parent_id == todo.pop())))
+            out += [c for c in children if c not in out]
+            todo += children
+        return out
+
     def _effective(self, session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Keystone's ``effective``: groups expanded into their users, domain-inherited
         grants onto the domain's projects, implied roles added; inherited rows dropped."""
@@ -319,10 +331,11 @@ class GrantsMixin:
                 members.get(row["actor"][1], [])
             extra = {} if row["actor"][0] == "user" else {"group": row["actor"][1]}
             if row["inherited"]:
-                if row["target"][0] != "domain":
-                    continue  # inherited to sub-projects: strato has no project tree
-                targets = [("project", p) for p in session.scalars(
-                    select(Project.id).where(Project.domain_id == row["target"][1]))]
+                if row["target"][0] == "domain":
+                    targets = [("project", p) for p in session.scalars(
+                        select(Project.id).where(Project.domain_id == row["target"][1]))]
+                else:
+                    targets = [("project", p) for p in self._subtree(session, row["target"][1])]
                 extra["inherited_from"] = row["target"]
             else:
                 targets = [row["target"]]
@@ -426,6 +439,8 @@ class GrantsMixin:
         for g in session.scalars(select(Grant).where(actor)):
             if g.target_type == "project" and not g.inherited:
                 ids.add(g.target_id)
+            elif g.target_type == "project":
+                ids.update(self._subtree(session, g.target_id))
             elif g.target_type == "domain" and g.inherited:
                 domains.add(g.target_id)
         q = select(Project).order_by(Project.name)
@@ -640,7 +655,11 @@ class GrantsMixin:
         if "region_id" in ref or "region" in ref:
             if region is not None and region != self.region and \
                     session.get(Region, region) is None:
-                raise BadRequest(f"Could not find region: {region}.")
+                if "region_id" in ref:
+                    raise BadRequest(f"Could not find region: {region}.")
+                # The legacy ``region`` attribute creates the region it names, as
+                # Keystone does.
+                session.add(Region(id=region, description="", extra={}))
             out["region_id"] = region
         if "enabled" in ref:
             out["enabled"] = bool(ref["enabled"])

@@ -30,6 +30,8 @@ class Project(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     tags: Mapped[list] = mapped_column(JSON, default=list)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The parent project; None when the domain is the parent (a top-level project).
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class User(Base):
@@ -56,6 +58,9 @@ class Role(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # A domain-specific role's domain: such a role never appears in a token itself,
+    # only the global roles it implies do.
+    domain_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ImpliedRole(Base):

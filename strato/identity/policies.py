@@ -45,7 +45,7 @@ RULES = [
     RuleDefault("identity:list_user_projects", f"{READ} or user_id:%(target.user.id)s"),
     RuleDefault("identity:get_user", f"{READ} or user_id:%(target.user.id)s"),
     RuleDefault("identity:list_groups_for_user", f"{READ} or user_id:%(target.user.id)s"),
-    RuleDefault("identity:change_password", "user_id:%(target.user.id)s"),
+    RuleDefault("identity:change_password", f"{ADMIN} or user_id:%(target.user.id)s"),
     RuleDefault("identity:list_role_assignments", f"{READ} or user_id:%(target.user.id)s"),
     RuleDefault("identity:validate_token", f"{READ} or user_id:%(target.token.user_id)s"),
     RuleDefault("identity:revoke_token", f"{ADMIN} or user_id:%(target.token.user_id)s"),

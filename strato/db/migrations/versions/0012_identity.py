@@ -1,5 +1,5 @@
-"""Identity: groups and membership, domain/system/group/inherited role grants, and
-API-registered regions, services and endpoints.
+"""Identity: project trees, domain-specific roles, groups and membership,
+domain/system/group/inherited role grants, and API-registered regions, services and endpoints.
 
 Revision ID: 0012_identity
 Revises: 0011_network
@@ -16,6 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A project's parent project (None: the domain is its parent) and a role's domain
+    # (None: a global role). No foreign keys: SQLite cannot add them to a table.
+    op.add_column("projects", sa.Column("parent_id", sa.String(length=64), nullable=True))
+    op.add_column("roles", sa.Column("domain_id", sa.String(length=64), nullable=True))
     op.create_table(
         "groups",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -87,3 +91,7 @@ def downgrade() -> None:
     for table in ("catalog_endpoints", "catalog_services", "regions", "grants",
                   "group_members", "groups"):
         op.drop_table(table)
+    with op.batch_alter_table("roles") as batch:
+        batch.drop_column("domain_id")
+    with op.batch_alter_table("projects") as batch:
+        batch.drop_column("parent_id")
