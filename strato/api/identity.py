@@ -146,7 +146,8 @@ def _crud(kind: str, singular: str) -> None:
 for _kind, _singular in (("domains", "domain"), ("projects", "project"),
                          ("users", "user"), ("roles", "role"), ("groups", "group"),
                          ("services", "service"), ("endpoints", "endpoint"),
-                         ("regions", "region")):
+                         ("regions", "region"), ("credentials", "credential"),
+                         ("policies", "policy")):
     _crud(_kind, _singular)
 
 

@@ -191,7 +191,6 @@ async def create_region_with_id(request: Request, region_id: str) -> dict:
 # Keystone APIs strato does not provide: each answers Keystone's fault with 501, so a
 # client learns "not here" rather than "no such object" (see the README's matrix).
 UNSUPPORTED = {
-    "/credentials": "Credentials",
     "/users/{user_id}/credentials/OS-EC2": "EC2 credentials",
     "/users/{user_id}/application_credentials": "Application credentials",
     "/users/{user_id}/access_rules": "Application credential access rules",
@@ -202,7 +201,6 @@ UNSUPPORTED = {
     "/OS-FEDERATION": "Federation",
     "/OS-REVOKE": "Revocation events",
     "/OS-SIMPLE-CERT": "Simple certificates",
-    "/policies": "Policy blobs",
     "/limits": "Unified limits",
     "/registered_limits": "Unified limits",
     "/domains/config": "Domain configuration",

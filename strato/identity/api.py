@@ -25,6 +25,7 @@ from strato.exceptions import (
     NotImplementedFault,
     Unauthorized,
 )
+from strato.identity.credentials import CredentialsMixin
 from strato.identity.grants import GrantsMixin
 from strato.identity.models import (
     Assignment,
@@ -93,7 +94,7 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-class IdentityAPI(GrantsMixin):
+class IdentityAPI(GrantsMixin, CredentialsMixin):
     def __init__(self, db: Database, tokens: TokenFactory, policy: Enforcer, base_url: str,
                  region: str, password_min_length: int = 0) -> None:
         self.db = db

@@ -22,6 +22,7 @@ _ADMIN_ONLY = [
     "create_endpoint", "update_endpoint", "delete_endpoint",
     "create_region", "update_region", "delete_region",
     "create_implied_role", "delete_implied_role",
+    "create_policy", "update_policy", "delete_policy",
 ]
 _READERS = [
     "list_domains", "list_projects", "list_users", "get_role", "list_roles",
@@ -31,6 +32,7 @@ _READERS = [
     "check_system_grant_for_group", "list_system_grants_for_group",
     "list_services", "get_service", "list_endpoints", "get_endpoint",
     "list_implied_roles", "get_implied_role", "check_implied_role",
+    "list_policies", "get_policy",
 ]
 
 RULES = [
@@ -49,6 +51,10 @@ RULES = [
     RuleDefault("identity:list_role_assignments", f"{READ} or user_id:%(target.user.id)s"),
     RuleDefault("identity:validate_token", f"{READ} or user_id:%(target.token.user_id)s"),
     RuleDefault("identity:revoke_token", f"{ADMIN} or user_id:%(target.token.user_id)s"),
+    RuleDefault("identity:list_credentials", "@"),  # non-admins see only their own
+    *(RuleDefault(f"identity:{name}", f"{ADMIN} or user_id:%(target.credential.user_id)s")
+      for name in ("create_credential", "get_credential", "update_credential",
+                   "delete_credential")),
     RuleDefault("identity:list_regions", "@"),
     RuleDefault("identity:get_region", "@"),
 ]

@@ -78,8 +78,21 @@ CREATE_REGION = Obj({"region": Obj({"id": Str(255), "description": DESCRIPTION,
                     required=("region",))
 UPDATE_REGION = CREATE_REGION
 
+CREATE_CREDENTIAL = Obj({"credential": Obj({
+    "user_id": ID, "project_id": OPT_ID, "type": Str(255), "blob": Str(65535)},
+    required=("user_id", "type", "blob"))}, required=("credential",))
+UPDATE_CREDENTIAL = Obj({"credential": Obj({
+    "user_id": ID, "project_id": OPT_ID, "type": Str(255), "blob": Str(65535)})},
+    required=("credential",))
+CREATE_POLICY = Obj({"policy": Obj({"type": Str(255), "blob": Str(65535)},
+                                   required=("type", "blob"))}, required=("policy",))
+UPDATE_POLICY = Obj({"policy": Obj({"type": Str(255), "blob": Str(65535)})},
+                    required=("policy",))
+
 # The schema of each body an identity route reads, by the route's resource name.
 CRUD = {"domain": (CREATE_DOMAIN, UPDATE_DOMAIN), "project": (CREATE_PROJECT, UPDATE_PROJECT),
         "user": (CREATE_USER, UPDATE_USER), "role": (CREATE_ROLE, UPDATE_ROLE),
         "group": (CREATE_GROUP, UPDATE_GROUP), "service": (CREATE_SERVICE, UPDATE_SERVICE),
-        "endpoint": (CREATE_ENDPOINT, UPDATE_ENDPOINT), "region": (CREATE_REGION, UPDATE_REGION)}
+        "endpoint": (CREATE_ENDPOINT, UPDATE_ENDPOINT), "region": (CREATE_REGION, UPDATE_REGION),
+        "credential": (CREATE_CREDENTIAL, UPDATE_CREDENTIAL),
+        "policy": (CREATE_POLICY, UPDATE_POLICY)}

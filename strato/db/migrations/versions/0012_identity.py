@@ -1,5 +1,6 @@
 """Identity: project trees, domain-specific roles, groups and membership,
-domain/system/group/inherited role grants, and API-registered regions, services and endpoints.
+domain/system/group/inherited role grants, API-registered regions, services and
+endpoints; credentials and policy blobs.
 
 Revision ID: 0012_identity
 Revises: 0011_network
@@ -85,10 +86,31 @@ def upgrade() -> None:
                                 name=op.f("fk_catalog_endpoints_service_id_catalog_services")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_catalog_endpoints")),
     )
+    op.create_table(
+        "credentials",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("project_id", sa.String(length=64), nullable=True),
+        sa.Column("type", sa.String(length=255), nullable=False),
+        sa.Column("encrypted_blob", sa.Text(), nullable=False),
+        sa.Column("extra", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
+                                name=op.f("fk_credentials_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_credentials")),
+    )
+    op.create_table(
+        "policies",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("type", sa.String(length=255), nullable=False),
+        sa.Column("blob", sa.Text(), nullable=False),
+        sa.Column("extra", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_policies")),
+    )
 
 
 def downgrade() -> None:
-    for table in ("catalog_endpoints", "catalog_services", "regions", "grants",
+    for table in ("policies", "credentials", "catalog_endpoints", "catalog_services",
+                  "regions", "grants",
                   "group_members", "groups"):
         op.drop_table(table)
     with op.batch_alter_table("roles") as batch:
