@@ -179,6 +179,35 @@ def remove_tag(request: Request, project_id: str, tag: str) -> Response:
     return _no_content()
 
 
+# ------------------------------------------------------------------ application credentials
+APP_CREDS = "/users/{user_id}/application_credentials"
+
+
+@router.get(APP_CREDS)
+def list_app_creds(request: Request, user_id: str) -> dict:
+    return _listing(request, "application_credentials", _api(request).list_app_creds(
+        context(request), user_id, dict(request.query_params)))
+
+
+@router.post(APP_CREDS, status_code=201)
+async def create_app_cred(request: Request, user_id: str) -> dict:
+    body = await json_body(request, schemas.CREATE_APP_CRED)
+    return {"application_credential": await run_in_threadpool(
+        _api(request).create_app_cred, context(request), user_id, body)}
+
+
+@router.get(APP_CREDS + "/{app_cred_id}")
+def get_app_cred(request: Request, user_id: str, app_cred_id: str) -> dict:
+    return {"application_credential": _api(request).get_app_cred(
+        context(request), user_id, app_cred_id)}
+
+
+@router.delete(APP_CREDS + "/{app_cred_id}", status_code=204)
+def delete_app_cred(request: Request, user_id: str, app_cred_id: str) -> Response:
+    _api(request).delete_app_cred(context(request), user_id, app_cred_id)
+    return _no_content()
+
+
 # ------------------------------------------------------------------ regions by id
 @router.put("/regions/{region_id}", status_code=201)
 async def create_region_with_id(request: Request, region_id: str) -> dict:
@@ -192,7 +221,6 @@ async def create_region_with_id(request: Request, region_id: str) -> dict:
 # client learns "not here" rather than "no such object" (see the README's matrix).
 UNSUPPORTED = {
     "/users/{user_id}/credentials/OS-EC2": "EC2 credentials",
-    "/users/{user_id}/application_credentials": "Application credentials",
     "/users/{user_id}/access_rules": "Application credential access rules",
     "/OS-OAUTH1": "OAuth 1.0a delegation",
     "/OS-OAUTH2": "OAuth 2.0",

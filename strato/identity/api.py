@@ -25,9 +25,10 @@ from strato.exceptions import (
     NotImplementedFault,
     Unauthorized,
 )
-from strato.identity.credentials import CredentialsMixin
+from strato.identity.credentials import AppCredentialsMixin, CredentialsMixin
 from strato.identity.grants import GrantsMixin
 from strato.identity.models import (
+    ApplicationCredential,
     Assignment,
     Domain,
     Grant,
@@ -94,7 +95,7 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-class IdentityAPI(GrantsMixin, CredentialsMixin):
+class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
     def __init__(self, db: Database, tokens: TokenFactory, policy: Enforcer, base_url: str,
                  region: str, password_min_length: int = 0) -> None:
         self.db = db
@@ -205,6 +206,11 @@ class IdentityAPI(GrantsMixin, CredentialsMixin):
                 project = session.get(Project, project.parent_id)
         return self._implied(session, direct)
 
+    def _app_cred_roles(self, session: Session, cred: ApplicationCredential) -> list[Role]:
+        """The credential's roles that its user still holds on its project."""
+        held = self._effective_roles(session, cred.user_id, cred.project_id)
+        return [r for r in held if r.id in set(cred.role_ids or [])]
+
     def _domain_roles(self, session: Session, user_id: str, domain_id: str) -> list[Role]:
         return self._implied(session, self._grant_roles(session, user_id, "domain", domain_id,
                                                         False))
@@ -225,6 +231,20 @@ class IdentityAPI(GrantsMixin, CredentialsMixin):
         parent_audit = None
         prior_methods: tuple[str, ...] = ()
         with self.db.session() as session:
+            if "application_credential" in methods:
+                cred = self.app_cred_login(session, identity.get("application_credential"))
+                scope = auth.get("scope")
+                if scope not in (None, {}, {"project": {"id": cred.project_id}}):
+                    raise Unauthorized("An application credential token is scoped to the "
+                                       "credential's project only.")
+                project = session.get(Project, cred.project_id)
+                if project is None or not project.enabled or not self._app_cred_roles(
+                        session, cred):
+                    raise Unauthorized("The request you have made requires authentication.")
+                token, payload = self.tokens.issue(
+                    cred.user_id, cred.project_id, ("application_credential",),
+                    expires_at=cred.expires_at, app_cred_id=cred.id)
+                return self._token_data(session, token, payload)
             if "password" in methods:
                 user = self._password_user(session, identity.get("password"))
             elif "token" in methods:
@@ -232,6 +252,9 @@ class IdentityAPI(GrantsMixin, CredentialsMixin):
                 if not isinstance(tok, dict) or not isinstance(tok.get("id"), str):
                     raise BadRequest("Expecting to find identity.token.id in request body.")
                 prior = self._validate(session, tok["id"])
+                if prior.payload.app_cred_id:
+                    raise Forbidden("A token of an application credential cannot be "
+                                    "rescoped.")
                 user = prior.user
                 expires_at = prior.payload.expires_at
                 parent_audit = prior.payload.audit_ids[-1]
@@ -331,6 +354,11 @@ class IdentityAPI(GrantsMixin, CredentialsMixin):
             if project is None or not project.enabled:
                 raise NotFound("Could not find token.")
             roles = self._effective_roles(session, user.id, project.id)
+            if payload.app_cred_id:
+                cred = session.get(ApplicationCredential, payload.app_cred_id)
+                if cred is None:
+                    raise NotFound("Could not find token.")
+                roles = self._app_cred_roles(session, cred)
             if not roles:
                 raise NotFound("Could not find token.")
             project_domain = session.get(Domain, project.domain_id)
@@ -400,6 +428,13 @@ class IdentityAPI(GrantsMixin, CredentialsMixin):
             }
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
             body["is_domain"] = False
+            if data.payload.app_cred_id:
+                with self.db.session(readonly=True) as session:
+                    cred = session.get(ApplicationCredential, data.payload.app_cred_id)
+                    if cred is not None:
+                        body["application_credential"] = {
+                            "id": cred.id, "name": cred.name,
+                            "restricted": not cred.unrestricted}
         elif data.domain is not None:
             body["domain"] = {"id": data.domain.id, "name": data.domain.name}
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]

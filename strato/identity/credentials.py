@@ -1,4 +1,5 @@
-"""Keystone's credentials (users' secrets, encrypted at rest) and policy blobs.
+"""Keystone's credentials (users' secrets, encrypted at rest), policy blobs and
+application credentials.
 
 A mixin of :class:`strato.identity.api.IdentityAPI`. Credential blobs are encrypted
 with the deployment's Fernet keys (the token key repository), so a database dump
@@ -7,14 +8,31 @@ alone does not reveal them.
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, NotFound
-from strato.identity.models import Credential, PolicyBlob, Project, User
+from strato.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotImplementedFault,
+    Unauthorized,
+)
+from strato.identity.models import (
+    ApplicationCredential,
+    Credential,
+    PolicyBlob,
+    Project,
+    Role,
+    User,
+)
+from strato.identity.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -165,3 +183,141 @@ class CredentialsMixin:
         self.policy.enforce(ctx, "identity:delete_policy", {})
         with self.db.session() as session:
             session.delete(self._get(session, PolicyBlob, policy_id, "policy"))
+
+
+def _parse_expiry(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("Invalid input for field 'expires_at': an ISO 8601 time.")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Invalid input for field 'expires_at': {value!r}.") from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when <= datetime.now(UTC):
+        raise BadRequest("An application credential cannot expire in the past.")
+    return when
+
+
+class AppCredentialsMixin:
+    """``/v3/users/{id}/application_credentials`` and their authentication method."""
+
+    db: Database
+    policy: Enforcer
+    base_url: str
+
+    def _get(self, session: Session, model: type, id_: str, what: str) -> Any: ...  # noqa: D102
+    def _effective_roles(self, session: Session, user_id: str,  # noqa: D102
+                         project_id: str) -> list[Role]: ...
+
+    def app_cred_view(self, session: Session, a: ApplicationCredential) -> dict[str, Any]:
+        roles = [session.get(Role, r) for r in a.role_ids or []]
+        return {
+            "id": a.id, "name": a.name, "description": a.description, "user_id": a.user_id,
+            "project_id": a.project_id,
+            "roles": [{"id": r.id, "name": r.name, "domain_id": r.domain_id}
+                      for r in roles if r is not None],
+            "expires_at": a.expires_at.replace(tzinfo=None).isoformat()
+            if a.expires_at else None,
+            "unrestricted": a.unrestricted, "access_rules": [],
+            "links": {"self": f"{self.base_url}/identity/v3/users/{a.user_id}/"
+                              f"application_credentials/{a.id}"},
+        }
+
+    def list_app_creds(self, ctx: RequestContext, user_id: str,
+                       filters: dict[str, str]) -> list[dict]:
+        self.policy.enforce(ctx, "identity:list_application_credentials",
+                            {"target.user.id": user_id})
+        with self.db.session(readonly=True) as session:
+            self._get(session, User, user_id, "user")
+            q = select(ApplicationCredential).where(
+                ApplicationCredential.user_id == user_id).order_by(ApplicationCredential.name)
+            if "name" in filters:
+                q = q.where(ApplicationCredential.name == filters["name"])
+            return [self.app_cred_view(session, a) for a in session.scalars(q)]
+
+    def _own_app_cred(self, session: Session, user_id: str,
+                      app_cred_id: str) -> ApplicationCredential:
+        cred = session.get(ApplicationCredential, app_cred_id)
+        if cred is None or cred.user_id != user_id:
+            raise NotFound(f"Could not find application credential: {app_cred_id}.")
+        return cred
+
+    def get_app_cred(self, ctx: RequestContext, user_id: str, app_cred_id: str) -> dict:
+        self.policy.enforce(ctx, "identity:get_application_credential",
+                            {"target.user.id": user_id})
+        with self.db.session(readonly=True) as session:
+            return self.app_cred_view(session, self._own_app_cred(session, user_id,
+                                                                  app_cred_id))
+
+    def delete_app_cred(self, ctx: RequestContext, user_id: str, app_cred_id: str) -> None:
+        self.policy.enforce(ctx, "identity:delete_application_credential",
+                            {"target.user.id": user_id})
+        with self.db.session() as session:
+            session.delete(self._own_app_cred(session, user_id, app_cred_id))
+
+    def create_app_cred(self, ctx: RequestContext, user_id: str, body: dict) -> dict:
+        """Only the user themself, with a project-scoped token: the credential gets that
+        project and the requested subset of the token's roles (all of them by default)."""
+        self.policy.enforce(ctx, "identity:create_application_credential",
+                            {"target.user.id": user_id})
+        ref = body["application_credential"]
+        if ctx.project_id is None:
+            raise Forbidden("An application credential is created with a project-scoped "
+                            "token.")
+        if ref.get("access_rules"):
+            raise NotImplementedFault("Application credential access rules are not "
+                                      "implemented.")
+        with self.db.session() as session:
+            held = {r.id: r for r in self._effective_roles(session, user_id, ctx.project_id)}
+            wanted: list[str] = []
+            for item in ref.get("roles") or []:
+                match = [r for r in held.values()
+                         if r.id == item.get("id") or r.name == item.get("name")]
+                if not match:
+                    raise BadRequest(f"The user does not hold role {item} on the project.")
+                wanted.append(match[0].id)
+            if session.scalars(select(ApplicationCredential.id).where(
+                    ApplicationCredential.user_id == user_id,
+                    ApplicationCredential.name == ref["name"])).first():
+                raise Conflict(f"Duplicate entry: an application credential named "
+                               f"{ref['name']} exists.")
+            secret = ref.get("secret") or secrets.token_urlsafe(64)
+            cred = ApplicationCredential(
+                user_id=user_id, project_id=ctx.project_id, name=ref["name"],
+                description=ref.get("description"), secret_hash=hash_password(secret),
+                expires_at=_parse_expiry(ref.get("expires_at")),
+                unrestricted=bool(ref.get("unrestricted", False)),
+                role_ids=list(dict.fromkeys(wanted)) or sorted(held))
+            session.add(cred)
+            session.flush()
+            return {**self.app_cred_view(session, cred), "secret": secret}
+
+    def app_cred_login(self, session: Session, ref: Any) -> ApplicationCredential:
+        """The ``application_credential`` auth method: the credential, when its secret
+        matches, it has not expired, and its user is enabled."""
+        denied = Unauthorized("The request you have made requires authentication.")
+        if not isinstance(ref, dict) or not isinstance(ref.get("secret"), str):
+            raise BadRequest("Expecting to find application_credential.secret.")
+        if ref.get("id"):
+            cred = session.get(ApplicationCredential, ref["id"])
+        elif ref.get("name") and isinstance(ref.get("user"), dict):
+            user_id = ref["user"].get("id")
+            if not user_id:
+                user = session.scalars(select(User).where(
+                    User.name == ref["user"].get("name"))).first()
+                user_id = user.id if user else None
+            cred = session.scalars(select(ApplicationCredential).where(
+                ApplicationCredential.user_id == user_id,
+                ApplicationCredential.name == ref["name"])).first()
+        else:
+            raise BadRequest("An application credential is given by id, or by name and user.")
+        if cred is None or not check_password(ref["secret"], cred.secret_hash):
+            raise denied
+        if cred.expires_at is not None and cred.expires_at <= datetime.now(UTC):
+            raise denied
+        user = session.get(User, cred.user_id)
+        if user is None or not user.enabled:
+            raise denied
+        return cred

@@ -55,6 +55,11 @@ RULES = [
     *(RuleDefault(f"identity:{name}", f"{ADMIN} or user_id:%(target.credential.user_id)s")
       for name in ("create_credential", "get_credential", "update_credential",
                    "delete_credential")),
+    RuleDefault("identity:create_application_credential", "user_id:%(target.user.id)s"),
+    *(RuleDefault(f"identity:{name}", f"{READ} or user_id:%(target.user.id)s")
+      for name in ("get_application_credential", "list_application_credentials")),
+    RuleDefault("identity:delete_application_credential",
+                f"{ADMIN} or user_id:%(target.user.id)s"),
     RuleDefault("identity:list_regions", "@"),
     RuleDefault("identity:get_region", "@"),
 ]

@@ -22,6 +22,9 @@ AUTH = Obj({"auth": Obj({
         "password": Obj({"user": Obj({"id": ID, "name": Str(255), "password": PASSWORD,
                                       "domain": _REF})}, nullable=True),
         "token": Obj({"id": Str(4096)}, nullable=True),
+        "application_credential": Obj({
+            "id": ID, "name": Str(255), "secret": PASSWORD,
+            "user": Obj({"id": ID, "name": Str(255), "domain": _REF})}, nullable=True),
     }, required=("methods",)),
     "scope": one_of(
         Str(64),  # "unscoped"
@@ -88,6 +91,13 @@ CREATE_POLICY = Obj({"policy": Obj({"type": Str(255), "blob": Str(65535)},
                                    required=("type", "blob"))}, required=("policy",))
 UPDATE_POLICY = Obj({"policy": Obj({"type": Str(255), "blob": Str(65535)})},
                     required=("policy",))
+
+CREATE_APP_CRED = Obj({"application_credential": Obj({
+    "name": Str(255, min=1), "description": DESCRIPTION, "secret": Str(4096, nullable=True),
+    "expires_at": Str(64, nullable=True), "unrestricted": Bool(),
+    "roles": Arr(Obj({"id": ID, "name": Str(255)}), max_items=100),
+    "access_rules": Arr(Obj(), max_items=100)}, required=("name",))},
+    required=("application_credential",))
 
 # The schema of each body an identity route reads, by the route's resource name.
 CRUD = {"domain": (CREATE_DOMAIN, UPDATE_DOMAIN), "project": (CREATE_PROJECT, UPDATE_PROJECT),

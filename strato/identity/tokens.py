@@ -34,6 +34,8 @@ class TokenPayload:
     # Domain or system scope (a token has at most one of project, domain, system).
     domain_id: str | None = None
     system: bool = False
+    # The application credential the token was issued for.
+    app_cred_id: str | None = None
 
     @property
     def audit_ids(self) -> list[str]:
@@ -73,6 +75,7 @@ class TokenFactory:
         parent_audit_id: str | None = None,
         domain_id: str | None = None,
         system: bool = False,
+        app_cred_id: str | None = None,
     ) -> tuple[str, TokenPayload]:
         now = datetime.now(UTC)
         limit = (now + timedelta(seconds=self.lifetime)).replace(microsecond=0)
@@ -81,6 +84,7 @@ class TokenFactory:
             audit_id=new_audit_id(), issued_at=now,
             expires_at=min(expires_at, limit) if expires_at else limit,
             parent_audit_id=parent_audit_id, domain_id=domain_id, system=system,
+            app_cred_id=app_cred_id,
         )
         body = {
             "u": user_id, "p": project_id, "m": list(methods), "a": payload.audit_id,
@@ -91,6 +95,8 @@ class TokenFactory:
             body["d"] = domain_id
         if system:
             body["s"] = 1
+        if app_cred_id:
+            body["ac"] = app_cred_id
         token = self.keys.encrypt(json.dumps(body, separators=(",", ":")).encode())
         return token.decode(), payload
 
@@ -102,7 +108,7 @@ class TokenFactory:
                 audit_id=body["a"], issued_at=datetime.fromtimestamp(body["i"], UTC),
                 expires_at=datetime.fromtimestamp(body["e"], UTC),
                 parent_audit_id=body.get("pa"), domain_id=body.get("d"),
-                system=bool(body.get("s")),
+                system=bool(body.get("s")), app_cred_id=body.get("ac"),
             )
         except (InvalidToken, ValueError, KeyError, TypeError, UnicodeError) as exc:
             raise TokenInvalid("token is not valid") from exc

@@ -1,6 +1,6 @@
 """Identity: project trees, domain-specific roles, groups and membership,
 domain/system/group/inherited role grants, API-registered regions, services and
-endpoints; credentials and policy blobs.
+endpoints; credentials, policy blobs and application credentials.
 
 Revision ID: 0012_identity
 Revises: 0011_network
@@ -9,6 +9,8 @@ Create Date: 2026-12-02 15:30:00
 
 import sqlalchemy as sa
 from alembic import op
+
+import strato.db.base
 
 revision = "0012_identity"
 down_revision = "0011_network"
@@ -106,10 +108,27 @@ def upgrade() -> None:
         sa.Column("extra", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_policies")),
     )
+    op.create_table(
+        "application_credentials",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=64), nullable=False),
+        sa.Column("project_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("secret_hash", sa.String(length=255), nullable=False),
+        sa.Column("expires_at", strato.db.base.UTCDateTime(), nullable=True),
+        sa.Column("unrestricted", sa.Boolean(), nullable=False),
+        sa.Column("role_ids", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE",
+                                name=op.f("fk_application_credentials_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_application_credentials")),
+        sa.UniqueConstraint("user_id", "name", name="uq_app_creds_user_name"),
+    )
 
 
 def downgrade() -> None:
-    for table in ("policies", "credentials", "catalog_endpoints", "catalog_services",
+    for table in ("application_credentials", "policies", "credentials", "catalog_endpoints",
+                  "catalog_services",
                   "regions", "grants",
                   "group_members", "groups"):
         op.drop_table(table)
