@@ -143,7 +143,7 @@ def delete_implied(request: Request, prior_id: str, implied_id: str) -> Response
 @router.get("/projects/{project_id}/tags")
 def list_tags(request: Request, project_id: str) -> dict:
     return {"tags": _api(request).project_tags(context(request), project_id),
-            "links": {"self": str(request.url), "next": None, "previous": None}}
+            "links": {"self": str(request.url)}}
 
 
 @router.put("/projects/{project_id}/tags")
@@ -151,7 +151,7 @@ async def replace_tags(request: Request, project_id: str) -> dict:
     body = await json_body(request, schemas.TAGS)
     tags = await run_in_threadpool(_api(request).set_project_tags, context(request),
                                    project_id, body["tags"])
-    return {"tags": tags, "links": {"self": str(request.url), "next": None, "previous": None}}
+    return {"tags": tags, "links": {"self": str(request.url)}}
 
 
 @router.delete("/projects/{project_id}/tags", status_code=204)

@@ -207,9 +207,10 @@ class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
         return self._implied(session, direct)
 
     def _app_cred_roles(self, session: Session, cred: ApplicationCredential) -> list[Role]:
-        """The credential's roles that its user still holds on its project."""
-        held = self._effective_roles(session, cred.user_id, cred.project_id)
-        return [r for r in held if r.id in set(cred.role_ids or [])]
+        """The credential's roles that its user still holds on its project, with the
+        roles they imply."""
+        held = {r.id for r in self._effective_roles(session, cred.user_id, cred.project_id)}
+        return self._implied(session, held & set(cred.role_ids or []))
 
     def _domain_roles(self, session: Session, user_id: str, domain_id: str) -> list[Role]:
         return self._implied(session, self._grant_roles(session, user_id, "domain", domain_id,
@@ -567,7 +568,7 @@ class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
             domain_id = ref.get("domain_id") or (
                 parent_project.domain_id if parent_project else parent) or DEFAULT_DOMAIN_ID
             if session.get(Domain, domain_id) is None:
-                raise NotFound(f"Could not find domain: {domain_id}.")
+                raise BadRequest(f"Could not find domain: {domain_id}.")
             if parent_project is None and parent not in (None, domain_id):
                 raise BadRequest("A top-level project's parent is its domain.")
             if parent_project is not None and parent_project.domain_id != domain_id:
