@@ -547,7 +547,18 @@ class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
                     Project.parent_id.is_(None) & (Project.domain_id == parent)))
             if filters.get("is_domain", "").lower() == "true":
                 return []  # no project acts as a domain here
-            return [self.project_view(p) for p in session.scalars(q)]
+            projects = list(session.scalars(q))
+            # Keystone's tag filters: comma-separated lists
+            for key, want_all, negate in (("tags", True, False), ("tags-any", False, False),
+                                          ("not-tags", True, True),
+                                          ("not-tags-any", False, True)):
+                if filters.get(key):
+                    wanted = set(filters[key].split(","))
+                    test = (wanted.issubset if want_all else
+                            lambda tags, w=wanted: bool(w & tags))
+                    projects = [p for p in projects
+                                if test(set(p.tags or [])) != negate]
+            return [self.project_view(p) for p in projects]
 
     def get_project(self, ctx: RequestContext, project_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_project", {"target.project.id": project_id})
@@ -778,9 +789,11 @@ class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
             for rule in session.scalars(select(ImpliedRole)):
                 rules.setdefault(rule.prior_role_id, []).append(
                     session.get(Role, rule.implied_role_id))
+            def brief(r: Role) -> dict[str, Any]:
+                return {"id": r.id, "name": r.name, "links": self._link("roles", r.id)}
             return [
-                {"prior_role": self.role_view(session.get(Role, prior)),
-                 "implies": [self.role_view(r) for r in implied]}
+                {"prior_role": brief(session.get(Role, prior)),
+                 "implies": [brief(r) for r in implied]}
                 for prior, implied in rules.items()
             ]
 

@@ -69,6 +69,10 @@ ROLE_INFERENCES_OF = strict({"role_inference": strict({
     "prior_role": _LINKED_REF, "implies": {"type": "array", "items": _LINKED_REF}}),
     "links": SELF_LINK})
 
+ROLE_INFERENCES = strict({"role_inferences": {"type": "array", "items": strict({
+    "prior_role": _LINKED_REF, "implies": {"type": "array", "items": _LINKED_REF}})},
+    "links": SELF_LINK})
+
 PROJECT_TAGS = strict({"tags": TAGS, "links": SELF_LINK})
 
 _ID = strict({"id": STRING})

@@ -109,11 +109,17 @@ def test_resource_views_are_exact(admin: httpx.Client) -> None:
     assert admin.get(f"{V3}/projects/{parent['id']}/tags/z").status_code == 204
     assert _ok(admin.get(f"{V3}/projects/{parent['id']}/tags"))["tags"] == ["x", "y", "z"]
     assert admin.delete(f"{V3}/projects/{parent['id']}/tags/q").status_code == 404
+    for query, hit in (({"tags": "x,z"}, True), ({"tags": "x,q"}, False),
+                       ({"tags-any": "q,z"}, True), ({"not-tags": "x,y"}, False),
+                       ({"not-tags-any": "q"}, True)):
+        found = _ok(admin.get(f"{V3}/projects", params={"domain_id": did, **query}))
+        assert (parent["id"] in [p["id"] for p in found["projects"]]) is hit, query
 
     prior = _ok(admin.post(f"{V3}/roles", json={"role": {"name": _uniq("pr")}}), 201)["role"]
     inference = _ok(admin.put(f"{V3}/roles/{prior['id']}/implies/{role['id']}"), 201)
     assert_shape(inference, s.ROLE_INFERENCE)
     assert_shape(_ok(admin.get(f"{V3}/roles/{prior['id']}/implies")), s.ROLE_INFERENCES_OF)
+    assert_shape(_ok(admin.get(f"{V3}/role_inferences")), s.ROLE_INFERENCES)
     # no rule from a global role to a domain role
     assert admin.put(f"{V3}/roles/{role['id']}/implies/{prior['id']}").status_code == 403
 
