@@ -163,7 +163,7 @@ def clear_tags(request: Request, project_id: str) -> Response:
 @router.put("/projects/{project_id}/tags/{tag}", status_code=201)
 def add_tag(request: Request, project_id: str, tag: str) -> Response:
     _api(request).project_tag(context(request), "add", project_id, tag)
-    return Response(status_code=201, headers={"Location": str(request.url)})
+    return Response(status_code=201)
 
 
 @router.head("/projects/{project_id}/tags/{tag}", status_code=204)
@@ -239,12 +239,16 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _unsupported(prefix: str, what: str) -> None:
+    """Plain routes (not API routes): they take no input at all, so the API fuzzer
+    has nothing to drive in them."""
     async def handler(request: Request) -> Response:
         raise NotImplementedFault(f"{what} ({prefix}) is not implemented by this cloud.")
 
-    router.add_api_route(prefix, handler, methods=_METHODS, name=f"unsupported_{prefix}")
-    router.add_api_route(prefix + "/{rest:path}", handler, methods=_METHODS,
-                         name=f"unsupported_{prefix}_sub")
+    # (add_route, unlike add_api_route, does not apply the router's prefix)
+    path = router.prefix + prefix
+    router.add_route(path, handler, methods=_METHODS, name=f"unsupported_{prefix}")
+    router.add_route(path + "/{rest:path}", handler, methods=_METHODS,
+                     name=f"unsupported_{prefix}_sub")
 
 
 for _prefix, _what in UNSUPPORTED.items():
