@@ -33,6 +33,7 @@ from strato.identity.models import (
     User,
 )
 from strato.identity.passwords import check_password, hash_password
+from strato.identity.tokens import TokenInvalid
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -206,6 +207,7 @@ class AppCredentialsMixin:
     db: Database
     policy: Enforcer
     base_url: str
+    tokens: TokenFactory
 
     def _get(self, session: Session, model: type, id_: str, what: str) -> Any: ...  # noqa: D102
     def _effective_roles(self, session: Session, user_id: str,  # noqa: D102
@@ -266,6 +268,7 @@ class AppCredentialsMixin:
         if ctx.project_id is None:
             raise Forbidden("An application credential is created with a project-scoped "
                             "token.")
+        self._not_from_restricted_app_cred(ctx)
         if ref.get("access_rules"):
             raise NotImplementedFault("Application credential access rules are not "
                                       "implemented.")
@@ -293,6 +296,22 @@ class AppCredentialsMixin:
             session.add(cred)
             session.flush()
             return {**self.app_cred_view(session, cred), "secret": secret}
+
+    def _not_from_restricted_app_cred(self, ctx: RequestContext) -> None:
+        """As Keystone: a token from a restricted application credential cannot make
+        more credentials (else it could mint one that never expires)."""
+        if not ctx.token:
+            return
+        try:
+            payload = self.tokens.read(ctx.token)
+        except TokenInvalid:
+            return
+        if payload.app_cred_id:
+            with self.db.session(readonly=True) as session:
+                cred = session.get(ApplicationCredential, payload.app_cred_id)
+                if cred is None or not cred.unrestricted:
+                    raise Forbidden("A restricted application credential cannot create "
+                                    "application credentials.")
 
     def app_cred_login(self, session: Session, ref: Any) -> ApplicationCredential:
         """The ``application_credential`` auth method: the credential, when its secret

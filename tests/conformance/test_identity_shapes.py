@@ -271,6 +271,9 @@ def test_application_credentials(server: Server, admin: httpx.Client) -> None:
     assert_shape(r.json(), s.TOKEN_PROJECT)
     body = r.json()["token"]
     assert body["project"]["id"] == pid and body["application_credential"]["id"] == cred["id"]
+    with server.client(r.headers["X-Subject-Token"]) as c:  # restricted: no new ones
+        assert c.post(f"{V3}/users/{uid}/application_credentials", json={
+            "application_credential": {"name": "more"}}).status_code == 403
     assert [x["name"] for x in body["roles"]] == ["member", "reader"]  # reader: implied
     assert _auth(server, {"methods": ["application_credential"], "application_credential": {
         "id": cred["id"], "secret": "wrong"}}).status_code == 401
