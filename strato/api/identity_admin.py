@@ -208,6 +208,33 @@ def delete_app_cred(request: Request, user_id: str, app_cred_id: str) -> Respons
     return _no_content()
 
 
+# ------------------------------------------------------------------ EC2 credentials
+EC2 = "/users/{user_id}/credentials/OS-EC2"
+
+
+@router.get(EC2)
+def list_ec2(request: Request, user_id: str) -> dict:
+    return _listing(request, "credentials", _api(request).list_ec2(context(request), user_id))
+
+
+@router.post(EC2, status_code=201)
+async def create_ec2(request: Request, user_id: str) -> dict:
+    body = await json_body(request, schemas.CREATE_EC2)
+    return {"credential": await run_in_threadpool(
+        _api(request).create_ec2, context(request), user_id, body)}
+
+
+@router.get(EC2 + "/{access}")
+def get_ec2(request: Request, user_id: str, access: str) -> dict:
+    return {"credential": _api(request).get_ec2(context(request), user_id, access)}
+
+
+@router.delete(EC2 + "/{access}", status_code=204)
+def delete_ec2(request: Request, user_id: str, access: str) -> Response:
+    _api(request).delete_ec2(context(request), user_id, access)
+    return _no_content()
+
+
 # ------------------------------------------------------------------ regions by id
 @router.put("/regions/{region_id}", status_code=201)
 async def create_region_with_id(request: Request, region_id: str) -> dict:
@@ -220,7 +247,8 @@ async def create_region_with_id(request: Request, region_id: str) -> dict:
 # Keystone APIs strato does not provide: each answers Keystone's fault with 501, so a
 # client learns "not here" rather than "no such object" (see the README's matrix).
 UNSUPPORTED = {
-    "/users/{user_id}/credentials/OS-EC2": "EC2 credentials",
+    "/ec2tokens": "EC2 signature authentication",
+    "/s3tokens": "S3 signature authentication",
     "/users/{user_id}/access_rules": "Application credential access rules",
     "/OS-OAUTH1": "OAuth 1.0a delegation",
     "/OS-OAUTH2": "OAuth 2.0",

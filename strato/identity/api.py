@@ -25,7 +25,11 @@ from strato.exceptions import (
     NotImplementedFault,
     Unauthorized,
 )
-from strato.identity.credentials import AppCredentialsMixin, CredentialsMixin
+from strato.identity.credentials import (
+    AppCredentialsMixin,
+    CredentialsMixin,
+    Ec2CredentialsMixin,
+)
 from strato.identity.grants import GrantsMixin
 from strato.identity.models import (
     ApplicationCredential,
@@ -95,7 +99,7 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin):
+class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin, Ec2CredentialsMixin):
     def __init__(self, db: Database, tokens: TokenFactory, policy: Enforcer, base_url: str,
                  region: str, password_min_length: int = 0) -> None:
         self.db = db

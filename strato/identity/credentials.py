@@ -8,7 +8,10 @@ alone does not reveal them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -340,3 +343,71 @@ class AppCredentialsMixin:
         if user is None or not user.enabled:
             raise denied
         return cred
+
+
+class Ec2CredentialsMixin:
+    """``/v3/users/{id}/credentials/OS-EC2``: EC2-style key pairs, kept as credentials
+    of type ``ec2`` (so ``/v3/credentials`` lists them, as Keystone's do). Nothing in
+    strato authenticates with them (no ``/v3/ec2tokens``): they are stored for
+    clients that keep EC2 keys in Keystone."""
+
+    db: Database
+    policy: Enforcer
+    base_url: str
+
+    def _get(self, session: Session, model: type, id_: str, what: str) -> Any: ...  # noqa: D102
+    def _seal(self, blob: str) -> str: ...  # noqa: D102
+    def _open(self, sealed: str) -> str: ...  # noqa: D102
+    def _effective_roles(self, session: Session, user_id: str,  # noqa: D102
+                         project_id: str) -> list[Role]: ...
+
+    def _ec2_view(self, c: Credential) -> dict[str, Any]:
+        blob = json.loads(self._open(c.encrypted_blob) or "{}")
+        return {"user_id": c.user_id, "tenant_id": c.project_id,
+                "access": blob.get("access"), "secret": blob.get("secret"),
+                "trust_id": blob.get("trust_id"),
+                "links": {"self": f"{self.base_url}/identity/v3/users/{c.user_id}/"
+                                  f"credentials/OS-EC2/{blob.get('access')}"}}
+
+    def create_ec2(self, ctx: RequestContext, user_id: str, body: Any) -> dict:
+        self.policy.enforce(ctx, "identity:ec2_create_credential", {"target.user.id": user_id})
+        project_id = body.get("tenant_id") if isinstance(body, dict) else None
+        if not isinstance(project_id, str) or not project_id:
+            raise BadRequest("Expecting to find tenant_id in request body.")
+        with self.db.session() as session:
+            self._get(session, User, user_id, "user")
+            self._get(session, Project, project_id, "project")
+            if not self._effective_roles(session, user_id, project_id):
+                raise Forbidden(f"User {user_id} has no role on project {project_id}.")
+            access = uuid.uuid4().hex
+            blob = json.dumps({"access": access, "secret": uuid.uuid4().hex,
+                               "trust_id": None})
+            cred = Credential(id=hashlib.sha256(access.encode()).hexdigest(),
+                              user_id=user_id, project_id=project_id, type="ec2",
+                              encrypted_blob=self._seal(blob), extra={})
+            session.add(cred)
+            session.flush()
+            return self._ec2_view(cred)
+
+    def list_ec2(self, ctx: RequestContext, user_id: str) -> list[dict]:
+        self.policy.enforce(ctx, "identity:ec2_list_credentials", {"target.user.id": user_id})
+        with self.db.session(readonly=True) as session:
+            self._get(session, User, user_id, "user")
+            return [self._ec2_view(c) for c in session.scalars(select(Credential).where(
+                Credential.user_id == user_id, Credential.type == "ec2"))]
+
+    def _ec2(self, session: Session, user_id: str, access: str) -> Credential:
+        cred = session.get(Credential, hashlib.sha256(access.encode()).hexdigest())
+        if cred is None or cred.user_id != user_id or cred.type != "ec2":
+            raise NotFound(f"Could not find credential: {access}.")
+        return cred
+
+    def get_ec2(self, ctx: RequestContext, user_id: str, access: str) -> dict:
+        self.policy.enforce(ctx, "identity:ec2_get_credential", {"target.user.id": user_id})
+        with self.db.session(readonly=True) as session:
+            return self._ec2_view(self._ec2(session, user_id, access))
+
+    def delete_ec2(self, ctx: RequestContext, user_id: str, access: str) -> None:
+        self.policy.enforce(ctx, "identity:ec2_delete_credential", {"target.user.id": user_id})
+        with self.db.session() as session:
+            session.delete(self._ec2(session, user_id, access))

@@ -60,6 +60,9 @@ RULES = [
       for name in ("get_application_credential", "list_application_credentials")),
     RuleDefault("identity:delete_application_credential",
                 f"{ADMIN} or user_id:%(target.user.id)s"),
+    *(RuleDefault(f"identity:ec2_{name}", f"{ADMIN} or user_id:%(target.user.id)s")
+      for name in ("create_credential", "get_credential", "list_credentials",
+                   "delete_credential")),
     RuleDefault("identity:list_regions", "@"),
     RuleDefault("identity:get_region", "@"),
 ]

@@ -99,6 +99,8 @@ CREATE_APP_CRED = Obj({"application_credential": Obj({
     "access_rules": Arr(Obj(), max_items=100)}, required=("name",))},
     required=("application_credential",))
 
+CREATE_EC2 = Obj({"tenant_id": ID}, required=("tenant_id",))
+
 # The schema of each body an identity route reads, by the route's resource name.
 CRUD = {"domain": (CREATE_DOMAIN, UPDATE_DOMAIN), "project": (CREATE_PROJECT, UPDATE_PROJECT),
         "user": (CREATE_USER, UPDATE_USER), "role": (CREATE_ROLE, UPDATE_ROLE),

@@ -51,6 +51,8 @@ REGION = strict({"id": STRING, "description": STRING, "parent_region_id": NULLAB
                  "links": SELF_LINK})
 CREDENTIAL = strict({"id": STRING, "user_id": STRING, "project_id": NULLABLE_STRING,
                      "type": STRING, "blob": STRING, "links": SELF_LINK})
+EC2_CREDENTIAL = strict({"user_id": STRING, "tenant_id": STRING, "access": STRING,
+                         "secret": STRING, "trust_id": NULLABLE_STRING, "links": SELF_LINK})
 POLICY = strict({"id": STRING, "type": STRING, "blob": STRING, "links": SELF_LINK})
 
 _APP_CRED = {"id": STRING, "name": STRING, "description": NULLABLE_STRING,

@@ -171,6 +171,13 @@ def test_credentials_and_policies(server: Server, admin: httpx.Client) -> None:
     assert cred["blob"] == '{"access": "a", "secret": "s"}'
     assert_shape(_ok(admin.get(f"{V3}/credentials")), s.listing("credentials", s.CREDENTIAL))
     assert admin.delete(f"{V3}/credentials/{cred['id']}").status_code == 204
+    ec2_path = f"{V3}/users/{me['user']['id']}/credentials/OS-EC2"
+    ec2 = _ok(admin.post(ec2_path, json={"tenant_id": me["project"]["id"]}), 201)["credential"]
+    assert_shape(ec2, s.EC2_CREDENTIAL)
+    assert_shape(_ok(admin.get(f"{ec2_path}/{ec2['access']}"))["credential"], s.EC2_CREDENTIAL)
+    assert_shape(_ok(admin.get(ec2_path)), s.listing("credentials", s.EC2_CREDENTIAL))
+    assert admin.delete(f"{ec2_path}/{ec2['access']}").status_code == 204
+    assert admin.get(f"{ec2_path}/{ec2['access']}").status_code == 404
     pol = _ok(admin.post(f"{V3}/policies", json={"policy": {
         "type": "application/json", "blob": "{}"}}), 201)["policy"]
     assert_shape(pol, s.POLICY)
