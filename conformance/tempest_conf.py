@@ -47,6 +47,8 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("image-feature-enabled", "import_image"): ("True", ""),  # stage + glance-direct
     # ---- identity
     ("identity-feature-enabled", "trust"): ("False", "no OS-TRUST"),
+    ("identity-feature-enabled", "api_extensions"): (
+        "OS-INHERIT,OS-EC2", "no OAuth, endpoint filter, federation, trusts"),
     ("identity-feature-enabled", "access_rules"): (
         "False", "no application-credential access rules"),
     ("identity-feature-enabled", "security_compliance"): ("False", "no PCI-DSS options"),

@@ -24,6 +24,10 @@ class RequestContext:
     audit_ids: list[str] = field(default_factory=list)
     token: str | None = None
     microversion: str | None = None
+    # "all" for a system-scoped token (Keystone's system_scope), else None.
+    system_scope: str | None = None
+    # The domain of a domain-scoped token.
+    domain_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -41,5 +45,7 @@ class RequestContext:
             "domain_id": self.user_domain_id,
             "project_domain_id": self.project_domain_id,
             "roles": list(self.roles),
+            "system_scope": self.system_scope,
+            "token_domain_id": self.domain_id,
             "is_admin": self.is_admin,
         }

@@ -63,3 +63,10 @@ class UnsupportedMediaType(StratoError):
 class ServiceUnavailable(StratoError):
     status = 503
     message = "The service is unavailable; try again later."
+
+
+class NotImplementedFault(StratoError):
+    """A route or variant of the service's API reference that strato does not provide."""
+
+    status = 501
+    message = "The action you have requested has not been implemented."

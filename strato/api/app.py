@@ -14,6 +14,7 @@ from strato.api import (
     compute,
     compute_proxies,
     identity,
+    identity_admin,
     image,
     network,
     server_tags,
@@ -30,7 +31,7 @@ def build_app(services: object) -> FastAPI:
     app = FastAPI(title="strato", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
-    for module in (identity, compute, image, volume, network, compute_proxies,
+    for module in (identity, identity_admin, compute, image, volume, network, compute_proxies,
                    server_tags):
         app.include_router(module.router)
 

@@ -9,8 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import base_url, context, json_body, query, services
-from strato.exceptions import NotFound, Unauthorized
-from strato.identity import catalog as catalog_mod
+from strato.exceptions import Forbidden, NotFound
 from strato.identity import schemas
 
 router = APIRouter(prefix="/identity")
@@ -89,45 +88,26 @@ def revoke_token(request: Request) -> Response:
 @router.get("/v3/auth/catalog")
 def auth_catalog(request: Request) -> dict:
     ctx = context(request)
-    if ctx.project_id is None:
-        raise Unauthorized("A project-scoped token is required.")
-    conf = services(request).conf
-    return {"catalog": catalog_mod.catalog(base_url(request), conf.DEFAULT.region_name,
-                                           ctx.project_id),
+    if ctx.project_id is None and ctx.domain_id is None and ctx.system_scope is None:
+        raise Forbidden("A scoped token is required.")
+    return {"catalog": _api(request).catalog(ctx.project_id),
             "links": {"self": str(request.url)}}
 
 
 @router.get("/v3/auth/projects")
 def auth_projects(request: Request) -> dict:
     ctx = context(request)
-    return _listing(request, "projects", _api(request).user_projects(ctx, ctx.user_id))
+    return _listing(request, "projects", _api(request).auth_projects(ctx))
 
 
 @router.get("/v3/auth/domains")
 def auth_domains(request: Request) -> dict:
-    return _listing(request, "domains", [])
+    return _listing(request, "domains", _api(request).auth_domains(context(request)))
 
 
-# ------------------------------------------------------------------ catalog listings
-@router.get("/v3/services")
-def list_services(request: Request) -> dict:
-    services(request).policy.enforce(context(request), "identity:list_services", {})
-    return _listing(request, "services", catalog_mod.services())
-
-
-@router.get("/v3/endpoints")
-def list_endpoints(request: Request) -> dict:
-    services(request).policy.enforce(context(request), "identity:list_endpoints", {})
-    conf = services(request).conf
-    return _listing(request, "endpoints",
-                    catalog_mod.endpoints(base_url(request), conf.DEFAULT.region_name))
-
-
-@router.get("/v3/regions")
-def list_regions(request: Request) -> dict:
-    region = services(request).conf.DEFAULT.region_name
-    return _listing(request, "regions", [{"id": region, "description": "",
-                                          "parent_region_id": None}])
+@router.get("/v3/auth/system")
+def auth_system(request: Request) -> dict:
+    return _listing(request, "system", _api(request).auth_system(context(request)))
 
 
 # ------------------------------------------------------------------ CRUD resources
@@ -164,7 +144,10 @@ def _crud(kind: str, singular: str) -> None:
 
 
 for _kind, _singular in (("domains", "domain"), ("projects", "project"),
-                         ("users", "user"), ("roles", "role")):
+                         ("users", "user"), ("roles", "role"), ("groups", "group"),
+                         ("services", "service"), ("endpoints", "endpoint"),
+                         ("regions", "region"), ("credentials", "credential"),
+                         ("policies", "policy")):
     _crud(_kind, _singular)
 
 
@@ -178,35 +161,6 @@ async def change_password(request: Request, user_id: str) -> Response:
     body = await json_body(request, schemas.CHANGE_PASSWORD)
     await run_in_threadpool(_api(request).change_password, context(request), user_id, body)
     return Response(status_code=204)
-
-
-# ------------------------------------------------------------------ grants
-GRANT = "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
-
-
-@router.put(GRANT, status_code=204)
-def create_grant(request: Request, project_id: str, user_id: str, role_id: str) -> Response:
-    _api(request).create_grant(context(request), project_id, user_id, role_id)
-    return Response(status_code=204)
-
-
-@router.head(GRANT, status_code=204)
-@router.get(GRANT, status_code=204)
-def check_grant(request: Request, project_id: str, user_id: str, role_id: str) -> Response:
-    _api(request).check_grant(context(request), project_id, user_id, role_id)
-    return Response(status_code=204)
-
-
-@router.delete(GRANT, status_code=204)
-def revoke_grant(request: Request, project_id: str, user_id: str, role_id: str) -> Response:
-    _api(request).revoke_grant(context(request), project_id, user_id, role_id)
-    return Response(status_code=204)
-
-
-@router.get("/v3/projects/{project_id}/users/{user_id}/roles")
-def list_grants(request: Request, project_id: str, user_id: str) -> dict:
-    return _listing(request, "roles",
-                    _api(request).list_grants(context(request), project_id, user_id))
 
 
 @router.get("/v3/role_assignments")

@@ -17,11 +17,27 @@ from sqlalchemy.orm import Session
 
 from strato.context import RequestContext
 from strato.db import Database, utcnow
-from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from strato.identity import catalog as catalog_mod
+from strato.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotImplementedFault,
+    Unauthorized,
+)
+from strato.identity.credentials import (
+    AppCredentialsMixin,
+    CredentialsMixin,
+    Ec2CredentialsMixin,
+)
+from strato.identity.grants import GrantsMixin
 from strato.identity.models import (
+    ApplicationCredential,
     Assignment,
     Domain,
+    Grant,
+    Group,
+    GroupMember,
     ImpliedRole,
     Project,
     RevokedToken,
@@ -51,6 +67,8 @@ class TokenData:
     project: Project | None
     project_domain: Domain | None
     roles: list[Role]
+    domain: Domain | None = None  # a domain-scoped token's domain
+    system: bool = False  # a system-scoped token
 
 
 def _require(body: Any, key: str) -> dict[str, Any]:
@@ -81,7 +99,7 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-class IdentityAPI:
+class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin, Ec2CredentialsMixin):
     def __init__(self, db: Database, tokens: TokenFactory, policy: Enforcer, base_url: str,
                  region: str, password_min_length: int = 0) -> None:
         self.db = db
@@ -101,7 +119,8 @@ class IdentityAPI:
 
     def project_view(self, p: Project) -> dict[str, Any]:
         return {"id": p.id, "name": p.name, "domain_id": p.domain_id,
-                "description": p.description, "enabled": p.enabled, "parent_id": p.domain_id,
+                "description": p.description, "enabled": p.enabled,
+                "parent_id": p.parent_id or p.domain_id,
                 "is_domain": False, "tags": list(p.tags or []), "options": {},
                 "links": self._link("projects", p.id), **(p.extra or {})}
 
@@ -118,7 +137,8 @@ class IdentityAPI:
         return view
 
     def role_view(self, r: Role) -> dict[str, Any]:
-        return {"id": r.id, "name": r.name, "domain_id": None, "description": r.description,
+        return {"id": r.id, "name": r.name, "domain_id": r.domain_id,
+                "description": r.description,
                 "options": {}, "links": self._link("roles", r.id)}
 
     # ---------------------------------------------------------------- lookups
@@ -140,12 +160,23 @@ class IdentityAPI:
             raise Unauthorized("The request you have made requires authentication.")
         return domain
 
-    def _effective_roles(self, session: Session, user_id: str, project_id: str) -> list[Role]:
-        """Assigned roles plus the roles they imply (admin → member → reader)."""
-        direct = set(session.scalars(
-            select(Assignment.role_id).where(
-                Assignment.user_id == user_id, Assignment.project_id == project_id)
-        ))
+    def _groups_of(self, session: Session, user_id: str) -> list[str]:
+        return list(session.scalars(
+            select(GroupMember.group_id).where(GroupMember.user_id == user_id)))
+
+    def _grant_roles(self, session: Session, user_id: str, target_type: str,
+                     target_id: str, inherited: bool) -> set[str]:
+        """Role ids granted in ``grants`` to the user or one of their groups."""
+        groups = self._groups_of(session, user_id)
+        actor = (Grant.actor_type == "user") & (Grant.actor_id == user_id)
+        if groups:
+            actor = actor | ((Grant.actor_type == "group") & Grant.actor_id.in_(groups))
+        return set(session.scalars(select(Grant.role_id).where(
+            actor, Grant.target_type == target_type, Grant.target_id == target_id,
+            Grant.inherited == inherited)))
+
+    def _implied(self, session: Session, direct: set[str]) -> list[Role]:
+        """``direct`` plus the roles they imply (admin → member → reader), as Roles."""
         rules: dict[str, set[str]] = {}
         for rule in session.scalars(select(ImpliedRole)):
             rules.setdefault(rule.prior_role_id, set()).add(rule.implied_role_id)
@@ -157,7 +188,41 @@ class IdentityAPI:
                     todo.append(implied)
         if not found:
             return []
-        return list(session.scalars(select(Role).where(Role.id.in_(found)).order_by(Role.name)))
+        # Domain-specific roles only ever stand for the global roles they imply.
+        return list(session.scalars(select(Role).where(
+            Role.id.in_(found), Role.domain_id.is_(None)).order_by(Role.name)))
+
+    def _effective_roles(self, session: Session, user_id: str, project_id: str) -> list[Role]:
+        """Roles on a project: the user's and their groups', those inherited from the
+        project's domain, and the roles all of them imply."""
+        direct = set(session.scalars(
+            select(Assignment.role_id).where(
+                Assignment.user_id == user_id, Assignment.project_id == project_id)
+        ))
+        direct |= self._grant_roles(session, user_id, "project", project_id, False)
+        project = session.get(Project, project_id)
+        if project is not None:
+            direct |= self._grant_roles(session, user_id, "domain", project.domain_id, True)
+            seen = {project.id}
+            while project is not None and project.parent_id and project.parent_id not in seen:
+                seen.add(project.parent_id)
+                direct |= self._grant_roles(session, user_id, "project", project.parent_id, True)
+                project = session.get(Project, project.parent_id)
+        return self._implied(session, direct)
+
+    def _app_cred_roles(self, session: Session, cred: ApplicationCredential) -> list[Role]:
+        """The credential's roles that its user still holds on its project, with the
+        roles they imply."""
+        held = {r.id for r in self._effective_roles(session, cred.user_id, cred.project_id)}
+        return self._implied(session, held & set(cred.role_ids or []))
+
+    def _domain_roles(self, session: Session, user_id: str, domain_id: str) -> list[Role]:
+        return self._implied(session, self._grant_roles(session, user_id, "domain", domain_id,
+                                                        False))
+
+    def _system_roles(self, session: Session, user_id: str) -> list[Role]:
+        return self._implied(session, self._grant_roles(session, user_id, "system", "all",
+                                                        False))
 
     # ---------------------------------------------------------------- tokens
     def authenticate(self, body: Any) -> TokenData:
@@ -169,7 +234,22 @@ class IdentityAPI:
         methods = identity["methods"]
         expires_at = None
         parent_audit = None
+        prior_methods: tuple[str, ...] = ()
         with self.db.session() as session:
+            if "application_credential" in methods:
+                cred = self.app_cred_login(session, identity.get("application_credential"))
+                scope = auth.get("scope")
+                if scope not in (None, {}, {"project": {"id": cred.project_id}}):
+                    raise Unauthorized("An application credential token is scoped to the "
+                                       "credential's project only.")
+                project = session.get(Project, cred.project_id)
+                if project is None or not project.enabled or not self._app_cred_roles(
+                        session, cred):
+                    raise Unauthorized("The request you have made requires authentication.")
+                token, payload = self.tokens.issue(
+                    cred.user_id, cred.project_id, ("application_credential",),
+                    expires_at=cred.expires_at, app_cred_id=cred.id)
+                return self._token_data(session, token, payload)
             if "password" in methods:
                 user = self._password_user(session, identity.get("password"))
             elif "token" in methods:
@@ -177,16 +257,22 @@ class IdentityAPI:
                 if not isinstance(tok, dict) or not isinstance(tok.get("id"), str):
                     raise BadRequest("Expecting to find identity.token.id in request body.")
                 prior = self._validate(session, tok["id"])
+                if prior.payload.app_cred_id:
+                    raise Forbidden("A token of an application credential cannot be "
+                                    "rescoped.")
                 user = prior.user
                 expires_at = prior.payload.expires_at
                 parent_audit = prior.payload.audit_ids[-1]
+                prior_methods = prior.payload.methods  # Keystone keeps them on a rescope
             else:
                 raise Unauthorized(f"Unsupported authentication method: {methods!r}.")
-            project = self._scope(session, user, auth.get("scope"))
+            project, domain, system = self._scope(session, user, auth.get("scope"))
             token, payload = self.tokens.issue(
                 user.id, project.id if project else None,
-                tuple(m for m in methods if m in ("password", "token")),
+                tuple(dict.fromkeys([*prior_methods,
+                                     *(m for m in methods if m in ("password", "token"))])),
                 expires_at=expires_at, parent_audit_id=parent_audit,
+                domain_id=domain.id if domain else None, system=system,
             )
             return self._token_data(session, token, payload)
 
@@ -213,19 +299,35 @@ class IdentityAPI:
             raise Unauthorized("The request you have made requires authentication.")
         return user
 
-    def _scope(self, session: Session, user: User, scope: Any) -> Project | None:
+    def _scope(self, session: Session, user: User,
+               scope: Any) -> tuple[Project | None, Domain | None, bool]:
+        """The (project, domain, system) a token asks for; at most one is set."""
+        denied = Unauthorized("The request you have made requires authentication.")
         if scope is None or scope == {}:
             if user.default_project_id:
                 project = session.get(Project, user.default_project_id)
                 if project and project.enabled and self._effective_roles(
                         session, user.id, project.id):
-                    return project
-            return None
+                    return project, None, False
+            return None, None, False
         if scope == "unscoped":
-            return None
-        if not isinstance(scope, dict) or "project" not in scope:
-            if isinstance(scope, dict) and ("system" in scope or "domain" in scope):
-                raise BadRequest("Only project scope is supported.")
+            return None, None, False
+        if not isinstance(scope, dict) or len(scope) != 1:
+            raise BadRequest("Invalid scope: give one of project, domain or system.")
+        if "system" in scope:
+            if scope["system"] != {"all": True}:
+                raise BadRequest("Invalid system scope: only {\"all\": true} exists.")
+            if not self._system_roles(session, user.id):
+                raise Unauthorized(f"User {user.id} has no access to the system.")
+            return None, None, True
+        if "domain" in scope:
+            domain = self._domain_ref(session, scope["domain"])
+            if not domain.enabled:
+                raise denied
+            if not self._domain_roles(session, user.id, domain.id):
+                raise Unauthorized(f"User {user.id} has no access to domain {domain.id}.")
+            return None, domain, False
+        if "project" not in scope:
             raise BadRequest("Invalid scope.")
         ref = scope["project"]
         if not isinstance(ref, dict):
@@ -239,10 +341,10 @@ class IdentityAPI:
         else:
             raise BadRequest("A project must be given by id or by name and domain.")
         if project is None or not project.enabled:
-            raise Unauthorized("The request you have made requires authentication.")
+            raise denied
         if not self._effective_roles(session, user.id, project.id):
             raise Unauthorized(f"User {user.id} has no access to project {project.id}.")
-        return project
+        return project, None, False
 
     def _token_data(self, session: Session, token: str, payload: TokenPayload) -> TokenData:
         user = session.get(User, payload.user_id)
@@ -257,15 +359,32 @@ class IdentityAPI:
             if project is None or not project.enabled:
                 raise NotFound("Could not find token.")
             roles = self._effective_roles(session, user.id, project.id)
+            if payload.app_cred_id:
+                cred = session.get(ApplicationCredential, payload.app_cred_id)
+                if cred is None:
+                    raise NotFound("Could not find token.")
+                roles = self._app_cred_roles(session, cred)
             if not roles:
                 raise NotFound("Could not find token.")
             project_domain = session.get(Domain, project.domain_id)
+        domain = None
+        if payload.domain_id:
+            domain = session.get(Domain, payload.domain_id)
+            if domain is None or not domain.enabled:
+                raise NotFound("Could not find token.")
+            roles = self._domain_roles(session, user.id, domain.id)
+            if not roles:
+                raise NotFound("Could not find token.")
+        if payload.system:
+            roles = self._system_roles(session, user.id)
+            if not roles:
+                raise NotFound("Could not find token.")
         revoked = session.scalars(select(RevokedToken.audit_id).where(
             RevokedToken.audit_id.in_(payload.audit_ids))).first()
         if revoked:
             raise NotFound("Could not find token.")
         return TokenData(token, payload, user, session.get(Domain, user.domain_id),
-                         project, project_domain, roles)
+                         project, project_domain, roles, domain, payload.system)
 
     def _validate(self, session: Session, token: str) -> TokenData:
         try:
@@ -292,6 +411,8 @@ class IdentityAPI:
             project_name=data.project.name if data.project else None,
             project_domain_id=data.project.domain_id if data.project else None,
             roles=[r.name for r in data.roles], audit_ids=data.payload.audit_ids, token=token,
+            system_scope="all" if data.system else None,
+            domain_id=data.domain.id if data.domain else None,
         )
 
     def token_view(self, data: TokenData, nocatalog: bool = False) -> dict[str, Any]:
@@ -300,7 +421,6 @@ class IdentityAPI:
             "audit_ids": data.payload.audit_ids,
             "expires_at": _iso(data.payload.expires_at),
             "issued_at": _iso(data.payload.issued_at),
-            "is_domain": False,
             "user": {
                 "id": data.user.id, "name": data.user.name, "password_expires_at": None,
                 "domain": {"id": data.user_domain.id, "name": data.user_domain.name},
@@ -312,9 +432,23 @@ class IdentityAPI:
                 "domain": {"id": data.project_domain.id, "name": data.project_domain.name},
             }
             body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
-        if not nocatalog:
-            body["catalog"] = catalog_mod.catalog(
-                self.base_url, self.region, data.project.id if data.project else None)
+            body["is_domain"] = False
+            if data.payload.app_cred_id:
+                with self.db.session(readonly=True) as session:
+                    cred = session.get(ApplicationCredential, data.payload.app_cred_id)
+                    if cred is not None:
+                        body["application_credential"] = {
+                            "id": cred.id, "name": cred.name,
+                            "restricted": not cred.unrestricted}
+        elif data.domain is not None:
+            body["domain"] = {"id": data.domain.id, "name": data.domain.name}
+            body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
+        elif data.system:
+            body["system"] = {"all": True}
+            body["roles"] = [{"id": r.id, "name": r.name} for r in data.roles]
+        scoped = data.project is not None or data.domain is not None or data.system
+        if scoped and not nocatalog:  # Keystone: no catalog in an unscoped token
+            body["catalog"] = self.catalog(data.project.id if data.project else None)
         return {"token": body}
 
     def check_token(self, ctx: RequestContext, subject: str) -> TokenData:
@@ -331,16 +465,6 @@ class IdentityAPI:
                 session.add(RevokedToken(audit_id=data.payload.audit_id,
                                          expires_at=data.payload.expires_at))
             session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-
-    def user_projects(self, ctx: RequestContext, user_id: str) -> list[dict[str, Any]]:
-        self.policy.enforce(ctx, "identity:list_user_projects", {"target.user.id": user_id})
-        with self.db.session(readonly=True) as session:
-            self._get(session, User, user_id, "user")
-            ids = set(session.scalars(
-                select(Assignment.project_id).where(Assignment.user_id == user_id)))
-            projects = session.scalars(select(Project).where(Project.id.in_(ids))
-                                       .order_by(Project.name)) if ids else []
-            return [self.project_view(p) for p in projects]
 
     # ---------------------------------------------------------------- domains
     def list_domains(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
@@ -390,9 +514,24 @@ class IdentityAPI:
             if domain.enabled:
                 raise Forbidden("Cannot delete a domain that is enabled, please disable it "
                                 "first.")
-            if session.scalars(select(Project.id).where(Project.domain_id == domain_id)).first() \
-                    or session.scalars(select(User.id).where(User.domain_id == domain_id)).first():
-                raise Conflict("The domain still owns projects or users.")
+            # As Keystone: the domain's projects, users and groups go with it.
+            for project_id in list(session.scalars(
+                    select(Project.id).where(Project.domain_id == domain_id))):
+                session.execute(delete(Assignment).where(Assignment.project_id == project_id))
+                self._forget_target(session, "project", project_id)
+                session.execute(delete(Project).where(Project.id == project_id))
+            for user_id in list(session.scalars(
+                    select(User.id).where(User.domain_id == domain_id))):
+                session.execute(delete(Assignment).where(Assignment.user_id == user_id))
+                self._forget_actor(session, "user", user_id)
+                session.execute(delete(GroupMember).where(GroupMember.user_id == user_id))
+                session.execute(delete(User).where(User.id == user_id))
+            for group_id in list(session.scalars(
+                    select(Group.id).where(Group.domain_id == domain_id))):
+                self._forget_actor(session, "group", group_id)
+                session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
+                session.execute(delete(Group).where(Group.id == group_id))
+            self._forget_target(session, "domain", domain_id)
             session.delete(domain)
 
     # ---------------------------------------------------------------- projects
@@ -406,7 +545,24 @@ class IdentityAPI:
                 q = q.where(Project.domain_id == filters["domain_id"])
             if "enabled" in filters:
                 q = q.where(Project.enabled == _flag(filters["enabled"]))
-            return [self.project_view(p) for p in session.scalars(q)]
+            if "parent_id" in filters:
+                parent = filters["parent_id"]
+                q = q.where((Project.parent_id == parent) | (
+                    Project.parent_id.is_(None) & (Project.domain_id == parent)))
+            if filters.get("is_domain", "").lower() == "true":
+                return []  # no project acts as a domain here
+            projects = list(session.scalars(q))
+            # Keystone's tag filters: comma-separated lists
+            for key, want_all, negate in (("tags", True, False), ("tags-any", False, False),
+                                          ("not-tags", True, True),
+                                          ("not-tags-any", False, True)):
+                if filters.get(key):
+                    wanted = set(filters[key].split(","))
+                    test = (wanted.issubset if want_all else
+                            lambda tags, w=wanted: bool(w & tags))
+                    projects = [p for p in projects
+                                if test(set(p.tags or [])) != negate]
+            return [self.project_view(p) for p in projects]
 
     def get_project(self, ctx: RequestContext, project_id: str) -> dict:
         self.policy.enforce(ctx, "identity:get_project", {"target.project.id": project_id})
@@ -417,12 +573,21 @@ class IdentityAPI:
         self.policy.enforce(ctx, "identity:create_project", {})
         ref = _require(body, "project")
         with self.db.session() as session:
-            domain_id = ref.get("domain_id") or DEFAULT_DOMAIN_ID
+            if ref.get("is_domain"):
+                raise NotImplementedFault("Projects acting as domains are not implemented; "
+                                          "create a domain instead.")
+            parent = ref.get("parent_id")
+            parent_project = None
+            if parent is not None and session.get(Domain, parent) is None:
+                parent_project = self._get(session, Project, parent, "parent project")
+            domain_id = ref.get("domain_id") or (
+                parent_project.domain_id if parent_project else parent) or DEFAULT_DOMAIN_ID
             if session.get(Domain, domain_id) is None:
                 raise BadRequest(f"Could not find domain: {domain_id}.")
-            parent = ref.get("parent_id")
-            if parent not in (None, domain_id):
-                raise BadRequest("Nested projects are not supported.")
+            if parent_project is None and parent not in (None, domain_id):
+                raise BadRequest("A top-level project's parent is its domain.")
+            if parent_project is not None and parent_project.domain_id != domain_id:
+                raise BadRequest("A project must be in its parent's domain.")
             tags = ref.get("tags") or []
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
                 raise BadRequest("Invalid input for field 'tags': a list of strings.")
@@ -430,6 +595,7 @@ class IdentityAPI:
                 name=_name(ref.get("name"), "name"), domain_id=domain_id,
                 description=_text(ref.get("description"), "description"),
                 enabled=_bool(ref.get("enabled", True), "enabled"), tags=tags,
+                parent_id=parent_project.id if parent_project else None,
                 extra=_extra(ref, {"name", "domain_id", "description", "enabled", "tags",
                                    "parent_id", "is_domain", "options"}),
             )
@@ -462,7 +628,10 @@ class IdentityAPI:
         self.policy.enforce(ctx, "identity:delete_project", {"target.project.id": project_id})
         with self.db.session() as session:
             project = self._get(session, Project, project_id, "project")
+            if session.scalars(select(Project.id).where(Project.parent_id == project_id)).first():
+                raise Forbidden(f"Cannot delete project {project_id}: it has sub-projects.")
             session.execute(delete(Assignment).where(Assignment.project_id == project_id))
+            self._forget_target(session, "project", project_id)
             session.delete(project)
 
     # ---------------------------------------------------------------- users
@@ -497,7 +666,7 @@ class IdentityAPI:
         with self.db.session() as session:
             domain_id = ref.get("domain_id") or DEFAULT_DOMAIN_ID
             if session.get(Domain, domain_id) is None:
-                raise BadRequest(f"Could not find domain: {domain_id}.")
+                raise NotFound(f"Could not find domain: {domain_id}.")
             project_id = ref.get("default_project_id")
             if project_id is not None and session.get(Project, project_id) is None:
                 raise BadRequest(f"Could not find project: {project_id}.")
@@ -565,6 +734,7 @@ class IdentityAPI:
         with self.db.session() as session:
             user = self._get(session, User, user_id, "user")
             session.execute(delete(Assignment).where(Assignment.user_id == user_id))
+            self._forget_actor(session, "user", user_id)
             session.delete(user)
 
     # ---------------------------------------------------------------- roles
@@ -574,8 +744,8 @@ class IdentityAPI:
             q = select(Role).order_by(Role.name)
             if "name" in filters:
                 q = q.where(Role.name == filters["name"])
-            if filters.get("domain_id"):
-                return []  # no domain-specific roles
+            q = q.where(Role.domain_id == filters["domain_id"]) if filters.get("domain_id") \
+                else q.where(Role.domain_id.is_(None))
             return [self.role_view(r) for r in session.scalars(q)]
 
     def get_role(self, ctx: RequestContext, role_id: str) -> dict:
@@ -586,9 +756,11 @@ class IdentityAPI:
     def create_role(self, ctx: RequestContext, body: Any) -> dict:
         self.policy.enforce(ctx, "identity:create_role", {})
         ref = _require(body, "role")
-        if ref.get("domain_id"):
-            raise BadRequest("Domain-specific roles are not supported.")
-        role = Role(name=_name(ref.get("name"), "name"),
+        domain_id = ref.get("domain_id")
+        if domain_id:
+            with self.db.session(readonly=True) as session:
+                self._get(session, Domain, domain_id, "domain")
+        role = Role(name=_name(ref.get("name"), "name"), domain_id=domain_id or None,
                     description=_text(ref.get("description"), "description"))
         with self._unique("role", role.name), self.db.session() as session:
             session.add(role)
@@ -621,98 +793,13 @@ class IdentityAPI:
             for rule in session.scalars(select(ImpliedRole)):
                 rules.setdefault(rule.prior_role_id, []).append(
                     session.get(Role, rule.implied_role_id))
+            def brief(r: Role) -> dict[str, Any]:
+                return {"id": r.id, "name": r.name, "links": self._link("roles", r.id)}
             return [
-                {"prior_role": self.role_view(session.get(Role, prior)),
-                 "implies": [self.role_view(r) for r in implied]}
+                {"prior_role": brief(session.get(Role, prior)),
+                 "implies": [brief(r) for r in implied]}
                 for prior, implied in rules.items()
             ]
-
-    # ---------------------------------------------------------------- grants
-    def _grant_objects(self, session: Session, project_id: str, user_id: str,
-                       role_id: str | None) -> Role | None:
-        self._get(session, Project, project_id, "project")
-        self._get(session, User, user_id, "user")
-        return self._get(session, Role, role_id, "role") if role_id else None
-
-    def create_grant(self, ctx: RequestContext, project_id: str, user_id: str,
-                     role_id: str) -> None:
-        self.policy.enforce(ctx, "identity:create_grant", {"target.project.id": project_id})
-        with self.db.session() as session:
-            self._grant_objects(session, project_id, user_id, role_id)
-            if session.get(Assignment, (user_id, project_id, role_id)) is None:
-                session.add(Assignment(user_id=user_id, project_id=project_id, role_id=role_id))
-
-    def check_grant(self, ctx: RequestContext, project_id: str, user_id: str,
-                    role_id: str) -> None:
-        self.policy.enforce(ctx, "identity:check_grant", {"target.project.id": project_id})
-        with self.db.session() as session:
-            self._grant_objects(session, project_id, user_id, role_id)
-            if session.get(Assignment, (user_id, project_id, role_id)) is None:
-                raise NotFound(f"Could not find role assignment of role {role_id} to user "
-                               f"{user_id} on project {project_id}.")
-
-    def revoke_grant(self, ctx: RequestContext, project_id: str, user_id: str,
-                     role_id: str) -> None:
-        self.policy.enforce(ctx, "identity:revoke_grant", {"target.project.id": project_id})
-        with self.db.session() as session:
-            self._grant_objects(session, project_id, user_id, role_id)
-            grant = session.get(Assignment, (user_id, project_id, role_id))
-            if grant is None:
-                raise NotFound(f"Could not find role assignment of role {role_id} to user "
-                               f"{user_id} on project {project_id}.")
-            session.delete(grant)
-
-    def list_grants(self, ctx: RequestContext, project_id: str, user_id: str) -> list[dict]:
-        self.policy.enforce(ctx, "identity:list_grants", {"target.project.id": project_id})
-        with self.db.session(readonly=True) as session:
-            self._grant_objects(session, project_id, user_id, None)
-            ids = list(session.scalars(select(Assignment.role_id).where(
-                Assignment.user_id == user_id, Assignment.project_id == project_id)))
-            roles = session.scalars(select(Role).where(Role.id.in_(ids))) if ids else []
-            return [self.role_view(r) for r in roles]
-
-    def list_assignments(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict]:
-        """``GET /v3/role_assignments`` with user.id, scope.project.id, role.id, effective,
-        include_names."""
-        user_id = filters.get("user.id")
-        self.policy.enforce(ctx, "identity:list_role_assignments", {"target.user.id": user_id})
-        if "group.id" in filters or "scope.domain.id" in filters or "scope.system" in filters:
-            return []
-        names = _flag(filters.get("include_names", "false"))
-        effective = "effective" in filters and filters["effective"].lower() not in (
-            "0", "false", "no")
-        with self.db.session(readonly=True) as session:
-            q = select(Assignment)
-            if user_id:
-                q = q.where(Assignment.user_id == user_id)
-            if filters.get("scope.project.id"):
-                q = q.where(Assignment.project_id == filters["scope.project.id"])
-            rows = {(a.user_id, a.project_id, a.role_id) for a in session.scalars(q)}
-            if effective:
-                for uid, pid in {(u, p) for u, p, _ in rows}:
-                    rows |= {(uid, pid, r.id) for r in self._effective_roles(session, uid, pid)}
-            if filters.get("role.id"):
-                rows = {r for r in rows if r[2] == filters["role.id"]}
-            out = []
-            for uid, pid, rid in sorted(rows):
-                user, project, role = (session.get(User, uid), session.get(Project, pid),
-                                       session.get(Role, rid))
-                item: dict[str, Any] = {
-                    "role": {"id": rid}, "user": {"id": uid},
-                    "scope": {"project": {"id": pid}},
-                    "links": {"assignment": f"{self.base_url}/identity/v3/projects/{pid}/users/"
-                                            f"{uid}/roles/{rid}"},
-                }
-                if names and user and project and role:
-                    udom = session.get(Domain, user.domain_id)
-                    pdom = session.get(Domain, project.domain_id)
-                    item["role"]["name"] = role.name
-                    item["user"].update(name=user.name,
-                                        domain={"id": udom.id, "name": udom.name})
-                    item["scope"]["project"].update(name=project.name,
-                                                    domain={"id": pdom.id, "name": pdom.name})
-                out.append(item)
-            return out
 
     # ---------------------------------------------------------------- helpers
     def _unique(self, what: str, name: Any) -> _UniqueGuard:

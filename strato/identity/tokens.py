@@ -31,6 +31,11 @@ class TokenPayload:
     expires_at: datetime
     # The audit chain: the first token of a re-scoped series.
     parent_audit_id: str | None = None
+    # Domain or system scope (a token has at most one of project, domain, system).
+    domain_id: str | None = None
+    system: bool = False
+    # The application credential the token was issued for.
+    app_cred_id: str | None = None
 
     @property
     def audit_ids(self) -> list[str]:
@@ -68,6 +73,9 @@ class TokenFactory:
         methods: tuple[str, ...],
         expires_at: datetime | None = None,
         parent_audit_id: str | None = None,
+        domain_id: str | None = None,
+        system: bool = False,
+        app_cred_id: str | None = None,
     ) -> tuple[str, TokenPayload]:
         now = datetime.now(UTC)
         limit = (now + timedelta(seconds=self.lifetime)).replace(microsecond=0)
@@ -75,13 +83,20 @@ class TokenFactory:
             user_id=user_id, project_id=project_id, methods=methods,
             audit_id=new_audit_id(), issued_at=now,
             expires_at=min(expires_at, limit) if expires_at else limit,
-            parent_audit_id=parent_audit_id,
+            parent_audit_id=parent_audit_id, domain_id=domain_id, system=system,
+            app_cred_id=app_cred_id,
         )
         body = {
             "u": user_id, "p": project_id, "m": list(methods), "a": payload.audit_id,
             "i": round(now.timestamp(), 6), "e": int(payload.expires_at.timestamp()),
             "pa": parent_audit_id,
         }
+        if domain_id:
+            body["d"] = domain_id
+        if system:
+            body["s"] = 1
+        if app_cred_id:
+            body["ac"] = app_cred_id
         token = self.keys.encrypt(json.dumps(body, separators=(",", ":")).encode())
         return token.decode(), payload
 
@@ -92,7 +107,8 @@ class TokenFactory:
                 user_id=body["u"], project_id=body["p"], methods=tuple(body["m"]),
                 audit_id=body["a"], issued_at=datetime.fromtimestamp(body["i"], UTC),
                 expires_at=datetime.fromtimestamp(body["e"], UTC),
-                parent_audit_id=body.get("pa"),
+                parent_audit_id=body.get("pa"), domain_id=body.get("d"),
+                system=bool(body.get("s")), app_cred_id=body.get("ac"),
             )
         except (InvalidToken, ValueError, KeyError, TypeError, UnicodeError) as exc:
             raise TokenInvalid("token is not valid") from exc
