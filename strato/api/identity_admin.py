@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import context, json_body, services
-from strato.exceptions import NotImplementedFault
+from strato.exceptions import Forbidden, NotImplementedFault
 from strato.identity import schemas
 
 router = APIRouter(prefix="/identity/v3")
@@ -243,6 +243,35 @@ async def create_region_with_id(request: Request, region_id: str) -> dict:
         _api(request).create_region, context(request), body, region_id)}
 
 
+# ------------------------------------------------------------------ unified limits
+# strato's quotas live in each service's quota sets; Keystone's unified limits hold no
+# registered limit here. Reading them says so truthfully (empty lists, the flat model);
+# a project limit cannot reference a registered limit, so creating one is refused as
+# Keystone refuses it (403); registering limits answers 501 (below).
+@router.get("/limits/model")
+def limits_model(request: Request) -> dict:
+    return {"model": {"name": "flat", "description": (
+        "Limit enforcement and validation does not take project hierarchy into "
+        "consideration.")}}
+
+
+@router.get("/registered_limits")
+def list_registered_limits(request: Request) -> dict:
+    return _listing(request, "registered_limits", [])
+
+
+@router.get("/limits")
+def list_limits(request: Request) -> dict:
+    return _listing(request, "limits", [])
+
+
+@router.post("/limits", status_code=201)
+def create_limits(request: Request) -> dict:
+    if not context(request).is_admin:
+        raise Forbidden()
+    raise Forbidden("Unable to create a limit that has no corresponding registered limit.")
+
+
 # ------------------------------------------------------------------ not implemented
 # Keystone APIs strato does not provide: each answers Keystone's fault with 501, so a
 # client learns "not here" rather than "no such object" (see the README's matrix).
@@ -257,8 +286,8 @@ UNSUPPORTED = {
     "/OS-FEDERATION": "Federation",
     "/OS-REVOKE": "Revocation events",
     "/OS-SIMPLE-CERT": "Simple certificates",
-    "/limits": "Unified limits",
-    "/registered_limits": "Unified limits",
+    "/limits": "Unified limits",  # beyond the reads and the refusal above
+    "/registered_limits": "Registering unified limits",
     "/domains/config": "Domain configuration",
     "/domains/{domain_id}/config": "Domain configuration",
     "/auth/OS-FEDERATION": "Federated authentication",

@@ -288,7 +288,8 @@ def test_application_credentials(server: Server, admin: httpx.Client) -> None:
 
 @pytest.mark.parametrize("path", [
     "/OS-OAUTH1/consumers", "/OS-TRUST/trusts", "/OS-EP-FILTER/endpoint_groups",
-    "/domains/config/default", "/limits", "/registered_limits", "/OS-FEDERATION/idps",
+    "/domains/config/default", "/limits/some-id", "/registered_limits/some-id",
+    "/OS-FEDERATION/idps",
 ])
 def test_unimplemented_apis_answer_501(admin: httpx.Client, path: str) -> None:
     r = admin.get(V3 + path)
@@ -304,3 +305,29 @@ def test_faults_keep_keystone_format(admin: httpx.Client) -> None:
     assert r.status_code == 404  # Keystone: the domain is not found
     r = admin.post(f"{V3}/projects", json={"project": {"name": "x" * 65}})
     assert r.status_code == 400  # project and domain names: at most 64 characters
+
+
+def test_unified_limits_are_empty_and_cannot_be_referenced(admin: httpx.Client,
+                                                          server: Server) -> None:
+    """No registered limit exists here, so a project limit is refused as Keystone refuses
+    one without a registered limit (403), and registering answers 501: a client that
+    probes for unified limits (Tempest's image quota scenario) learns they are off."""
+    links = {"type": "object", "additionalProperties": False,
+             "required": ["self", "next", "previous"],
+             "properties": {"self": {"type": "string"}, "next": {"type": "null"},
+                            "previous": {"type": "null"}}}
+    for key in ("limits", "registered_limits"):
+        body = _ok(admin.get(f"{V3}/{key}"))
+        assert_shape(body, {"type": "object", "additionalProperties": False,
+                            "required": [key, "links"],
+                            "properties": {key: {"type": "array", "maxItems": 0},
+                                           "links": links}})
+    assert _ok(admin.get(f"{V3}/limits/model"))["model"]["name"] == "flat"
+    ref = {"service_id": "x", "project_id": "y", "resource_name": "image_count_total",
+           "resource_limit": 10}
+    r = admin.post(f"{V3}/limits", json={"limits": [ref]})
+    assert r.status_code == 403 and "registered limit" in r.json()["error"]["message"]
+    r = admin.post(f"{V3}/registered_limits", json={"registered_limits": [ref]})
+    assert r.status_code == 501, r.text
+    with server.client() as anonymous:
+        assert anonymous.get(f"{V3}/limits").status_code == 401
