@@ -83,6 +83,27 @@ def _text(ref: dict[str, Any], key: str, required: bool = False,
     return text(ref.get(key), key, maximum=maximum, required=required)
 
 
+def access_ip(ref: dict[str, Any], key: str) -> str | None:
+    """``accessIPv4``/``accessIPv6`` in any valid textual form, kept normalized as
+    Nova's IPAddress column keeps them (``0:0:0:0:0:babe:220.12.22.2`` is
+    ``::babe:dc0c:1602``); empty is unset, anything else not an address of that
+    family is the client's mistake."""
+    value = ref.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for field/attribute {key}: not a string.")
+    family = ipaddress.IPv4Address if key == "accessIPv4" else ipaddress.IPv6Address
+    try:
+        if "%" in value:  # a zone index names a host's link: no access address
+            raise ValueError(value)
+        return str(family(value.strip()))
+    except ValueError:
+        kind = "IPv4" if key == "accessIPv4" else "IPv6"
+        raise BadRequest(f"Invalid input for field/attribute {key}: not an {kind} "
+                         "address.") from None
+
+
 @dataclass(frozen=True)
 class GuestInput:
     """What server create was given for the guest itself (checked)."""
@@ -284,8 +305,8 @@ class ComputeAPI:
             boot_meta=boot_meta or {},
             vm_state=states.BUILDING, task_state=states.SPAWNING,
             power_state=0, metadata_=metadata, tags=[],
-            access_ip_v4=_text(ref, "accessIPv4", maximum=39),
-            access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
+            access_ip_v4=access_ip(ref, "accessIPv4"),
+            access_ip_v6=access_ip(ref, "accessIPv6"), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
             mac="" if requests else mac_of(instance_id),
@@ -575,9 +596,9 @@ class ComputeAPI:
             if "name" in ref:
                 inst.name = _text(ref, "name", required=True) or inst.name
             if "accessIPv4" in ref:
-                inst.access_ip_v4 = _text(ref, "accessIPv4", maximum=39)
+                inst.access_ip_v4 = access_ip(ref, "accessIPv4")
             if "accessIPv6" in ref:
-                inst.access_ip_v6 = _text(ref, "accessIPv6", maximum=39)
+                inst.access_ip_v6 = access_ip(ref, "accessIPv6")
             if "description" in ref:
                 inst.description = _text(ref, "description")
             if "hostname" in ref:
