@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from strato import events
 from strato.compute import bdm as bdm_parse
-from strato.compute import bootinfo, console_tokens, guestinfo, listing, states
+from strato.compute import bootinfo, console_tokens, guestinfo, listing, server_groups, states
 from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPair, KeyPairs
+from strato.compute.limits import Limits
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
 from strato.compute.views import (
@@ -285,7 +286,8 @@ class ComputeAPI:
         label = "ports" if requests else (networks if isinstance(networks, str) else "auto")
         return self._create_record(ctx, instance_id, name, description, metadata, label,
                                    flavor, image_ref, kernel, mappings, ref, version, guest,
-                                   boot_meta=boot, requests=requests, groups=groups)
+                                   boot_meta=boot, requests=requests, groups=groups,
+                                   server_group=server_groups.hinted_group(body))
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
@@ -294,9 +296,11 @@ class ComputeAPI:
                        version: Version, guest: GuestInput,
                        boot_meta: dict[str, str] | None = None,
                        requests: list[NetRequest] | None = None,
-                       groups: list[str] | None = None) -> dict[str, Any]:
+                       groups: list[str] | None = None,
+                       server_group: str | None = None) -> dict[str, Any]:
         """``requests``: the guest's ports to allocate (none: the user-mode NIC, whose
-        MAC the instance keeps); they are made in the transaction of the record."""
+        MAC the instance keeps); they are made in the transaction of the record.
+        ``server_group``: the group the server joins (its policy constrains the host)."""
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -346,8 +350,16 @@ class ComputeAPI:
                                                        instance_deltas(snap))
             except OverLimit as exc:  # Nova answers 403 to a server over quota
                 raise Forbidden(f"Quota exceeded: {exc.message}") from None
+            group = None
+            if server_group is not None:
+                group = server_groups.join(
+                    session, ctx, server_group, instance_id,
+                    Limits(self).project_limits(session, ctx.project_id or "")[
+                        "server_group_members"])
             try:
                 host = choose(host_states(session, self.conf), want)
+                if group is not None:
+                    host = server_groups.check_host(session, group, instance_id, host)
             except NoValidHost as exc:
                 inst.vm_state, inst.task_state = states.ERROR, None
                 inst.fault = {"code": 500, "message": str(exc), "created": iso(now()),

@@ -65,3 +65,7 @@ NETWORK_RULES = [
     RuleDefault(f"{P}os-attach-interfaces:delete", MEMBER),
 ]
 RULES += NETWORK_RULES
+
+from strato.compute.reads_policies import RULES as READS_RULES  # noqa: E402
+
+RULES += READS_RULES
