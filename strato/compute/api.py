@@ -23,7 +23,7 @@ from strato.compute import bdm as bdm_parse
 from strato.compute import bootinfo, console_tokens, guestinfo, listing, server_groups, states
 from strato.compute.flavors import FlavorAPI
 from strato.compute.keypairs import KeyPair, KeyPairs
-from strato.compute.limits import Limits
+from strato.compute.limits import Limits, class_limits
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
 from strato.compute.views import (
@@ -135,7 +135,8 @@ class ComputeAPI:
         self.flavors = FlavorAPI(db, policy, self.base)
         c = conf.compute
         self.quota = QuotaEngine({"instances": c.quota_instances, "cores": c.quota_cores,
-                                  "ram": c.quota_ram, "key_pairs": c.quota_key_pairs})
+                                  "ram": c.quota_ram, "key_pairs": c.quota_key_pairs},
+                                 class_limits)
         self.keypairs = KeyPairs(db, policy, self.quota, self.base, c.osapi_max_limit)
 
     # ------------------------------------------------------------ lookups

@@ -71,8 +71,10 @@ class Limits:
                 project_id = tenant
         with self.db.session(readonly=True) as session:
             lim = self.project_limits(session, project_id)
-            used = {r: u.in_use for r, u in self.api.quota.usage(session,
-                                                                 project_id).items()}
+            # ?reserved=1: what is held for operations in flight counts as used
+            reserved = q.get("reserved", "0").strip().lower() in ("1", "true", "yes")
+            used = {r: u.in_use + (u.reserved if reserved else 0) for r, u in
+                    self.api.quota.usage(session, project_id).items()}
             groups = session.scalar(select(func.count()).select_from(ServerGroup).where(
                 ServerGroup.project_id == project_id)) or 0
         a: dict[str, Any] = {
