@@ -51,6 +51,12 @@ def list_usage(request: Request) -> FastJSON:
                                                     _version(request)))
 
 
+@router.get("/os-simple-tenant-usage/")
+def usage_without_project(request: Request) -> FastJSON:
+    """An empty project id names no project (Nova: 404), not the list."""
+    raise NotFound("The resource could not be found.")
+
+
 @router.get("/os-simple-tenant-usage/{project_id}")
 def show_usage(request: Request, project_id: str) -> FastJSON:
     return FastJSON(TenantUsage(_api(request)).show(context(request), project_id,

@@ -48,9 +48,12 @@ class Aggregates:
     def _get(self, session: Session, ctx: RequestContext, agg_id: str, rule: str
              ) -> Aggregate:
         self.policy.enforce(ctx, P + "os-aggregates:" + rule, {})
-        if not agg_id.isdigit():
-            raise BadRequest(f"Invalid aggregate id {agg_id!r}: an integer is required.")
-        a = session.get(Aggregate, int(agg_id)) if len(agg_id) < 19 else None
+        try:
+            number = int(agg_id)
+        except ValueError:
+            raise BadRequest(f"Invalid aggregate id {agg_id!r}: an integer is required.") \
+                from None
+        a = session.get(Aggregate, number) if 0 < number < 2**63 else None
         if a is None:
             raise NotFound(f"Aggregate {agg_id} could not be found.")
         return a

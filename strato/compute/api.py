@@ -195,6 +195,11 @@ class ComputeAPI:
             raise BadRequest("Additional properties are not allowed ('description' was "
                              "unexpected).")
         metadata = string_map(ref.get("metadata") or {}, "metadata")
+        with self.db.session(readonly=True) as session:
+            meta_limit = Limits(self).project_limits(session, ctx.project_id or "")[
+                "metadata_items"]
+        if 0 <= meta_limit < len(metadata):  # Nova's MetadataLimitExceeded
+            raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         _requested_hostname(ref, version)
         networks = self._networks(ref, version)
         groups = _security_groups(ref)

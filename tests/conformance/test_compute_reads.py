@@ -306,6 +306,7 @@ def test_aggregates_and_their_zone(admin: Nova, member_api: Nova) -> None:
         member_api("GET", "/os-aggregates", expect=403)
         admin("GET", "/os-aggregates/99999", expect=404)
         admin("GET", "/os-aggregates/abc", expect=400)
+        admin("GET", "/os-aggregates/-1", expect=404)
     finally:
         admin("POST", f"/os-aggregates/{agg}/action", expect=None,
               json={"remove_host": {"host": "localhost"}})
@@ -463,6 +464,7 @@ def test_anti_affinity_group_on_one_host(admin: Nova, member_api: Nova, member: 
         assert_shape(own, S.tenant_usage_show())
         assert own["tenant_usage"]["total_hours"] > 0
         member_api("GET", "/os-simple-tenant-usage", expect=403)
+        admin("GET", "/os-simple-tenant-usage/" + q, expect=404)
         member_api("GET", "/os-simple-tenant-usage/someone-else", expect=403)
         admin("GET", "/os-simple-tenant-usage?start=2030-01-01T00:00:00"
               "&end=2020-01-01T00:00:00", expect=400)
@@ -554,3 +556,13 @@ def test_openstack_cli_limits_show(member: Tenant) -> None:
     """``limits show --absolute`` asks compute and block storage (Cinder's /limits)."""
     limits = member.openstack_json("limits", "show", "--absolute")
     assert {"Name": "maxTotalInstances", "Value": 10} in limits
+
+
+def test_server_metadata_over_the_limit_is_refused(admin: Nova, tiny: str,
+                                                   halting_image: str) -> None:
+    limit = admin("GET", "/limits").json()["limits"]["absolute"]["maxServerMeta"]
+    meta = {f"k{i}": "v" for i in range(limit + 1)}
+    r = admin("POST", "/servers", "2.37", expect=403, json={"server": {
+        "name": "meta", "flavorRef": tiny, "networks": "none", "imageRef": halting_image,
+        "metadata": meta}})
+    assert "metadata items" in r.json()["forbidden"]["message"]
