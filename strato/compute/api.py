@@ -22,6 +22,7 @@ from strato import events
 from strato.compute import bdm as bdm_parse
 from strato.compute import bootinfo, console_tokens, guestinfo, listing, server_groups, states
 from strato.compute.flavors import FlavorAPI
+from strato.compute.hosts import host_zone, zones_of_compute_hosts
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.limits import Limits, class_limits
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
@@ -198,6 +199,13 @@ class ComputeAPI:
         with self.db.session(readonly=True) as session:
             meta_limit = Limits(self).project_limits(session, ctx.project_id or "")[
                 "metadata_items"]
+            zone = (ref.get("availability_zone") or "").split(":", 1)[0]  # zone[:host]
+            if ":" in (ref.get("availability_zone") or "") and not ctx.is_admin:
+                raise Forbidden("Policy doesn't allow os_compute_api:servers:create:"
+                                "forced_host to be performed.")
+            if zone and zone not in zones_of_compute_hosts(session):
+                raise BadRequest(f"The requested availability zone {zone} is not "
+                                 "available")
         if 0 <= meta_limit < len(metadata):  # Nova's MetadataLimitExceeded
             raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         _requested_hostname(ref, version)
@@ -362,8 +370,18 @@ class ComputeAPI:
                     session, ctx, server_group, instance_id,
                     Limits(self).project_limits(session, ctx.project_id or "")[
                         "server_group_members"])
+            zone, _, forced = (ref.get("availability_zone") or "").partition(":")
             try:
-                host = choose(host_states(session, self.conf), want)
+                candidates = host_states(session, self.conf)
+                if zone:  # Nova's AvailabilityZoneFilter
+                    known = {h.host: host_zone(session, h.host) for h in candidates}
+                    candidates = [h for h in candidates if known[h.host] == zone]
+                    inst.availability_zone = zone
+                if forced:  # "zone:host" (Nova lets an admin's policy name the host)
+                    candidates = [h for h in candidates if h.host == forced.split(":")[0]]
+                host = choose(candidates, want)
+                if not zone:  # the server is in its host's zone
+                    inst.availability_zone = host_zone(session, host)
                 if group is not None:
                     host = server_groups.check_host(session, group, instance_id, host)
             except NoValidHost as exc:

@@ -66,6 +66,11 @@ def host_zone(session: Session, host: str, default: str = "nova") -> str:
     return default
 
 
+def zones_of_compute_hosts(session: Session) -> set[str]:
+    """The zones a server may ask for: those of the registered compute hosts."""
+    return {host_zone(session, h) for h in session.scalars(select(ComputeNode.host))}
+
+
 # ------------------------------------------------------------------ host facts
 @functools.cache
 def qemu_version() -> int:

@@ -566,3 +566,33 @@ def test_server_metadata_over_the_limit_is_refused(admin: Nova, tiny: str,
         "name": "meta", "flavorRef": tiny, "networks": "none", "imageRef": halting_image,
         "metadata": meta}})
     assert "metadata items" in r.json()["forbidden"]["message"]
+
+
+def test_server_zone_must_exist_and_is_the_hosts(admin: Nova, member_api: Nova, tiny: str,
+                                                huge_flavor: str, halting_image: str) -> None:
+    body = {"name": "az", "flavorRef": huge_flavor, "networks": "none",
+            "imageRef": halting_image}
+    admin("POST", "/servers", "2.37", expect=400,
+          json={"server": {**body, "availability_zone": "no-such-zone"}})
+    member_api("POST", "/servers", "2.37", expect=403,
+               json={"server": {**body, "availability_zone": "nova:localhost"}})
+    name = f"agg-{uuid.uuid4().hex[:6]}"
+    agg = admin("POST", "/os-aggregates", json={"aggregate": {
+        "name": name, "availability_zone": "zone-s"}}).json()["aggregate"]["id"]
+    ids = []
+    try:
+        admin("POST", f"/os-aggregates/{agg}/action", json={"add_host": {"host": "localhost"}})
+        # no room (the flavor is too big): scheduled in the zone, ERROR, no guest
+        sid = admin("POST", "/servers", "2.37", expect=202, json={"server": {
+            **body, "availability_zone": "zone-s"}}).json()["server"]["id"]
+        ids.append(sid)
+        shown = admin("GET", f"/servers/{sid}").json()["server"]
+        assert shown["OS-EXT-AZ:availability_zone"] == "zone-s"
+        admin("POST", "/servers", "2.37", expect=400,
+              json={"server": {**body, "availability_zone": "nova"}})
+    finally:
+        for sid in ids:
+            admin("DELETE", f"/servers/{sid}", expect=204)
+        admin("POST", f"/os-aggregates/{agg}/action", expect=None,
+              json={"remove_host": {"host": "localhost"}})
+        admin("DELETE", f"/os-aggregates/{agg}")
