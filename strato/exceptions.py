@@ -63,3 +63,12 @@ class UnsupportedMediaType(StratoError):
 class ServiceUnavailable(StratoError):
     status = 503
     message = "The service is unavailable; try again later."
+
+
+class NotSupported(StratoError):
+    """A route or action of the service's API reference that strato does not implement:
+    501, so a client can tell "unsupported here" from "no such thing" (404)."""
+
+    status = 501
+    message = "This API is not implemented."
+    neutron_type = "HTTPNotImplemented"

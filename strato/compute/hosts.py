@@ -31,7 +31,7 @@ from strato.compute.reads_models import Aggregate, ServiceRecord
 from strato.compute.views import Version, iso_us
 from strato.context import RequestContext
 from strato.db.base import utcnow
-from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.exceptions import BadRequest, Conflict, NotFound, NotSupported
 from strato.validation import query_int
 
 P = "os_compute_api:"
@@ -326,8 +326,8 @@ class Hosts:
                     except ValueError:
                         raise BadRequest(f"Invalid uuid {service_id}") from None
                 raise NotFound(f"Service {service_id} could not be found.")
-            raise Conflict(f"Service {service_id} is running in this deployment; stop its "
-                           "process before deleting it.")
+            raise NotSupported("Deleting a compute service is not supported: strato's "
+                               "services are registered by their running processes.")
 
     def is_disabled(self, session: Session, host: str) -> bool:
         rec = session.scalars(select(ServiceRecord).where(

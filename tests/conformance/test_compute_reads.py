@@ -120,6 +120,15 @@ def test_services_list(admin: Nova, version: str) -> None:
     assert [s["binary"] for s in only] == ["nova-compute"]
 
 
+def test_service_delete_is_not_implemented(admin: Nova) -> None:
+    svc = compute_service(admin)
+    r = admin("DELETE", f"/os-services/{svc['id']}", "2.53", expect=501)
+    assert r.json()["notImplemented"]["code"] == 501
+    admin("DELETE", f"/os-services/{uuid.uuid4()}", "2.53", expect=404)
+    admin("DELETE", "/os-services/not-a-uuid", "2.53", expect=400)
+    admin("DELETE", "/os-services/12345", "2.1", expect=404)
+
+
 def test_services_need_admin(member_api: Nova) -> None:
     member_api("GET", "/os-services", expect=403)
     member_api("GET", "/os-hypervisors", expect=403)
