@@ -11,7 +11,7 @@ from strato.api.common import context, json_body, query, services
 from strato.api.compute import FastJSON, _run, _version
 from strato.compute.aggregates import Aggregates
 from strato.compute.availability_zones import AvailabilityZones
-from strato.compute.hosts import Hosts
+from strato.compute.hosts import Hosts, OsHosts
 from strato.compute.limits import Limits
 from strato.compute.server_groups import ServerGroups
 from strato.compute.usage import TenantUsage
@@ -134,6 +134,34 @@ def search_hypervisors(request: Request, pattern: str) -> FastJSON:
 def hypervisor_servers(request: Request, pattern: str) -> FastJSON:
     return FastJSON({"hypervisors": Hosts(_api(request)).search(
         context(request), pattern, True, _version(request))})
+
+
+# ---------------------------------------------------------------- os-hosts (< 2.43)
+@router.get("/os-hosts")
+def list_hosts(request: Request) -> FastJSON:
+    return FastJSON({"hosts": OsHosts(Hosts(_api(request))).list(
+        context(request), query(request), _version(request))})
+
+
+@router.get("/os-hosts/{host}")
+def show_host(request: Request, host: str) -> FastJSON:
+    return FastJSON({"host": OsHosts(Hosts(_api(request))).show(
+        context(request), host, _version(request))})
+
+
+@router.put("/os-hosts/{host}")
+async def update_host(request: Request, host: str) -> FastJSON:
+    body = await json_body(request)
+    return FastJSON(await _run(OsHosts(Hosts(_api(request))).update, context(request),
+                               host, body, _version(request)))
+
+
+@router.get("/os-hosts/{host}/{action}")
+def host_power_action(request: Request, host: str, action: str) -> FastJSON:
+    if action not in ("startup", "shutdown", "reboot"):
+        raise NotFound("The resource could not be found.")
+    OsHosts(Hosts(_api(request))).power(context(request), host, action, _version(request))
+    raise AssertionError("unreachable")  # power() always raises
 
 
 # ---------------------------------------------------------------- server groups

@@ -510,6 +510,86 @@ class Hosts:
         return found
 
 
+class OsHosts:
+    """os-hosts (deprecated, until 2.42): the services' hosts, a compute host's
+    resources by project, and its operator switches (power actions: 501 here)."""
+
+    def __init__(self, hosts: Hosts) -> None:
+        self.h = hosts
+
+    def _check(self, ctx: RequestContext, rule: str, version: Version) -> None:
+        self.h.policy.enforce(ctx, P + "os-hosts:" + rule, {})
+        if version >= (2, 43):
+            raise NotFound("The resource could not be found.")
+
+    def _node(self, session: Session, host: str) -> tuple[ServiceRecord, ComputeNode]:
+        for r, n in self.h._nodes(session):
+            if n.host == host:
+                return r, n
+        raise NotFound(f"Compute host {host} could not be found.")
+
+    def list(self, ctx: RequestContext, q: dict[str, str],
+             version: Version) -> list[dict[str, str]]:
+        self._check(ctx, "list", version)
+        zone = q.get("zone") or None
+        with self.h.db.session() as session:
+            rows = [{"host_name": r.host, "service": r.binary.removeprefix("nova-"),
+                     "zone": host_zone(session, r.host) if r.binary == COMPUTE
+                     else "internal"} for r, _ in self.h._records(session)]
+        return [r for r in rows if zone is None or r["zone"] == zone]
+
+    def show(self, ctx: RequestContext, host: str, version: Version) -> list[dict]:
+        self._check(ctx, "show", version)
+        with self.h.db.session() as session:
+            _, n = self._node(session, host)
+            used = host_usage(session).get(host, Usage())
+            per: dict[str, list[int]] = {}
+            for pid, flavor, image in session.execute(select(
+                    Instance.project_id, Instance.flavor, Instance.image_ref).where(
+                    Instance.host == host, Instance.deleted.is_(False))):
+                f = flavor or {}
+                row = per.setdefault(pid, [0, 0, 0])
+                row[0] += int(f.get("vcpus") or 0)
+                row[1] += int(f.get("memory_mb") or 0)
+                row[2] += int(f.get("root_gb") or 0) if image else 0
+
+        def res(project: str, cpu: int, mem: int, disk: int) -> dict:
+            return {"resource": {"host": host, "project": project, "cpu": cpu,
+                                 "memory_mb": mem, "disk_gb": disk}}
+
+        return [res("(total)", n.vcpus, n.memory_mb, n.local_gb),
+                res("(used_now)", used.vcpus, used.memory_mb, used.local_gb),
+                res("(used_max)", used.vcpus, used.memory_mb, used.local_gb),
+                *(res(p, *v) for p, v in sorted(per.items()))]
+
+    def update(self, ctx: RequestContext, host: str, body: Any,
+               version: Version) -> dict[str, str]:
+        self._check(ctx, "update", version)
+        if not isinstance(body, dict) or not body or set(body) - {"status",
+                                                                  "maintenance_mode"}:
+            raise BadRequest("'status' or 'maintenance_mode' needed for host update")
+        for key in body:
+            if body[key] not in ("enable", "disable"):
+                raise BadRequest(f"Invalid input for field/attribute {key}: 'enable' or "
+                                 "'disable' is required.")
+        with self.h.db.session() as session:
+            rec, _ = self._node(session, host)
+            if "maintenance_mode" in body:
+                raise NotSupported("Host maintenance mode is not supported by the QEMU "
+                                   "driver.")
+            rec.disabled = body["status"] == "disable"
+            rec.disabled_reason = None
+            rec.updated_at = utcnow()
+            return {"host": host, "status": "disabled" if rec.disabled else "enabled"}
+
+    def power(self, ctx: RequestContext, host: str, action: str, version: Version) -> None:
+        self._check(ctx, {"startup": "start"}.get(action, action), version)
+        with self.h.db.session() as session:
+            self._node(session, host)
+        raise NotSupported(f"Host power action {action} is not supported: strato does not "
+                           "power hosts on or off.")
+
+
 def _json(value: Any) -> str:
     import json
 

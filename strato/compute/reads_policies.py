@@ -26,6 +26,8 @@ RULES = [
     *(RuleDefault(f"{P}os-aggregates:{n}", ADMIN) for n in (
         "index", "create", "show", "update", "delete", "add_host", "remove_host",
         "set_metadata")),
+    *(RuleDefault(f"{P}os-hosts:{n}", ADMIN) for n in (
+        "list", "show", "update", "reboot", "shutdown", "start")),
     RuleDefault(f"{P}os-quota-class-sets:show", ADMIN),
     RuleDefault(f"{P}os-quota-class-sets:update", ADMIN),
 ]

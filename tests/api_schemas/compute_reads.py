@@ -203,3 +203,11 @@ def quota_class(version: Version, with_id: bool = True) -> dict:
     if with_id:
         props["id"] = STRING
     return strict({"quota_class_set": strict(props)})
+
+
+# ------------------------------------------------------------------ os-hosts (< 2.43)
+HOSTS = list_of("hosts", strict({"host_name": STRING, "service": STRING, "zone": STRING}))
+HOST = strict({"host": {"type": "array", "minItems": 3, "items": strict({
+    "resource": strict({"host": STRING, "project": STRING, "cpu": INTEGER,
+                        "memory_mb": INTEGER, "disk_gb": INTEGER})})}})
+HOST_STATUS = strict({"host": STRING, "status": {"enum": ["enabled", "disabled"]}})

@@ -246,6 +246,39 @@ def test_hypervisor_search_and_paging(admin: Nova) -> None:
     admin("GET", "/os-hypervisors?marker=12345", "2.33", expect=400)
 
 
+# ------------------------------------------------------------------ os-hosts
+def test_os_hosts_until_2_42(admin: Nova, member_api: Nova) -> None:
+    listed = admin("GET", "/os-hosts").json()
+    assert_shape(listed, S.HOSTS)
+    assert {"host_name": "localhost", "service": "compute", "zone": "nova"} in \
+        listed["hosts"]
+    assert admin("GET", "/os-hosts?zone=nova").json()["hosts"] == [
+        {"host_name": "localhost", "service": "compute", "zone": "nova"}]
+    assert admin("GET", "/os-hosts?zone=xxx").json() == {"hosts": []}
+    assert len(admin("GET", "/os-hosts?zone=").json()["hosts"]) == 3
+    shown = admin("GET", "/os-hosts/localhost").json()
+    assert_shape(shown, S.HOST)
+    total = shown["host"][0]["resource"]
+    assert total["project"] == "(total)" and total["cpu"] == os.cpu_count()
+    admin("GET", "/os-hosts/nohost", expect=404)
+    member_api("GET", "/os-hosts", expect=403)
+    admin("GET", "/os-hosts", "2.43", expect=404)
+    try:
+        body = admin("PUT", "/os-hosts/localhost", json={"status": "disable"}).json()
+        assert_shape(body, S.HOST_STATUS)
+        assert compute_service(admin)["status"] == "disabled"
+    finally:
+        admin("PUT", "/os-hosts/localhost", json={"status": "enable"})
+    assert compute_service(admin)["status"] == "enabled"
+    admin("PUT", "/os-hosts/localhost", json={"status": "bogus"}, expect=400)
+    admin("PUT", "/os-hosts/localhost", json={}, expect=400)
+    admin("PUT", "/os-hosts/nohost", json={"status": "enable"}, expect=404)
+    admin("PUT", "/os-hosts/localhost", json={"maintenance_mode": "enable"}, expect=501)
+    admin("GET", "/os-hosts/localhost/reboot", expect=501)
+    admin("GET", "/os-hosts/nohost/startup", expect=404)
+    member_api("GET", "/os-hosts/localhost/shutdown", expect=403)
+
+
 # ------------------------------------------------------------------ quota classes
 @pytest.mark.parametrize("version", ["2.1", "2.50", "2.57"])
 def test_quota_class_shapes(admin: Nova, version: str) -> None:
