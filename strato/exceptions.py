@@ -65,8 +65,10 @@ class ServiceUnavailable(StratoError):
     message = "The service is unavailable; try again later."
 
 
-class NotImplementedFault(StratoError):
-    """A route or variant of the service's API reference that strato does not provide."""
+class NotSupported(StratoError):
+    """A route or action of the service's API reference that strato does not implement:
+    501, so a client can tell "unsupported here" from "no such thing" (404)."""
 
     status = 501
-    message = "The action you have requested has not been implemented."
+    message = "This API is not implemented."
+    neutron_type = "HTTPNotImplemented"

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from strato.api import (
     compute,
     compute_proxies,
+    compute_reads,
     identity,
     identity_admin,
     image,
@@ -31,8 +32,8 @@ def build_app(services: object) -> FastAPI:
     app = FastAPI(title="strato", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
-    for module in (identity, identity_admin, compute, image, volume, network, compute_proxies,
-                   server_tags):
+    for module in (identity, identity_admin, compute, compute_reads, image, volume, network,
+                   compute_proxies, server_tags):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from strato.api.common import context, json_body, services
-from strato.exceptions import Forbidden, NotImplementedFault
+from strato.exceptions import Forbidden, NotSupported
 from strato.identity import schemas
 
 router = APIRouter(prefix="/identity/v3")
@@ -299,7 +299,7 @@ def _unsupported(prefix: str, what: str) -> None:
     """Plain routes (not API routes): they take no input at all, so the API fuzzer
     has nothing to drive in them."""
     async def handler(request: Request) -> Response:
-        raise NotImplementedFault(f"{what} ({prefix}) is not implemented by this cloud.")
+        raise NotSupported(f"{what} ({prefix}) is not implemented by this cloud.")
 
     # (add_route, unlike add_api_route, does not apply the router's prefix)
     path = router.prefix + prefix

@@ -57,6 +57,9 @@ class ComputeAgent:
         LOG.info("compute agent on %s: guests run under %s: %s", self.host, choice.name,
                  choice.reason)
         self.reconcile()
+        # the heartbeat os-services and os-hypervisors read this service's state from
+        threading.Thread(target=self._heartbeat, name="compute-heartbeat",
+                         daemon=True).start()
         interval = self.services.conf.compute.sync_power_state_interval
         if interval > 0:
             self._thread = threading.Thread(target=self._loop, args=(interval,),
@@ -162,6 +165,15 @@ class ComputeAgent:
                 LOG.info("instance %s: power state %s (was %s), vm_state %s", inst.id,
                          p.name, inst.power_state, vm_state)
         return changed
+
+    def _heartbeat(self) -> None:
+        from strato.compute.hosts import HEARTBEAT_SECONDS, heartbeat
+
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                heartbeat(self.services.db, self.host)
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                LOG.exception("compute heartbeat failed")
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

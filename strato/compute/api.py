@@ -20,10 +20,19 @@ from sqlalchemy.orm import Session
 
 from strato import events
 from strato.compute import bdm as bdm_parse
-from strato.compute import bootinfo, console_tokens, guestinfo, listing, states
+from strato.compute import (
+    bootinfo,
+    console_tokens,
+    guestinfo,
+    listing,
+    server_groups,
+    states,
+)
 from strato.compute import tags as server_tags
 from strato.compute.flavors import FlavorAPI
+from strato.compute.hosts import host_zone, zones_of_compute_hosts
 from strato.compute.keypairs import KeyPair, KeyPairs
+from strato.compute.limits import Limits, class_limits
 from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import NoValidHost, Want, choose, host_states
 from strato.compute.views import (
@@ -84,6 +93,27 @@ def _text(ref: dict[str, Any], key: str, required: bool = False,
     return text(ref.get(key), key, maximum=maximum, required=required)
 
 
+def access_ip(ref: dict[str, Any], key: str) -> str | None:
+    """``accessIPv4``/``accessIPv6`` in any valid textual form, kept normalized as
+    Nova's IPAddress column keeps them (``0:0:0:0:0:babe:220.12.22.2`` is
+    ``::babe:dc0c:1602``); empty is unset, anything else not an address of that
+    family is the client's mistake."""
+    value = ref.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for field/attribute {key}: not a string.")
+    family = ipaddress.IPv4Address if key == "accessIPv4" else ipaddress.IPv6Address
+    try:
+        if "%" in value:  # a zone index names a host's link: no access address
+            raise ValueError(value)
+        return str(family(value.strip()))
+    except ValueError:
+        kind = "IPv4" if key == "accessIPv4" else "IPv6"
+        raise BadRequest(f"Invalid input for field/attribute {key}: not an {kind} "
+                         "address.") from None
+
+
 @dataclass(frozen=True)
 class GuestInput:
     """What server create was given for the guest itself (checked)."""
@@ -114,7 +144,8 @@ class ComputeAPI:
         self.flavors = FlavorAPI(db, policy, self.base)
         c = conf.compute
         self.quota = QuotaEngine({"instances": c.quota_instances, "cores": c.quota_cores,
-                                  "ram": c.quota_ram, "key_pairs": c.quota_key_pairs})
+                                  "ram": c.quota_ram, "key_pairs": c.quota_key_pairs},
+                                 class_limits)
         self.keypairs = KeyPairs(db, policy, self.quota, self.base, c.osapi_max_limit)
 
     # ------------------------------------------------------------ lookups
@@ -177,6 +208,18 @@ class ComputeAPI:
             raise BadRequest("Invalid input for field/attribute server. Additional "
                              "properties are not allowed ('tags' was unexpected)")
         server_tags.check_tags(ref.get("tags") or [])
+        with self.db.session(readonly=True) as session:
+            meta_limit = Limits(self).project_limits(session, ctx.project_id or "")[
+                "metadata_items"]
+            zone = (ref.get("availability_zone") or "").split(":", 1)[0]  # zone[:host]
+            if ":" in (ref.get("availability_zone") or "") and not ctx.is_admin:
+                raise Forbidden("Policy doesn't allow os_compute_api:servers:create:"
+                                "forced_host to be performed.")
+            if zone and zone not in zones_of_compute_hosts(session):
+                raise BadRequest(f"The requested availability zone {zone} is not "
+                                 "available")
+        if 0 <= meta_limit < len(metadata):  # Nova's MetadataLimitExceeded
+            raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         _requested_hostname(ref, version)
         networks = self._networks(ref, version)
         groups = _security_groups(ref)
@@ -269,7 +312,8 @@ class ComputeAPI:
         label = "ports" if requests else (networks if isinstance(networks, str) else "auto")
         return self._create_record(ctx, instance_id, name, description, metadata, label,
                                    flavor, image_ref, kernel, mappings, ref, version, guest,
-                                   boot_meta=boot, requests=requests, groups=groups)
+                                   boot_meta=boot, requests=requests, groups=groups,
+                                   server_group=server_groups.hinted_group(body))
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
@@ -278,10 +322,12 @@ class ComputeAPI:
                        version: Version, guest: GuestInput,
                        boot_meta: dict[str, str] | None = None,
                        requests: list[NetRequest] | None = None,
-                       groups: list[str] | None = None) -> dict[str, Any]:
+                       groups: list[str] | None = None,
+                       server_group: str | None = None) -> dict[str, Any]:
         """``requests``: the guest's ports to allocate (none: the user-mode NIC, whose
         MAC the instance keeps, unless ``network`` is "none": no NIC at all); they are
-        made in the transaction of the record."""
+        made in the transaction of the record.
+        ``server_group``: the group the server joins (its policy constrains the host)."""
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -291,8 +337,8 @@ class ComputeAPI:
             vm_state=states.BUILDING, task_state=states.SPAWNING,
             power_state=0, metadata_=metadata,
             tags=server_tags.check_tags(ref.get("tags") or []),
-            access_ip_v4=_text(ref, "accessIPv4", maximum=39),
-            access_ip_v6=_text(ref, "accessIPv6", maximum=39), description=description,
+            access_ip_v4=access_ip(ref, "accessIPv4"),
+            access_ip_v6=access_ip(ref, "accessIPv6"), description=description,
             key_name=_text(ref, "key_name"), user_data=ref.get("user_data"),
             availability_zone=ref.get("availability_zone") or "nova", network=network,
             # "none" (2.37+) is a guest without any NIC, as Nova gives it
@@ -333,8 +379,26 @@ class ComputeAPI:
                                                        instance_deltas(snap))
             except OverLimit as exc:  # Nova answers 403 to a server over quota
                 raise Forbidden(f"Quota exceeded: {exc.message}") from None
+            group = None
+            if server_group is not None:
+                group = server_groups.join(
+                    session, ctx, server_group, instance_id,
+                    Limits(self).project_limits(session, ctx.project_id or "")[
+                        "server_group_members"])
+            zone, _, forced = (ref.get("availability_zone") or "").partition(":")
             try:
-                host = choose(host_states(session, self.conf), want)
+                candidates = host_states(session, self.conf)
+                if zone:  # Nova's AvailabilityZoneFilter
+                    known = {h.host: host_zone(session, h.host) for h in candidates}
+                    candidates = [h for h in candidates if known[h.host] == zone]
+                    inst.availability_zone = zone
+                if forced:  # "zone:host" (Nova lets an admin's policy name the host)
+                    candidates = [h for h in candidates if h.host == forced.split(":")[0]]
+                host = choose(candidates, want)
+                if not zone:  # the server is in its host's zone
+                    inst.availability_zone = host_zone(session, host)
+                if group is not None:
+                    host = server_groups.check_host(session, group, instance_id, host)
             except NoValidHost as exc:
                 inst.vm_state, inst.task_state = states.ERROR, None
                 inst.fault = {"code": 500, "message": str(exc), "created": iso(now()),
@@ -596,9 +660,9 @@ class ComputeAPI:
             if "name" in ref:
                 inst.name = _text(ref, "name", required=True) or inst.name
             if "accessIPv4" in ref:
-                inst.access_ip_v4 = _text(ref, "accessIPv4", maximum=39)
+                inst.access_ip_v4 = access_ip(ref, "accessIPv4")
             if "accessIPv6" in ref:
-                inst.access_ip_v6 = _text(ref, "accessIPv6", maximum=39)
+                inst.access_ip_v6 = access_ip(ref, "accessIPv6")
             if "description" in ref:
                 inst.description = _text(ref, "description")
             if "hostname" in ref:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -32,6 +33,20 @@ class PerUserQuota(StratoError):
 
     status = 501
     message = "Per-user quotas are not implemented: strato's quotas are per project."
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+
+
+def nova_console_text(text: str, length: int | None) -> str:
+    """The console log as Nova's API returns it: control characters (the serial
+    line's carriage returns) removed, and with ``length`` the last ``length`` items of
+    the log split on newlines (Nova's ``_tail_log``)."""
+    text = _CONTROL.sub("", text)
+    if length is None:
+        return text
+    lines = text.split("\n")
+    return "\n".join(lines[-length:]) if length > 0 else ""
 
 
 class ServerExtras:
@@ -182,7 +197,9 @@ class ServerExtras:
             if inst.vm_state == states.BUILDING or inst.host != self.api.conf.DEFAULT.host:
                 raise Conflict(f"Cannot 'get_console_output' instance {inst.id} while it "
                                f"is in vm_state {inst.vm_state}")
-        return {"output": driver.console_output(server_id, length)}
+        # one line more than asked: a log ending in a newline ends in an empty "line"
+        text = driver.console_output(server_id, None if length is None else length + 1)
+        return {"output": nova_console_text(text, length)}
 
     # ------------------------------------------------------------ instance actions
     def action_view(self, a: InstanceAction, version: Version) -> dict[str, Any]:

@@ -78,3 +78,7 @@ RULES += NETWORK_RULES
 from strato.compute.proxy_policies import RULES as PROXY_RULES  # noqa: E402
 
 RULES += PROXY_RULES
+
+from strato.compute.reads_policies import RULES as READS_RULES  # noqa: E402
+
+RULES += READS_RULES

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from strato.compute import states
 from strato.compute.models import ComputeNode, Instance
+from strato.compute.reads_models import ServiceRecord
 
 
 class NoValidHost(Exception):  # noqa: N818 - Nova's name
@@ -40,6 +41,12 @@ def host_states(session: Session, conf: Any) -> list[HostState]:
     c = conf.compute
     nodes = list(session.scalars(select(ComputeNode).order_by(ComputeNode.host)
                                  .with_for_update()))
+    # Nova's ComputeFilter: no guest goes to a host whose nova-compute an operator
+    # disabled or forced down (os-services)
+    off = set(session.scalars(select(ServiceRecord.host).where(
+        ServiceRecord.binary == "nova-compute",
+        (ServiceRecord.disabled.is_(True)) | (ServiceRecord.forced_down.is_(True)))))
+    nodes = [n for n in nodes if n.host not in off]
     used: dict[str, tuple[int, int, int]] = {}
     live = (Instance.deleted.is_(False), Instance.vm_state != states.ERROR,
             Instance.host.is_not(None))

@@ -14,7 +14,7 @@ NAME = Str(255)
 OPT = Str(255, nullable=True)
 ID_REF = Str(2048)  # an id or a link to one
 DESCRIPTION = Str(255, nullable=True)  # Nova: 0-255 characters
-IP = Str(39, nullable=True)  # the accessIPv4/v6 columns
+IP = Str(64, nullable=True)  # any textual form; stored normalized (at most 39)
 METADATA = Map(nullable=True)
 TAG = Str(60, nullable=True)  # Nova's device tag
 

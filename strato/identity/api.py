@@ -22,7 +22,7 @@ from strato.exceptions import (
     Conflict,
     Forbidden,
     NotFound,
-    NotImplementedFault,
+    NotSupported,
     Unauthorized,
 )
 from strato.identity.credentials import (
@@ -574,7 +574,7 @@ class IdentityAPI(GrantsMixin, CredentialsMixin, AppCredentialsMixin, Ec2Credent
         ref = _require(body, "project")
         with self.db.session() as session:
             if ref.get("is_domain"):
-                raise NotImplementedFault("Projects acting as domains are not implemented; "
+                raise NotSupported("Projects acting as domains are not implemented; "
                                           "create a domain instead.")
             parent = ref.get("parent_id")
             parent_project = None

@@ -24,7 +24,7 @@ from strato.exceptions import (
     Conflict,
     Forbidden,
     NotFound,
-    NotImplementedFault,
+    NotSupported,
     Unauthorized,
 )
 from strato.identity.models import (
@@ -273,7 +273,7 @@ class AppCredentialsMixin:
                             "token.")
         self._not_from_restricted_app_cred(ctx)
         if ref.get("access_rules"):
-            raise NotImplementedFault("Application credential access rules are not "
+            raise NotSupported("Application credential access rules are not "
                                       "implemented.")
         with self.db.session() as session:
             held = {r.id: r for r in self._effective_roles(session, user_id, ctx.project_id)}

@@ -8,7 +8,7 @@ exists exactly when the record that needs it does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,8 +20,13 @@ from strato.quota.models import QuotaLimit, QuotaUsage, Reservation
 
 
 class QuotaEngine:
-    def __init__(self, defaults: Mapping[str, int]) -> None:
+    def __init__(self, defaults: Mapping[str, int],
+                 class_defaults: Callable[[Session], Mapping[str, int]] | None = None
+                 ) -> None:
+        """``class_defaults``: an admin's changes to the defaults (Nova's quota class
+        ``default``), read in the caller's transaction."""
         self.defaults = dict(defaults)
+        self.class_defaults = class_defaults
 
     def default_for(self, resource: str) -> int:
         if resource in self.defaults:
@@ -31,6 +36,9 @@ class QuotaEngine:
 
     def limits(self, session: Session, project_id: str) -> dict[str, int]:
         limits = dict(self.defaults)
+        if self.class_defaults is not None:
+            limits.update({r: v for r, v in self.class_defaults(session).items()
+                           if r in self.defaults})
         for row in session.scalars(select(QuotaLimit).where(
                 QuotaLimit.project_id == project_id)):
             limits[row.resource] = row.hard_limit

@@ -47,8 +47,10 @@ FAKE_TIME = 1700000000
 #: root's password on the serial console login (a test image: the password is public).
 ROOT_PASSWORD = "strato"
 ROOT_SALT = "stratoguest"  # fixed, so the initramfs is the same on every build
-#: Kernel command line the guest expects (the driver's default).
-CMDLINE = "console=ttyS0 quiet"
+#: Kernel command line the guest expects (the driver's default). Not ``quiet``: the
+#: kernel's boot messages go to the serial console, so a server's console log is a
+#: real boot log, as clients (and Tempest's ``length=N`` checks) expect.
+CMDLINE = "console=ttyS0"
 
 
 @dataclass(frozen=True)

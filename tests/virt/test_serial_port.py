@@ -71,6 +71,20 @@ def test_output_is_logged_with_no_client(driver: QemuDriver, guest_vm: str) -> N
     assert driver.paths(guest_vm).serial.is_socket()
 
 
+def test_log_is_a_boot_log(driver: QemuDriver, guest_vm: str) -> None:
+    """The kernel's boot messages are on the console (not ``quiet``), so a server's
+    console log has the many lines clients ask the tail of (Nova's ``length``)."""
+    driver.wait_for_console(guest_vm, "login:", 1, 60)
+    log = driver.console_output(guest_vm)
+    assert "Linux version" in log and "Command line: console=ttyS0" in log
+    assert len(log.splitlines()) > 50
+    from strato.compute.extras import nova_console_text
+
+    for n in (1, 3, 10):
+        assert len(nova_console_text(driver.console_output(guest_vm, n + 1), n)
+                   .split("\n")) == n
+
+
 def test_log_in_leave_and_come_back(driver: QemuDriver, guest_vm: str) -> None:
     path = driver.paths(guest_vm).serial
     port = Port(path)
