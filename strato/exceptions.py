@@ -60,6 +60,14 @@ class UnsupportedMediaType(StratoError):
     message = "The media type is not supported."
 
 
+class NotImplementedByStrato(StratoError):
+    """A call of the service's API reference that strato does not implement (501, in
+    the service's own fault format), so a client can tell it from a wrong URL (404)."""
+
+    status = 501
+    message = "This API is not implemented."
+
+
 class ServiceUnavailable(StratoError):
     status = 503
     message = "The service is unavailable; try again later."
