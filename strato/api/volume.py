@@ -184,6 +184,20 @@ def list_types(request: Request, project_id: str) -> dict:
     return {"volume_types": _api(request).list_types(context(request), query(request))}
 
 
+@router.get(P + "/os-quota-sets/{target}/defaults")
+def show_default_quota(request: Request, project_id: str, target: str) -> dict:
+    _project(request, project_id)
+    return {"quota_set": _api(request).quota_set(context(request), target, False,
+                                                 defaults=True)}
+
+
+@router.delete(P + "/os-quota-sets/{target}")
+def delete_quota(request: Request, project_id: str, target: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete_quota(context(request), target)
+    return Response(status_code=200)
+
+
 @router.get(P + "/os-quota-sets/{target}")
 def show_quota(request: Request, project_id: str, target: str) -> dict:
     _project(request, project_id)

@@ -21,12 +21,13 @@ from strato import events
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
-from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit
 from strato.image.api import ImageAPI
 from strato.image.models import Image
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
+from strato.quota.models import QuotaLimit
 from strato.storage import Engine
 from strato.validation import query_int, string_map
 from strato.volume.messages import UserMessages
@@ -112,8 +113,11 @@ class VolumeAPI:
         self.images = images
         self.backends = {b.name: b for b in backends}
         v = conf.volume
+        # Backups and groups are not implemented: their limits are 0, honestly.
         self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
-                                  "gigabytes": v.quota_gigabytes})
+                                  "gigabytes": v.quota_gigabytes, "backups": 0,
+                                  "backup_gigabytes": 0, "groups": 0,
+                                  "per_volume_gigabytes": -1})
         # User messages: asynchronous failures, for this service and any other to record.
         self.messages = UserMessages(db, policy, v.message_ttl, conf.public_endpoint)
 
@@ -315,6 +319,11 @@ class VolumeAPI:
             if size < src_size:
                 raise BadRequest(f"Volume size {size} GiB is smaller than its source "
                                  f"({src_size} GiB).")
+            per_volume = self.quota.limits(session, ctx.project_id).get(
+                "per_volume_gigabytes", -1)
+            if per_volume >= 0 and size > per_volume:
+                raise OverLimit(f"Requested volume size {size}G is larger than maximum "
+                                f"allowed limit {per_volume}G.")
             reservations = self.quota.reserve(session, ctx.project_id,
                                               volume_deltas(vtype.name, size))
             vol = Volume(
@@ -801,13 +810,22 @@ class VolumeAPI:
                                "combination already exists.")
             session.add(VolumeTypeProject(volume_type_id=vtype.id, project_id=project))
 
-    def quota_set(self, ctx: RequestContext, project_id: str, usage: bool) -> dict:
+    def _quota_resources(self, session: Session) -> list[str]:
+        """Cinder's resources: the totals and, for every type, its own three."""
+        names = [t.name for t in session.scalars(select(VolumeType))]
+        return sorted([*self.quota.defaults, *(f"{r}_{n}" for n in names
+                                               for r in ("volumes", "gigabytes",
+                                                         "snapshots"))])
+
+    def quota_set(self, ctx: RequestContext, project_id: str, usage: bool,
+                  defaults: bool = False) -> dict:
         self.policy.enforce(ctx, "volume_extension:quotas:show", {"project_id": project_id})
         with self.db.session(readonly=True) as session:
-            limits = self.quota.limits(session, project_id)
-            used = self.quota.usage(session, project_id)
+            limits = {} if defaults else self.quota.limits(session, project_id)
+            used = {} if defaults else self.quota.usage(session, project_id)
+            resources = self._quota_resources(session)
         body: dict[str, Any] = {"id": project_id}
-        for resource in sorted(set(limits) | set(used)):
+        for resource in resources:
             limit = limits.get(resource, self.quota.default_for(resource))
             if usage:
                 row = used.get(resource)
@@ -829,7 +847,20 @@ class VolumeAPI:
                 if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit for {resource} must be an integer >= -1.")
                 self.quota.set_limit(session, project_id, resource, value)
-        return self.quota_set(ctx, project_id, usage=False)
+        out = self.quota_set(ctx, project_id, usage=False)
+        del out["id"]  # Cinder's update answers the limits alone
+        return out
+
+    def delete_quota(self, ctx: RequestContext, project_id: str) -> None:
+        """Back to the defaults: the project's own volume limits go."""
+        self.policy.enforce(ctx, "volume_extension:quotas:delete", {"project_id": project_id})
+        with self.db.session() as session:
+            resources = set(self._quota_resources(session))
+            for row in session.scalars(select(QuotaLimit).where(
+                    QuotaLimit.project_id == project_id)):
+                if row.resource in resources or row.resource.startswith(
+                        ("volumes_", "gigabytes_", "snapshots_")):
+                    session.delete(row)
 
 
 def _is_public_filter(value: str | None) -> bool | None:

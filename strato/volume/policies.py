@@ -30,6 +30,7 @@ RULES = [
                 "rule:admin_required"),
     RuleDefault("volume_extension:quotas:show", READER),
     RuleDefault("volume_extension:quotas:update", "rule:admin_required"),
+    RuleDefault("volume_extension:quotas:delete", "rule:admin_required"),
     RuleDefault("volume:get_all_tenants", "rule:admin_required"),
     RuleDefault("volume_extension:volume_admin_actions:reset_status", "rule:admin_required"),
     RuleDefault("volume_extension:volume_admin_actions:force_delete", "rule:admin_required"),
@@ -46,5 +47,6 @@ RULES = [
     RuleDefault("volume_extension:services:index", "rule:admin_required"),
     RuleDefault("scheduler_extension:scheduler_stats:get_pools", "rule:admin_required"),
     RuleDefault("volume_extension:capabilities", "rule:admin_required"),
+    RuleDefault("volume_extension:hosts", "rule:admin_required"),
     RuleDefault("limits_extension:used_limits", READER),
 ]
