@@ -383,6 +383,8 @@ class VolumeAPI:
         query = select(Volume)
         if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
             query = query.where(Volume.project_id == ctx.project_id)
+        elif params.get("project_id"):  # an admin's view of one project
+            query = query.where(Volume.project_id == params["project_id"])
         for key in ("name", "status", "availability_zone"):
             if key in params:
                 query = query.where(getattr(Volume, key) == params[key])
@@ -593,6 +595,8 @@ class VolumeAPI:
         query = select(Snapshot)
         if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
             query = query.where(Snapshot.project_id == ctx.project_id)
+        elif params.get("project_id"):
+            query = query.where(Snapshot.project_id == params["project_id"])
         for key in ("name", "status", "volume_id"):
             if key in params:
                 query = query.where(getattr(Snapshot, key) == params[key])

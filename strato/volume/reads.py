@@ -134,7 +134,8 @@ class VolumeReads:
                     "free_capacity_gb": round(max(0.0, backend.capacity_gb
                                                   - allocated.get(name, 0)), 2),
                     "reserved_percentage": self.api.conf.volume.reserved_percentage,
-                    "driver_version": DRIVER_VERSION, "vendor_name": VENDOR,
+                    "driver_version": caps.get("driver_version", DRIVER_VERSION),
+                    "vendor_name": caps.get("vendor_name", VENDOR),
                     "storage_protocol": caps.get("storage_protocol", "blockstore")}
             out.append(pool)
         return out
