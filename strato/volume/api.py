@@ -896,8 +896,9 @@ def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> 
     keys.append(("created_at", "desc"))
     keys.append(("id", "desc"))
     for key, direction in keys:
-        if key not in ("name", "status", "size", "created_at", "updated_at", "id") or \
-                direction not in ("asc", "desc"):
+        key = SORT_ALIASES.get(key, key)
+        if key not in ("name", "description", "status", "size", "created_at",
+                       "updated_at", "id") or direction not in ("asc", "desc"):
             raise BadRequest(f"Invalid sort key or direction: {key}:{direction}.")
         column = getattr(model, key)
         query = query.order_by(column.asc() if direction == "asc" else column.desc())
@@ -907,6 +908,8 @@ def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> 
         if params["marker"] not in ids:  # Cinder: MarkerNotFound is a 404
             raise NotFound(f"Marker {params['marker']} could not be found.")
         items = items[ids.index(params["marker"]) + 1:]
+    if params.get("offset") is not None:  # Cinder: skip that many after the marker
+        items = items[query_int("offset", params["offset"]):]
     limit = params.get("limit")
     nxt = None
     if limit is not None:
@@ -916,6 +919,10 @@ def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> 
         if items and len(items) == int(limit):
             nxt = items[-1].id
     return {"items": items, "next": nxt}
+
+
+# Cinder's older column names, still accepted as sort keys.
+SORT_ALIASES = {"display_name": "name", "display_description": "description"}
 
 
 def _next_href(url: str, params: dict[str, str], marker: str) -> str:
