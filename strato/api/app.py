@@ -10,7 +10,15 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from strato.api import compute, identity, image, network, volume, volume_reads
+from strato.api import (
+    compute,
+    identity,
+    image,
+    network,
+    volume,
+    volume_reads,
+    volume_transfers,
+)
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
 from strato.exceptions import StratoError
@@ -22,7 +30,8 @@ def build_app(services: object) -> FastAPI:
     app = FastAPI(title="strato", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
-    for module in (identity, compute, image, volume, volume_reads, network):
+    for module in (identity, compute, image, volume, volume_reads, volume_transfers,
+                   network):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

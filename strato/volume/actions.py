@@ -24,7 +24,8 @@ from strato.volume.models import Attachment, Snapshot, Volume
 
 STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
             "error_deleting", "error_restoring", "error_extending", "detaching",
-            "downloading", "uploading", "extending", "reserved", "maintenance", "reverting")
+            "downloading", "uploading", "extending", "reserved", "maintenance", "reverting",
+            "awaiting-transfer")
 ATTACH_STATUSES = ("attached", "detached")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error", "error_deleting",
                      "restoring", "unmanaging", "backing-up")

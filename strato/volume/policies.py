@@ -48,5 +48,10 @@ RULES = [
     RuleDefault("scheduler_extension:scheduler_stats:get_pools", "rule:admin_required"),
     RuleDefault("volume_extension:capabilities", "rule:admin_required"),
     RuleDefault("volume_extension:hosts", "rule:admin_required"),
+    RuleDefault("volume:create_transfer", MEMBER),
+    RuleDefault("volume:get_transfer", READER),
+    RuleDefault("volume:get_all_transfers", READER),
+    RuleDefault("volume:delete_transfer", MEMBER),
+    RuleDefault("volume:accept_transfer", MEMBER),
     RuleDefault("limits_extension:used_limits", READER),
 ]

@@ -198,3 +198,19 @@ MESSAGE = strict({
     "created_at": DATETIME, "guaranteed_until": DATETIME, "request_id": STRING,
     "resource_uuid": UUID, "resource_type": STRING, "links": LINKS},
     optional=("resource_uuid", "resource_type", "links"))
+
+
+def transfer(call: str, version: Version = (3, 0)) -> dict:
+    """``summary`` (list, accept), ``show`` (show, detail list), ``create`` (+ key)."""
+    props: dict = {"id": UUID, "volume_id": UUID, "name": NULLABLE_STRING, "links": LINKS}
+    if call != "summary":
+        props["created_at"] = DATETIME
+        if version >= (3, 55):
+            props["no_snapshots"] = BOOLEAN
+        if version >= (3, 57):
+            props["destination_project_id"] = NULLABLE_STRING
+            props["source_project_id"] = STRING
+            props["accepted"] = BOOLEAN
+    if call == "create":
+        props["auth_key"] = STRING
+    return strict(props)

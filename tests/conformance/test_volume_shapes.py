@@ -312,3 +312,61 @@ def test_quota_and_summary_views(user: Client, admin: Client, volume: dict) -> N
                  shapes.VOLUME_SUMMARY_BODY_3_12)
     assert_shape(user.call("GET", "/volumes/summary", (3, 36)).json(),
                  shapes.VOLUME_SUMMARY_BODY_3_36)
+
+
+@pytest.fixture(scope="module")
+def receiver(server: Server) -> Tenant:
+    return make_tenant(server, "volshape-to")
+
+
+@pytest.mark.parametrize("version", [(3, 0), (3, 55), (3, 57)])
+def test_transfer_moves_a_volume_and_its_quota(server: Server, user: Client,
+                                               receiver: Tenant,
+                                               version: tuple[int, int]) -> None:
+    other = receiver
+    them = Client(server, other.token(), other.project_id)
+    path = "/volume-transfers" if version >= (3, 55) else "/os-volume-transfer"
+    r = user.call("POST", "/volumes", json={"volume": {"size": 1}})
+    vid = r.json()["volume"]["id"]
+    user.wait(f"/volumes/{vid}", "volume")
+    r = user.call("POST", path, version, json={"transfer": {"volume_id": vid, "name": "t"}})
+    assert r.status_code == 202, r.text
+    assert_shape(r.json()["transfer"], shapes.transfer("create", version))
+    tid, key = r.json()["transfer"]["id"], r.json()["transfer"]["auth_key"]
+    assert user.call("GET", f"/volumes/{vid}").json()["volume"]["status"] == \
+        "awaiting-transfer"
+    assert_shape(user.call("GET", f"{path}/{tid}", version).json()["transfer"],
+                 shapes.transfer("show", version))
+    listed = user.call("GET", path, version).json()["transfers"]
+    for item in listed:
+        assert_shape(item, shapes.transfer("summary", version))
+    for item in user.call("GET", f"{path}/detail", version).json()["transfers"]:
+        assert_shape(item, shapes.transfer("show", version))
+    assert tid in [t["id"] for t in listed]
+    # The other project cannot see it, nor accept it with a wrong key.
+    assert them.call("GET", f"{path}/{tid}", version).status_code == 404
+    assert them.call("POST", f"{path}/{tid}/accept", version,
+                     json={"accept": {"auth_key": "wrong"}}).status_code == 400
+    r = them.call("POST", f"{path}/{tid}/accept", version, json={"accept": {"auth_key": key}})
+    assert r.status_code == 202, r.text
+    assert_shape(r.json()["transfer"], shapes.transfer("summary", version))
+    assert user.call("GET", f"/volumes/{vid}").status_code == 404
+    vol = them.call("GET", f"/volumes/{vid}").json()["volume"]
+    assert (vol["status"], vol["os-vol-tenant-attr:tenant_id"]) == ("available",
+                                                                    other.project_id)
+    usage = them.call("GET", "/limits").json()["limits"]["absolute"]
+    assert usage["totalVolumesUsed"] == 1 and usage["totalGigabytesUsed"] == 1
+    assert them.call("DELETE", f"/volumes/{vid}").status_code == 202
+    deadline = time.monotonic() + 60
+    while them.call("GET", f"/volumes/{vid}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # A transfer deleted before acceptance gives the volume back.
+    r = user.call("POST", "/volumes", json={"volume": {"size": 1}})
+    vid = r.json()["volume"]["id"]
+    user.wait(f"/volumes/{vid}", "volume")
+    tid = user.call("POST", path, version, json={"transfer": {"volume_id": vid}}
+                    ).json()["transfer"]["id"]
+    assert user.call("DELETE", f"{path}/{tid}", version).status_code == 202
+    assert user.call("GET", f"/volumes/{vid}").json()["volume"]["status"] == "available"
+    assert user.call("DELETE", f"/volumes/{vid}").status_code == 202
