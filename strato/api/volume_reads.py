@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from strato.api.common import context, query, services
+from strato.api.common import context, json_body, query, services
 from strato.api.volume import P, _project
 from strato.volume.reads import VolumeReads
 
@@ -20,6 +20,14 @@ def _reads(request: Request) -> VolumeReads:
 def list_services(request: Request, project_id: str) -> dict:
     _project(request, project_id)
     return {"services": _reads(request).services(context(request), query(request))}
+
+
+@router.put(P + "/os-services/{action}")
+async def service_action(request: Request, project_id: str, action: str) -> dict:
+    _project(request, project_id)
+    body = await json_body(request)
+    _reads(request).service_action(context(request), action, body)
+    return {}
 
 
 @router.get(P + "/os-hosts")

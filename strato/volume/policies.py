@@ -45,6 +45,7 @@ RULES = [
     RuleDefault("volume_extension:volume_image_metadata:remove", MEMBER),
     RuleDefault("volume:get_volume_metadata", READER),
     RuleDefault("volume_extension:services:index", "rule:admin_required"),
+    RuleDefault("volume_extension:services:update", "rule:admin_required"),
     RuleDefault("scheduler_extension:scheduler_stats:get_pools", "rule:admin_required"),
     RuleDefault("volume_extension:capabilities", "rule:admin_required"),
     RuleDefault("volume_extension:hosts", "rule:admin_required"),

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from strato.context import RequestContext
-from strato.exceptions import NotFound
+from strato.exceptions import BadRequest, NotFound, NotImplementedByStrato
 from strato.volume.api import VolumeAPI, iso
 from strato.volume.models import Snapshot, Volume
 
@@ -73,6 +73,33 @@ class VolumeReads:
             host = params["host"]
             out = [s for s in out if host in (s["host"], s["host"].split("@", 1)[0])]
         return out
+
+    def service_action(self, ctx: RequestContext, action: str, body: Any) -> None:
+        """``PUT /os-services/{action}``: the requests are checked as Cinder checks
+        them (an unknown host or binary is 404, freezing one is 400), but strato's
+        services run inside its process and cannot be disabled or frozen: a valid
+        request is 501."""
+        self.policy.enforce(ctx, "volume_extension:services:update", {})
+        body = body if isinstance(body, dict) else {}
+        host, binary = body.get("host"), body.get("binary")
+        known = self._services()
+        if action in ("freeze", "thaw"):
+            if host not in {s["host"] for s in known if s["binary"] == "cinder-volume"}:
+                raise BadRequest(f"Host {host} is not a volume backend.")
+        elif action in ("enable", "disable", "disable-log-reason"):
+            if action == "disable-log-reason" and not (
+                    isinstance(body.get("disabled_reason"), str)
+                    and body["disabled_reason"].strip()):
+                raise BadRequest("Disabled reason contains invalid characters or is too "
+                                 "long")
+            if not any(s["host"] == host and s["binary"] == binary for s in known):
+                raise NotFound(f"Service {binary} on host {host} could not be found.")
+        elif action == "failover":
+            pass
+        else:
+            raise NotFound("The resource could not be found.")
+        raise NotImplementedByStrato(f"os-services {action}: strato's volume services run "
+                                     "in its own process and are always enabled.")
 
     def hosts(self, ctx: RequestContext) -> list[dict[str, Any]]:
         """``GET /os-hosts``."""

@@ -273,6 +273,17 @@ def test_service_reads(user: Client, admin: Client, volume: dict) -> None:
                                                   "binary": "cinder-volume"})
     assert [s["host"] for s in r.json()["services"]] == [backend]
     assert user.call("GET", "/os-services").status_code == 403
+    # Service updates: checked as Cinder checks them, then 501 (always enabled here).
+    assert admin.call("PUT", "/os-services/enable", json={
+        "host": "nowhere", "binary": "cinder-volume"}).status_code == 404
+    assert admin.call("PUT", "/os-services/disable-log-reason", json={
+        "host": backend, "binary": "cinder-volume", "disabled_reason": None}
+    ).status_code == 400
+    assert admin.call("PUT", "/os-services/freeze", json={"host": "nowhere"}
+                      ).status_code == 400
+    r = admin.call("PUT", "/os-services/disable", json={"host": backend,
+                                                       "binary": "cinder-volume"})
+    assert r.status_code == 501 and "notImplemented" in r.json()
     assert_shape(admin.call("GET", "/os-hosts").json(), shapes.HOSTS)
     shown = admin.call("GET", f"/os-hosts/{backend}").json()
     assert_shape(shown, shapes.HOST)
