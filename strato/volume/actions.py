@@ -21,6 +21,8 @@ from strato.storage import crash
 from strato.validation import string_map
 from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
 from strato.volume.models import Attachment, Snapshot, Volume
+from strato.volume.scheduler import BackendState, capabilities_filter
+from strato.volume.scheduler import Request as SchedRequest
 
 STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
             "error_deleting", "error_restoring", "error_extending", "detaching",
@@ -30,7 +32,7 @@ ATTACH_STATUSES = ("attached", "detached")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error", "error_deleting",
                      "restoring", "unmanaging", "backing-up")
 # Volume actions of Cinder's reference that strato does not do: 501, not 400.
-NOT_IMPLEMENTED = ("os-migrate_volume", "os-migrate_volume_completion", "os-retype",
+NOT_IMPLEMENTED = ("os-migrate_volume", "os-migrate_volume_completion",
                    "os-unmanage", "os-enable_replication", "os-disable_replication",
                    "os-failover_replication", "os-list_replication_targets",
                    "os-reimage")
@@ -165,6 +167,45 @@ class VolumeActions:
             vol.status = "in-use" if remaining else "available"
             vol.attach_status = "attached" if remaining else "detached"
             vol.updated_at = datetime.now(UTC)
+
+    def _os_retype(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        """A new type for a volume its backend already satisfies (no data moves).  A
+        type that needs another backend is 400 with ``migration_policy`` ``never``
+        (Cinder's default), 501 with ``on-demand``: strato does not migrate volumes."""
+        new_ref = args.get("new_type") if isinstance(args, dict) else None
+        if not isinstance(new_ref, str) or not new_ref:
+            raise BadRequest("os-retype needs a new_type.")
+        policy = args.get("migration_policy") or "never"
+        if policy not in ("never", "on-demand"):
+            raise BadRequest(f"Invalid migration_policy {str(policy)[:16]!r}.")
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id, "volume:retype")
+            new = self.api.volume_type(session, new_ref, ctx)
+            if new.id == vol.volume_type_id:
+                raise BadRequest("Invalid input: the volume already has type "
+                                 f"{new.name}.")
+            if vol.status not in ("available", "in-use") or vol.host is None:
+                raise BadRequest(f"Invalid volume: retype needs status available or "
+                                 f"in-use; the volume is {vol.status}.")
+            backend = self.api.backends[self.api.backend_of(vol.host)]
+            state = BackendState(backend, 0, 0)
+            if not capabilities_filter(state, SchedRequest(vol.size, None,
+                                                           dict(new.extra_specs or {}))):
+                if policy == "never":
+                    raise BadRequest(f"Invalid volume: volume type {new.name} needs "
+                                     "another backend and migration_policy is never.")
+                raise NotImplementedByStrato("Retyping a volume to another backend "
+                                             "(volume migration) is not implemented.")
+            old_name = type_name(session, vol)
+            gained = {f"volumes_{new.name}": 1, f"gigabytes_{new.name}": vol.size}
+            self.api.quota.commit(session, self.api.quota.reserve(
+                session, vol.project_id, gained))
+            self.api.quota.release(session, vol.project_id, {
+                f"volumes_{old_name}": 1, f"gigabytes_{old_name}": vol.size})
+            vol.volume_type_id = new.id
+            vol.updated_at = datetime.now(UTC)
+            events.emit(session, "volume", "volume.retype", vol.id, vol.project_id,
+                        old_type=old_name, new_type=new.name)
 
     # ------------------------------------------------------------ image metadata
     def _image_meta(self, session: Any, ctx: RequestContext, volume_id: str,

@@ -12,6 +12,7 @@ RULES = [
     RuleDefault("volume:update", MEMBER),
     RuleDefault("volume:delete", MEMBER),
     RuleDefault("volume:extend", MEMBER),
+    RuleDefault("volume:retype", MEMBER),
     RuleDefault("volume_extension:volume_actions:update_readonly_flag", MEMBER),
     RuleDefault("volume:create_snapshot", MEMBER),
     RuleDefault("volume:get_snapshot", READER),

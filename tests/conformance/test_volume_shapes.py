@@ -239,12 +239,51 @@ def test_image_metadata_actions(user: Client, admin: Client, volume: dict) -> No
     assert_shape(admin.call("GET", f"/volumes/{volume['id']}").json()["volume"],
                  shapes.volume("show", True, image_metadata=True))
     # A reference action strato lacks is 501 in Cinder's fault; an unknown one is 400.
-    r = user.call("POST", path, json={"os-retype": {"new_type": "x"}})
+    r = user.call("POST", path, json={"os-migrate_volume": {"host": "x"}})
     assert r.status_code == 501 and "notImplemented" in r.json()
     assert user.call("POST", path, json={"os-no-such": {}}).status_code == 400
     # Set-bootable answers 200, the other simple actions 202.
     assert user.call("POST", path, json={"os-set_bootable": {"bootable": False}}
                      ).status_code == 200
+
+
+def test_retype_without_migration(user: Client, admin: Client) -> None:
+    names = [f"retype-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for name in names[:2]:
+        assert admin.call("POST", "/types", json={"volume_type": {"name": name}}
+                          ).status_code == 200
+    # A type no backend satisfies.
+    admin.call("POST", "/types", json={"volume_type": {
+        "name": names[2], "extra_specs": {"vendor_name": "nobody"}}})
+    r = user.call("POST", "/volumes", json={"volume": {"size": 1, "volume_type": names[0]}})
+    vid = r.json()["volume"]["id"]
+    user.wait(f"/volumes/{vid}", "volume")
+    try:
+        path = f"/volumes/{vid}/action"
+        host = admin.call("GET", f"/volumes/{vid}").json()["volume"]["os-vol-host-attr:host"]
+        r = user.call("POST", path, json={"os-retype": {"new_type": names[1],
+                                                        "migration_policy": "never"}})
+        assert r.status_code == 202, r.text
+        shown = admin.call("GET", f"/volumes/{vid}").json()["volume"]
+        assert (shown["volume_type"], shown["os-vol-host-attr:host"]) == (names[1], host)
+        assert user.call("POST", path, json={"os-retype": {"new_type": names[1]}}
+                         ).status_code == 400
+        assert user.call("POST", path, json={"os-retype": {"new_type": names[2]}}
+                         ).status_code == 400
+        assert user.call("POST", path, json={"os-retype": {
+            "new_type": names[2], "migration_policy": "on-demand"}}).status_code == 501
+        quota = admin.call("GET", f"/os-quota-sets/{user.base.rsplit('/', 1)[1]}",
+                           params={"usage": "true"}).json()["quota_set"]
+        assert quota[f"volumes_{names[1]}"]["in_use"] == 1
+        assert quota[f"volumes_{names[0]}"]["in_use"] == 0
+    finally:
+        user.call("DELETE", f"/volumes/{vid}")
+        deadline = time.monotonic() + 60
+        while user.call("GET", f"/volumes/{vid}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for name in names:
+            admin.call("DELETE", f"/types/{name}")
 
 
 def test_snapshot_admin_actions(user: Client, admin: Client, volume: dict) -> None:
