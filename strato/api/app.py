@@ -18,6 +18,7 @@ from strato.api import (
     volume,
     volume_reads,
     volume_transfers,
+    volume_unsupported,
 )
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
@@ -31,7 +32,7 @@ def build_app(services: object) -> FastAPI:
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, compute, image, volume, volume_reads, volume_transfers,
-                   network):
+                   volume_unsupported, network):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -420,3 +420,15 @@ def test_transfer_moves_a_volume_and_its_quota(server: Server, user: Client,
     assert user.call("DELETE", f"{path}/{tid}", version).status_code == 202
     assert user.call("GET", f"/volumes/{vid}").json()["volume"]["status"] == "available"
     assert user.call("DELETE", f"/volumes/{vid}").status_code == 202
+
+
+def test_unsupported_families_answer_501(user: Client, admin: Client) -> None:
+    for method, path in (("GET", "/groups"), ("POST", "/groups"), ("GET", "/group_types"),
+                         ("GET", "/group_snapshots/x"), ("POST", "/consistencygroups"),
+                         ("GET", "/qos-specs"), ("GET", "/backups/detail"),
+                         ("GET", "/os-quota-class-sets/default"),
+                         ("GET", "/types/x/encryption")):
+        r = admin.call(method, path, json={} if method == "POST" else None)
+        assert r.status_code == 501 and "notImplemented" in r.json(), (method, path)
+    assert user.call("GET", "/no-such-family").status_code == 404
+    assert user.call("PATCH", "/volumes").status_code == 405
