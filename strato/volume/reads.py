@@ -82,6 +82,8 @@ class VolumeReads:
         self.policy.enforce(ctx, "volume_extension:services:update", {})
         body = body if isinstance(body, dict) else {}
         host, binary = body.get("host"), body.get("binary")
+        host = host if isinstance(host, str) else None
+        binary = binary if isinstance(binary, str) else None
         known = self._services()
         if action in ("freeze", "thaw"):
             if host not in {s["host"] for s in known if s["binary"] == "cinder-volume"}:
