@@ -425,8 +425,16 @@ async def create_attachment(request: Request, project_id: str) -> dict:
 
 
 @router.get(P + "/attachments")
-@router.get(P + "/attachments/detail")
 def list_attachments(request: Request, project_id: str) -> dict:
+    """Cinder's summary: id, status, instance and volume only."""
+    _project(request, project_id)
+    keys = ("id", "status", "instance", "volume_id")
+    return {"attachments": [{k: a[k] for k in keys} for a in
+                            _actions(request).list_attachments(context(request))]}
+
+
+@router.get(P + "/attachments/detail")
+def list_attachments_detail(request: Request, project_id: str) -> dict:
     _project(request, project_id)
     return {"attachments": _actions(request).list_attachments(context(request))}
 

@@ -214,3 +214,10 @@ def transfer(call: str, version: Version = (3, 0)) -> dict:
     if call == "create":
         props["auth_key"] = STRING
     return strict(props)
+
+ATTACHMENT_SUMMARY = strict({"id": UUID, "status": STRING, "instance": NULLABLE_UUID,
+                             "volume_id": UUID})
+ATTACHMENT = strict({**ATTACHMENT_SUMMARY["properties"],
+                     "attached_at": NULLABLE_STRING, "detached_at": NULLABLE_STRING,
+                     "attach_mode": STRING,
+                     "connection_info": {"type": ["object", "null"]}})

@@ -432,3 +432,23 @@ def test_unsupported_families_answer_501(user: Client, admin: Client) -> None:
         assert r.status_code == 501 and "notImplemented" in r.json(), (method, path)
     assert user.call("GET", "/no-such-family").status_code == 404
     assert user.call("PATCH", "/volumes").status_code == 405
+
+
+def test_attachment_views(user: Client) -> None:
+    r = user.call("POST", "/volumes", json={"volume": {"size": 1}})
+    vid = r.json()["volume"]["id"]
+    user.wait(f"/volumes/{vid}", "volume")
+    r = user.call("POST", "/attachments", (3, 27), json={"attachment": {
+        "volume_uuid": vid, "instance_uuid": str(uuid.uuid4())}})
+    assert r.status_code == 200, r.text
+    assert_shape(r.json()["attachment"], shapes.ATTACHMENT)
+    aid = r.json()["attachment"]["id"]
+    assert_shape(user.call("GET", f"/attachments/{aid}", (3, 27)).json()["attachment"],
+                 shapes.ATTACHMENT)
+    for item in user.call("GET", "/attachments", (3, 27)).json()["attachments"]:
+        assert_shape(item, shapes.ATTACHMENT_SUMMARY)
+    for item in user.call("GET", "/attachments/detail", (3, 27)).json()["attachments"]:
+        assert_shape(item, shapes.ATTACHMENT)
+    assert user.call("DELETE", f"/attachments/{aid}", (3, 27)).status_code == 200
+    user.wait(f"/volumes/{vid}", "volume")
+    user.call("DELETE", f"/volumes/{vid}")
