@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from strato.api.common import context, services
 from strato.api.volume import P, _project
 from strato.exceptions import NotImplementedByStrato
 
@@ -35,6 +36,9 @@ def _refuse(request: Request, project_id: str, what: str) -> None:
 @router.api_route(P + "/types/{type_id}/encryption", methods=METHODS)
 @router.api_route(P + "/types/{type_id}/encryption/{rest:path}", methods=METHODS)
 def encryption(request: Request, project_id: str, type_id: str) -> None:
+    """Cinder looks the type up first: an unknown one is 404."""
+    _project(request, project_id)
+    services(request).volume.show_type(context(request), type_id)
     _refuse(request, project_id, "volume type encryption")
 
 

@@ -427,10 +427,12 @@ def test_unsupported_families_answer_501(user: Client, admin: Client) -> None:
                          ("GET", "/group_snapshots/x"), ("POST", "/consistencygroups"),
                          ("GET", "/qos-specs"), ("GET", "/backups/detail"),
                          ("GET", "/os-quota-class-sets/default"),
-                         ("GET", "/types/x/encryption")):
+                         ("GET", "/types/default/encryption")):
         r = admin.call(method, path, json={} if method == "POST" else None)
         assert r.status_code == 501 and "notImplemented" in r.json(), (method, path)
     assert user.call("GET", "/no-such-family").status_code == 404
+    assert admin.call("POST", f"/types/{uuid.uuid4()}/encryption",
+                      json={}).status_code == 404
     assert user.call("PATCH", "/volumes").status_code == 405
 
 
