@@ -444,7 +444,9 @@ def requests_for(draw: st.DrawFn, w: World, who: str, route: Route) -> dict:
 
 # ------------------------------------------------------------------ the checks
 def check(r: httpx.Response, what: str) -> None:
-    assert r.status_code < 500, f"{what}: {r.status_code} {r.text[:500]}"
+    # 501: a route of the API reference that strato does not implement (by design).
+    assert r.status_code < 500 or r.status_code == 501, \
+        f"{what}: {r.status_code} {r.text[:500]}"
     assert not TRACEBACK.search(r.text), f"{what}: traceback text in {r.text[:500]}"
     assert len(r.content) < 64 * 1024 or r.status_code < 400, \
         f"{what}: a {len(r.content)}-byte error answer (echoes the input?)"

@@ -34,7 +34,7 @@ def _refuse(request: Request, project_id: str, what: str) -> None:
 
 
 @router.api_route(P + "/types/{type_id}/encryption", methods=METHODS)
-@router.api_route(P + "/types/{type_id}/encryption/{rest:path}", methods=METHODS)
+@router.api_route(P + "/types/{type_id}/encryption/{encryption_id}", methods=METHODS)
 def encryption(request: Request, project_id: str, type_id: str) -> None:
     """Cinder looks the type up first: an unknown one is 404."""
     _project(request, project_id)
@@ -50,6 +50,8 @@ def _family(what: str):  # type: ignore[no-untyped-def]
 
 # One literal route per family (a pattern would also catch the methods an implemented
 # route does not allow, turning their 405 into something else).
+# The reference's paths are at most three segments below a family
+# (``/group_types/{id}/group_specs/{key}``).
 for _name, _what in UNSUPPORTED.items():
-    router.add_api_route(P + f"/{_name}", _family(_what), methods=METHODS)
-    router.add_api_route(P + f"/{_name}/{{rest:path}}", _family(_what), methods=METHODS)
+    for _tail in ("", "/{a}", "/{a}/{b}", "/{a}/{b}/{c}"):
+        router.add_api_route(P + f"/{_name}{_tail}", _family(_what), methods=METHODS)
