@@ -20,6 +20,9 @@ from strato.api import (
     network,
     server_tags,
     volume,
+    volume_reads,
+    volume_transfers,
+    volume_unsupported,
 )
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
@@ -32,7 +35,8 @@ def build_app(services: object) -> FastAPI:
     app = FastAPI(title="strato", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
-    for module in (identity, identity_admin, compute, compute_reads, image, volume, network,
+    for module in (identity, identity_admin, compute, compute_reads, image, volume,
+                   volume_reads, volume_transfers, volume_unsupported, network,
                    compute_proxies, server_tags):
         app.include_router(module.router)
 

@@ -68,16 +68,45 @@ async def create_volume(request: Request, project_id: str) -> JSONResponse:
     return JSONResponse({"volume": view}, status_code=202)
 
 
+def _url(request: Request, project_id: str, collection: str) -> str:
+    """A collection's public URL, for its ``next`` links."""
+    return f"{_api(request).conf.public_endpoint}/volume/v3/{project_id}/{collection}"
+
+
 @router.get(P + "/volumes")
 def list_volumes(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    return _api(request).list(context(request), query(request), _version(request), False)
+    return _api(request).list(context(request), query(request), _version(request), False,
+                              _url(request, project_id, "volumes"))
 
 
 @router.get(P + "/volumes/detail")
 def list_volumes_detail(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    return _api(request).list(context(request), query(request), _version(request), True)
+    return _api(request).list(context(request), query(request), _version(request), True,
+                              _url(request, project_id, "volumes/detail"))
+
+
+@router.get(P + "/volumes/summary")
+def volume_summary(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return {"volume-summary": _api(request).summary(context(request), query(request),
+                                                    _version(request))}
+
+
+# An empty id (``/volumes/``) names nothing: Cinder answers 404, not a redirect to the
+# collection (where PUT and DELETE would be 405).
+@router.get(P + "/volumes/")
+@router.put(P + "/volumes/")
+@router.delete(P + "/volumes/")
+@router.get(P + "/snapshots/")
+@router.put(P + "/snapshots/")
+@router.delete(P + "/snapshots/")
+@router.get(P + "/types/")
+@router.put(P + "/types/")
+@router.delete(P + "/types/")
+def empty_id(request: Request, project_id: str) -> Response:
+    raise NotFound("The resource could not be found.")
 
 
 @router.get(P + "/volumes/{volume_id}")
@@ -113,10 +142,17 @@ async def create_snapshot(request: Request, project_id: str) -> JSONResponse:
 
 
 @router.get(P + "/snapshots")
-@router.get(P + "/snapshots/detail")
 def list_snapshots(request: Request, project_id: str) -> dict:
     _project(request, project_id)
-    return _api(request).list_snapshots(context(request), query(request), _version(request))
+    return _api(request).list_snapshots(context(request), query(request), _version(request),
+                                        False, _url(request, project_id, "snapshots"))
+
+
+@router.get(P + "/snapshots/detail")
+def list_snapshots_detail(request: Request, project_id: str) -> dict:
+    _project(request, project_id)
+    return _api(request).list_snapshots(context(request), query(request), _version(request),
+                                        True, _url(request, project_id, "snapshots/detail"))
 
 
 @router.get(P + "/snapshots/{snapshot_id}")
@@ -146,6 +182,20 @@ def delete_snapshot(request: Request, project_id: str, snapshot_id: str) -> Resp
 def list_types(request: Request, project_id: str) -> dict:
     _project(request, project_id)
     return {"volume_types": _api(request).list_types(context(request), query(request))}
+
+
+@router.get(P + "/os-quota-sets/{target}/defaults")
+def show_default_quota(request: Request, project_id: str, target: str) -> dict:
+    _project(request, project_id)
+    return {"quota_set": _api(request).quota_set(context(request), target, False,
+                                                 defaults=True)}
+
+
+@router.delete(P + "/os-quota-sets/{target}")
+def delete_quota(request: Request, project_id: str, target: str) -> Response:
+    _project(request, project_id)
+    _api(request).delete_quota(context(request), target)
+    return Response(status_code=200)
 
 
 @router.get(P + "/os-quota-sets/{target}")
@@ -185,10 +235,13 @@ def show_message(request: Request, project_id: str, message_id: str) -> dict:
     _project(request, project_id)
     _messages_version(request)
     message = _api(request).messages.show(context(request), message_id)
-    # Cinder's key is "message"; openstacksdk (4.x) reads a fetched message under
-    # "messages" (its resource_key), so `openstack volume message show` would print
-    # nothing but nulls.  The same object under both keys serves both.
-    return {"message": message, "messages": message}
+    # Cinder's key is "message", and strict clients (Tempest) refuse any other key.
+    # openstacksdk (4.x) reads a fetched message under "messages" (its resource_key),
+    # so `openstack volume message show` would print nothing but nulls: that client,
+    # and only it, gets the same object under both keys.
+    if "openstacksdk" in request.headers.get("user-agent", ""):
+        return {"message": message, "messages": message}
+    return {"message": message}
 
 
 @router.delete(P + "/messages/{message_id}", status_code=204)
@@ -223,6 +276,32 @@ async def set_metadata(request: Request, project_id: str, kind: str, row_id: str
     meta = await run_in_threadpool(_api(request).set_metadata, context(request), _kind(kind),
                                    row_id, body, request.method == "PUT")
     return {"metadata": meta}
+
+
+@router.get(META + "/{key}")
+def show_metadata_key(request: Request, project_id: str, kind: str, row_id: str,
+                      key: str) -> dict:
+    _project(request, project_id)
+    meta = _api(request).get_metadata(context(request), _kind(kind), row_id)
+    if key not in meta:
+        raise NotFound(f"Metadata key {key} not found.")
+    return {"meta": {key: meta[key]}}
+
+
+@router.put(META + "/{key}")
+async def update_metadata_key(request: Request, project_id: str, kind: str, row_id: str,
+                              key: str) -> dict:
+    """Cinder: the body is ``{"meta": {key: value}}``, one item, named as in the URL."""
+    _project(request, project_id)
+    body = await json_body(request, schemas.METADATA_ITEM)
+    meta = body["meta"]
+    if len(meta) != 1:
+        raise BadRequest("Request body contains too many items.")
+    if key not in meta:
+        raise BadRequest("Request body and URI mismatch.")
+    await run_in_threadpool(_api(request).set_metadata, context(request), _kind(kind),
+                            row_id, {"metadata": meta}, False)
+    return {"meta": meta}
 
 
 @router.delete(META + "/{key}")
@@ -271,10 +350,35 @@ def get_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
 
 @router.post(P + "/types/{type_id}/extra_specs")
 async def set_extra_specs(request: Request, project_id: str, type_id: str) -> dict:
+    """Cinder answers the specs it was given (not the merged set)."""
     _project(request, project_id)
     body = await json_body(request, schemas.EXTRA_SPECS)
-    return {"extra_specs": await run_in_threadpool(_api(request).extra_specs,
-                                                   context(request), type_id, body)}
+    await run_in_threadpool(_api(request).extra_specs, context(request), type_id, body)
+    return {"extra_specs": body["extra_specs"]}
+
+
+@router.get(P + "/types/{type_id}/extra_specs/{key}")
+def show_extra_spec(request: Request, project_id: str, type_id: str, key: str) -> dict:
+    _project(request, project_id)
+    specs = _api(request).extra_specs(context(request), type_id)
+    if key not in specs:
+        raise NotFound(f"Volume Type {type_id} has no extra specs with key {key}.")
+    return {key: specs[key]}
+
+
+@router.put(P + "/types/{type_id}/extra_specs/{key}")
+async def update_extra_spec(request: Request, project_id: str, type_id: str,
+                            key: str) -> dict:
+    """Cinder: a body of one item, named as in the URL."""
+    _project(request, project_id)
+    body = await json_body(request, schemas.EXTRA_SPEC_ITEM)
+    if len(body) != 1:
+        raise BadRequest("Request body contains too many items.")
+    if key not in body:
+        raise BadRequest("Request body and URI mismatch.")
+    await run_in_threadpool(_api(request).extra_specs, context(request), type_id,
+                            {"extra_specs": body})
+    return body
 
 
 @router.delete(P + "/types/{type_id}/extra_specs/{key}", status_code=202)
@@ -295,10 +399,21 @@ async def volume_action(request: Request, project_id: str, volume_id: str) -> Re
     body = await json_body(request, schemas.VOLUME_ACTION)
     result = await run_in_threadpool(_actions(request).dispatch, context(request), volume_id,
                                      body, _version(request))
-    if result is None:
-        return Response(status_code=202)
+    if result is None:  # Cinder answers set-bootable 200, the other actions 202
+        return Response(status_code=200 if "os-set_bootable" in body else 202)
+    if not result:  # an action Cinder answers 200 with no body (unset image metadata)
+        return Response(status_code=200)
     return JSONResponse(result, status_code=202 if "os-volume_upload_image" in result
                         else 200)
+
+
+@router.post(P + "/snapshots/{snapshot_id}/action", status_code=202)
+async def snapshot_action(request: Request, project_id: str, snapshot_id: str) -> Response:
+    _project(request, project_id)
+    body = await json_body(request, schemas.SNAPSHOT_ACTION)
+    await run_in_threadpool(_actions(request).snapshot_action, context(request),
+                            snapshot_id, body)
+    return Response(status_code=202)
 
 
 @router.post(P + "/attachments")
@@ -310,8 +425,16 @@ async def create_attachment(request: Request, project_id: str) -> dict:
 
 
 @router.get(P + "/attachments")
-@router.get(P + "/attachments/detail")
 def list_attachments(request: Request, project_id: str) -> dict:
+    """Cinder's summary: id, status, instance and volume only."""
+    _project(request, project_id)
+    keys = ("id", "status", "instance", "volume_id")
+    return {"attachments": [{k: a[k] for k in keys} for a in
+                            _actions(request).list_attachments(context(request))]}
+
+
+@router.get(P + "/attachments/detail")
+def list_attachments_detail(request: Request, project_id: str) -> dict:
     _project(request, project_id)
     return {"attachments": _actions(request).list_attachments(context(request))}
 

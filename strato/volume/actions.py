@@ -15,16 +15,27 @@ from sqlalchemy import select
 
 from strato import events
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, NotFound
+from strato.exceptions import BadRequest, NotFound, NotSupported
 from strato.jobs.queue import enqueue
 from strato.storage import crash
+from strato.validation import string_map
 from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
 from strato.volume.models import Attachment, Snapshot, Volume
+from strato.volume.scheduler import BackendState, capabilities_filter
+from strato.volume.scheduler import Request as SchedRequest
 
 STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
             "error_deleting", "error_restoring", "error_extending", "detaching",
-            "downloading", "uploading", "extending", "reserved", "maintenance", "reverting")
+            "downloading", "uploading", "extending", "reserved", "maintenance", "reverting",
+            "awaiting-transfer")
 ATTACH_STATUSES = ("attached", "detached")
+SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error", "error_deleting",
+                     "restoring", "unmanaging", "backing-up")
+# Volume actions of Cinder's reference that strato does not do: 501, not 400.
+NOT_IMPLEMENTED = ("os-migrate_volume", "os-migrate_volume_completion",
+                   "os-unmanage", "os-enable_replication", "os-disable_replication",
+                   "os-failover_replication", "os-list_replication_targets",
+                   "os-reimage")
 # Image properties Cinder never copies from a volume into a new image.
 NOT_COPIED = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size",
               "image_id", "image_name", "os_hash_algo", "os_hash_value", "virtual_size")
@@ -68,6 +79,8 @@ class VolumeActions:
             raise BadRequest("The action body must hold exactly one action.")
         (name, args), = body.items()
         handler = getattr(self, "_" + name.replace("-", "_"), None)
+        if handler is None and name in NOT_IMPLEMENTED:
+            raise NotSupported(f"The volume action {name} is not implemented.")
         if handler is None:
             raise BadRequest(f"There is no such action: {name}")
         return handler(ctx, volume_id, args if args is not None else {}, version)
@@ -121,6 +134,159 @@ class VolumeActions:
             events.emit(session, "volume", "volume.reset_status", vol.id, vol.project_id,
                         by=ctx.user_id, **{k: args[k] for k in args if isinstance(args[k],
                                                                                    str)})
+
+    def _os_force_delete(self, ctx: RequestContext, volume_id: str, args: Any,
+                         v: Any) -> None:
+        """Admins delete a volume in any state but attached (Cinder's force delete)."""
+        self.policy.enforce(ctx, "volume_extension:volume_admin_actions:force_delete", {})
+        with self.db.session() as session:
+            vol = self.api.get_volume_row(session, ctx, volume_id)
+            if self._attachments(session, volume_id):
+                raise BadRequest(f"Invalid volume: Volume {volume_id} is still attached, "
+                                 "detach it first.")
+            if vol.status not in ("available", "error"):
+                self.api.set_status(session, Volume, volume_id, vol.status, "error")
+        self.api.delete(ctx, volume_id, cascade=True)
+
+    def _os_force_detach(self, ctx: RequestContext, volume_id: str, args: Any,
+                         v: Any) -> None:
+        """Admins drop an attachment (or all) whatever the volume's state."""
+        self.policy.enforce(ctx, "volume_extension:volume_admin_actions:force_detach", {})
+        attachment_id = args.get("attachment_id") if isinstance(args, dict) else None
+        with self.db.session() as session:
+            vol = self.api.get_volume_row(session, ctx, volume_id)
+            rows = self._attachments(session, volume_id)
+            if attachment_id:
+                rows = [a for a in rows if a.id == attachment_id]
+                if not rows:
+                    raise NotFound(f"Volume attachment {attachment_id} could not be found.")
+            for row in rows:
+                session.delete(row)
+            session.flush()
+            remaining = self._attachments(session, volume_id, "attached")
+            vol.status = "in-use" if remaining else "available"
+            vol.attach_status = "attached" if remaining else "detached"
+            vol.updated_at = datetime.now(UTC)
+
+    def _os_retype(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
+        """A new type for a volume its backend already satisfies (no data moves).  A
+        type that needs another backend is 400 with ``migration_policy`` ``never``
+        (Cinder's default), 501 with ``on-demand``: strato does not migrate volumes."""
+        new_ref = args.get("new_type") if isinstance(args, dict) else None
+        if not isinstance(new_ref, str) or not new_ref:
+            raise BadRequest("os-retype needs a new_type.")
+        policy = args.get("migration_policy") or "never"
+        if policy not in ("never", "on-demand"):
+            raise BadRequest(f"Invalid migration_policy {str(policy)[:16]!r}.")
+        with self.db.session() as session:
+            vol = self._load(session, ctx, volume_id, "volume:retype")
+            new = self.api.volume_type(session, new_ref, ctx)
+            if new.id == vol.volume_type_id:
+                raise BadRequest("Invalid input: the volume already has type "
+                                 f"{new.name}.")
+            if vol.status not in ("available", "in-use") or vol.host is None:
+                raise BadRequest(f"Invalid volume: retype needs status available or "
+                                 f"in-use; the volume is {vol.status}.")
+            backend = self.api.backends[self.api.backend_of(vol.host)]
+            state = BackendState(backend, 0, 0)
+            if not capabilities_filter(state, SchedRequest(vol.size, None,
+                                                           dict(new.extra_specs or {}))):
+                if policy == "never":
+                    raise BadRequest(f"Invalid volume: volume type {new.name} needs "
+                                     "another backend and migration_policy is never.")
+                raise NotSupported("Retyping a volume to another backend "
+                                             "(volume migration) is not implemented.")
+            old_name = type_name(session, vol)
+            gained = {f"volumes_{new.name}": 1, f"gigabytes_{new.name}": vol.size}
+            self.api.quota.commit(session, self.api.quota.reserve(
+                session, vol.project_id, gained))
+            self.api.quota.release(session, vol.project_id, {
+                f"volumes_{old_name}": 1, f"gigabytes_{old_name}": vol.size})
+            vol.volume_type_id = new.id
+            vol.updated_at = datetime.now(UTC)
+            events.emit(session, "volume", "volume.retype", vol.id, vol.project_id,
+                        old_type=old_name, new_type=new.name)
+
+    # ------------------------------------------------------------ image metadata
+    def _image_meta(self, session: Any, ctx: RequestContext, volume_id: str,
+                    rule: str) -> Volume:
+        vol = self.api.get_volume_row(session, ctx, volume_id)
+        self.policy.enforce(ctx, rule, {"project_id": vol.project_id})
+        return vol
+
+    def _os_set_image_metadata(self, ctx: RequestContext, volume_id: str, args: Any,
+                               v: Any) -> dict[str, Any]:
+        """Cinder's volume_glance_metadata: merge string items, answer them all."""
+        meta = args.get("metadata") if isinstance(args, dict) else None
+        if not isinstance(meta, dict):
+            raise BadRequest("os-set_image_metadata needs a metadata object.")
+        new = string_map(meta, "metadata")
+        with self.db.session() as session:
+            vol = self._image_meta(session, ctx, volume_id,
+                                   "volume_extension:volume_image_metadata:set")
+            vol.image_metadata = {**(vol.image_metadata or {}), **new}
+            return {"metadata": {k: str(val) for k, val in vol.image_metadata.items()}}
+
+    def _os_unset_image_metadata(self, ctx: RequestContext, volume_id: str, args: Any,
+                                 v: Any) -> dict[str, Any]:
+        key = args.get("key") if isinstance(args, dict) else None
+        if not isinstance(key, str) or not key:
+            raise BadRequest("os-unset_image_metadata needs a key.")
+        with self.db.session() as session:
+            vol = self._image_meta(session, ctx, volume_id,
+                                   "volume_extension:volume_image_metadata:remove")
+            meta = dict(vol.image_metadata or {})
+            if key not in meta:
+                raise NotFound(f"Glance metadata for volume {volume_id} has no key {key}.")
+            del meta[key]
+            vol.image_metadata = meta
+        return {}
+
+    def _os_show_image_metadata(self, ctx: RequestContext, volume_id: str, args: Any,
+                                v: Any) -> dict[str, Any]:
+        with self.db.session(readonly=True) as session:
+            vol = self._image_meta(session, ctx, volume_id,
+                                   "volume_extension:volume_image_metadata:show")
+            return {"metadata": {k: str(val) for k, val in
+                                 (vol.image_metadata or {}).items()}}
+
+    # ------------------------------------------------------------ snapshot actions
+    def snapshot_action(self, ctx: RequestContext, snapshot_id: str, body: Any) -> None:
+        """``POST /snapshots/{id}/action``: reset status and force delete (admins),
+        update status (the service that took an assisted snapshot)."""
+        (name, args), = body.items()
+        args = args if isinstance(args, dict) else {}
+        if name == "os-force_delete":
+            self.policy.enforce(ctx, "volume_extension:snapshot_admin_actions:force_delete",
+                                {})
+            with self.db.session() as session:
+                snap = self.api.get_snapshot_row(session, ctx, snapshot_id)
+                if snap.status not in ("available", "error", "error_deleting"):
+                    self.api.set_status(session, Snapshot, snapshot_id, snap.status, "error")
+            self.api.delete_snapshot(ctx, snapshot_id)
+            return
+        if name not in ("os-reset_status", "os-update_snapshot_status"):
+            raise BadRequest(f"There is no such action: {name}")
+        status = args.get("status")
+        if status not in SNAPSHOT_STATUSES:
+            raise BadRequest(f"Invalid status {str(status)[:32]!r}.")
+        rule = ("volume_extension:snapshot_admin_actions:reset_status"
+                if name == "os-reset_status"
+                else "snapshot_extension:snapshot_actions:update_snapshot_status")
+        with self.db.session() as session:
+            snap = self.api.get_snapshot_row(session, ctx, snapshot_id)
+            self.policy.enforce(ctx, rule, {"project_id": snap.project_id})
+            if name == "os-update_snapshot_status":
+                # Cinder: only a snapshot being created or deleted reports progress.
+                allowed = {"creating": ("creating", "available", "error"),
+                           "deleting": ("deleting", "error_deleting")}
+                if status not in allowed.get(snap.status, ()):
+                    raise BadRequest(f"Snapshot status {snap.status} not allowed to change "
+                                     f"to {status}.")
+                if isinstance(args.get("progress"), str):
+                    snap.progress = args["progress"]
+            snap.status = status
+            snap.updated_at = datetime.now(UTC)
 
     # ------------------------------------------------------------ extend
     def _os_extend(self, ctx: RequestContext, volume_id: str, args: Any,

@@ -11,6 +11,7 @@ import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import exists, func, or_, select, true, update
@@ -20,12 +21,13 @@ from strato import events
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
-from strato.exceptions import BadRequest, Conflict, NotFound
+from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit
 from strato.image.api import ImageAPI
 from strato.image.models import Image
 from strato.jobs.queue import enqueue
 from strato.policy import Enforcer
 from strato.quota.engine import QuotaEngine
+from strato.quota.models import QuotaLimit
 from strato.storage import Engine
 from strato.validation import query_int, string_map
 from strato.volume.messages import UserMessages
@@ -38,6 +40,8 @@ NAME_MAX = 255
 # retries it.
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing",
              "error_deleting")
+# Extra specs Cinder shows to every project (the rest are for admins).
+USER_VISIBLE_SPECS = ("RESKEY:availability_zones", "multiattach", "replication_enabled")
 SNAPSHOT_DELETABLE = ("available", "error", "error_deleting")
 # Core image attributes a volume keeps in volume_image_metadata, besides properties.
 IMAGE_CORE = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
@@ -76,6 +80,17 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _display(ref: dict[str, Any]) -> dict[str, Any]:
+    """Cinder's older ``display_name``/``display_description`` keys, as the new ones
+    (a new key given as well wins)."""
+    out = dict(ref)
+    for old in ("display_name", "display_description"):
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(old.removeprefix("display_"), value)
+    return out
+
+
 def _metadata(body: dict[str, Any]) -> dict[str, str]:
     return string_map(body.get("metadata") or {}, "metadata")
 
@@ -98,8 +113,11 @@ class VolumeAPI:
         self.images = images
         self.backends = {b.name: b for b in backends}
         v = conf.volume
+        # Backups and groups are not implemented: their limits are 0, honestly.
         self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
-                                  "gigabytes": v.quota_gigabytes})
+                                  "gigabytes": v.quota_gigabytes, "backups": 0,
+                                  "backup_gigabytes": 0, "groups": 0,
+                                  "per_volume_gigabytes": -1})
         # User messages: asynchronous failures, for this service and any other to record.
         self.messages = UserMessages(db, policy, v.message_ttl, conf.public_endpoint)
 
@@ -120,7 +138,13 @@ class VolumeAPI:
     # ------------------------------------------------------------ views
     def volume_view(self, vol: Volume, ctx: RequestContext, vtype: VolumeType | None,
                     version: tuple[int, int],
-                    attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                    attachments: list[dict[str, Any]] | None = None,
+                    shown: bool = False) -> dict[str, Any]:
+        """Cinder's volume detail view for ``version``, as ``ctx`` may see it.
+
+        Create and update answer this view; ``shown`` (GET show and detail list) adds
+        what Cinder's API extensions add to those two calls only: the project, and for
+        admins the host and migration attributes, and the image metadata."""
         body: dict[str, Any] = {
             "id": vol.id, "name": vol.name, "description": vol.description,
             "status": vol.status, "size": vol.size,
@@ -131,47 +155,65 @@ class VolumeAPI:
             "volume_type": vtype.name if vtype else None,
             "snapshot_id": vol.snapshot_id, "source_volid": vol.source_volid,
             "metadata": dict(vol.metadata_ or {}), "user_id": vol.user_id,
-            "os-vol-tenant-attr:tenant_id": vol.project_id,
-            "os-vol-mig-status-attr:migstat": vol.migration_status,
-            "os-vol-mig-status-attr:name_id": None,
             "replication_status": None, "consistencygroup_id": None,
-            "links": [{"rel": "self", "href": f"{self.conf.public_endpoint}/volume/v3/"
-                                              f"{vol.project_id}/volumes/{vol.id}"}],
+            "links": self.links("volumes", vol.project_id, vol.id),
         }
-        if vol.image_metadata:
-            body["volume_image_metadata"] = dict(vol.image_metadata)
-        if ctx.is_admin:
-            body["os-vol-host-attr:host"] = vol.host
+        admin = ctx.is_admin
+        if admin:
+            body["migration_status"] = vol.migration_status
         if version >= (3, 13):
             body["group_id"] = None
-        if version >= (3, 21):
+        if admin and version >= (3, 21):
             body["provider_id"] = None
         if version >= (3, 48):
             body["shared_targets"] = False
             body["service_uuid"] = None
+        if admin and version >= (3, 61):
+            body["cluster_name"] = None
         if version >= (3, 63):
             body["volume_type_id"] = vol.volume_type_id
         if version >= (3, 65):
             body["consumes_quota"] = True
-        if vol.fault and vol.status == "error":
-            body["error"] = vol.fault
+        if shown:
+            body["os-vol-tenant-attr:tenant_id"] = vol.project_id
+            if admin:
+                body["os-vol-host-attr:host"] = vol.host
+                body["os-vol-mig-status-attr:migstat"] = vol.migration_status
+                body["os-vol-mig-status-attr:name_id"] = None
+            if vol.image_metadata:
+                body["volume_image_metadata"] = {
+                    k: str(v) for k, v in vol.image_metadata.items()}
         return body
 
-    def snapshot_view(self, snap: Snapshot, version: tuple[int, int]) -> dict[str, Any]:
+    def links(self, collection: str, project_id: str, row_id: str) -> list[dict[str, str]]:
+        """Cinder's self (versioned) and bookmark (unversioned) links."""
+        base = f"{self.conf.public_endpoint}/volume"
+        return [{"rel": "self", "href": f"{base}/v3/{project_id}/{collection}/{row_id}"},
+                {"rel": "bookmark", "href": f"{base}/{project_id}/{collection}/{row_id}"}]
+
+    @staticmethod
+    def snapshot_view(snap: Snapshot, version: tuple[int, int], detail: bool = True,
+                      shown: bool = False) -> dict[str, Any]:
+        """Cinder's snapshot views: the summary (``detail=False``, the plain list), the
+        detail (create, update) and, with ``shown`` (show, detail list), the extended
+        attributes every reader of the project may see."""
         body: dict[str, Any] = {
             "id": snap.id, "name": snap.name, "description": snap.description,
             "volume_id": snap.volume_id, "status": snap.status, "size": snap.size,
             "created_at": iso(snap.created_at), "updated_at": iso(snap.updated_at),
             "metadata": dict(snap.metadata_ or {}),
-            "os-extended-snapshot-attributes:progress": snap.progress,
-            "os-extended-snapshot-attributes:project_id": snap.project_id,
         }
+        if not detail:
+            return body
         if version >= (3, 14):
             body["group_snapshot_id"] = None
         if version >= (3, 41):
             body["user_id"] = snap.user_id
         if version >= (3, 65):
             body["consumes_quota"] = True
+        if shown:
+            body["os-extended-snapshot-attributes:progress"] = snap.progress
+            body["os-extended-snapshot-attributes:project_id"] = snap.project_id
         return body
 
     # ------------------------------------------------------------ lookups
@@ -223,7 +265,7 @@ class VolumeAPI:
     def create(self, ctx: RequestContext, body: Any, version: tuple[int, int]) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("volume"), dict):
             raise BadRequest("Missing required element 'volume' in request body.")
-        ref = body["volume"]
+        ref = _display(body["volume"])
         self.policy.enforce(ctx, "volume:create", {"project_id": ctx.project_id})
         name = _text(ref, "name")
         description = _text(ref, "description")
@@ -277,6 +319,11 @@ class VolumeAPI:
             if size < src_size:
                 raise BadRequest(f"Volume size {size} GiB is smaller than its source "
                                  f"({src_size} GiB).")
+            per_volume = self.quota.limits(session, ctx.project_id).get(
+                "per_volume_gigabytes", -1)
+            if per_volume >= 0 and size > per_volume:
+                raise OverLimit(f"Requested volume size {size}G is larger than maximum "
+                                f"allowed limit {per_volume}G.")
             reservations = self.quota.reserve(session, ctx.project_id,
                                               volume_deltas(vtype.name, size))
             vol = Volume(
@@ -315,23 +362,29 @@ class VolumeAPI:
             vol = self.get_volume_row(session, ctx, volume_id)
             self.policy.enforce(ctx, "volume:get", {"project_id": vol.project_id})
             vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
-            return self.volume_view(vol, ctx, vtype, version, self._attached(session, vol.id))
+            return self.volume_view(vol, ctx, vtype, version,
+                                    self._attached(session, ctx, vol.id), shown=True)
 
     @staticmethod
-    def _attached(session: Session, volume_id: str) -> list[dict[str, Any]]:
-        """The ``attachments`` list every volume view carries."""
+    def _attached(session: Session, ctx: RequestContext,
+                  volume_id: str) -> list[dict[str, Any]]:
+        """The ``attachments`` list every volume view carries (the host for admins)."""
         return [{"id": row.volume_id, "attachment_id": row.id, "volume_id": row.volume_id,
-                 "server_id": row.instance_uuid, "host_name": row.attached_host,
+                 "server_id": row.instance_uuid,
+                 "host_name": row.attached_host if ctx.is_admin else None,
                  "device": row.mountpoint, "attached_at": iso(row.attach_time)}
                 for row in session.scalars(select(Attachment).where(
                     Attachment.volume_id == volume_id, Attachment.attach_status == "attached"))]
 
     def list(self, ctx: RequestContext, params: dict[str, str], version: tuple[int, int],
-             detail: bool) -> dict:
+             detail: bool, url: str = "") -> dict:
+        """``url``: the collection's own URL, which the ``next`` link continues."""
         self.policy.enforce(ctx, "volume:get_all", {"project_id": ctx.project_id})
         query = select(Volume)
         if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
             query = query.where(Volume.project_id == ctx.project_id)
+        elif params.get("project_id"):  # an admin's view of one project
+            query = query.where(Volume.project_id == params["project_id"])
         for key in ("name", "status", "availability_zone"):
             if key in params:
                 query = query.where(getattr(Volume, key) == params[key])
@@ -341,12 +394,37 @@ class VolumeAPI:
             rows = _page(session, query, Volume, params)
             types = self._types(session, {v.volume_type_id for v in rows["items"]})
             items = [self.volume_view(v, ctx, types.get(v.volume_type_id or ""), version,
-                                      self._attached(session, v.id))
-                     if detail else {"id": v.id, "name": v.name, "links": []}
+                                      self._attached(session, ctx, v.id), shown=True)
+                     if detail else {"id": v.id, "name": v.name,
+                                     "links": self.links("volumes", v.project_id, v.id)}
                      for v in rows["items"]]
         out: dict[str, Any] = {"volumes": items}
         if rows["next"]:
-            out["volumes_links"] = [{"rel": "next", "href": rows["next"]}]
+            out["volumes_links"] = [{"rel": "next", "href": _next_href(url, params,
+                                                                       rows["next"])}]
+        return out
+
+    def summary(self, ctx: RequestContext, params: dict[str, str],
+                version: tuple[int, int]) -> dict[str, Any]:
+        """``GET /volumes/summary`` (3.12): count and size of the project's volumes (all
+        projects' for an admin asking ``all_tenants``), their metadata from 3.36."""
+        if version < (3, 12):
+            raise NotFound("The resource could not be found.")
+        self.policy.enforce(ctx, "volume:get_all", {"project_id": ctx.project_id})
+        query = select(Volume)
+        if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
+            query = query.where(Volume.project_id == ctx.project_id)
+        with self.db.session(readonly=True) as session:
+            rows = list(session.scalars(query))
+        out: dict[str, Any] = {"total_count": len(rows),
+                               "total_size": sum(v.size for v in rows)}
+        if version >= (3, 36):
+            meta: dict[str, list[str]] = {}
+            for v in rows:
+                for key, value in (v.metadata_ or {}).items():
+                    if value not in meta.setdefault(key, []):
+                        meta[key].append(value)
+            out["metadata"] = meta
         return out
 
     def update(self, ctx: RequestContext, volume_id: str, body: Any,
@@ -364,7 +442,8 @@ class VolumeAPI:
                 vol.metadata_ = _metadata(ref)
             vtype = session.get(VolumeType, vol.volume_type_id) if vol.volume_type_id else None
             session.flush()
-            return self.volume_view(vol, ctx, vtype, version)
+            return self.volume_view(vol, ctx, vtype, version,
+                                    self._attached(session, ctx, vol.id))
 
     def delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> None:
         with self.db.session() as session:
@@ -421,19 +500,19 @@ class VolumeAPI:
 
     # ------------------------------------------------------------ metadata
     def _meta_row(self, session: Session, ctx: RequestContext, kind: str,
-                  row_id: str) -> Volume | Snapshot:
+                  row_id: str, read: bool = False) -> Volume | Snapshot:
         if kind == "volumes":
             row: Volume | Snapshot = self.get_volume_row(session, ctx, row_id)
-            rule = "volume:update"
+            rule = "volume:get_volume_metadata" if read else "volume:update"
         else:
             row = self.get_snapshot_row(session, ctx, row_id)
-            rule = "volume:update_snapshot"
+            rule = "volume:get_snapshot" if read else "volume:update_snapshot"
         self.policy.enforce(ctx, rule, {"project_id": row.project_id})
         return row
 
     def get_metadata(self, ctx: RequestContext, kind: str, row_id: str) -> dict[str, str]:
         with self.db.session(readonly=True) as session:
-            return dict(self._meta_row(session, ctx, kind, row_id).metadata_ or {})
+            return dict(self._meta_row(session, ctx, kind, row_id, read=True).metadata_ or {})
 
     def set_metadata(self, ctx: RequestContext, kind: str, row_id: str, body: Any,
                      replace: bool) -> dict[str, str]:
@@ -464,10 +543,12 @@ class VolumeAPI:
         ``strato.volume.manager.finish_snapshot`` (Cinder's assisted snapshots)."""
         if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
             raise BadRequest("Missing required element 'snapshot' in request body.")
-        ref = body["snapshot"]
+        ref = _display(body["snapshot"])
         name, description = _text(ref, "name"), _text(ref, "description")
         metadata = _metadata(ref)
         volume_id = ref.get("volume_id")
+        if volume_id is None:  # Cinder looks the null up, and finds nothing
+            raise NotFound("Volume None could not be found.")
         if not isinstance(volume_id, str):
             raise BadRequest("Invalid input for field 'volume_id'.")
         # Explicit "force": false refuses an in-use volume; absent means allowed (3.66).
@@ -506,30 +587,33 @@ class VolumeAPI:
         with self.db.session(readonly=True) as session:
             snap = self.get_snapshot_row(session, ctx, snapshot_id)
             self.policy.enforce(ctx, "volume:get_snapshot", {"project_id": snap.project_id})
-            return self.snapshot_view(snap, version)
+            return self.snapshot_view(snap, version, shown=True)
 
     def list_snapshots(self, ctx: RequestContext, params: dict[str, str],
-                       version: tuple[int, int]) -> dict:
+                       version: tuple[int, int], detail: bool = True, url: str = "") -> dict:
         self.policy.enforce(ctx, "volume:get_all_snapshots", {"project_id": ctx.project_id})
         query = select(Snapshot)
         if not (ctx.is_admin and _truthy(params.get("all_tenants"))):
             query = query.where(Snapshot.project_id == ctx.project_id)
+        elif params.get("project_id"):
+            query = query.where(Snapshot.project_id == params["project_id"])
         for key in ("name", "status", "volume_id"):
             if key in params:
                 query = query.where(getattr(Snapshot, key) == params[key])
         with self.db.session(readonly=True) as session:
             rows = _page(session, query, Snapshot, params)
-            out: dict[str, Any] = {"snapshots": [self.snapshot_view(s, version)
-                                                 for s in rows["items"]]}
+            out: dict[str, Any] = {"snapshots": [
+                self.snapshot_view(s, version, detail, shown=detail) for s in rows["items"]]}
         if rows["next"]:
-            out["snapshots_links"] = [{"rel": "next", "href": rows["next"]}]
+            out["snapshots_links"] = [{"rel": "next", "href": _next_href(url, params,
+                                                                         rows["next"])}]
         return out
 
     def update_snapshot(self, ctx: RequestContext, snapshot_id: str, body: Any,
                         version: tuple[int, int]) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
             raise BadRequest("Missing required element 'snapshot' in request body.")
-        ref = body["snapshot"]
+        ref = _display(body["snapshot"])
         with self.db.session() as session:
             snap = self.get_snapshot_row(session, ctx, snapshot_id)
             self.policy.enforce(ctx, "volume:update_snapshot", {"project_id": snap.project_id})
@@ -558,13 +642,23 @@ class VolumeAPI:
                         snap.project_id)
 
     # ------------------------------------------------------------ types and quotas
-    def type_view(self, t: VolumeType, ctx: RequestContext) -> dict[str, Any]:
-        view: dict[str, Any] = {
-            "id": t.id, "name": t.name, "description": t.description,
-            "is_public": t.is_public, "os-volume-type-access:is_public": t.is_public,
-            "qos_specs_id": None}
-        if ctx.is_admin:
-            view["extra_specs"] = dict(t.extra_specs or {})
+    def type_view(self, t: VolumeType, ctx: RequestContext, call: str = "show"
+                  ) -> dict[str, Any]:
+        """Cinder's type views: ``show`` (show, list: the extra specs a project may see,
+        the QoS id for admins), ``create`` and ``update`` (the older view, all specs;
+        create adds the access flag as show does)."""
+        view: dict[str, Any] = {"id": t.id, "name": t.name, "description": t.description,
+                                "is_public": t.is_public}
+        specs = dict(t.extra_specs or {})
+        if call == "show":
+            view["extra_specs"] = specs if ctx.is_admin else {
+                k: v for k, v in specs.items() if k in USER_VISIBLE_SPECS}
+            if ctx.is_admin:
+                view["qos_specs_id"] = None
+        else:
+            view["extra_specs"] = specs
+        if call in ("show", "create"):
+            view["os-volume-type-access:is_public"] = t.is_public
         return view
 
     def list_types(self, ctx: RequestContext, params: dict[str, str] | None = None
@@ -614,7 +708,7 @@ class VolumeAPI:
             if session.scalars(select(VolumeType).where(VolumeType.name == name)).first():
                 raise Conflict(f"Volume Type {name} already exists.")
             session.add(vtype)
-        return self.type_view(vtype, ctx)
+        return self.type_view(vtype, ctx, "create")
 
     def update_type(self, ctx: RequestContext, type_id: str, body: Any) -> dict:
         self.policy.enforce(ctx, "volume_extension:types_manage", {})
@@ -631,7 +725,7 @@ class VolumeAPI:
             for key in ("is_public", "os-volume-type-access:is_public"):
                 if key in ref:
                     vtype.is_public = _flag(ref[key], "is_public")
-            return self.type_view(vtype, ctx)
+            return self.type_view(vtype, ctx, "update")
 
     def delete_type(self, ctx: RequestContext, type_id: str) -> None:
         self.policy.enforce(ctx, "volume_extension:types_manage", {})
@@ -720,13 +814,22 @@ class VolumeAPI:
                                "combination already exists.")
             session.add(VolumeTypeProject(volume_type_id=vtype.id, project_id=project))
 
-    def quota_set(self, ctx: RequestContext, project_id: str, usage: bool) -> dict:
+    def _quota_resources(self, session: Session) -> list[str]:
+        """Cinder's resources: the totals and, for every type, its own three."""
+        names = [t.name for t in session.scalars(select(VolumeType))]
+        return sorted([*self.quota.defaults, *(f"{r}_{n}" for n in names
+                                               for r in ("volumes", "gigabytes",
+                                                         "snapshots"))])
+
+    def quota_set(self, ctx: RequestContext, project_id: str, usage: bool,
+                  defaults: bool = False) -> dict:
         self.policy.enforce(ctx, "volume_extension:quotas:show", {"project_id": project_id})
         with self.db.session(readonly=True) as session:
-            limits = self.quota.limits(session, project_id)
-            used = self.quota.usage(session, project_id)
+            limits = {} if defaults else self.quota.limits(session, project_id)
+            used = {} if defaults else self.quota.usage(session, project_id)
+            resources = self._quota_resources(session)
         body: dict[str, Any] = {"id": project_id}
-        for resource in sorted(set(limits) | set(used)):
+        for resource in resources:
             limit = limits.get(resource, self.quota.default_for(resource))
             if usage:
                 row = used.get(resource)
@@ -748,7 +851,20 @@ class VolumeAPI:
                 if isinstance(value, bool) or not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit for {resource} must be an integer >= -1.")
                 self.quota.set_limit(session, project_id, resource, value)
-        return self.quota_set(ctx, project_id, usage=False)
+        out = self.quota_set(ctx, project_id, usage=False)
+        del out["id"]  # Cinder's update answers the limits alone
+        return out
+
+    def delete_quota(self, ctx: RequestContext, project_id: str) -> None:
+        """Back to the defaults: the project's own volume limits go."""
+        self.policy.enforce(ctx, "volume_extension:quotas:delete", {"project_id": project_id})
+        with self.db.session() as session:
+            resources = set(self._quota_resources(session))
+            for row in session.scalars(select(QuotaLimit).where(
+                    QuotaLimit.project_id == project_id)):
+                if row.resource in resources or row.resource.startswith(
+                        ("volumes_", "gigabytes_", "snapshots_")):
+                    session.delete(row)
 
 
 def _is_public_filter(value: str | None) -> bool | None:
@@ -780,22 +896,36 @@ def _page(session: Session, query: Any, model: type, params: dict[str, str]) -> 
     keys.append(("created_at", "desc"))
     keys.append(("id", "desc"))
     for key, direction in keys:
-        if key not in ("name", "status", "size", "created_at", "updated_at", "id") or \
-                direction not in ("asc", "desc"):
+        key = SORT_ALIASES.get(key, key)
+        if key not in ("name", "description", "status", "size", "created_at",
+                       "updated_at", "id") or direction not in ("asc", "desc"):
             raise BadRequest(f"Invalid sort key or direction: {key}:{direction}.")
         column = getattr(model, key)
         query = query.order_by(column.asc() if direction == "asc" else column.desc())
     items = list(session.scalars(query))
     if params.get("marker"):
         ids = [i.id for i in items]
-        if params["marker"] not in ids:
-            raise BadRequest(f"Marker {params['marker']} could not be found.")
+        if params["marker"] not in ids:  # Cinder: MarkerNotFound is a 404
+            raise NotFound(f"Marker {params['marker']} could not be found.")
         items = items[ids.index(params["marker"]) + 1:]
+    if params.get("offset") is not None:  # Cinder: skip that many after the marker
+        items = items[query_int("offset", params["offset"]):]
     limit = params.get("limit")
     nxt = None
     if limit is not None:
         query_int("limit", limit)
-        if len(items) > int(limit) and int(limit) > 0:
-            nxt = items[int(limit) - 1].id
         items = items[:int(limit)]
-    return {"items": items, "next": f"?marker={nxt}&limit={limit}" if nxt else None}
+        # Cinder links a next page whenever a page is full, even if it is the last one.
+        if items and len(items) == int(limit):
+            nxt = items[-1].id
+    return {"items": items, "next": nxt}
+
+
+# Cinder's older column names, still accepted as sort keys.
+SORT_ALIASES = {"display_name": "name", "display_description": "description"}
+
+
+def _next_href(url: str, params: dict[str, str], marker: str) -> str:
+    """The full URL of the next page: the request's own parameters, the new marker."""
+    rest = {k: v for k, v in params.items() if k != "marker"}
+    return f"{url}?{urlencode({**rest, 'marker': marker})}"

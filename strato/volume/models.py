@@ -105,3 +105,22 @@ class Attachment(Base):
     attach_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     detach_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VolumeTransfer(Base):
+    """A volume offered to another project (Cinder's transfers): whoever holds the id
+    and the key may accept it.  Only a hash of the key is kept."""
+
+    __tablename__ = "volume_transfers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id", ondelete="CASCADE"),
+                                           index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    source_project_id: Mapped[str] = mapped_column(String(64), index=True)
+    destination_project_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    salt: Mapped[str] = mapped_column(String(64))
+    crypt_hash: Mapped[str] = mapped_column(String(128))
+    no_snapshots: Mapped[bool] = mapped_column(Boolean, default=False)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -76,6 +76,7 @@ def parse_backends(entries: Sequence[str], store_root: Path, default_zone: str) 
         zone = parts[3] if len(parts) > 3 and parts[3] else default_zone
         backends.append(Backend(parts[0], parts[1], capacity, zone, {
             "volume_backend_name": parts[0], "storage_protocol": "blockstore",
+            "vendor_name": "Open Source", "driver_version": "1.0.0",
             "thin_provisioning_support": True, "thick_provisioning_support": False,
             "multiattach": False}))
     if len({b.name for b in backends}) != len(backends):

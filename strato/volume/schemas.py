@@ -33,7 +33,7 @@ UPDATE_VOLUME = Obj({"volume": Obj({
 })}, required=("volume",))
 
 CREATE_SNAPSHOT = Obj({"snapshot": Obj({
-    "volume_id": Str(36, min=1), "name": NAME, "description": DESCRIPTION,
+    "volume_id": Str(36, nullable=True), "name": NAME, "description": DESCRIPTION,
     "display_name": NAME, "display_description": DESCRIPTION, "force": FLAG,
     "metadata": METADATA,
 }, required=("volume_id",))}, required=("snapshot",))
@@ -47,6 +47,15 @@ UPDATE_QUOTA = Obj({"quota_set": Obj({"id": Str(255)}, extra=Int(-1, INT32_MAX))
                    required=("quota_set",))
 
 METADATA_BODY = Obj({"metadata": Map()}, required=("metadata",))
+METADATA_ITEM = Obj({"meta": Map()}, required=("meta",))
+EXTRA_SPEC_ITEM = Map()
+
+SNAPSHOT_ACTION = Action({
+    "os-reset_status": Obj({"status": Str(32)}, required=("status",)),
+    "os-update_snapshot_status": Obj({"status": Str(32), "progress": Str(8, nullable=True)},
+                                     required=("status",)),
+    "os-force_delete": Obj(nullable=True),
+})
 
 CREATE_TYPE = Obj({"volume_type": Obj({
     "name": Str(255), "description": DESCRIPTION,
