@@ -74,7 +74,9 @@ def render(server: Any, facts: dict[str, str], work: Path) -> str:
                     "min_microversion": "2.1", "max_microversion": facts["compute_max"],
                     "min_compute_nodes": "1", "build_timeout": "120"},
         "volume": {"min_microversion": "3.0", "max_microversion": facts["volume_max"],
-                   "volume_size": "1", "build_timeout": "120"},
+                   "volume_size": "1", "build_timeout": "120",
+                   # what strato's backends report in their capabilities (get_pools)
+                   "storage_protocol": "blockstore"},
         "image": {"build_timeout": "120"},
     }
     for (section, option), (value, _why) in FEATURES.items():
