@@ -63,3 +63,19 @@ class UnsupportedMediaType(StratoError):
 class ServiceUnavailable(StratoError):
     status = 503
     message = "The service is unavailable; try again later."
+
+
+class Gone(StratoError):
+    """An API the reference lists as removed (Nova's obsolete APIs answer 410)."""
+
+    status = 410
+    message = "This resource is no longer available."
+
+
+class NotSupported(StratoError):
+    """A route or action of the service's API reference that strato does not implement:
+    501, so a client can tell "unsupported here" from "no such thing" (404)."""
+
+    status = 501
+    message = "This API is not implemented."
+    neutron_type = "HTTPNotImplemented"

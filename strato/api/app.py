@@ -10,7 +10,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from strato.api import compute, identity, image, network, volume
+from strato.api import compute, identity, image, network, unimplemented, volume
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
 from strato.exceptions import StratoError
@@ -24,6 +24,7 @@ def build_app(services: object) -> FastAPI:
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, compute, image, volume, network):
         app.include_router(module.router)
+    app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:

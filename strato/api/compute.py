@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from strato.api import serial_proxy
 from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
+from strato.api.unimplemented import REFERENCE_SERVER_ACTIONS, unsupported_action
 from strato.compute import consoles, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import ServerExtras
@@ -229,7 +230,7 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))
-    raise BadRequest(f"There is no such action: {name}")
+    raise unsupported_action(name, REFERENCE_SERVER_ACTIONS)  # 501 if Nova has it, else 400
 
 
 # ---------------------------------------------------------------- server networking

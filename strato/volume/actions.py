@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from strato import events
+from strato.api.unimplemented import REFERENCE_VOLUME_ACTIONS, unsupported_action
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound
 from strato.jobs.queue import enqueue
@@ -67,9 +68,10 @@ class VolumeActions:
         if not isinstance(body, dict) or len(body) != 1:
             raise BadRequest("The action body must hold exactly one action.")
         (name, args), = body.items()
-        handler = getattr(self, "_" + name.replace("-", "_"), None)
-        if handler is None:
-            raise BadRequest(f"There is no such action: {name}")
+        handler = getattr(self, "_" + name.replace("-", "_"), None) \
+            if name in REFERENCE_VOLUME_ACTIONS else None
+        if handler is None:  # 501 if Cinder has it, else 400
+            raise unsupported_action(name, REFERENCE_VOLUME_ACTIONS)
         return handler(ctx, volume_id, args if args is not None else {}, version)
 
     def _load(self, session: Any, ctx: RequestContext, volume_id: str,

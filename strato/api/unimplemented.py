@@ -1,0 +1,161 @@
+"""Routes of the API references that strato does not implement: 501, not 404.
+
+Every (method, path) of the compute v2.1, block storage v3, image v2, identity v3 and
+networking v2.0 references (``reference_routes.ROUTES``) gets a route here that answers
+the service's own fault with 501 Not Implemented, so a client can tell "this cloud does
+not do that" from "no such thing". This router is included LAST in the app: a real route
+always matches first, so it only answers where nothing else does. Exceptions follow the
+real services: Nova's obsolete APIs answer 410 Gone; a Neutron resource whose extension
+strato does not load answers 404, as Neutron does (its routes do not exist there).
+
+The action dispatchers use :func:`unsupported_action` for an action name they lack:
+501 when the reference lists it, 400 when it is no action at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from starlette.routing import BaseRoute
+
+from strato.api.reference_routes import ACTIONS, ROUTES
+from strato.exceptions import BadRequest, Gone, NotSupported, StratoError
+from strato.network.errors import NotFound as NeutronNotFound
+
+# Where each service is mounted (DevStack's layout).
+MOUNTS = {"compute": "/compute", "volume": "/volume", "image": "/image",
+          "identity": "/identity", "networking": "/networking"}
+
+REFERENCE_SERVER_ACTIONS: frozenset[str] = frozenset(ACTIONS["compute:servers"])
+REFERENCE_VOLUME_ACTIONS: frozenset[str] = frozenset(ACTIONS["volume:volumes"])
+
+# Neutron api-ref sections strato serves (core resources, and the extensions strato
+# loads — see strato.api.network.EXTENSIONS): a missing route there is 501. Any other
+# section belongs to an extension strato does not load: 404, as in Neutron.
+NEUTRON_LOADED = frozenset({
+    "versions", "extensions", "networks", "subnets", "subnetpools", "ports", "routers",
+    "floatingips", "security-groups", "security-group-rules", "quotas", "quota_details",
+    "tags",
+})
+
+
+def unsupported_action(name: str, reference: frozenset[str]) -> StratoError:
+    """The error for an action body a dispatcher has no handler for."""
+    if name in reference:
+        return NotSupported(f"The action {name} is not implemented by this cloud.")
+    return BadRequest(f"There is no such action: {name}")
+
+
+@dataclass(frozen=True)
+class RefRoute:
+    service: str
+    method: str
+    path: str  # full path template, mount point included
+    section: str  # the api-ref section (file) it is documented in
+    status: int  # what strato answers when it does not implement it
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def reference_routes() -> list[RefRoute]:
+    out = []
+    for service, method, path, section, status in ROUTES:
+        if service == "networking" and section not in NEUTRON_LOADED:
+            status = 404
+        out.append(RefRoute(service, method, MOUNTS[service] + path, section, status))
+    return out
+
+
+def _error(ref: RefRoute) -> StratoError:
+    if ref.status == 410:
+        return Gone(f"{ref.method} {ref.path} was removed from the Compute API.")
+    if ref.status == 404:
+        return NeutronNotFound("The resource could not be found.")
+    return NotSupported(f"{ref.method} {ref.path} ({ref.section}) is not implemented by "
+                        "this cloud.")
+
+
+def _endpoint(by_method: dict[str, RefRoute]) -> Callable[[Request], Awaitable[None]]:
+    async def not_implemented(request: Request) -> None:
+        raise _error(by_method[request.method])
+    not_implemented.strato_unimplemented = True  # type: ignore[attr-defined]
+    return not_implemented
+
+
+def _build() -> APIRouter:
+    router = APIRouter()
+    by_path: dict[str, dict[str, RefRoute]] = {}
+    for ref in reference_routes():
+        by_path.setdefault(ref.path, {})[ref.method] = ref
+    # Literal segments before parameters, so the most specific template is tried first
+    # (all answer the same way; this only keeps the section in the message exact).
+    for path in sorted(by_path, key=lambda p: (p.count("{"), p)):
+        methods = by_path[path]
+        router.add_api_route(path, _endpoint(methods), methods=sorted(methods),
+                             include_in_schema=False, response_model=None)
+    return router
+
+
+router = _build()
+
+
+def is_unimplemented(route: BaseRoute) -> bool:
+    return getattr(getattr(route, "endpoint", None), "strato_unimplemented", False)
+
+
+def flat_routes(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """An app's routes in matching order, included routers opened up."""
+    out: list[BaseRoute] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        out += flat_routes(inner.routes) if inner is not None else [route]
+    return out
+
+
+# ------------------------------------------------------------ what strato implements
+_PARAM = re.compile(r"\{[^}]*\}")
+
+
+def _collections() -> Iterable[str]:
+    from strato.api.network import BY_COLLECTION  # lazy: the dispatchers import this module
+    return BY_COLLECTION
+
+
+# Generic templates of strato's routers and the values their parameter takes.
+_EXPANSIONS: dict[str, Callable[[], Iterable[str]]] = {
+    "collection": _collections,
+    "kind": lambda: ("volumes", "snapshots"),
+}
+
+
+def _shape(path: str) -> str:
+    return _PARAM.sub("{}", path.rstrip("/"))
+
+
+def implemented_shapes(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
+    """(method, path shape) of every route the app's own routers serve: the 501 routes
+    left out, generic parameters (a Neutron collection, a metadata owner) expanded."""
+    out: set[tuple[str, str]] = set()
+    for route in routes:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if not path or not methods:
+            continue
+        paths = [path]
+        for name, values in _EXPANSIONS.items():
+            token = "{" + name + "}"
+            paths = [p.replace(token, v) for p in paths for v in values()] \
+                if any(token in p for p in paths) else paths
+        out |= {(m, _shape(p)) for p in paths for m in methods}
+    return out
+
+
+def route_status(routes: Iterable[BaseRoute]) -> list[tuple[RefRoute, bool]]:
+    """Each reference route and whether strato implements it (the app's own routes,
+    compared by shape: the same literal segments, any parameter names)."""
+    own = implemented_shapes(r for r in flat_routes(routes) if not is_unimplemented(r))
+    return [(ref, (ref.method, _shape(ref.path)) in own) for ref in reference_routes()]
