@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 
 from strato.api.reference_routes import ACTIONS, ROUTES
 from strato.exceptions import BadRequest, Gone, NotSupported, StratoError
@@ -32,14 +32,17 @@ MOUNTS = {"compute": "/compute", "volume": "/volume", "image": "/image",
 REFERENCE_SERVER_ACTIONS: frozenset[str] = frozenset(ACTIONS["compute:servers"])
 REFERENCE_VOLUME_ACTIONS: frozenset[str] = frozenset(ACTIONS["volume:volumes"])
 
-# Neutron api-ref sections strato serves (core resources, and the extensions strato
-# loads — see strato.api.network.EXTENSIONS): a missing route there is 501. Any other
-# section belongs to an extension strato does not load: 404, as in Neutron.
+# Neutron answers 404 for the routes of an extension it has not loaded (they do not
+# exist there). strato's networking router answers 404 for a collection it does not
+# have (subnetpools included: core in Neutron, absent here), so only the sections of
+# the extensions strato loads (strato.api.network.EXTENSIONS) answer 501 for a route
+# they lack; their member actions that belong to another extension (extraroute-atomic,
+# external-gateway-multihoming) answer 404 like the rest.
 NEUTRON_LOADED = frozenset({
-    "versions", "extensions", "networks", "subnets", "subnetpools", "ports", "routers",
-    "floatingips", "security-groups", "security-group-rules", "quotas", "quota_details",
-    "tags",
+    "versions", "extensions", "networks", "subnets", "ports", "routers", "floatingips",
+    "security-groups", "security-group-rules", "quotas", "quota_details", "tags",
 })
+NEUTRON_OTHER_EXTENSION_ACTIONS = ("_extraroutes", "_external_gateways")
 
 
 def unsupported_action(name: str, reference: frozenset[str]) -> StratoError:
@@ -65,7 +68,9 @@ class RefRoute:
 def reference_routes() -> list[RefRoute]:
     out = []
     for service, method, path, section, status in ROUTES:
-        if service == "networking" and section not in NEUTRON_LOADED:
+        if service == "networking" and (
+                section not in NEUTRON_LOADED
+                or path.endswith(NEUTRON_OTHER_EXTENSION_ACTIONS)):
             status = 404
         out.append(RefRoute(service, method, MOUNTS[service] + path, section, status))
     return out
@@ -159,3 +164,20 @@ def route_status(routes: Iterable[BaseRoute]) -> list[tuple[RefRoute, bool]]:
     compared by shape: the same literal segments, any parameter names)."""
     own = implemented_shapes(r for r in flat_routes(routes) if not is_unimplemented(r))
     return [(ref, (ref.method, _shape(ref.path)) in own) for ref in reference_routes()]
+
+
+def shadowed(routes: Iterable[BaseRoute]) -> dict[RefRoute, str]:
+    """Unimplemented reference routes that one of strato's own routes answers before the
+    501 table can (a literal segment such as ``types/default`` taken for an id), each
+    with the template that answers it: what a client really gets there."""
+    flat = flat_routes(routes)
+    out: dict[RefRoute, str] = {}
+    for ref, ok in route_status(flat):
+        if ok or ref.status == 404:
+            continue
+        scope = {"type": "http", "method": ref.method, "root_path": "",
+                 "path": _PARAM.sub("00000000-0000-4000-8000-000000000001", ref.path)}
+        chosen = next((r for r in flat if r.matches(scope)[0] == Match.FULL), None)
+        if chosen is not None and not is_unimplemented(chosen):
+            out[ref] = getattr(chosen, "path", "?")
+    return out
