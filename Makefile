@@ -5,7 +5,7 @@ CONF = $(STATE)/strato.conf
 STRATO = .venv/bin/strato
 B ?=
 
-.PHONY: run setup test lint bench clean
+.PHONY: run setup test lint bench conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,11 @@ lint:
 # Sets up what the benchmarks need (test extras; Ceph for B=ceph or all), as `make test`.
 bench:
 	@scripts/bench.sh $(B)
+
+# OpenStack's Tempest (compute, image, volume, identity API tests) against a fresh
+# server: conformance/results/latest.json. Long; not part of `make test`. R=regex.
+conformance:
+	@scripts/conformance.sh $(if $(R),--regex '$(R)')
 
 clean:
 	rm -rf .venv $(STATE)

@@ -1,0 +1,1 @@
+"""``make conformance``: OpenStack's Tempest against a strato server (not part of CI)."""
