@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from starlette.routing import BaseRoute, Match
 
+from strato.api.microversions import APIVersion
 from strato.api.reference_routes import ACTIONS, ROUTES
-from strato.exceptions import BadRequest, Gone, NotSupported, StratoError
+from strato.exceptions import BadRequest, Gone, NotFound, NotSupported, StratoError
 from strato.network.errors import NotFound as NeutronNotFound
 
 # Where each service is mounted (DevStack's layout).
@@ -43,6 +44,18 @@ NEUTRON_LOADED = frozenset({
     "security-groups", "security-group-rules", "quotas", "quota_details", "tags",
 })
 NEUTRON_OTHER_EXTENSION_ACTIONS = ("_extraroutes", "_external_gateways")
+
+
+# Nova's proxy APIs: past this microversion Nova answers 404 (api-ref, per section);
+# image metadata lasts until 2.38.
+NOVA_LAST_VERSION = {
+    "images": APIVersion(2, 35), "os-volumes": APIVersion(2, 35),
+    "os-networks": APIVersion(2, 35), "os-tenant-network": APIVersion(2, 35),
+    "os-floating-ips": APIVersion(2, 35), "os-floating-ip-pools": APIVersion(2, 35),
+    "os-security-groups": APIVersion(2, 35), "os-security-group-rules": APIVersion(2, 35),
+    "os-baremetal-nodes": APIVersion(2, 35), "os-hosts": APIVersion(2, 42),
+}
+IMAGE_METADATA_LAST_VERSION = APIVersion(2, 38)
 
 
 def unsupported_action(name: str, reference: frozenset[str]) -> StratoError:
@@ -76,7 +89,19 @@ def reference_routes() -> list[RefRoute]:
     return out
 
 
-def _error(ref: RefRoute) -> StratoError:
+def _past_last_version(ref: RefRoute, request: Request) -> bool:
+    last = NOVA_LAST_VERSION.get(ref.section) if ref.service == "compute" else None
+    if last is None:
+        return False
+    if ref.section == "images" and "/metadata" in ref.path:
+        last = IMAGE_METADATA_LAST_VERSION
+    version = getattr(request.scope.get("state", {}).get("context"), "microversion", None)
+    return bool(version) and APIVersion.parse(version) > last
+
+
+def _error(ref: RefRoute, request: Request) -> StratoError:
+    if _past_last_version(ref, request):
+        return NotFound("The resource could not be found.")
     if ref.status == 410:
         return Gone(f"{ref.method} {ref.path} was removed from the Compute API.")
     if ref.status == 404:
@@ -87,7 +112,7 @@ def _error(ref: RefRoute) -> StratoError:
 
 def _endpoint(by_method: dict[str, RefRoute]) -> Callable[[Request], Awaitable[None]]:
     async def not_implemented(request: Request) -> None:
-        raise _error(by_method[request.method])
+        raise _error(by_method[request.method], request)
     not_implemented.strato_unimplemented = True  # type: ignore[attr-defined]
     return not_implemented
 

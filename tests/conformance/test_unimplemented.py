@@ -225,3 +225,17 @@ def test_server_and_volume_actions_answer_501_or_400(
     for name in ("no-such-action", "load", "transition"):  # never a private method
         r = client.post(vbase, json={name: {}})
         assert r.status_code == 400, (name, r.text)
+
+
+def test_a_nova_proxy_route_strato_lacks_is_404_past_its_last_microversion(
+        http: tuple[httpx.Client, str], table: list[tuple[RefRoute, bool]]) -> None:
+    """As Nova: the proxy APIs (images, os-volumes, ...) answer 404 from 2.36 on."""
+    client, _ = http
+    ref = next(r for r, ok in table if not ok and r.method == "GET"
+               and r.section in unimplemented.NOVA_LAST_VERSION)
+    path = _concrete(ref.path)
+    r = client.get(path, headers={"OpenStack-API-Version": "compute 2.35"})
+    assert r.status_code == 501, (ref.label, r.text)
+    r = client.get(path, headers={"OpenStack-API-Version": "compute 2.36"})
+    assert r.status_code == 404, (ref.label, r.text)
+    _fault("compute", r.json(), 404)
