@@ -32,7 +32,8 @@ TITLES = {
     "volume": ("Block storage", "v3, microversions {volume}"),
     "networking": ("Networking", "v2.0"),
 }
-WHY = {501: "501", 410: "410 (removed from Nova)", 404: "404 (extension not loaded, as Neutron)"}
+WHY = {501: "501", 410: "410 (removed from Nova)", 404: "404 (extension not loaded, as Neutron)",
+       -404: "404 (as Glance without multiple stores)"}
 
 
 def _strings_used(fn: object, module: ModuleType) -> set[str]:
@@ -65,6 +66,10 @@ def action_status() -> dict[str, tuple[list[str], list[str]]]:
                                ("volume", unimplemented.REFERENCE_VOLUME_ACTIONS, volume)):
         out[service] = (sorted(ref & have), sorted(ref - have))
     return out
+
+
+def _why(ref: unimplemented.RefRoute) -> int:
+    return -404 if (ref.service, ref.status) == ("image", 404) else ref.status
 
 
 def _code(names: Iterable[str]) -> str:
@@ -100,15 +105,23 @@ def render() -> str:
             if not lack:
                 missing = "—"
             else:
-                why = " / ".join(sorted({WHY[r.status] for r in lack}))
-                if not have:
+                kinds = {_why(r) for r in lack}
+                mixed = len(kinds) > 1
+
+                def item(r: unimplemented.RefRoute, mixed: bool = mixed,
+                         mount: str = mount) -> str:
+                    text = f"`{r.method} {r.path.removeprefix(mount)}`"
+                    if r in caught:
+                        text += f" (but `{caught[r].removeprefix(mount)}` answers it first)"
+                    return text + (f": {WHY[_why(r)]}" if mixed else "")
+                if mixed:
+                    missing = "<br>".join(item(r) for r in lack)
+                elif not have:
+                    why = WHY[kinds.pop()]
                     missing = (f"all {len(lack)} routes: {why}" if len(lack) > 1
                                else f"its route: {why}")
                 else:
-                    missing = f"{why}: " + "<br>".join(
-                        f"`{r.method} {r.path.removeprefix(mount)}`" + (
-                            f" (but `{caught[r].removeprefix(mount)}` answers it first)"
-                            if r in caught else "") for r in lack)
+                    missing = f"{WHY[kinds.pop()]}: " + "<br>".join(item(r) for r in lack)
             lines.append(f"| {section} | {served} | {missing} |")
         if service in actions:
             have_a, lack_a = actions[service]

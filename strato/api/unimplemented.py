@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Match
 
 from strato.api.microversions import APIVersion
@@ -78,9 +80,16 @@ class RefRoute:
         return f"{self.method} {self.path}"
 
 
+# Glance without multiple stores enabled answers 404 to its store discovery (clients and
+# Tempest read that as "one store"): strato has no multi-store.
+DISABLED = frozenset({("image", "/v2/info/stores"), ("image", "/v2/info/stores/detail")})
+
+
 def reference_routes() -> list[RefRoute]:
     out = []
     for service, method, path, section, status in ROUTES:
+        if (service, path) in DISABLED:
+            status = 404
         if service == "networking" and (
                 section not in NEUTRON_LOADED
                 or path.endswith(NEUTRON_OTHER_EXTENSION_ACTIONS)):
@@ -99,20 +108,65 @@ def _past_last_version(ref: RefRoute, request: Request) -> bool:
     return bool(version) and APIVersion.parse(version) > last
 
 
+def find_server(svc: Any, ctx: Any, row_id: str) -> None:
+    with svc.compute.db.session(readonly=True) as session:
+        svc.compute.get_row(session, ctx, row_id)
+
+
+def find_volume(svc: Any, ctx: Any, row_id: str) -> None:
+    with svc.volume.db.session(readonly=True) as session:
+        svc.volume.get_volume_row(session, ctx, row_id)
+
+
+def _find_snapshot(svc: Any, ctx: Any, row_id: str) -> None:
+    with svc.volume.db.session(readonly=True) as session:
+        svc.volume.get_snapshot_row(session, ctx, row_id)
+
+
+# The resource a sub-route hangs off, which Nova, Cinder and Glance load before anything
+# else: a missing one is 404 even where the sub-route is not supported.
+PARENTS: tuple[tuple[re.Pattern[str], Callable[[Any, Any, str], None]], ...] = (
+    (re.compile(r"^/compute/v2\.1/servers/\{[^}]+\}/"), find_server),
+    (re.compile(r"^/volume/v3/\{project_id\}/volumes/\{[^}]+\}/"), find_volume),
+    (re.compile(r"^/volume/v3/\{project_id\}/snapshots/\{[^}]+\}/"), _find_snapshot),
+    (re.compile(r"^/volume/v3/\{project_id\}/types/\{[^}]+\}/"),
+     lambda svc, ctx, row_id: svc.volume.show_type(ctx, row_id)),
+    (re.compile(r"^/image/v2/images/\{[^}]+\}/"),
+     lambda svc, ctx, row_id: svc.image.show(ctx, row_id)),
+)
+
+
+async def check_parent(ref: RefRoute, request: Request) -> None:
+    """Raise the owner's NotFound when the resource the route hangs off is missing."""
+    for pattern, find in PARENTS:
+        match = pattern.match(ref.path)
+        if match:
+            name = match.group(0).rstrip("/").rsplit("{", 1)[1].rstrip("}")
+            ctx = request.scope.get("state", {}).get("context")
+            await run_in_threadpool(find, request.app.state.services, ctx,
+                                    request.path_params[name])
+            return
+
+
 def _error(ref: RefRoute, request: Request) -> StratoError:
     if _past_last_version(ref, request):
         return NotFound("The resource could not be found.")
     if ref.status == 410:
         return Gone(f"{ref.method} {ref.path} was removed from the Compute API.")
-    if ref.status == 404:
+    if ref.status == 404 and ref.service == "networking":
         return NeutronNotFound("The resource could not be found.")
+    if ref.status == 404:
+        return NotFound("The resource could not be found.")
     return NotSupported(f"{ref.method} {ref.path} ({ref.section}) is not implemented by "
                         "this cloud.")
 
 
 def _endpoint(by_method: dict[str, RefRoute]) -> Callable[[Request], Awaitable[None]]:
     async def not_implemented(request: Request) -> None:
-        raise _error(by_method[request.method], request)
+        ref = by_method[request.method]
+        if not _past_last_version(ref, request):
+            await check_parent(ref, request)
+        raise _error(ref, request)
     not_implemented.strato_unimplemented = True  # type: ignore[attr-defined]
     return not_implemented
 

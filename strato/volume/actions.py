@@ -70,7 +70,10 @@ class VolumeActions:
         (name, args), = body.items()
         handler = getattr(self, "_" + name.replace("-", "_"), None) \
             if name in REFERENCE_VOLUME_ACTIONS else None
-        if handler is None:  # 501 if Cinder has it, else 400
+        if handler is None:  # 501 if Cinder has it (for a volume that exists), else 400
+            if name in REFERENCE_VOLUME_ACTIONS:
+                with self.db.session(readonly=True) as session:
+                    self.api.get_volume_row(session, ctx, volume_id)
             raise unsupported_action(name, REFERENCE_VOLUME_ACTIONS)
         return handler(ctx, volume_id, args if args is not None else {}, version)
 
