@@ -65,6 +65,13 @@ class ServiceUnavailable(StratoError):
     message = "The service is unavailable; try again later."
 
 
+class Gone(StratoError):
+    """An API the reference lists as removed (Nova's obsolete APIs answer 410)."""
+
+    status = 410
+    message = "This resource is no longer available."
+
+
 class NotSupported(StratoError):
     """A route or action of the service's API reference that strato does not implement:
     501, so a client can tell "unsupported here" from "no such thing" (404)."""

@@ -19,6 +19,7 @@ from strato.api import (
     image,
     network,
     server_tags,
+    unimplemented,
     volume,
     volume_reads,
     volume_transfers,
@@ -39,6 +40,7 @@ def build_app(services: object) -> FastAPI:
                    volume_reads, volume_transfers, volume_unsupported, network,
                    compute_proxies, server_tags):
         app.include_router(module.router)
+    app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:

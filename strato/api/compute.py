@@ -12,6 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from strato.api import serial_proxy
 from strato.api.common import base_url, context, json_body, query, services
 from strato.api.microversions import COMPUTE
+from strato.api.unimplemented import (
+    REFERENCE_SERVER_ACTIONS,
+    find_server,
+    unsupported_action,
+)
 from strato.compute import consoles, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import PerUserQuota, ServerExtras
@@ -247,7 +252,9 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))
-    raise BadRequest(f"There is no such action: {name}")
+    if name in REFERENCE_SERVER_ACTIONS:  # Nova finds the server first: 404 before 501
+        await _run(find_server, services(request), ctx, server_id)
+    raise unsupported_action(name, REFERENCE_SERVER_ACTIONS)  # 501 if Nova has it, else 400
 
 
 # ---------------------------------------------------------------- server networking

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from strato import events
+from strato.api.unimplemented import REFERENCE_VOLUME_ACTIONS, unsupported_action
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound, NotSupported
 from strato.jobs.queue import enqueue
@@ -31,11 +32,6 @@ STATUSES = ("creating", "available", "attaching", "in-use", "deleting", "error",
 ATTACH_STATUSES = ("attached", "detached")
 SNAPSHOT_STATUSES = ("creating", "available", "deleting", "error", "error_deleting",
                      "restoring", "unmanaging", "backing-up")
-# Volume actions of Cinder's reference that strato does not do: 501, not 400.
-NOT_IMPLEMENTED = ("os-migrate_volume", "os-migrate_volume_completion",
-                   "os-unmanage", "os-enable_replication", "os-disable_replication",
-                   "os-failover_replication", "os-list_replication_targets",
-                   "os-reimage")
 # Image properties Cinder never copies from a volume into a new image.
 NOT_COPIED = ("checksum", "container_format", "disk_format", "min_disk", "min_ram", "size",
               "image_id", "image_name", "os_hash_algo", "os_hash_value", "virtual_size")
@@ -78,11 +74,13 @@ class VolumeActions:
         if not isinstance(body, dict) or len(body) != 1:
             raise BadRequest("The action body must hold exactly one action.")
         (name, args), = body.items()
-        handler = getattr(self, "_" + name.replace("-", "_"), None)
-        if handler is None and name in NOT_IMPLEMENTED:
-            raise NotSupported(f"The volume action {name} is not implemented.")
-        if handler is None:
-            raise BadRequest(f"There is no such action: {name}")
+        handler = getattr(self, "_" + name.replace("-", "_"), None) \
+            if name in REFERENCE_VOLUME_ACTIONS else None
+        if handler is None:  # 501 if Cinder has it (for a volume that exists), else 400
+            if name in REFERENCE_VOLUME_ACTIONS:
+                with self.db.session(readonly=True) as session:
+                    self.api.get_volume_row(session, ctx, volume_id)
+            raise unsupported_action(name, REFERENCE_VOLUME_ACTIONS)
         return handler(ctx, volume_id, args if args is not None else {}, version)
 
     def _load(self, session: Any, ctx: RequestContext, volume_id: str,
