@@ -43,10 +43,11 @@ def compute_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         yield srv
 
 
-def boot_ready(srv: Server, *args: str, prefix: str = "srv") -> str:
+def boot_ready(srv: Server, *args: str, prefix: str = "srv", nic: str = "none") -> str:
     """``openstack server create --wait``, then until the guest has booted and its agent
-    answers; the server's id."""
-    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+    answers; the server's id.  ``nic``: "none" (no NIC at all) or "auto" (a NIC: the
+    user-mode one when the project has no network)."""
+    created = srv.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", nic,
                                  "--wait", *args, f"{prefix}-{uuid.uuid4().hex[:6]}")
     sid = str(created["id"])  # type: ignore[index]
     drv = QemuDriver(srv.state / "instances")

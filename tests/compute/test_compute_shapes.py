@@ -88,7 +88,7 @@ def error_server(compute_server: Server, nova: Nova, member: Client) -> str:
 @pytest.fixture(scope="module")
 def active_server(compute_server: Server) -> Iterator[str]:
     """One booted guest of the admin project (tags need a running server)."""
-    sid = boot_ready(compute_server, "--image", "strato-guest", prefix="shape")
+    sid = boot_ready(compute_server, "--image", "strato-guest", prefix="shape", nic="auto")
     yield sid
     compute_server.openstack("server", "delete", "--wait", sid)
 
