@@ -23,7 +23,6 @@ from strato.api import (
     volume,
     volume_reads,
     volume_transfers,
-    volume_unsupported,
 )
 from strato.api.faults import fault_response
 from strato.api.middleware import RequestMiddleware
@@ -37,7 +36,7 @@ def build_app(services: object) -> FastAPI:
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, identity_admin, compute, compute_reads, image, volume,
-                   volume_reads, volume_transfers, volume_unsupported, network,
+                   volume_reads, volume_transfers, network,
                    compute_proxies, server_tags):
         app.include_router(module.router)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501

@@ -301,6 +301,8 @@ def _unsupported(prefix: str, what: str) -> None:
     async def handler(request: Request) -> Response:
         raise NotSupported(f"{what} ({prefix}) is not implemented by this cloud.")
 
+    handler.strato_unimplemented = True  # type: ignore[attr-defined]  # a 501 route
+
     # (add_route, unlike add_api_route, does not apply the router's prefix)
     path = router.prefix + prefix
     router.add_route(path, handler, methods=_METHODS, name=f"unsupported_{prefix}")

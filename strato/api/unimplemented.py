@@ -80,16 +80,9 @@ class RefRoute:
         return f"{self.method} {self.path}"
 
 
-# Glance without multiple stores enabled answers 404 to its store discovery (clients and
-# Tempest read that as "one store"): strato has no multi-store.
-DISABLED = frozenset({("image", "/v2/info/stores"), ("image", "/v2/info/stores/detail")})
-
-
 def reference_routes() -> list[RefRoute]:
     out = []
     for service, method, path, section, status in ROUTES:
-        if (service, path) in DISABLED:
-            status = 404
         if service == "networking" and (
                 section not in NEUTRON_LOADED
                 or path.endswith(NEUTRON_OTHER_EXTENSION_ACTIONS)):

@@ -191,8 +191,8 @@ def test_discovery_documents(server: Server, admin_token: str,
         assert_shape(r.json(), S.SCHEMA_DOC)
         assert r.json()["name"] == title
     _fault(alice.get("/image/v2/schemas/nothing"), 404)
-    # no cache, no locations API (2.17): 404 as in a Glance without them
-    _fault(alice.get("/image/v2/cache"), 404)
+    # no image cache API: 501 (the README's support matrix); no locations API (2.17)
+    _fault(alice.get("/image/v2/cache"), 501)
 
 
 def test_the_image_schema_describes_the_view(alice: httpx.Client) -> None:

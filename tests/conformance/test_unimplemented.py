@@ -72,7 +72,8 @@ def test_every_service_has_reference_routes_and_501_ones(
 def test_an_implemented_route_is_never_shadowed_by_the_501_table(app: FastAPI) -> None:
     routes = unimplemented.flat_routes(app.routes)
     own = [r for r in routes if not unimplemented.is_unimplemented(r)]
-    first_501 = next(i for i, r in enumerate(routes) if unimplemented.is_unimplemented(r))
+    table = {id(r) for r in unimplemented.flat_routes(unimplemented.router.routes)}
+    first_501 = next(i for i, r in enumerate(routes) if id(r) in table)
     assert all(getattr(r, "path", "") == "/" for r in routes[first_501:] if r in own), \
         "a router is included after the 501 table"
     checked = 0
@@ -96,7 +97,14 @@ def test_every_unimplemented_reference_route_reaches_the_501_table(
     ones the README's matrix names as answered by another route first."""
     routes = unimplemented.flat_routes(app.routes)
     caught = unimplemented.shadowed(app.routes)
-    assert len(caught) <= 2, caught  # types/default, volumes/summary (volume.py's order)
+    # generic routes that take these literals on purpose: Nova's old os-services
+    # enable/disable calls, os-hosts power actions (501), Cinder's os-services updates
+    # (checked, then 501), types/default (the default type)
+    on_purpose = {"/compute/v2.1/os-services/{service_id}",
+                  "/compute/v2.1/os-hosts/{host}/{action}",
+                  "/volume/v3/{project_id}/os-services/{action}",
+                  "/volume/v3/{project_id}/types/{type_id}"}
+    assert set(caught.values()) <= on_purpose, caught
     for ref, ok in table:
         if ok or ref.status == 404 or ref in caught:
             continue
@@ -262,16 +270,6 @@ def test_a_sub_route_of_a_missing_resource_is_404_first(
     path = re.sub(r"\{[^}]*\}", "default", ref.path.replace("{project_id}", project_id))
     r = client.get(path)  # the default type exists: now it is the route that is missing
     assert r.status_code == 501, (path, r.text)
-
-
-def test_glance_store_discovery_is_404_as_without_multiple_stores(
-        http: tuple[httpx.Client, str], table: list[tuple[RefRoute, bool]]) -> None:
-    client, _ = http
-    if ("/image/v2/info/stores", True) in {(r.path, ok) for r, ok in table}:
-        pytest.skip("the image router serves /v2/info/stores itself")
-    r = client.get("/image/v2/info/stores")
-    assert r.status_code == 404, r.text
-    _fault("image", r.json(), 404)
 
 
 def test_a_nova_proxy_route_strato_lacks_is_404_past_its_last_microversion(
