@@ -20,5 +20,8 @@ STRATO_TEST_CEPH_CONF=$(scripts/ceph.sh start "$cephdir")
 export STRATO_TEST_CEPH_CONF STRATO_REQUIRE_CEPH=1
 
 .venv/bin/ruff check strato tests bench
-# the slowest tests in every log, so a slowdown is visible where it happens
-.venv/bin/python -m pytest --durations=25 "$@"
+# The run is split over STRATO_TEST_WORKERS processes (default 2: most tests wait on
+# guests and servers, so two keep both cores busy), a module at a time
+# (tests/conftest.py groups them): a module's tests and fixtures stay in one process. The slowest tests in every log, so a slowdown is visible
+# where it happens.
+.venv/bin/python -m pytest -n "${STRATO_TEST_WORKERS:-2}" --durations=25 "$@"

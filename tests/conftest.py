@@ -136,6 +136,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+#: modules that share the test Ceph cluster's pools (the engine fixture empties them
+#: before every test): they run one after another, in one xdist worker
+_CEPH_MODULES = ("tests/storage/", "tests/compute/test_ceph_e2e.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """For a split run (``-n``, scripts/test.sh) each module is one unit of work, so its
+    module fixtures (servers, booted guests) are made once; the Ceph modules are one unit
+    together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ceph" if path.startswith(_CEPH_MODULES) else path
+
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the cloud image build in the background as soon as a collected test needs
     it, so it overlaps the tests that run first; the modules that need it run last (in

@@ -22,8 +22,17 @@ import uvicorn
 from strato import config
 from tests.support import Server, free_port
 
-# each test server gets its own external range, 198.18.<k>.0/24 (k unique per process)
-_K = itertools.count(100 + os.getpid() % 50)
+
+def _worker() -> int:
+    """pytest-xdist's worker number (``gw1`` -> 1; 0 when the run is not split)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+# each test server gets its own external range, 198.18.<k>.0/24: k unique per process,
+# each xdist worker in a band of its own (100-139, 160-199, ...; the e2e's 150 and the
+# data plane test's 201 are fixed)
+_K = itertools.count(100 + 60 * _worker() + os.getpid() % 20)
 
 
 def linux_dataplane() -> bool:
