@@ -63,7 +63,7 @@ def test_token_body_has_what_clients_need(server: Server) -> None:
     assert r.headers["X-OpenStack-Request-Id"].startswith("req-")
     token = r.json()["token"]
     assert token["project"]["name"] == "admin" and token["user"]["name"] == "admin"
-    assert {x["name"] for x in token["roles"]} == {"admin", "member", "reader"}
+    assert {x["name"] for x in token["roles"]} == {"admin", "manager", "member", "reader"}
     assert datetime.fromisoformat(token["expires_at"].replace("Z", "+00:00")) > datetime.now(UTC)
     types = {e["type"] for e in token["catalog"]}
     assert types == {"identity", "compute", "image", "block-storage", "volumev3", "network"}

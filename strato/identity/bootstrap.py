@@ -13,8 +13,10 @@ from strato.identity.api import DEFAULT_DOMAIN_ID
 from strato.identity.models import Assignment, Domain, ImpliedRole, Project, Role, User
 from strato.identity.passwords import hash_password
 
-ROLES = ("admin", "member", "reader")
-IMPLIES = (("admin", "member"), ("member", "reader"))
+# Keystone's bootstrap roles (2024.1 on): "manager" sits between admin and member, and
+# "service" is for service users (Nova's external events, Cinder's callbacks).
+ROLES = ("admin", "manager", "member", "reader", "service")
+IMPLIES = (("admin", "manager"), ("manager", "member"), ("member", "reader"))
 
 
 def bootstrap(db: Database, password: str, *, project: str = "admin", user: str = "admin",
