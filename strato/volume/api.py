@@ -7,6 +7,7 @@ Every state change is conditional on the state it expects.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -220,6 +221,25 @@ class VolumeAPI:
     def _owned(self, ctx: RequestContext, project_id: str) -> bool:
         return ctx.is_admin or project_id == ctx.project_id
 
+    def _image_snapshot(self, session: Session, ctx: RequestContext, image: Image) -> Snapshot:
+        """The boot volume snapshot an image without data stands for (a volume-backed
+        server's createImage: its ``block_device_mapping`` names the snapshot), as Cinder
+        creates a volume from such an image; any other image without data is refused."""
+        props = {p.name: p.value for p in image.properties}
+        try:
+            mapping = json.loads(props.get("block_device_mapping") or "[]")
+        except ValueError:
+            mapping = []
+        boot = [m for m in mapping if isinstance(m, dict) and m.get("snapshot_id")
+                and str(m.get("boot_index", "")) in ("0", "")]
+        if image.status != "active" or not boot:
+            raise BadRequest(f"Image {image.id} has no data to create a volume from "
+                             f"(status {image.status}).")
+        snap = self.get_snapshot_row(session, ctx, boot[0]["snapshot_id"])
+        if snap.status != "available":
+            raise BadRequest(f"Snapshot {snap.id} is not available (status {snap.status}).")
+        return snap
+
     def get_volume_row(self, session: Session, ctx: RequestContext, volume_id: str) -> Volume:
         vol = session.get(Volume, volume_id)
         if vol is None or not self._owned(ctx, vol.project_id):
@@ -312,6 +332,13 @@ class VolumeAPI:
                 src_size = max(math.ceil((image.size or 0) / (1 << 30)), image.min_disk or 0,
                                math.ceil((image.virtual_size or 0) / (1 << 30)))
                 payload.update(source="image", image_id=image.id)
+                if image.location is None:  # no data: a volume-backed server's snapshot?
+                    snap = self._image_snapshot(session, ctx, image)
+                    src = session.get(Volume, snap.volume_id)
+                    src_size, bootable = max(src_size, snap.size), True
+                    payload.update(source="snapshot", snapshot_id=snap.id,
+                                   src_volume_id=snap.volume_id,
+                                   host=src.host if src else None)
             if size is None:
                 if not src_size:
                     raise BadRequest("Invalid input for field 'size': a size is required.")

@@ -168,6 +168,14 @@ def test_volume_backed_running(compute_server: Server, nova: Nova,
     assert vsnap["name"] == f"snapshot for {name}"  # type: ignore[index]
     assert vsnap["status"] == "available" and vsnap["volume_id"] == vol_id  # type: ignore[index]
 
+    # a volume from that image is a volume from its boot snapshot (as Cinder makes one)
+    from_image = srv.openstack_json("volume", "create", "--image", image_id, "--size", "1",
+                                    _name("fromimg"))
+    wait_volume(nova, from_image["id"], "available")  # type: ignore[index]
+    made = srv.openstack_json("volume", "show", from_image["id"])  # type: ignore[index]
+    assert made["snapshot_id"] == m["snapshot_id"] and made["bootable"] in (True, "true")
+    srv.openstack("volume", "delete", from_image["id"])  # type: ignore[index]
+
     child = boot_ready(srv, "--image", image_id)
     seen = _markers(driver, child)
     assert "marker-before" in seen and "marker-after" not in seen
