@@ -37,10 +37,28 @@ def version_doc(request: Request) -> dict:
     }
 
 
+def legacy_version_doc(request: Request) -> dict:
+    """Nova's v2.0: the v2.1 API without microversions, at ``/compute/v2/`` (with or
+    without the project id in the URL, as old clients and catalogs have it)."""
+    return {
+        "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{base_url(request)}/compute/v2/"}],
+        "media-types": [{"base": "application/json",
+                         "type": "application/vnd.openstack.compute+json;version=2"}],
+    }
+
+
 @router.get("")
 @router.get("/")
 def versions(request: Request) -> dict:
-    return {"versions": [version_doc(request)]}
+    return {"versions": [legacy_version_doc(request), version_doc(request)]}
+
+
+@router.get("/v2")
+@router.get("/v2/")
+def v20(request: Request) -> dict:
+    return {"version": legacy_version_doc(request)}
 
 
 @router.get("/v2.1")

@@ -7,6 +7,7 @@ untouched: image uploads and downloads are never held in memory here.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -17,20 +18,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strato.api.faults import fault_response, service_of
 from strato.api.microversions import RANGES
 from strato.context import RequestContext, new_request_id
-from strato.exceptions import StratoError, Unauthorized
+from strato.exceptions import BadRequest, StratoError, Unauthorized
 
 LOG = logging.getLogger("strato.api")
 
 # Version discovery and authentication itself need no token.
 _DISCOVERY = {
     "/", "/identity", "/identity/", "/identity/v3", "/identity/v3/",
-    "/compute", "/compute/", "/compute/v2.1", "/compute/v2.1/",
+    "/compute", "/compute/", "/compute/v2.1", "/compute/v2.1/", "/compute/v2", "/compute/v2/",
     "/image", "/image/", "/image/versions", "/image/v2", "/image/v2/",
     "/volume", "/volume/", "/volume/v3", "/volume/v3/",
     "/networking", "/networking/", "/networking/v2.0", "/networking/v2.0/",
 }
 _SECRET_HEADERS = {"x-auth-token", "x-subject-token", "authorization"}
-_SERVICE_ROOTS = {"/compute", "/compute/", "/volume", "/volume/"}
+_SERVICE_ROOTS = {"/compute", "/compute/", "/compute/v2", "/compute/v2/", "/volume", "/volume/"}
+_LEGACY = "/compute/v2/"
+_PROJECT_IN_URL = re.compile(r"^[0-9a-f]{32}$")
+
+
+def legacy_compute(scope: Scope) -> str | None:
+    """Nova's legacy v2.0 (``/compute/v2/[<project_id>/]...``) is the v2.1 API at
+    microversion 2.1: the request goes on as ``/compute/v2.1/...``; the project id of the
+    URL, if any, is returned (it must be the token's)."""
+    path = scope["path"]
+    if not path.startswith(_LEGACY) or path == _LEGACY:
+        return None
+    head, sep, tail = path[len(_LEGACY):].partition("/")
+    project = head if _PROJECT_IN_URL.match(head) else ""
+    rest = tail if project else path[len(_LEGACY):]
+    scope["path"] = "/compute/v2.1/" + rest
+    scope["raw_path"] = scope["path"].encode()
+    return project
 
 
 def is_public(method: str, path: str) -> bool:
@@ -49,6 +67,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        url_project = legacy_compute(scope)
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope["headers"]}
@@ -70,7 +89,9 @@ class RequestMiddleware:
         try:
             try:
                 service = service_of(path)
-                if service in RANGES and path not in _SERVICE_ROOTS:
+                if url_project is not None:  # legacy v2.0: no microversions
+                    ctx.microversion = "2.1"
+                elif service in RANGES and path not in _SERVICE_ROOTS:
                     version = RANGES[service].negotiate(headers)
                     out_headers.update(RANGES[service].response_headers(version))
                     ctx.microversion = str(version)
@@ -82,6 +103,10 @@ class RequestMiddleware:
                         self.services.identity.context_for, token, request_id)
                     authed.microversion = ctx.microversion
                     ctx = authed
+                    if url_project and url_project != ctx.project_id:
+                        raise BadRequest(
+                            f"Malformed request URL: URL's project_id '{url_project}' "
+                            f"doesn't match Context's project_id '{ctx.project_id}'")
             except StratoError as exc:
                 extra = dict(exc.headers)
                 if exc.status == 401:
