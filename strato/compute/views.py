@@ -129,8 +129,9 @@ def server_view(inst: Instance, bdms: list[BlockDevice], base: str, version: Ver
             "OS-EXT-STS:task_state": inst.task_state, "OS-EXT-STS:vm_state": inst.vm_state,
             "OS-EXT-STS:power_state": inst.power_state,
             "os-extended-volumes:volumes_attached": volumes,
-            "security_groups": (net[1] if net and net[1] else None) or [{"name": "default"}],
         })
+        if net and net[1]:  # from the ports' groups; none (no port): no key, as Nova
+            body["security_groups"] = net[1]
     if status in _PROGRESS_STATUSES:
         body["progress"] = 100 if inst.vm_state == states.ACTIVE else 0
     admin = admin and full

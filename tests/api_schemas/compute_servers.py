@@ -80,6 +80,7 @@ def server(version: Version, *, admin: bool, view: str = "show") -> dict:
                                   if version >= (2, 3) else {})})},
             "security_groups": {"type": "array", "items": strict({"name": STRING})},
         })
+        optional.append("security_groups")  # only when the server's ports have groups
         if admin:
             props.update({"OS-EXT-SRV-ATTR:host": NULLABLE_STRING,
                           "OS-EXT-SRV-ATTR:hypervisor_hostname": NULLABLE_STRING,
