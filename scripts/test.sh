@@ -8,9 +8,14 @@ scripts/setup.sh --test
 pgdir=$(mktemp -d /tmp/strato-pg.XXXXXX)
 cephdir=$(mktemp -d /var/tmp/strato-ceph.XXXXXX)  # not /tmp: bluestore needs O_DIRECT
 port=${STRATO_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}
+# A short base directory for the tests' files: guests' sockets live under it, and an
+# AF_UNIX path holds 108 bytes (pytest's default /tmp/pytest-of-<user>/pytest-N plus
+# xdist's popen-gwN/ leaves too little for a server's instances/<uuid>/serial.sock).
+basetemp=$(mktemp -d /tmp/st.XXXXXX)
 cleanup() {
     scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"
     scripts/ceph.sh stop "$cephdir"; rm -rf "$cephdir"
+    rm -rf "$basetemp"
 }
 trap cleanup EXIT
 STRATO_TEST_PG_URL=$(scripts/pg.sh start "$pgdir" "$port")
@@ -22,6 +27,7 @@ export STRATO_TEST_CEPH_CONF STRATO_REQUIRE_CEPH=1
 .venv/bin/ruff check strato tests bench
 # The run is split over STRATO_TEST_WORKERS processes (default 2: most tests wait on
 # guests and servers, so two keep both cores busy), a module at a time
-# (tests/conftest.py groups them): a module's tests and fixtures stay in one process. The slowest tests in every log, so a slowdown is visible
-# where it happens.
-.venv/bin/python -m pytest -n "${STRATO_TEST_WORKERS:-2}" --durations=25 "$@"
+# (tests/conftest.py groups them): a module's tests and fixtures stay in one process.
+# The slowest tests in every log, so a slowdown is visible where it happens.
+.venv/bin/python -m pytest -n "${STRATO_TEST_WORKERS:-2}" --basetemp="$basetemp" \
+    --durations=25 "$@"
