@@ -275,10 +275,21 @@ def pid_is_ours(pid: int, paths: InstancePaths) -> bool:
     return f"unix:{_opt(str(paths.qmp))},".encode() in cmdline
 
 
+def _exiting(pid: int) -> bool:
+    """The process is still on its way out: its memory is gone (an empty cmdline), its
+    open files (tap fds, disks, sockets) maybe not yet; the kernel drops those later."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return not cmdline and state not in ("Z", "X")
+
+
 def wait_exit(pid: int, paths: InstancePaths, timeout: float) -> bool:
-    """Wait up to ``timeout`` for the process to go; True if it did."""
+    """Wait up to ``timeout`` for the process to go, files closed; True if it did."""
     deadline = time.monotonic() + timeout
-    while pid_is_ours(pid, paths):
+    while pid_is_ours(pid, paths) or _exiting(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
