@@ -82,16 +82,6 @@ def start_server(work: Path) -> tuple[Server, dict[str, str]]:
     return server, facts
 
 
-def stop_guests(server: Server) -> None:
-    """The guests Tempest left (a failed cleanup, an interrupted run): QEMU processes
-    outlive ``strato serve`` by design, so they are stopped here."""
-    from strato.virt.qemu import QemuDriver
-
-    drv = QemuDriver(server.state / "instances")
-    for sid in drv.list_instances():
-        drv.destroy(sid)
-
-
 def run_tempest(tempest: Path, work: Path, server: Server, facts: dict[str, str],
                 regex: str, concurrency: int, list_only: bool) -> list[dict]:
     ws = work / "workspace"
@@ -168,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.list)
     finally:
         server.stop()
-        stop_guests(server)
+        server.destroy_guests()  # the guests Tempest left (a failed cleanup, a ^C)
     if args.list:
         return 0
     lines = summarize(rows, time.monotonic() - started)

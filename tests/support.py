@@ -115,16 +115,21 @@ class Server:
         """Guests first (an open tap keeps its namespace alive), then everything the
         data plane made."""
         if self.linux_dataplane and self.conf.exists():
-            from strato.virt.qemu import QemuDriver
-
-            drv = QemuDriver(self.state / "instances")
-            for sid in drv.list_instances():
-                drv.destroy(sid)
+            self.destroy_guests()
             done = strato("network", "teardown", "--config", str(self.conf), check=False,
                           timeout=120)
             if done.returncode != 0:
                 raise RuntimeError(f"strato network teardown failed ({done.returncode}):"
                                    f"\n{done.stdout}{done.stderr}")
+
+    def destroy_guests(self) -> None:
+        """Every guest of this server's state: QEMU outlives ``strato serve`` by
+        design, so whoever ends a server for good stops its guests."""
+        from strato.virt.qemu import QemuDriver
+
+        drv = QemuDriver(self.state / "instances")
+        for sid in drv.list_instances():
+            drv.destroy(sid)
 
     # ------------------------------------------------------------ clients
     def token(self, user: str = "admin", password: str | None = None,

@@ -263,27 +263,27 @@ def read_pid(paths: InstancePaths) -> int | None:
     return pid if pid_is_ours(pid, paths) else None
 
 
-def pid_is_ours(pid: int, paths: InstancePaths) -> bool:
+def _proc(pid: int) -> tuple[bytes, str] | None:
+    """A live process's command line and state letter; None when it is gone (or only a
+    zombie: its files are closed)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    if state in ("Z", "X"):
-        return False
-    return f"unix:{_opt(str(paths.qmp))},".encode() in cmdline
+        return None
+    return None if state in ("Z", "X") else (cmdline, state)
+
+
+def pid_is_ours(pid: int, paths: InstancePaths) -> bool:
+    proc = _proc(pid)
+    return proc is not None and f"unix:{_opt(str(paths.qmp))},".encode() in proc[0]
 
 
 def _exiting(pid: int) -> bool:
     """The process is still on its way out: its memory is gone (an empty cmdline), its
     open files (tap fds, disks, sockets) maybe not yet; the kernel drops those later."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    return not cmdline and state not in ("Z", "X")
+    proc = _proc(pid)
+    return proc is not None and not proc[0]
 
 
 def wait_exit(pid: int, paths: InstancePaths, timeout: float) -> bool:
