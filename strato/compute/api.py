@@ -561,6 +561,9 @@ class ComputeAPI:
                     raise BadRequest(f"Invalid status value: {params['status']}")
                 return b'{"servers":[]}'
             query = query.where(Instance.vm_state.in_(vm_states))
+            tasks = states.STATUS_TASKS.get(params["status"].upper())
+            if tasks:
+                query = query.where(Instance.task_state.in_(tasks))
         if "host" in params and admin:
             query = query.where(Instance.host == params["host"])
         if "image" in params:

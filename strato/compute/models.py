@@ -96,6 +96,9 @@ class Instance(Base):
     #: what the guest posted to the metadata service's password endpoint (encrypted
     #: by the guest with its key; Nova keeps it as system metadata password_0..3)
     guest_password: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Nova's system metadata: what an operation in flight must remember across a
+    #: restart (resize's old and new flavor, shelve's image, rescue's saved state, ...)
+    system_metadata: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
     reservations: Mapped[list] = mapped_column(JSON, default=list)
     quota_committed: Mapped[bool] = mapped_column(Boolean, default=False)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
