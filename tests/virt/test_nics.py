@@ -116,7 +116,8 @@ def test_nics_cold_hot_and_across_restart(nic_driver: QemuDriver, guest: GuestFi
     drv.attach_nic(uuid, nic_b)
     assert set(_pci_nics(drv, uuid)) == {nic_a.device_id, nic_b.device_id}
     drv.destroy(uuid)
-    assert _carrier(netns) == []  # no copy of a tap fd outlived QEMU
+    # no copy of a tap fd outlived QEMU (on failure: who holds one)
+    assert _carrier(netns) == [], _tap_holders()
 
 
 def _carrier(netns: str) -> list[str]:
@@ -124,6 +125,25 @@ def _carrier(netns: str) -> list[str]:
     out = subprocess.run(["ip", "-n", netns, "link", "show"], capture_output=True,
                          text=True, check=True).stdout
     return [line for line in out.splitlines() if "LOWER_UP" in line and "tapnic" in line]
+
+
+def _tap_holders() -> list[str]:
+    """Every process with an fd on a scratch tap (``iff:`` in its fdinfo), with its
+    state and command line."""
+    held = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for info in (proc / "fdinfo").iterdir():
+                text = info.read_text()
+                if "iff:" in text and "tapnic" in text:
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
+                    stat = (proc / "stat").read_text().split(") ")[1][:1]
+                    held.append(f"{proc.name} [{stat}] fd {info.name}: {cmd!r}")
+        except OSError:
+            continue
+    return held
 
 
 def test_spawn_without_open_tap_refuses(tmp_path: Path, guest: GuestFiles,
