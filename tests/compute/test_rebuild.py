@@ -194,7 +194,8 @@ def test_rebuild_refusals(compute_server: Server, nova: Nova, guest: str) -> Non
 
 def test_rebuild_volume_backed(compute_server: Server, nova: Nova, driver: QemuDriver) -> None:
     """Before 2.93 a volume-backed server rebuilds only to its own image (its volume is
-    kept as it is); another image is a 400.  2.93's re-image answers 501 for now."""
+    kept as it is); another image is a 400.  (strato's compute API stops at 2.92, so
+    2.93's re-image is not reachable; the API answers 501 for it if ever asked.)"""
     srv = compute_server
     sid = boot_ready(srv, "--image", "strato-guest", "--boot-from-volume", "1", prefix="rbv")
     try:
@@ -203,9 +204,6 @@ def test_rebuild_volume_backed(compute_server: Server, nova: Nova, driver: QemuD
         r = nova.req("POST", f"/servers/{sid}/action", "2.92",
                      json={"rebuild": {"imageRef": other}})
         assert r.status_code == 400 and "volume-backed" in r.text, r.text
-        r = nova.req("POST", f"/servers/{sid}/action", "2.93",
-                     json={"rebuild": {"imageRef": image}})
-        assert r.status_code == 501, r.text
         r = nova.req("POST", f"/servers/{sid}/action", "2.92",
                      json={"rebuild": {"imageRef": image, "name": "bfv-rebuilt"}})
         assert r.status_code == 202, r.text
