@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
+from strato.config import load
+from strato.db import Database
+from strato.jobs.models import Job
 from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from strato.virt.qemu import QemuDriver
@@ -226,19 +230,25 @@ def crash_srv(tmp_path: Path) -> Iterator[Server]:
         os.environ.pop(FAULT_FILE_ENV, None)
 
 
-@pytest.mark.parametrize("point", ["after-retire-root", "before-spawn"])
-def test_kill_during_rebuild_converges(crash_srv: Server, point: str) -> None:
+@pytest.mark.parametrize(("point", "job_lost"), [("after-retire-root", False),
+                                               ("before-spawn", True)])
+def test_kill_during_rebuild_converges(crash_srv: Server, point: str, job_lost: bool) -> None:
     """SIGKILL after the old root disk is gone and before the new one is attached (or
-    just before the guest starts): after the restart the job is claimed again, the
-    rebuild completes, and the pool holds the one new root disk."""
+    just before the guest starts): after the restart the job is claimed again (or, when
+    the job is gone, the agent's start-up pass enqueues the rebuild again), the rebuild
+    completes, and the pool holds the one new root disk."""
     srv = crash_srv
     drv = QemuDriver(srv.state / "instances")
     sid = boot_ready(srv, "--image", "strato-guest", prefix="rbc")
-    (Path(os.environ[FAULT_FILE_ENV])).write_text(f"kill rebuild:{point}\n")
+    Path(os.environ[FAULT_FILE_ENV]).write_text(f"kill rebuild:{point}\n")
     nova = Nova(srv)
     image = nova.server(sid)["image"]["id"]
     nova.action(sid, {"rebuild": {"imageRef": image}})
     assert srv.proc is not None and srv.proc.wait(120) == -9
+    if job_lost:  # as if its attempts had run out
+        db = Database(load(srv.conf).database.connection)
+        with db.session() as session:
+            assert session.execute(delete(Job).where(Job.name == "compute.rebuild")).rowcount
     srv.start()
     done = Nova(srv).wait(sid, "ACTIVE", timeout=180)
     assert done["image"]["id"] == image
