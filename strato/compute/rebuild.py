@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from strato import events
 from strato.compute import bootinfo, guestinfo, schemas, states
@@ -24,10 +24,11 @@ from strato.compute.api import (
     now,
     state_message,
 )
+from strato.compute.limits import Limits
 from strato.compute.models import BlockDevice, Instance
 from strato.compute.views import Version
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, Conflict, NotFound, NotSupported
+from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, NotSupported
 from strato.jobs.queue import enqueue
 from strato.validation import Arr, Bool, Obj, Str, string_map, validate
 
@@ -85,6 +86,11 @@ class Rebuild:
             api._check_lock(ctx, inst)
             if inst.vm_state not in ALLOWED or inst.task_state is not None:
                 raise Conflict(state_message("rebuild", inst))
+            if not inst.host:  # an ERROR server that never had a host (NoValidHost)
+                raise Conflict(f"Cannot 'rebuild' instance {inst.id}: it was never "
+                               "scheduled to a host; delete it and create it again.")
+            meta_limit = Limits(api).project_limits(session, inst.project_id or "")[
+                "metadata_items"]
             root = next((b for b in api.bdms(session, [inst.id])[inst.id]
                          if b.boot_index == 0 and b.destination_type == "volume"), None)
             flavor = dict(inst.flavor or {})
@@ -112,6 +118,8 @@ class Rebuild:
         boot = bootinfo.boot_meta(image)
         bootinfo.check_boot_image(image, boot, self.db, api.images.store)
         metadata = string_map(ref["metadata"], "metadata") if "metadata" in ref else None
+        if metadata is not None and 0 <= meta_limit < len(metadata):
+            raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         values: dict[str, Any] = {"task_state": states.REBUILDING, "updated_at": now(),
                                   "boot_meta": boot, "fault": None}
         if root is None:
@@ -205,8 +213,3 @@ def rebuild_view(body: dict[str, Any], inst: Instance, version: Version,
         body["adminPass"] = admin_pass
     return body
 
-
-def root_volume(session: Any, instance_id: str) -> BlockDevice | None:
-    return session.scalars(select(BlockDevice).where(
-        BlockDevice.instance_uuid == instance_id, BlockDevice.boot_index == 0,
-        BlockDevice.destination_type == "volume")).first()

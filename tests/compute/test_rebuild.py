@@ -76,8 +76,11 @@ def test_rebuild_cli_replaces_the_root_disk(compute_server: Server, driver: Qemu
     snap = f"rbsnap-{uuid.uuid4().hex[:6]}"
     srv.openstack("server", "image", "create", "--name", snap, "--wait", sid)
 
+    key = f"rbck-{uuid.uuid4().hex[:6]}"
+    srv.openstack("keypair", "create", key)
     out = srv.openstack("--os-compute-api-version", "2.57", "server", "rebuild",
                         "--image", other, "--name", "rebuilt", "--property", "k=v",
+                        "--key-name", key,
                         "--description", "after", "--user-data", str(_user_data()),
                         "--wait", "-f", "json", sid).stdout
     # --wait prints its progress before the server
@@ -85,6 +88,7 @@ def test_rebuild_cli_replaces_the_root_disk(compute_server: Server, driver: Qemu
     shown = nova.server(sid, "2.57")
     assert shown["status"] == "ACTIVE" and shown["image"]["id"] == other
     assert shown["metadata"] == {"k": "v"} and shown["description"] == "after"
+    assert shown["key_name"] == key
     assert base64.b64decode(shown["OS-EXT-SRV-ATTR:user_data"]) == b"#!/bin/sh\necho hi\n"
     # a fresh disk: the boot counter starts again, the file is gone
     text = wait_console(driver, sid, READY)
