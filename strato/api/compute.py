@@ -17,7 +17,7 @@ from strato.api.unimplemented import (
     find_server,
     unsupported_action,
 )
-from strato.compute import consoles, schemas
+from strato.compute import consoles, rebuild, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import PerUserQuota, ServerExtras
 from strato.compute.interfaces import ServerNetworks
@@ -267,6 +267,9 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in ("addSecurityGroup", "removeSecurityGroup"):
         await _run(_nets(request).security_group_action, ctx, server_id, name, args)
         return Response(status_code=202)
+    if name in rebuild.ACTIONS:
+        return FastJSON(await _run(rebuild.Rebuild(api).action, ctx, server_id, name, args,
+                                   _version(request)), status_code=202)
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))

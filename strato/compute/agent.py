@@ -25,6 +25,8 @@ from strato.virt.qemu.process import accel
 
 LOG = logging.getLogger(__name__)
 _POWER_TASKS = {t for _, t, _, _ in states.POWER_ACTIONS.values()}
+REBUILD_TASKS = (states.REBUILDING, states.REBUILD_BLOCK_DEVICE_MAPPING,
+                 states.REBUILD_SPAWNING)
 
 
 def _host_memory_mb() -> int:
@@ -115,6 +117,10 @@ class ComputeAgent:
             with self.services.db.session() as session:
                 if inst.task_state == states.DELETING:
                     enqueue(session, "compute.delete", {"instance_id": inst.id, "ctx": {
+                        "user_id": inst.user_id, "project_id": inst.project_id,
+                        "roles": ["admin"], "request_id": None}}, target=f"host:{self.host}")
+                elif inst.task_state in REBUILD_TASKS:  # its job is gone: run it again
+                    enqueue(session, "compute.rebuild", {"instance_id": inst.id, "ctx": {
                         "user_id": inst.user_id, "project_id": inst.project_id,
                         "roles": ["admin"], "request_id": None}}, target=f"host:{self.host}")
                 elif inst.task_state == states.SPAWNING:

@@ -13,6 +13,8 @@ RULES = [
         "create", "update", "delete", "start", "stop", "reboot")),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
     RuleDefault(f"{P}servers:create_image", MEMBER),
+    RuleDefault(f"{P}servers:rebuild", MEMBER),
+    RuleDefault(f"{P}servers:rebuild:trusted_certs", MEMBER),
     RuleDefault(f"{P}servers:create_image:allow_volume_backed", MEMBER),
     RuleDefault(f"{P}servers:index:get_all_tenants", ADMIN),
     RuleDefault(f"{P}servers:show:host_status", ADMIN),

@@ -114,6 +114,27 @@ def server(version: Version, *, admin: bool, view: str = "show") -> dict:
     return strict(props, tuple(optional))
 
 
+def server_rebuild(version: Version, *, admin: bool, admin_pass: bool = True) -> dict:
+    """The rebuild action's 202: the ``PUT`` view, with ``key_name`` (2.54), ``user_data``
+    (2.57, instead of ``OS-EXT-SRV-ATTR:user_data``) and ``adminPass`` (when instance
+    passwords are enabled)."""
+    body = server(version, admin=admin, view="update")
+    props, required = body["properties"], set(body["required"])
+    if version >= (2, 54):
+        props["key_name"] = NULLABLE_STRING
+        required.add("key_name")
+    if version >= (2, 57):
+        props.pop("OS-EXT-SRV-ATTR:user_data", None)
+        required.discard("OS-EXT-SRV-ATTR:user_data")
+        props["user_data"] = NULLABLE_STRING
+        required.add("user_data")
+    if admin_pass:
+        props["adminPass"] = STRING
+        required.add("adminPass")
+    body["required"] = sorted(required)
+    return strict({"server": body})
+
+
 def server_create() -> dict:
     """``POST /servers`` (202): the same at every version."""
     return strict({"server": strict({
