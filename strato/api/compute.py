@@ -460,6 +460,12 @@ def list_migrations(request: Request) -> FastJSON:
                                                dict(request.query_params), _version(request)))
 
 
+@router.get(V + "/servers/{server_id}/migrations")
+def list_server_migrations(request: Request, server_id: str) -> FastJSON:
+    return FastJSON(migrations.list_server_migrations(_api(request), context(request),
+                                                      server_id))
+
+
 @router.get(V + "/servers/{server_id}/os-instance-actions")
 def list_instance_actions(request: Request, server_id: str) -> FastJSON:
     return FastJSON({"instanceActions": _extras(request).list_actions(

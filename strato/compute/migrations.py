@@ -21,6 +21,7 @@ from strato.db.base import utcnow
 from strato.exceptions import BadRequest
 
 RULE = P + "os-migrations:index"
+SERVER_RULE = P + "servers:migrations:index"
 
 
 def record(session: Session, ctx: RequestContext, instance_id: str, host: str | None,
@@ -96,3 +97,12 @@ def list_migrations(api: ComputeAPI, ctx: RequestContext, params: dict[str, str]
                     raise BadRequest("Invalid input for query parameters limit.")
                 rows = rows[:limit]
         return {"migrations": [view(r, version) for r in rows]}
+
+
+def list_server_migrations(api: ComputeAPI, ctx: RequestContext,
+                           server_id: str) -> dict[str, Any]:
+    """``GET /servers/{id}/migrations``: the server's live migrations in progress; a
+    single host has none (resizes are listed by ``os-migrations``)."""
+    with api.db.session(readonly=True) as session:
+        api.get_row(session, ctx, server_id, SERVER_RULE)
+    return {"migrations": []}

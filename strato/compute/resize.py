@@ -205,7 +205,10 @@ def _restore_disk(services: Any, instance_id: str, snap: str) -> None:
     if not _has_snap(services, instance_id, snap):
         return
     with _root(services, instance_id) as disk:
+        size = next(s.size for s in disk.list_snaps() if s.name == snap)
         disk.rollback_to_snap(snap)
+        if disk.size() != size:  # librbd and the local engine restore it; make sure
+            disk.resize(size)
         crash.fault("resize", "after-rollback")
         disk.remove_snap(snap)
 

@@ -134,8 +134,11 @@ def test_refusals(srv: Server, sid: str, flavors: dict[str, str]) -> None:
     with srv.client(srv.token()) as c:  # os-migrations is the admin's
         r = c.get("/compute/v2.1/os-migrations")
         assert r.status_code == 200
+        r = c.get(f"/compute/v2.1/servers/{sid}/migrations")  # live ones: none here
+        assert (r.status_code, r.json()) == (200, {"migrations": []})
     with srv.client(srv.token(reader.user, reader.password, "admin")) as c:
         assert c.get("/compute/v2.1/os-migrations").status_code == 403
+        assert c.get(f"/compute/v2.1/servers/{sid}/migrations").status_code == 403
 
 
 def test_resize_revert_restores_the_disk_then_confirm(srv: Server, sid: str,
