@@ -258,11 +258,22 @@ def test_automatic_confirm(tmp_path: Path) -> None:
                                  "old_vm_state": "stopped", "resize_snap": "resize-0",
                                  "migration_id": None},
                 updated_at=datetime.now(UTC) - timedelta(seconds=5)))
+            # and one whose confirm job was lost: the restart gives it one again
+            lost = str(uuid.uuid4())
+            session.add(Instance(
+                id=lost, name="lost", project_id=nova.project_id, user_id=None,
+                host=load(server.conf).DEFAULT.host, image_ref="", flavor_id="1",
+                flavor=tiny, vm_state="resized", task_state="resize_confirming",
+                power_state=4, system_metadata={"resize_snap": "resize-0"}))
         body = nova.wait(sid, "SHUTOFF", timeout=30)  # confirmed on its own, still off
         assert body["OS-EXT-STS:vm_state"] == "stopped"
         actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()
         assert [a["action"] for a in actions["instanceActions"]] == ["confirmResize"]
         with db.session(readonly=True) as session:
             assert session.get(Instance, sid).system_metadata == {}
+        assert nova.server(lost)["OS-EXT-STS:task_state"] == "resize_confirming"
+        server.stop()
+        server.start()
+        Nova(server).wait(lost, "SHUTOFF", timeout=30)
     finally:
         server.stop()
