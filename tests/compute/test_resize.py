@@ -184,9 +184,15 @@ def test_resize_revert_restores_the_disk_then_confirm(srv: Server, sid: str,
     assert body["flavor"]["original_name"] == "rs-big"
     assert _disk(srv, sid) == (2 * GiB, [])
     assert [m["status"] for m in _migrations(nova, sid)] == ["confirmed", "reverted"]
-    actions = [a["action"] for a in nova.req(
-        "GET", f"/servers/{sid}/os-instance-actions").json()["instanceActions"]]
-    assert actions[:4] == ["confirmResize", "resize", "revertResize", "resize"]
+    actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
+        "instanceActions"]
+    assert [a["action"] for a in actions[:4]] == [
+        "confirmResize", "resize", "revertResize", "resize"]
+    events = nova.req("GET", f"/servers/{sid}/os-instance-actions/{actions[1]['request_id']}"
+                      ).json()["instanceAction"]["events"]
+    assert sorted((e["event"], e["result"]) for e in events) == [
+        ("compute_finish_resize", "Success"), ("compute_prep_resize", "Success"),
+        ("compute_resize_instance", "Success")]
     # and a snapshot now works
     r = nova.action(sid, {"createImage": {"name": f"after-{sid[:6]}"}})
     image_id = r.json()["image_id"]
