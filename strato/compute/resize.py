@@ -264,9 +264,7 @@ def resize_job(ctx: JobContext) -> dict[str, Any]:
         meta = _meta(inst)
         if inst.deleted or inst.task_state not in STEPS:
             if inst.deleted or inst.task_state == states.DELETING:
-                with services.db.session() as session:  # the growth is not needed now
-                    services.compute.quota.rollback(
-                        session, list(meta.get("resize_reservations") or []))
+                _drop_reservations(services, meta)
             return {"skipped": f"not resizing ({inst.task_state})"}
         new, snap, mid = meta["new_flavor"], meta["resize_snap"], meta["migration_id"]
         task = inst.task_state
@@ -306,25 +304,35 @@ def resize_job(ctx: JobContext) -> dict[str, Any]:
             power = _apply_flavor(services, instance_id, new,
                                   meta["old_vm_state"] == states.ACTIVE)
         except _Lost:
+            _drop_reservations(services, meta)
             return {"skipped": "instance left the resize"}
         except Exception as exc:  # noqa: BLE001 - undone: the server as it was, a fault
             LOG.warning("instance %s: resize failed: %s", instance_id, exc)
             return _fail(services, ctx, inst, task, exc)
         with services.db.session() as session:
-            if not _set(session, instance_id, states.RESIZE_FINISH, vm_state=states.RESIZED,
-                        task_state=None, power_state=int(power), flavor=new,
-                        flavor_id=new["id"]):
-                return {"skipped": "state changed during the resize"}
-            quota = services.compute.quota
-            quota.commit(session, list(meta.get("resize_reservations") or []))
-            quota.release(session, inst.project_id, meta.get("resize_down") or {})
-            session.execute(update(Instance).where(Instance.id == instance_id).values(
-                system_metadata={**meta, "resize_reservations": []}))
-            migrations.set_status(session, mid, "finished")
-            events.emit(session, "compute", "compute.instance.finish_resize.end", instance_id,
-                        inst.project_id, new_flavor=new["id"])
+            finished = _set(session, instance_id, states.RESIZE_FINISH,
+                            vm_state=states.RESIZED, task_state=None, power_state=int(power),
+                            flavor=new, flavor_id=new["id"])
+            if finished:  # one transaction with the state: the growth is in use now
+                quota = services.compute.quota
+                quota.commit(session, list(meta.get("resize_reservations") or []))
+                quota.release(session, inst.project_id, meta.get("resize_down") or {})
+                session.execute(update(Instance).where(Instance.id == instance_id).values(
+                    system_metadata={**meta, "resize_reservations": []}))
+                migrations.set_status(session, mid, "finished")
+                events.emit(session, "compute", "compute.instance.finish_resize.end",
+                            instance_id, inst.project_id, new_flavor=new["id"])
+        if not finished:  # deleted meanwhile
+            _drop_reservations(services, meta)
+            return {"skipped": "state changed during the resize"}
         _event(services, instance_id, rctx_req, "compute_finish_resize", "Success")
         return {"resized": instance_id}
+
+
+def _drop_reservations(services: Any, meta: dict[str, Any]) -> None:
+    """The server went (deleted during the resize): the growth is not needed now."""
+    with services.db.session() as session:
+        services.compute.quota.rollback(session, list(meta.get("resize_reservations") or []))
 
 
 def _fail(services: Any, ctx: JobContext, inst: Instance, task: str,

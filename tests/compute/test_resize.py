@@ -79,6 +79,13 @@ def _guest(srv: Server, sid: str, script: str) -> str:
         return ga.sh(script, timeout=60).stdout.decode().strip()
 
 
+def _usage(nova: Nova) -> dict[str, tuple[int, int]]:
+    """cores and ram: (in_use, reserved) of the project."""
+    r = nova.req("GET", f"/os-quota-sets/{nova.project_id}/detail")
+    q = r.json()["quota_set"]
+    return {k: (q[k]["in_use"], q[k]["reserved"]) for k in ("cores", "ram")}
+
+
 def _inject(srv: Server, what: str) -> None:
     (srv.state / "fault").write_text(what)
 
@@ -147,9 +154,11 @@ def test_resize_revert_restores_the_disk_then_confirm(srv: Server, sid: str,
     _guest(srv, sid, "echo old > /mnt/root/marker; sync")
     assert _disk(srv, sid) == (1 * GiB, [])
 
+    assert _usage(nova) == {"cores": (1, 0), "ram": (512, 0)}
     srv.openstack("server", "resize", "--flavor", "rs-big", "--wait", sid)
     body = nova.wait(sid, "VERIFY_RESIZE")
     assert body["OS-EXT-STS:vm_state"] == "resized"
+    assert _usage(nova) == {"cores": (2, 0), "ram": (640, 0)}
     shown = nova.server(sid, "2.47")["flavor"]
     assert (shown["original_name"], shown["vcpus"], shown["ram"], shown["disk"]) == (
         "rs-big", 2, 640, 2)
@@ -176,6 +185,7 @@ def test_resize_revert_restores_the_disk_then_confirm(srv: Server, sid: str,
         .splitlines()[::2] == ["old", "1"]
     assert "No such file" in _guest(srv, sid, "ls /mnt/root/after 2>&1; true")
     assert _migrations(nova, sid)[0]["status"] == "reverted"
+    assert _usage(nova) == {"cores": (1, 0), "ram": (512, 0)}
 
     srv.openstack("server", "resize", "--flavor", "rs-big", "--wait", sid)
     nova.wait(sid, "VERIFY_RESIZE")
@@ -240,6 +250,7 @@ def test_delete_in_verify_resize_leaves_nothing(srv: Server, sid: str) -> None:
     assert len(_disk(srv, sid)[1]) == 1
     srv.openstack("server", "delete", "--wait", sid)
     assert [n for n in _blocks(srv).list("vms") if n.startswith(sid)] == []
+    assert _usage(nova) == {"cores": (0, 0), "ram": (0, 0)}
 
 
 def test_automatic_confirm(tmp_path: Path) -> None:
