@@ -294,3 +294,23 @@ def test_automatic_confirm(tmp_path: Path) -> None:
         Nova(server).wait(lost, "SHUTOFF", timeout=30)
     finally:
         server.stop()
+
+
+def test_delete_during_the_resize_leaves_nothing(srv: Server, flavors: dict[str, str]) -> None:
+    """Deleted while the resize job holds after its snapshot: the job gives up, the
+    growth's reservation goes back, the delete removes the disk and its snapshot."""
+    nova = Nova(srv)
+    before = _usage(nova)
+    sid = boot_ready(srv, "--image", "strato-guest", prefix="rszdel")
+    _inject(srv, "sleep=4 resize:after-snap")
+    srv.openstack("server", "resize", "--flavor", "rs-big", sid)
+    deadline = time.monotonic() + 60
+    while nova.server(sid)["OS-EXT-STS:task_state"] != "resize_migrating":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    srv.openstack("server", "delete", "--wait", sid)
+    assert [n for n in _blocks(srv).list("vms") if n.startswith(sid)] == []
+    deadline = time.monotonic() + 30
+    while _usage(nova) != before:  # nothing in use, nothing reserved
+        assert time.monotonic() < deadline, _usage(nova)
+        time.sleep(0.2)
