@@ -18,7 +18,7 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("service_available", "swift"): ("False", "strato has no object storage"),
     ("service_available", "horizon"): ("False", "no dashboard yet (issue 19)"),
     # ---- compute
-    ("compute-feature-enabled", "resize"): ("False", "resize is issue 17"),
+    ("compute-feature-enabled", "resize"): ("True", ""),
     ("compute-feature-enabled", "shelve"): ("False", "shelve is issue 17"),
     ("compute-feature-enabled", "rescue"): ("False", "rescue is issue 17"),
     ("compute-feature-enabled", "cold_migration"): ("False", "one compute host (issue 20)"),

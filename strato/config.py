@@ -252,6 +252,9 @@ OPTIONS: tuple[Option, ...] = (
            "Host disk kept for the host itself."),
     Option("compute", "sync_power_state_interval", "float", "5",
            "Seconds between power-state syncs of this host's guests (<= 0: never)."),
+    Option("compute", "resize_confirm_window", "non_negative_int", "0",
+           "Seconds after which a resize still in VERIFY_RESIZE is confirmed on its own "
+           "(0: never)."),
     Option("compute", "shutdown_timeout", "non_negative_int", "60",
            "Seconds a guest gets to power off after ACPI before it is killed."),
     Option("compute", "block_device_allocate_retries", "non_negative_int", "300",

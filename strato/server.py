@@ -35,6 +35,7 @@ def load_handlers() -> None:
     """Import the modules whose ``@handler`` functions workers run."""
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401
+    import strato.compute.resize  # noqa: F401
     import strato.compute.snapshot_manager  # noqa: F401
     import strato.image.manager  # noqa: F401
     import strato.jobs.builtin  # noqa: F401

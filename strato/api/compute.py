@@ -17,7 +17,7 @@ from strato.api.unimplemented import (
     find_server,
     unsupported_action,
 )
-from strato.compute import consoles, rebuild, schemas
+from strato.compute import consoles, migrations, rebuild, resize, schemas
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import PerUserQuota, ServerExtras
 from strato.compute.interfaces import ServerNetworks
@@ -270,6 +270,9 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in rebuild.ACTIONS:
         return FastJSON(await _run(rebuild.Rebuild(api).action, ctx, server_id, name, args,
                                    _version(request)), status_code=202)
+    if name in resize.ACTIONS:
+        await _run(resize.Resizes(api).action, ctx, server_id, name, args)
+        return Response(status_code=204 if name == "confirmResize" else 202)
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))
@@ -454,6 +457,18 @@ def delete_keypair(request: Request, name: str) -> Response:
 
 
 # ---------------------------------------------------------------- actions, quotas
+@router.get(V + "/os-migrations")
+def list_migrations(request: Request) -> FastJSON:
+    return FastJSON(migrations.list_migrations(_api(request), context(request),
+                                               dict(request.query_params), _version(request)))
+
+
+@router.get(V + "/servers/{server_id}/migrations")
+def list_server_migrations(request: Request, server_id: str) -> FastJSON:
+    return FastJSON(migrations.list_server_migrations(_api(request), context(request),
+                                                      server_id))
+
+
 @router.get(V + "/servers/{server_id}/os-instance-actions")
 def list_instance_actions(request: Request, server_id: str) -> FastJSON:
     return FastJSON({"instanceActions": _extras(request).list_actions(

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from strato.compute import states
+from strato.compute import resize, states
 from strato.compute.api import now
 from strato.compute.manager import instance_lock, vm_state_for
 from strato.compute.metadata_server import MetadataServer
@@ -62,6 +62,7 @@ class ComputeAgent:
         # the heartbeat os-services and os-hypervisors read this service's state from
         threading.Thread(target=self._heartbeat, name="compute-heartbeat",
                          daemon=True).start()
+        resize.start_auto_confirm(self.services, self.host, self._stop)
         interval = self.services.conf.compute.sync_power_state_interval
         if interval > 0:
             self._thread = threading.Thread(target=self._loop, args=(interval,),
@@ -110,6 +111,8 @@ class ComputeAgent:
                 continue
             LOG.info("instance %s: resolving task %s left by a restart", inst.id,
                      inst.task_state)
+            if resize.reconcile(self.services, inst):
+                continue
             if inst.task_state in states.SNAPSHOT_TASKS:
                 from strato.compute.snapshot_manager import abandon
 

@@ -10,7 +10,10 @@ ADMIN_OR_USER = "rule:admin_required or user_id:%(user_id)s"
 
 RULES = [
     *(RuleDefault(f"{P}servers:{name}", MEMBER) for name in (
-        "create", "update", "delete", "start", "stop", "reboot")),
+        "create", "update", "delete", "start", "stop", "reboot", "resize", "confirm_resize",
+        "revert_resize")),
+    RuleDefault(f"{P}os-migrations:index", ADMIN),
+    RuleDefault(f"{P}servers:migrations:index", ADMIN),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
     RuleDefault(f"{P}servers:create_image", MEMBER),
     RuleDefault(f"{P}servers:rebuild", MEMBER),
