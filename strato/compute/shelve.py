@@ -431,8 +431,11 @@ def unshelve(ctx: JobContext) -> dict[str, Any]:
                     _set(session, instance_id, states.UNSHELVING, **values)
                 inst.host = host
                 if drv.pid(instance_id) is None:
-                    spec, _ = _spec(services, rctx, inst, bdms)
+                    spec, attached = _spec(services, rctx, inst, bdms)
                     drv.spawn(spec)
+                    for b in attached:  # connected to this host again
+                        services.compute.volume_actions.complete_attachment(
+                            rctx, b.attachment_id)
             power = drv.power_state(instance_id)
         except (LeaseLost, Interrupted):
             raise

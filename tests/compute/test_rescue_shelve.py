@@ -117,23 +117,30 @@ def test_rescue_boots_a_fresh_disk_and_unrescue_the_original(srv: Server, guest:
     assert actions[:2] == ["unrescue", "rescue"]
 
 
-def test_stable_device_rescue_keeps_the_disks_in_place(srv: Server, guest: str) -> None:
-    """2.87: an image with hw_rescue_device/hw_rescue_bus is added as a new disk, the
-    root stays vda."""
-    nova, sid = Nova(srv, "2.87"), guest
+@pytest.fixture(scope="module")
+def rescue_image(srv: Server) -> Iterator[str]:
+    """A copy of the guest image with Nova's stable device rescue properties."""
     name = f"rescue-{uuid.uuid4().hex[:6]}"
     img = srv.openstack_json("image", "show", "strato-guest")
     data = srv.state / "rescue.img"
     srv.openstack("image", "save", "--file", str(data), "strato-guest")
-    rescue_img = srv.openstack_json(
+    made = srv.openstack_json(
         "image", "create", "--file", str(data), "--disk-format", "raw", "--container-format",
         "bare", "--property", f"kernel_id={img['properties']['kernel_id']}",  # type: ignore[index]
         "--property", f"ramdisk_id={img['properties']['ramdisk_id']}",  # type: ignore[index]
         "--property", "hw_rescue_device=disk", "--property", "hw_rescue_bus=virtio", name)
     data.unlink()
+    yield str(made["id"])  # type: ignore[index]
+    srv.openstack("image", "delete", name, check=False)
+
+
+def test_stable_device_rescue_keeps_the_disks_in_place(srv: Server, guest: str,
+                                                       rescue_image: str) -> None:
+    """2.87: an image with hw_rescue_device/hw_rescue_bus is added as a new disk, the
+    root stays vda."""
+    nova, sid = Nova(srv, "2.87"), guest
     before = len(_boots(srv, sid))
-    r = nova.action(sid, {"rescue": {"rescue_image_ref": rescue_img["id"]}},  # type: ignore[index]
-                    expect=200)
+    r = nova.action(sid, {"rescue": {"rescue_image_ref": rescue_image}}, expect=200)
     # [api] enable_instance_password (Nova's default: on): the password, nothing else
     assert list(r.json()) == ["adminPass"] and isinstance(r.json()["adminPass"], str)
     nova.wait(sid, "RESCUE")
@@ -145,7 +152,42 @@ def test_stable_device_rescue_keeps_the_disks_in_place(srv: Server, guest: str) 
     nova.wait(sid, "ACTIVE")
     _wait_boots(srv, sid, before + 2)
     assert f"{sid}_disk.rescue" not in _pool(srv, "vms")
-    srv.openstack("image", "delete", name)
+
+
+def test_volume_backed_rescue_and_shelve(srv: Server, rescue_image: str) -> None:
+    """A volume-backed server: rescue only from 2.87 with a stable-rescue image (the
+    volume stays vda); shelve offloads at once without an image; unshelve attaches
+    the volume again."""
+    sid = boot_ready(srv, "--image", "strato-guest", "--boot-from-volume", "1",
+                     prefix="bfv")
+    nova = Nova(srv, "2.86")
+    _sh(srv, sid, "echo bfv > /mnt/root/marker && sync")
+    r = nova.action(sid, {"rescue": {"rescue_image_ref": rescue_image}}, expect=400)
+    assert "Cannot rescue a volume-backed instance" in r.text
+    nova = Nova(srv, "2.87")
+    r = nova.action(sid, {"rescue": None}, expect=400)  # its image has no rescue device
+    before = len(_boots(srv, sid))
+    nova.action(sid, {"rescue": {"rescue_image_ref": rescue_image}}, expect=200)
+    nova.wait(sid, "RESCUE")
+    _wait_boots(srv, sid, before + 1)
+    assert _sh(srv, sid, "cat /mnt/root/marker").strip() == "bfv"
+    nova.action(sid, {"unrescue": None})
+    nova.wait(sid, "ACTIVE", **{"OS-EXT-STS:power_state": 1})
+    _wait_boots(srv, sid, before + 2)
+
+    images = {i["id"] for i in nova.c.get("/image/v2/images").json()["images"]}
+    srv.openstack("server", "shelve", "--wait", sid)
+    body = nova.wait(sid, "SHELVED_OFFLOADED")
+    assert body["OS-EXT-SRV-ATTR:host"] is None and sid not in _drv(srv).list_instances()
+    assert {i["id"] for i in nova.c.get("/image/v2/images").json()["images"]} == images
+    assert "shelved_image_id" not in _sysmeta(srv, sid)
+    volume_id = body["os-extended-volumes:volumes_attached"][0]["id"]
+    srv.openstack("server", "unshelve", "--wait", sid)
+    nova.wait(sid, "ACTIVE", **{"OS-EXT-STS:power_state": 1})
+    wait_console(_drv(srv), sid, READY)
+    assert _sh(srv, sid, "cat /mnt/root/marker").strip() == "bfv"
+    assert nova.volume(volume_id)["status"] == "in-use"
+    srv.openstack("server", "delete", "--wait", sid)
 
 
 def test_shelve_offload_unshelve_keeps_the_data(srv: Server, guest: str) -> None:
@@ -207,19 +249,23 @@ def test_cli_shelve_offload_in_one_go(srv: Server, guest: str) -> None:
 
 def test_kill_mid_offload_converges_and_delete_leaves_nothing(srv: Server,
                                                              guest: str) -> None:
+    """``shelved_offload_time = 0`` (Nova's default): shelve offloads at once; the
+    server killed between the image and the disk's removal converges on restart."""
+    srv.stop()  # the guest outlives the process
+    srv.conf.write_text(srv.conf.read_text().replace(
+        "shelved_offload_time = -1", "shelved_offload_time = 0"))
+    srv.start()
     nova, sid = Nova(srv), guest
-    nova.action(sid, {"shelve": None})
-    nova.wait(sid, "SHELVED")
-    image_id = _shelved_image(srv, sid)
     (srv.state / "fault").write_text("kill shelve:before-offload")
-    nova.action(sid, {"shelveOffload": None})
-    assert srv.proc is not None and srv.proc.wait(60) == -9
+    nova.action(sid, {"shelve": None})
+    assert srv.proc is not None and srv.proc.wait(90) == -9
+    image_id = _shelved_image(srv, sid)
     assert f"{sid}_disk" in _pool(srv, "vms")  # killed after the image, before the disk
     srv.start()
     nova = Nova(srv)
     body = nova.wait(sid, "SHELVED_OFFLOADED", timeout=90)
     assert body["OS-EXT-SRV-ATTR:host"] is None
-    assert f"{sid}_disk" not in _pool(srv, "vms")
+    assert f"{sid}_disk" not in _pool(srv, "vms") and sid not in _drv(srv).list_running()
     assert _image_status(nova, image_id) == "active"
     # deleting the offloaded server deletes its shelved image: nothing left anywhere
     srv.openstack("server", "delete", "--wait", sid)
