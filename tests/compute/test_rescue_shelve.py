@@ -117,6 +117,36 @@ def test_rescue_boots_a_fresh_disk_and_unrescue_the_original(srv: Server, guest:
     assert actions[:2] == ["unrescue", "rescue"]
 
 
+def _user_token(srv: Server, role: str) -> str:
+    """A user with ``role`` in the admin project (it sees the admin's servers)."""
+    user, password = f"{role}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    srv.openstack("user", "create", "--domain", "default", "--password", password, user)
+    srv.openstack("role", "add", "--project", "admin", "--user", user, role)
+    return srv.token(user, password)
+
+
+def test_roles(srv: Server, guest: str) -> None:
+    """Nova's defaults: a reader may not rescue or shelve; shelveOffload and unshelve to
+    a host are the admin's."""
+    sid = guest
+    headers = {"OpenStack-API-Version": "compute 2.91"}
+    with srv.client(_user_token(srv, "reader")) as c:
+        for body in ({"rescue": None}, {"unrescue": None}, {"shelve": None},
+                     {"unshelve": None}):
+            r = c.post(f"/compute/v2.1/servers/{sid}/action", json=body, headers=headers)
+            assert r.status_code == 403, (body, r.text)
+    with srv.client(_user_token(srv, "member")) as c:
+        r = c.post(f"/compute/v2.1/servers/{sid}/action", json={"shelveOffload": None},
+                   headers=headers)
+        assert r.status_code == 403, r.text
+        r = c.post(f"/compute/v2.1/servers/{uuid.uuid4()}/action", json={"shelve": None},
+                   headers=headers)
+        assert r.status_code == 404, r.text  # 404 before 403/409
+        r = c.post(f"/compute/v2.1/servers/{sid}/action",
+                   json={"unshelve": {"bogus": 1}}, headers=headers)
+        assert r.status_code == 400, r.text
+
+
 @pytest.fixture(scope="module")
 def rescue_image(srv: Server) -> Iterator[str]:
     """A copy of the guest image with Nova's stable device rescue properties."""
