@@ -19,8 +19,8 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("service_available", "horizon"): ("False", "no dashboard yet (issue 19)"),
     # ---- compute
     ("compute-feature-enabled", "resize"): ("False", "resize is issue 17"),
-    ("compute-feature-enabled", "shelve"): ("False", "shelve is issue 17"),
-    ("compute-feature-enabled", "rescue"): ("False", "rescue is issue 17"),
+    ("compute-feature-enabled", "shelve"): ("True", ""),
+    ("compute-feature-enabled", "rescue"): ("True", ""),
     ("compute-feature-enabled", "cold_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "live_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "change_password"): (

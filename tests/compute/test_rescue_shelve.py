@@ -286,6 +286,21 @@ def test_kill_mid_offload_converges_and_delete_leaves_nothing(srv: Server,
         "shelved_offload_time = -1", "shelved_offload_time = 0"))
     srv.start()
     nova, sid = Nova(srv), guest
+    # killed with the image's data half made: the job makes it again, nothing doubled
+    (srv.state / "fault").write_text("kill shelve:after-disk-snap")
+    nova.action(sid, {"shelve": None})
+    assert srv.proc is not None and srv.proc.wait(90) == -9
+    srv.start()
+    nova = Nova(srv)
+    nova.wait(sid, "SHELVED_OFFLOADED", timeout=90)
+    image_id = _shelved_image(srv, sid)
+    assert _image_status(nova, image_id) == "active"
+    srv.openstack("server", "unshelve", "--wait", sid)
+    assert _sh(srv, sid, "cat /mnt/root/marker").strip() == "kept-42"
+    assert _image_status(nova, image_id) is None
+    assert [n for n in _pool(srv, "vms") if sid in n] == [f"{sid}_disk"]
+    assert not [n for n in _pool(srv, "images") if image_id in n]
+
     (srv.state / "fault").write_text("kill shelve:before-offload")
     nova.action(sid, {"shelve": None})
     assert srv.proc is not None and srv.proc.wait(90) == -9
