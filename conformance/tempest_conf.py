@@ -21,6 +21,7 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("compute-feature-enabled", "resize"): ("False", "resize is issue 17"),
     ("compute-feature-enabled", "shelve"): ("True", ""),
     ("compute-feature-enabled", "rescue"): ("True", ""),
+    ("compute-feature-enabled", "stable_rescue"): ("True", ""),  # disk devices only
     ("compute-feature-enabled", "cold_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "live_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "change_password"): (

@@ -241,6 +241,7 @@ def rescue(ctx: JobContext) -> dict[str, Any]:
                 crash.fault("rescue", "after-rescue-disk")
                 drv.start(instance_id, rescue_spec(services, original, inst, p["image_id"],
                                                    bool(p.get("stable")), p["bus"]))
+                _settle(services, instance_id, p["image_id"])
             power = drv.power_state(instance_id)
         except (LeaseLost, Interrupted):
             raise
@@ -263,6 +264,20 @@ def rescue(ctx: JobContext) -> dict[str, Any]:
                         inst.project_id)
     _event(services, instance_id, rctx.request_id, event, "Success")
     return {"rescued": instance_id}
+
+
+def _settle(services: Any, instance_id: str, image_id: str) -> None:
+    """When the image has the guest agent: until it answers (at most
+    ``shutdown_timeout``), so the rescued or restored guest is up when the server says
+    so: a guest still booting ignores the ACPI power button and PCI unplugs, and the
+    next stop or volume detach would wait out its whole timeout."""
+    agent = disks.image_property(services, image_id, "hw_qemu_guest_agent") if image_id \
+        else None
+    if (agent or "").lower() not in ("yes", "true", "1", "on"):
+        return
+    with suppress(Exception):
+        services.virt.wait_for_agent(instance_id,
+                                     max(services.conf.compute.shutdown_timeout, 5))
 
 
 def _restore(services: Any, instance_id: str, start: bool) -> None:
@@ -304,6 +319,7 @@ def unrescue(ctx: JobContext) -> dict[str, Any]:
         try:
             crash.fault("unrescue", "before-restore")
             _restore(services, instance_id, start=True)
+            _settle(services, instance_id, inst.image_ref)
         except (LeaseLost, Interrupted):
             raise
         except Exception as exc:  # noqa: BLE001 - stays rescued, the action says why
