@@ -14,7 +14,7 @@ import pytest
 from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from strato.virt.qemu import QemuDriver
-from tests.compute.conftest import Nova, boot_ready, guest_server, wait_console
+from tests.compute.conftest import Nova, boot_ready, guest_server, wait_console, wait_volume
 from tests.support import Server
 
 READY = "STRATO-GUEST-READY bootcount="
@@ -242,12 +242,20 @@ def test_shelve_offload_unshelve_keeps_the_data(srv: Server, guest: str) -> None
     r = nova.action(sid, {"createImage": {"name": "no"}}, expect=409)
     assert "Cannot 'createImage' instance" in r.text
     nova.action(sid, {"unshelve": {"host": "nowhere"}}, expect=400)
+    # 2.20: a volume attaches to an offloaded server (recorded; connected at unshelve)
+    vol = srv.openstack_json("volume", "create", "--size", "1", f"v-{uuid.uuid4().hex[:6]}")
+    wait_volume(nova, vol["id"], "available")  # type: ignore[index]
+    r = nova.req("POST", f"/servers/{sid}/os-volume_attachments",
+                 json={"volumeAttachment": {"volumeId": vol["id"]}})  # type: ignore[index]
+    assert r.status_code == 200, r.text
+    wait_volume(nova, vol["id"], "in-use")  # type: ignore[index]
 
     srv.openstack("server", "unshelve", "--wait", sid)
     body = nova.wait(sid, "ACTIVE", **{"OS-EXT-STS:power_state": 1})
     assert body["OS-EXT-SRV-ATTR:host"]
     wait_console(_drv(srv), sid, READY)
     assert _sh(srv, sid, "cat /mnt/root/marker").strip() == "kept-42"
+    assert _sh(srv, sid, "test -b /dev/vdb && echo yes").strip() == "yes"  # the volume
     assert _image_status(nova, image_id) is None  # the shelved image went
     assert [n for n in _pool(srv, "vms") if sid in n] == [f"{sid}_disk"]
     assert image_id not in " ".join(_pool(srv, "images"))
