@@ -285,14 +285,31 @@ def test_cli_shelve_offload_in_one_go(srv: Server, guest: str) -> None:
     assert _image_status(nova, image_id) is None
 
 
+def _offload_time(srv: Server, value: str) -> None:
+    """Restart the server with another ``shelved_offload_time`` (the guest lives on)."""
+    srv.stop()
+    text = srv.conf.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("shelved_offload_time"))
+    srv.conf.write_text(text.replace(old, f"shelved_offload_time = {value}"))
+    srv.start()
+
+
+def test_shelved_offload_time_offloads_later(srv: Server, guest: str) -> None:
+    _offload_time(srv, "2")
+    nova, sid = Nova(srv), guest
+    srv.openstack("server", "shelve", "--wait", sid)
+    assert nova.server(sid)["status"] in ("SHELVED", "SHELVED_OFFLOADED")
+    body = nova.wait(sid, "SHELVED_OFFLOADED", timeout=60)  # nobody asked: the timer
+    assert body["OS-EXT-SRV-ATTR:host"] is None
+    srv.openstack("server", "unshelve", "--wait", sid)
+    assert _sh(srv, sid, "cat /mnt/root/marker").strip() == "kept-42"
+
+
 def test_kill_mid_offload_converges_and_delete_leaves_nothing(srv: Server,
                                                              guest: str) -> None:
     """``shelved_offload_time = 0`` (Nova's default): shelve offloads at once; the
     server killed between the image and the disk's removal converges on restart."""
-    srv.stop()  # the guest outlives the process
-    srv.conf.write_text(srv.conf.read_text().replace(
-        "shelved_offload_time = -1", "shelved_offload_time = 0"))
-    srv.start()
+    _offload_time(srv, "0")
     nova, sid = Nova(srv), guest
     # killed with the image's data half made: the job makes it again, nothing doubled
     (srv.state / "fault").write_text("kill shelve:after-disk-snap")
