@@ -14,6 +14,8 @@ import pytest
 from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from strato.virt.qemu import QemuDriver
+from tests.api_schemas import assert_shape, strict
+from tests.api_schemas import compute_servers as cs
 from tests.compute.conftest import Nova, boot_ready, guest_server, wait_console, wait_volume
 from tests.support import Server
 
@@ -171,6 +173,7 @@ def test_stable_device_rescue_keeps_the_disks_in_place(srv: Server, guest: str,
     nova, sid = Nova(srv, "2.87"), guest
     before = len(_boots(srv, sid))
     r = nova.action(sid, {"rescue": {"rescue_image_ref": rescue_image}}, expect=200)
+    assert_shape(r.json(), strict({"adminPass": {"type": "string"}}))
     # [api] enable_instance_password (Nova's default: on): the password, nothing else
     assert list(r.json()) == ["adminPass"] and isinstance(r.json()["adminPass"], str)
     nova.wait(sid, "RESCUE")
@@ -238,6 +241,7 @@ def test_shelve_offload_unshelve_keeps_the_data(srv: Server, guest: str) -> None
     nova.action(sid, {"shelveOffload": None})
     body = nova.wait(sid, "SHELVED_OFFLOADED")
     assert body["OS-EXT-SRV-ATTR:host"] is None
+    assert_shape(body, cs.server((2, 91), admin=True))  # exactly the reference's fields
     assert f"{sid}_disk" not in _pool(srv, "vms") and sid not in _drv(srv).list_instances()
     r = nova.action(sid, {"createImage": {"name": "no"}}, expect=409)
     assert "Cannot 'createImage' instance" in r.text
