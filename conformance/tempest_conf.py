@@ -19,8 +19,9 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("service_available", "horizon"): ("False", "no dashboard yet (issue 19)"),
     # ---- compute
     ("compute-feature-enabled", "resize"): ("True", ""),
-    ("compute-feature-enabled", "shelve"): ("False", "shelve is issue 17"),
-    ("compute-feature-enabled", "rescue"): ("False", "rescue is issue 17"),
+    ("compute-feature-enabled", "shelve"): ("True", ""),
+    ("compute-feature-enabled", "rescue"): ("True", ""),
+    ("compute-feature-enabled", "stable_rescue"): ("True", ""),  # disk devices only
     ("compute-feature-enabled", "cold_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "live_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "change_password"): (

@@ -257,6 +257,9 @@ OPTIONS: tuple[Option, ...] = (
            "(0: never)."),
     Option("compute", "shutdown_timeout", "non_negative_int", "60",
            "Seconds a guest gets to power off after ACPI before it is killed."),
+    Option("compute", "shelved_offload_time", "int", "0",
+           "Seconds a shelved server keeps its guest and disk on its host before they are "
+           "offloaded (0: at once, as Nova's default; -1: never)."),
     Option("compute", "block_device_allocate_retries", "non_negative_int", "300",
            "Checks for a boot volume to become available before the build fails."),
     Option("compute", "block_device_allocate_retries_interval", "positive_float", "0.5",

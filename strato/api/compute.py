@@ -17,7 +17,7 @@ from strato.api.unimplemented import (
     find_server,
     unsupported_action,
 )
-from strato.compute import consoles, migrations, rebuild, resize, schemas
+from strato.compute import consoles, migrations, rebuild, rescue, resize, schemas, shelve
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import PerUserQuota, ServerExtras
 from strato.compute.interfaces import ServerNetworks
@@ -273,6 +273,13 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in resize.ACTIONS:
         await _run(resize.Resizes(api).action, ctx, server_id, name, args)
         return Response(status_code=204 if name == "confirmResize" else 202)
+    if name in rescue.ACTIONS:
+        out = await _run(rescue.Rescue(api).action, ctx, server_id, name, args,
+                         _version(request))
+        return FastJSON(out) if out is not None else Response(status_code=202)
+    if name in shelve.ACTIONS:
+        await _run(shelve.Shelve(api).action, ctx, server_id, name, args, _version(request))
+        return Response(status_code=202)
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))

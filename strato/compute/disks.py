@@ -42,11 +42,19 @@ def image_property(services: Any, image_id: str, key: str) -> str | None:
         return next((p.value for p in image.properties if p.name == key), None)
 
 
-def create_root(services: Any, instance_id: str, image_id: str, size_gb: int) -> None:
-    """``vms/<uuid>_disk``: a copy-on-write clone of the image when the store can (same
-    fsid, raw, a snapshot), else a copy; grown to the flavor's disk.  An iso image is
-    a CD-ROM, not a disk: its root disk starts blank (at least 1 GiB).  Idempotent."""
-    engine, pool, name = services.stores.vms, services.stores.vms_pool, root_name(instance_id)
+def rescue_name(instance_id: str) -> str:
+    """The rescue disk a rescued guest boots from (Nova's ``disk.rescue``)."""
+    return f"{instance_id}_disk.rescue"
+
+
+def create_root(services: Any, instance_id: str, image_id: str, size_gb: int,
+                name: str | None = None) -> None:
+    """``vms/<uuid>_disk`` (or ``name``): a copy-on-write clone of the image when the
+    store can (same fsid, raw, a snapshot), else a copy; grown to the flavor's disk.  An
+    iso image is a CD-ROM, not a disk: its root disk starts blank (at least 1 GiB).
+    Idempotent."""
+    engine, pool = services.stores.vms, services.stores.vms_pool
+    name = name or root_name(instance_id)
     if not engine.exists(pool, name):
         location, disk_format, size = _image_row(services, image_id)
         if disk_format == "iso":
@@ -81,11 +89,13 @@ def _copy_in(services: Any, location: str, size: int, disk_format: str, pool: st
         os.unlink(tmp)
 
 
-def remove_root(services: Any, instance_id: str) -> None:
+def remove_root(services: Any, instance_id: str, name: str | None = None) -> None:
     """Seed 002's rules: a disk whose snapshots still have clones is kept as
     ``<name>.deleted`` until they go; otherwise it is removed with its snapshots and
-    its parent's clone snapshot is released."""
-    engine, pool, name = services.stores.vms, services.stores.vms_pool, root_name(instance_id)
+    its parent's clone snapshot is released.  ``name``: another disk of the instance
+    (the rescue disk)."""
+    engine, pool = services.stores.vms, services.stores.vms_pool
+    name = name or root_name(instance_id)
     try:
         image = engine.open(pool, name)
     except errors.ImageNotFound:

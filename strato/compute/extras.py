@@ -16,7 +16,8 @@ from strato.exceptions import BadRequest, Conflict, NotFound, StratoError
 from strato.jobs.queue import enqueue
 from strato.quota.models import QuotaLimit
 
-ATTACH_STATES = (states.ACTIVE, states.PAUSED, states.STOPPED)
+ATTACH_STATES = (states.ACTIVE, states.PAUSED, states.STOPPED, states.SHELVED,
+                 states.SHELVED_OFFLOADED)
 QUOTAS = ("instances", "cores", "ram", "key_pairs")  # the quota sets strato enforces
 # The rest of Nova's quota set, with Nova's defaults: shown and stored as Nova does (the
 # network ones until 2.36, the injected files until 2.57); ``metadata_items`` is the
@@ -120,11 +121,18 @@ class ServerExtras:
                             status="attaching", tag=ref.get("tag"), created_at=now())
             session.add(b)
             self.api.record_action(session, ctx, inst, "attach_volume")
+            offloaded = inst.vm_state == states.SHELVED_OFFLOADED
+            if offloaded:  # no host: recorded now, connected by the unshelve (Nova)
+                b.status = "attached"
             session.flush()
-            enqueue(session, "compute.attach_volume", {
-                "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
-                "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
-            return attachment_view(b, version)
+            if not offloaded:
+                enqueue(session, "compute.attach_volume", {
+                    "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
+                    "request_id": ctx.request_id}, target=f"host:{host}", max_attempts=3)
+            view = attachment_view(b, version)
+        if offloaded:
+            self.api.volume_actions.complete_attachment(ctx, att["id"])
+        return view
 
     def update_attachment(self, ctx: RequestContext, server_id: str, volume_id: str,
                           body: dict[str, Any], version: Version) -> None:
@@ -176,7 +184,8 @@ class ServerExtras:
             self.api.volume_actions.begin_detaching(ctx, volume_id, session)
             enqueue(session, "compute.detach_volume", {
                 "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
-                "request_id": ctx.request_id}, target=f"host:{inst.host}", max_attempts=3)
+                "request_id": ctx.request_id}, max_attempts=3,
+                target=f"host:{inst.host or self.api.conf.DEFAULT.host}")  # offloaded: any
 
     # ------------------------------------------------------------ console
     def console_output(self, ctx: RequestContext, server_id: str, args: Any,

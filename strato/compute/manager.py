@@ -344,6 +344,10 @@ def _cleanup(services: Any, rctx: RequestContext, instance_id: str,
             session.execute(update(BlockDevice).where(BlockDevice.id == b.id).values(
                 attachment_id=None, status="detached"))
     disks.remove_root(services, instance_id)
+    from strato.compute import rescue, shelve
+
+    rescue.forget(services, instance_id)  # a rescue disk, a shelved image
+    shelve.forget(services, instance_id)
     ports.deallocate(services, rctx, instance_id)  # the guest is gone: its taps too
 
 

@@ -407,8 +407,9 @@ def sweep_orphan_snapshots(services: Any, host: str) -> int:
         if not rows:
             return 0
         jobs: dict[str, Job] = {}
-        for job in session.scalars(select(Job).where(Job.name == "compute.snapshot")
-                                   .order_by(Job.id)):
+        # shelve makes its image the same way (strato.compute.shelve)
+        for job in session.scalars(select(Job).where(Job.name.in_((
+                "compute.snapshot", "compute.shelve"))).order_by(Job.id)):
             jobs[str(job.payload.get("image_id"))] = job
         orphans = [(image_id, instance_id, jobs.get(image_id)) for image_id, instance_id
                    in rows if jobs.get(image_id) is None
