@@ -696,8 +696,9 @@ class ComputeAPI:
 
     @staticmethod
     def _check_lock(ctx: RequestContext, inst: Instance) -> None:
-        if inst.locked and not ctx.is_admin:
-            raise Conflict(f"Instance {inst.id} is locked")
+        from strato.compute.locks import ensure_unlocked
+
+        ensure_unlocked(ctx, inst)
 
     # ------------------------------------------------------------ power actions
     def power_action(self, ctx: RequestContext, server_id: str, action: str,
