@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from typing import Any
 
 from oslo_policy.policy import RuleDefault
@@ -54,6 +55,10 @@ CRASH_DUMP_STATES = (states.ACTIVE, states.PAUSED, states.RESCUED, states.RESIZE
                      states.ERROR)
 _CHANGE_PASSWORD = Obj({"adminPass": Str(2 ** 31)}, required=("adminPass",), extra=None)
 _YES = ("yes", "true", "1", "on", "y", "t")
+#: QEMU's chardev behind the guest's ``org.qemu.guest_agent.0`` port
+AGENT_CHARDEV = "qga0"
+#: how long a booting guest's agent may take to come up (TCG boots take seconds)
+AGENT_BOOT_WAIT = 30.0
 SET_PASSWORD_EVENT = "compute_set_admin_password"
 CRASH_DUMP_EVENT = "compute_trigger_crash_dump"
 
@@ -143,6 +148,7 @@ class GuestOps:
             raise PasswordSetFailed(f"Failed to set admin password on {server_id} because "
                                     f"instance {server_id} is not running")
         user = (props or {}).get("os_admin_user") or "root"
+        self._wait_for_agent_port(server_id)
         encoded = base64.b64encode(password.encode()).decode()
         with self.driver.agent(server_id) as ga:
             try:
@@ -151,6 +157,21 @@ class GuestOps:
             except AgentError as exc:
                 raise RuntimeError(f"guest agent refused: {exc.__class__.__name__}") \
                     from None
+
+    def _wait_for_agent_port(self, server_id: str) -> None:
+        """A guest that just went ACTIVE is still booting: give its agent up to
+        ``AGENT_BOOT_WAIT`` seconds to open its port (QMP ``query-chardev`` says when the
+        guest side is open).  An agent that never comes is the caller's 501."""
+        deadline = time.monotonic() + AGENT_BOOT_WAIT
+        while True:
+            chardevs = self.driver.qmp(server_id, "query-chardev") or []
+            if any(c.get("label") == AGENT_CHARDEV and c.get("frontend-open")
+                   for c in chardevs):
+                return
+            if time.monotonic() >= deadline:
+                raise AgentUnavailable(f"the guest agent of {server_id} never opened "
+                                       "its port")
+            time.sleep(0.25)
 
     def _image_props(self, image_ref: str | None) -> dict[str, str] | None:
         """The server's image's properties; None when the image is gone (then the

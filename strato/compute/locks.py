@@ -17,6 +17,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from oslo_policy.policy import RuleDefault
+from sqlalchemy import select
 
 from strato import events
 from strato.compute.models import Instance, InstanceAction, InstanceActionEvent
@@ -81,11 +82,11 @@ def api_action(session: Any, api: ComputeAPI, ctx: RequestContext, inst: Instanc
 
     api.record_action(session, ctx, inst, action)
     session.flush()
-    row = session.query(InstanceAction).filter_by(
-        instance_uuid=inst.id, request_id=ctx.request_id, action=action).order_by(
-        InstanceAction.id.desc()).first()
+    row = session.scalars(select(InstanceAction).where(
+        InstanceAction.instance_uuid == inst.id, InstanceAction.request_id == ctx.request_id,
+        InstanceAction.action == action).order_by(InstanceAction.id.desc())).first()
     at = now()
-    session.add(InstanceActionEvent(action_id=row.id, event=event, host=None,
+    session.add(InstanceActionEvent(action_id=row.id, event=event, host=api.conf.DEFAULT.host,
                                     start_time=at, finish_time=at, result="Success"))
     row.finish_time = row.updated_at = at
 
