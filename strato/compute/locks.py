@@ -70,6 +70,19 @@ def check_action(api: ComputeAPI, ctx: RequestContext, server_id: str, name: str
         ensure_unlocked(ctx, api.get_row(session, ctx, server_id))
 
 
+_TRUE, _FALSE = ("1", "t", "true", "on", "y", "yes"), ("0", "f", "false", "off", "n", "no")
+
+
+def locked_filter(value: str) -> bool:
+    """The 2.73 ``locked`` list filter, a strict boolean as Nova parses it."""
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise BadRequest(f"Unrecognized value '{value}', acceptable values are: '0', '1', "
+                     "'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'")
+
+
 def locked_by(ctx: RequestContext, inst: Instance) -> str:
     return "owner" if inst.project_id == ctx.project_id else "admin"
 

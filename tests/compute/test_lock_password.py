@@ -119,6 +119,10 @@ def test_owner_lock_refuses_the_member_everywhere_but_not_an_admin(
     assert [s["id"] for s in r.json()["servers"]] == [sid]
     r = member.req("GET", "/servers?locked=false")
     assert sid not in [s["id"] for s in r.json()["servers"]]
+    r = member.req("GET", "/servers?locked=yes")
+    assert [s["id"] for s in r.json()["servers"]] == [sid]
+    r = member.req("GET", "/servers?locked=maybe")
+    assert r.status_code == 400 and "Unrecognized value 'maybe'" in r.text
 
     # every change the member tries is refused (actions, delete, metadata, volumes, NICs)
     for action in ({"os-stop": None}, {"reboot": {"type": "HARD"}}, {"pause": None},
