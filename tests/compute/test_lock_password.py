@@ -131,6 +131,9 @@ def test_owner_lock_refuses_the_member_everywhere_but_not_an_admin(
                    {"resize": {"flavorRef": "m1.small"}}, {"shelve": None},
                    {"rescue": None}, {"trigger_crash_dump": None}):
         _locked_409(member.act(sid, action), sid)
+    # Nova's order: a bad body (400) or a microversion without the action (404) first
+    assert member.act(sid, {"changePassword": {}}).status_code == 400
+    assert member.act(sid, {"trigger_crash_dump": None}, "2.16").status_code == 404
     _locked_409(member.req("DELETE", f"/servers/{sid}"), sid)
     _locked_409(member.req("POST", f"/servers/{sid}/metadata",
                            json={"metadata": {"k": "v"}}), sid)
