@@ -21,6 +21,8 @@ import logging
 import time
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from oslo_policy.policy import RuleDefault
 from sqlalchemy import update
 
@@ -67,6 +69,20 @@ class PasswordSetFailed(Conflict):
     """Nova's ``InstancePasswordSetFailed`` (409)."""
 
 
+def _sealed(key_data: str | None, password: str) -> str | None:
+    """The new password encrypted to the server's ``ssh-rsa`` key (PKCS#1 v1.5, base64),
+    as Nova's libvirt driver keeps it for ``os-server-password``; None without one."""
+    if not key_data or not key_data.startswith("ssh-rsa"):
+        return None
+    try:
+        key = serialization.load_ssh_public_key(key_data.encode())
+    except ValueError:
+        return None
+    if not isinstance(key, rsa.RSAPublicKey):
+        return None
+    return base64.b64encode(key.encrypt(password.encode(), padding.PKCS1v15())).decode()
+
+
 def _public(server_id: str, error: Exception) -> str:
     """What the client (and the instance fault) may read of a failed password change:
     Nova's words, never the agent's (they might echo the password)."""
@@ -108,7 +124,7 @@ class GuestOps:
             if not done:
                 raise Conflict(state_message("changePassword", inst))
             self.api.record_action(session, ctx, inst, "changePassword")
-            image_ref = inst.image_ref
+            image_ref, key_data = inst.image_ref, inst.key_data
         crash.point("changePassword", "before-agent")
         services = _Services(self.api)
         with instance_lock(server_id):
@@ -120,6 +136,8 @@ class GuestOps:
                 error = exc
             with self.api.db.session() as session:
                 values: dict[str, Any] = {"task_state": None}
+                if error is None and (sealed := _sealed(key_data, password)):
+                    values["guest_password"] = sealed  # for GET os-server-password
                 if error is not None:  # Nova's wrap_instance_fault, without the agent's words
                     values["fault"] = {"code": 501 if isinstance(error, AgentUnavailable)
                                        else 409, "message": _public(server_id, error),

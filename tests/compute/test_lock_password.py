@@ -321,3 +321,22 @@ def test_wrong_states_are_409(member: Caller, sid: str) -> None:
     assert r.status_code == 409
     assert r.json()["conflictingRequest"]["message"] == (
         f"Cannot 'trigger_crash_dump' instance {sid} while it is in vm_state stopped")
+
+
+def test_the_new_password_is_kept_sealed_to_an_rsa_key_only() -> None:
+    """What ``os-server-password`` then gives the key's owner (Nova's libvirt driver)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    from strato.compute.guestops import _sealed
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    sealed = _sealed(public, NEW_PASSWORD)
+    assert sealed is not None and NEW_PASSWORD not in sealed
+    assert key.decrypt(base64.b64decode(sealed), padding.PKCS1v15()) == NEW_PASSWORD.encode()
+    assert _sealed(None, "x") is None
+    assert _sealed("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG", "x") is None
