@@ -24,8 +24,7 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("compute-feature-enabled", "stable_rescue"): ("True", ""),  # disk devices only
     ("compute-feature-enabled", "cold_migration"): ("False", "one compute host (issue 20)"),
     ("compute-feature-enabled", "live_migration"): ("False", "one compute host (issue 20)"),
-    ("compute-feature-enabled", "change_password"): (
-        "False", "no guest agent to set a password in a running guest"),
+    ("compute-feature-enabled", "change_password"): ("True", ""),  # through qemu-ga
     ("compute-feature-enabled", "personality"): (
         "False", "no file injection (personality; removed from Nova at 2.57)"),
     ("compute-feature-enabled", "attach_encrypted_volume"): (

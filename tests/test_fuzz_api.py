@@ -292,7 +292,9 @@ def templates(w: World, who: str) -> dict[tuple[str, str], Any]:
 ACTIONS = {
     "/compute/v2.1/servers/{server_id}/action": [
         {"os-start": None}, {"os-stop": None}, {"pause": None}, {"reboot": {"type": "HARD"}},
-        {"os-getConsoleOutput": {"length": 10}}, {"createImage": {"name": "x"}}],
+        {"os-getConsoleOutput": {"length": 10}}, {"createImage": {"name": "x"}},
+        {"lock": {"locked_reason": "x"}}, {"unlock": None},
+        {"changePassword": {"adminPass": "x"}}, {"trigger_crash_dump": None}],
     "/volume/v3/{project_id}/volumes/{volume_id}/action": [
         {"os-set_bootable": {"bootable": True}}, {"os-reset_status": {"status": "available"}},
         {"os-update_readonly_flag": {"readonly": False}},

@@ -17,7 +17,17 @@ from strato.api.unimplemented import (
     find_server,
     unsupported_action,
 )
-from strato.compute import consoles, migrations, rebuild, rescue, resize, schemas, shelve
+from strato.compute import (
+    consoles,
+    guestops,
+    locks,
+    migrations,
+    rebuild,
+    rescue,
+    resize,
+    schemas,
+    shelve,
+)
 from strato.compute.api import ComputeAPI, P
 from strato.compute.extras import PerUserQuota, ServerExtras
 from strato.compute.interfaces import ServerNetworks
@@ -243,6 +253,11 @@ async def server_action(request: Request, server_id: str) -> Response:
         raise BadRequest("The action body must hold exactly one action.")
     (name, args), = body.items()
     api, ctx = _api(request), context(request)
+    await _run(locks.check_action, api, ctx, server_id, name, REFERENCE_SERVER_ACTIONS)
+    if name in guestops.ACTIONS:
+        await _run(guestops.GuestOps(api, services(request).virt).action, ctx, server_id,
+                   name, args, _version(request))
+        return Response(status_code=202)
     if name in _ACTIONS:
         action, rule, label = _ACTIONS[name]
         await _run(api.power_action, ctx, server_id, action, P + rule, label)

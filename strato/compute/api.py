@@ -581,7 +581,9 @@ class ComputeAPI:
                                  "to changes-before.")
             query = query.where(Instance.updated_at <= before)
         if "locked" in params and version >= (2, 73):
-            query = query.where(Instance.locked.is_(params["locked"].lower() == "true"))
+            from strato.compute.locks import locked_filter
+
+            query = query.where(Instance.locked.is_(locked_filter(params["locked"])))
         # 2.83 lets every user filter on these; admins always could (Nova)
         more = admin or version >= (2, 83)
         for key, column in (("user_id", Instance.user_id), ("vm_state", Instance.vm_state),
@@ -696,8 +698,9 @@ class ComputeAPI:
 
     @staticmethod
     def _check_lock(ctx: RequestContext, inst: Instance) -> None:
-        if inst.locked and not ctx.is_admin:
-            raise Conflict(f"Instance {inst.id} is locked")
+        from strato.compute.locks import ensure_unlocked
+
+        ensure_unlocked(ctx, inst)
 
     # ------------------------------------------------------------ power actions
     def power_action(self, ctx: RequestContext, server_id: str, action: str,

@@ -93,3 +93,7 @@ RULES += PROXY_RULES
 from strato.compute.reads_policies import RULES as READS_RULES  # noqa: E402
 
 RULES += READS_RULES
+
+from strato.compute.guestops import RULES as GUEST_OPS_RULES  # noqa: E402
+
+RULES += GUEST_OPS_RULES

@@ -296,6 +296,7 @@ def _initramfs(dest: Path, kroot: Path, version: str, cache: Path) -> None:
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.symlink("bin/sh", "busybox")
     cpio.file("sbin/shutdown", guestscripts.SHUTDOWN.encode(), 0o755)
+    cpio.file("usr/sbin/chpasswd", guestscripts.CHPASSWD.encode(), 0o755)  # qemu-ga's
     cpio.file("etc/udhcpc.sh", guestscripts.UDHCPC.encode(), 0o755)
     _login_files(cpio)
     mods: list[str] = []

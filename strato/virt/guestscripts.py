@@ -165,6 +165,33 @@ done
 kill -"$sig" 1
 """
 
+CHPASSWD = r"""#!/bin/sh
+# chpasswd for the strato test guest (Debian's busybox-static has no chpasswd applet):
+# qemu-ga's guest-set-user-password pipes "user:password" lines in (-e: already
+# crypted).  Each user's /etc/shadow hash is replaced (SHA-512, random salt); the file
+# is swapped in whole, so a login never reads half of it.
+crypted=0
+[ "$1" = "-e" ] && crypted=1
+umask 077
+cp /etc/shadow /etc/shadow.new || exit 1
+while IFS= read -r line || [ -n "$line" ]; do
+    user=${line%%:*}
+    pass=${line#*:}
+    [ -n "$user" ] && [ "$user" != "$line" ] || { rm -f /etc/shadow.new; exit 1; }
+    if [ "$crypted" = 1 ]; then
+        hash=$pass
+    else
+        hash=$(printf '%s' "$pass" | mkpasswd -m sha512 -P 0) || { rm -f /etc/shadow.new; exit 1; }
+    fi
+    day=$(( $(date +%s) / 86400 ))
+    awk -F: -v OFS=: -v u="$user" -v h="$hash" -v d="$day" \
+        '$1 == u { $2 = h; $3 = d; found = 1 } { print } END { exit !found }' \
+        /etc/shadow.new >/etc/shadow.tmp || { rm -f /etc/shadow.new /etc/shadow.tmp; exit 1; }
+    mv /etc/shadow.tmp /etc/shadow.new
+done
+mv /etc/shadow.new /etc/shadow
+"""
+
 UDHCPC = r"""#!/bin/sh
 # udhcpc's script in the strato test guest: address, routes (option 121 when given,
 # which RFC 3442 says replaces the router option), resolv.conf.
