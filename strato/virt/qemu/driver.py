@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import devices, disks, nics, process
+from . import devices, disks, nics, process, throttle
 from .agent import GuestAgent, wait_for_agent
 from .errors import (
     AgentError,
@@ -182,10 +182,23 @@ class QemuDriver:
                 fds[nic.port_id] = self.tap_fd(nic)
             argv = process.build_command(spec, paths, places, incoming=incoming,
                                          nic_fds=fds)
+            throttled = [d for d in spec.disks if d.throttle]
+            if throttled and incoming is None:
+                argv.append("-S")  # limits in place before the guest's first I/O
             pid = process.spawn(argv, paths, pass_fds=tuple(fds.values()))
         finally:
             for fd in fds.values():  # the daemon has its own copies
                 os.close(fd)
+        if throttled:
+            try:
+                with self.monitor(spec.uuid) as mon:
+                    for d in throttled:
+                        throttle.apply(mon, d.device_id, d.throttle)
+                    if incoming is None:
+                        mon.execute("cont")
+            except BaseException:
+                process.kill(pid, paths)  # never a guest running without its limits
+                raise
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)
         return pid
 
