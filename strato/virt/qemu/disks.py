@@ -53,7 +53,7 @@ def attach(drv: QemuDriver, uuid: str, disk: DiskSpec) -> None:
             if disk.throttle:
                 try:
                     throttle.apply(mon, disk.device_id, disk.throttle)
-                except QMPError:  # never a disk without its limits: unplug it again
+                except (QMPError, VirtError):  # never a disk without its limits: unplug it
                     with contextlib.suppress(QMPError):
                         mon.execute("device_del", {"id": disk.device_id})
                         mon.wait_event(["DEVICE_DELETED"], 30.0,

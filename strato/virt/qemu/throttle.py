@@ -58,9 +58,20 @@ def from_qos(specs: dict[str, Any] | None) -> dict[str, int] | None:
     return out
 
 
+def qdev_path(mon: Monitor, device_id: str) -> str:
+    """The QOM path of the device that owns ``device_id``'s BlockBackend: for a
+    virtio-blk-pci proxy it is its ``virtio-backend`` child (QMP ``query-block``)."""
+    for dev in mon.execute("query-block"):
+        qdev = str(dev.get("qdev") or "")
+        parts = qdev.split("/")
+        if qdev.startswith("/machine/peripheral/") and parts[3] == device_id:
+            return qdev
+    raise VirtError(f"no block device {device_id} in the guest")
+
+
 def apply(mon: Monitor, device_id: str, throttle: dict[str, int] | None) -> None:
     """Set (or, with None, clear) the limits of guest device ``device_id``."""
     args: dict[str, Any] = {k: 0 for k in BASE}
     args.update(throttle or {})
-    args["id"] = device_id
+    args["id"] = qdev_path(mon, device_id)
     mon.execute("block_set_io_throttle", args)
