@@ -359,7 +359,8 @@ def _do_power(services: Any, instance_id: str, action: str) -> None:
     if action == "stop":
         drv.stop(instance_id, services.conf.compute.shutdown_timeout)
     elif action == "start":
-        drv.start(instance_id)
+        if not running:  # a retried start (the agent died in it) finds the guest up
+            drv.start(instance_id)
     elif action in ("reboot", "reboot_hard"):
         if running:
             drv.reboot(instance_id, hard=action == "reboot_hard",

@@ -5,8 +5,11 @@ and (as in Cinder/Nova) a changed association only reaches new attachments."""
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 
+from strato.storage.crash import ENV as CRASH_ENV
 from strato.virt.qemu import QemuDriver
 from tests.compute.conftest import Nova, boot_ready, wait_guest_serial, wait_volume
 from tests.support import Server
@@ -88,6 +91,35 @@ def test_front_end_qos_throttles_the_guest(compute_server: Server, nova: Nova,
     driver.wait_for_agent(sid)
     after = _throttles(driver, sid)
     assert after["vda"]["iops"] == 4000 and after["vdb"]["bps"] == RATE, after
+
+    # kill -9 inside a start, QEMU spawned (held at -S) before its limits are set: the
+    # restarted agent sets them and runs the guest, never one without its limits
+    srv.openstack("server", "stop", sid)
+    nova.wait(sid, "SHUTOFF")
+    srv.stop(teardown=False)
+    os.environ[CRASH_ENV] = "launch:before-throttle"
+    try:
+        srv.start()
+    finally:
+        os.environ.pop(CRASH_ENV)
+    srv.openstack("server", "start", sid, check=False)
+    assert srv.proc is not None and srv.proc.wait(60) == -9
+    assert driver.qmp(sid, "query-status")["status"] == "prelaunch"
+    assert _throttles(driver, sid)["vdb"]["bps"] == 0
+    srv.start()
+    deadline = time.monotonic() + 60
+    while driver.qmp(sid, "query-status")["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    after = _throttles(driver, sid)
+    assert after["vda"]["iops"] == 4000 and after["vdb"]["bps"] == RATE, after
+    nova.wait(sid, "ACTIVE")  # the start job, taken again after its lease, converges
+    driver.wait_for_agent(sid)
+    start = next(a for a in nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
+        "instanceActions"] if a["action"] == "start")
+    events = nova.req("GET", f"/servers/{sid}/os-instance-actions/{start['request_id']}"
+                      ).json()["instanceAction"]["events"]
+    assert [e["result"] for e in events] == ["Success"], events
 
     # another association reaches only a new attachment (Cinder: info taken at attach)
     srv.openstack("volume", "qos", "disassociate", "--volume-type", data_tid, data_qos)
