@@ -77,8 +77,7 @@ def test_cli_qos_lifecycle(server: Server, member: Tenant, admin: httpx.Client) 
     assert admin.get(f"/types/{tid}").json()["volume_type"]["qos_specs_id"] is None
 
     # a member may not see or touch QoS specs (admin-only in Cinder)
-    for args in (("list",), ("show", qid), ("create", _name("m")), ("delete", qid),
-                 ("set", "--property", "a=1", qid)):
+    for args in (("list",), ("create", _name("m"))):  # every route: the API test
         res = member.openstack("volume", "qos", *args, check=False)
         assert res.returncode != 0 and "403" in res.stderr, (args, res.stderr)
     # ... and sees the type without its QoS id
