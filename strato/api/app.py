@@ -21,6 +21,7 @@ from strato.api import (
     server_tags,
     unimplemented,
     volume,
+    volume_qos,
     volume_reads,
     volume_transfers,
 )
@@ -36,7 +37,7 @@ def build_app(services: object) -> FastAPI:
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, identity_admin, compute, compute_reads, image, volume,
-                   volume_reads, volume_transfers, network,
+                   volume_reads, volume_transfers, volume_qos, network,
                    compute_proxies, server_tags):
         app.include_router(module.router)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501

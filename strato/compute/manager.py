@@ -29,7 +29,7 @@ from strato.jobs.models import Job
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.virt.guestbuild import CMDLINE
-from strato.virt.qemu import CdromSpec, DiskSpec, GuestSpec, PowerState, node_prefix
+from strato.virt.qemu import CdromSpec, DiskSpec, GuestSpec, PowerState, node_prefix, throttle
 from strato.virt.qemu.errors import InstanceNotFound, VirtError
 
 LOG = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def _volume_disk(services: Any, info: dict[str, Any], device: str,
     blockdev = drv.resolve(source, node_prefix(device)) if drv.resolve else data["blockdev"]
     if data.get("access_mode") == "ro":
         blockdev = {**blockdev, "read-only": True}
-    return DiskSpec(device, blockdev, serial=volume_id[:20], source=source, bus=bus)
+    return DiskSpec(device, blockdev, serial=volume_id[:20], source=source, bus=bus,
+                    throttle=throttle.from_qos(data.get("qos_specs")))
 
 
 def _nic_args(services: Any, inst: Instance, has_ports: bool = False) -> tuple[str, ...]:
@@ -362,7 +363,8 @@ def _do_power(services: Any, instance_id: str, action: str) -> None:
     if action == "stop":
         drv.stop(instance_id, services.conf.compute.shutdown_timeout)
     elif action == "start":
-        drv.start(instance_id)
+        if not running:  # a retried start (the agent died in it) finds the guest up
+            drv.start(instance_id)
     elif action in ("reboot", "reboot_hard"):
         if running:
             drv.reboot(instance_id, hard=action == "reboot_hard",

@@ -20,6 +20,7 @@ from strato.exceptions import BadRequest, NotFound, NotSupported
 from strato.jobs.queue import enqueue
 from strato.storage import crash
 from strato.validation import string_map
+from strato.volume import qos
 from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
 from strato.volume.models import Attachment, Snapshot, Volume
 from strato.volume.scheduler import BackendState, capabilities_filter
@@ -488,6 +489,7 @@ class VolumeActions:
                                 "volume_id": vol.id, "location": engine.location(pool, name)}
         with engine.open(pool, name, read_only=vol.readonly) as image:
             data["blockdev"] = image.blockdev_options(node_prefix=f"v{vol.id[:8]}")
+        data["qos_specs"] = qos.connection_specs(self.db, vol)
         return {"driver_volume_type": "blockstore", "data": data}
 
     def attachment_view(self, row: Attachment) -> dict[str, Any]:

@@ -681,7 +681,7 @@ class VolumeAPI:
             view["extra_specs"] = specs if ctx.is_admin else {
                 k: v for k, v in specs.items() if k in USER_VISIBLE_SPECS}
             if ctx.is_admin:
-                view["qos_specs_id"] = None
+                view["qos_specs_id"] = t.qos_specs_id
         else:
             view["extra_specs"] = specs
         if call in ("show", "create"):

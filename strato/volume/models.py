@@ -18,6 +18,8 @@ class VolumeType(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     extra_specs: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: the QoS specs new attachments of this type's volumes get (Cinder's association)
+    qos_specs_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -124,3 +126,17 @@ class VolumeTransfer(Base):
     no_snapshots: Mapped[bool] = mapped_column(Boolean, default=False)
     accepted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QosSpecs(Base):
+    """Cinder's QoS specs: named limits, for the hypervisor (``front-end``), the
+    backend (``back-end``) or both, taken by the volume types associated with them."""
+
+    __tablename__ = "qos_specs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    consumer: Mapped[str] = mapped_column(String(16), default="back-end")
+    specs: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -56,4 +56,13 @@ RULES = [
     RuleDefault("volume:delete_transfer", MEMBER),
     RuleDefault("volume:accept_transfer", MEMBER),
     RuleDefault("limits_extension:used_limits", READER),
+    RuleDefault("volume_extension:qos_specs_manage:get_all", "rule:admin_required"),
+    RuleDefault("volume_extension:qos_specs_manage:get", "rule:admin_required"),
+    RuleDefault("volume_extension:qos_specs_manage:create", "rule:admin_required"),
+    RuleDefault("volume_extension:qos_specs_manage:update", "rule:admin_required"),
+    RuleDefault("volume_extension:qos_specs_manage:delete", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_type_encryption:get", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_type_encryption:create", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_type_encryption:update", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_type_encryption:delete", "rule:admin_required"),
 ]

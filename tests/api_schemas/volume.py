@@ -221,3 +221,15 @@ ATTACHMENT = strict({**ATTACHMENT_SUMMARY["properties"],
                      "attached_at": NULLABLE_STRING, "detached_at": NULLABLE_STRING,
                      "attach_mode": STRING,
                      "connection_info": {"type": ["object", "null"]}})
+
+
+# QoS specs (Cinder's qos-specs views): the detail view is also each list item.
+QOS_SPEC = strict({"id": UUID, "name": STRING,
+                   "consumer": {"enum": ["front-end", "back-end", "both"]},
+                   "specs": METADATA})
+QOS_SPEC_BODY = strict({"qos_specs": QOS_SPEC, "links": LINKS})
+QOS_SPECS = list_of("qos_specs", QOS_SPEC)
+QOS_SET_BODY = strict({"qos_specs": {"type": "object",
+                                     "additionalProperties": {"type": ["string", "null"]}}})
+QOS_ASSOCIATIONS = list_of("qos_associations", strict({
+    "association_type": {"enum": ["volume_type"]}, "id": UUID, "name": STRING}))

@@ -425,11 +425,16 @@ def test_transfer_moves_a_volume_and_its_quota(server: Server, user: Client,
 def test_unsupported_families_answer_501(user: Client, admin: Client) -> None:
     for method, path in (("GET", "/groups"), ("POST", "/groups"), ("GET", "/group_types"),
                          ("GET", "/group_snapshots/x"), ("POST", "/consistencygroups"),
-                         ("GET", "/qos-specs"), ("GET", "/backups/detail"),
-                         ("GET", "/os-quota-class-sets/default"),
-                         ("GET", "/types/default/encryption")):
+                         ("GET", "/backups/detail"),
+                         ("GET", "/os-quota-class-sets/default")):
         r = admin.call(method, path, json={} if method == "POST" else None)
         assert r.status_code == 501 and "notImplemented" in r.json(), (method, path)
+    # volume encryption: an existing type cannot be given one
+    tid = admin.call("POST", "/types", json={"volume_type": {
+        "name": f"enc-{uuid.uuid4().hex[:6]}"}}).json()["volume_type"]["id"]
+    r = admin.call("POST", f"/types/{tid}/encryption", json={})
+    assert r.status_code == 501 and "notImplemented" in r.json()
+    assert admin.call("DELETE", f"/types/{tid}").status_code == 202
     assert user.call("GET", "/no-such-family").status_code == 404
     assert admin.call("POST", f"/types/{uuid.uuid4()}/encryption",
                       json={}).status_code == 404

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import devices
+from . import devices, throttle
 from .errors import AgentError, AgentUnavailable, QMPError, VirtError
 from .qmp import Monitor
 from .spec import DiskSpec, node_prefix, overlay_options
@@ -50,6 +50,16 @@ def attach(drv: QemuDriver, uuid: str, disk: DiskSpec) -> None:
                 with contextlib.suppress(QMPError):
                     mon.execute("blockdev-del", {"node-name": disk.node})
                 raise
+            if disk.throttle:
+                try:
+                    throttle.apply(mon, disk.device_id, disk.throttle)
+                except (QMPError, VirtError):  # never a disk without its limits: unplug it
+                    with contextlib.suppress(QMPError):
+                        mon.execute("device_del", {"id": disk.device_id})
+                        mon.wait_event(["DEVICE_DELETED"], 30.0,
+                                       {"device": disk.device_id})
+                    blockdev_del_quiet(mon, disk.node)
+                    raise
         state["owned"][disk.device_id] = disk.node
         drv._save_state(uuid, state)
         drv._save_spec(new_spec)

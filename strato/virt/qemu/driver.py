@@ -39,7 +39,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import devices, disks, nics, process
+from strato.storage import crash
+
+from . import devices, disks, nics, process, throttle
 from .agent import GuestAgent, wait_for_agent
 from .errors import (
     AgentError,
@@ -182,12 +184,32 @@ class QemuDriver:
                 fds[nic.port_id] = self.tap_fd(nic)
             argv = process.build_command(spec, paths, places, incoming=incoming,
                                          nic_fds=fds)
+            throttled = [d for d in spec.disks if d.throttle]
+            if throttled and incoming is None:
+                argv.append("-S")  # limits in place before the guest's first I/O
             pid = process.spawn(argv, paths, pass_fds=tuple(fds.values()))
         finally:
             for fd in fds.values():  # the daemon has its own copies
                 os.close(fd)
+        if throttled:
+            crash.point("launch", "before-throttle")
+            try:
+                self._throttle(spec, cont=incoming is None)
+            except BaseException:
+                process.kill(pid, paths)  # never a guest running without its limits
+                raise
         LOG.info("instance %s: QEMU pid %d", spec.uuid, pid)
         return pid
+
+    def _throttle(self, spec: GuestSpec, cont: bool) -> None:
+        """The disks' I/O limits (``throttle``); ``cont``: then run the guest, which
+        QEMU holds at ``-S`` until its limits are set."""
+        with self.monitor(spec.uuid) as mon:
+            for d in spec.disks:
+                if d.throttle:
+                    throttle.apply(mon, d.device_id, d.throttle)
+            if cont:
+                mon.execute("cont")
 
     def tap_fd(self, nic: NicSpec, timeout: float = 10.0) -> int:
         """A new fd of ``nic``'s tap.  EBUSY is retried: a QEMU just killed may still
@@ -388,8 +410,28 @@ class QemuDriver:
             if self.pid(uuid) is None:
                 paths.pidfile.unlink(missing_ok=True)
                 paths.suspend_image.with_suffix(".tmp").unlink(missing_ok=True)
+            else:
+                self._finish_launch(uuid)
             found[uuid] = self.power_state(uuid)
         return found
+
+    def _finish_launch(self, uuid: str) -> None:
+        """A start the agent died inside: QEMU still held at ``-S`` (``prelaunch``)
+        before its disks' limits were set.  Set them and run it, as the start would
+        have."""
+        with self._lock(uuid):
+            spec = self.spec(uuid)
+            if not any(d.throttle for d in spec.disks):
+                return
+            try:
+                with self.monitor(uuid) as mon:
+                    if mon.execute("query-status")["status"] != "prelaunch":
+                        return
+                self._throttle(spec, cont=True)
+                LOG.info("instance %s: start finished after a restart (I/O limits set)",
+                         uuid)
+            except (QMPError, VirtError) as exc:
+                LOG.warning("instance %s: cannot finish its start: %s", uuid, exc)
 
     def console_output(self, uuid: str, length: int | None = None) -> str:
         """The serial console log (all boots), or its last ``length`` lines."""

@@ -90,6 +90,9 @@ class DiskSpec:
     source: str | None = None
     #: one of ``DISK_BUSES``
     bus: str = "virtio"
+    #: I/O limits (QMP ``block_set_io_throttle`` arguments, see ``throttle``), applied
+    #: at every start and at hot-plug; None: unlimited
+    throttle: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
@@ -107,13 +110,16 @@ class DiskSpec:
         return bool(self.blockdev.get("read-only", False))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "blockdev": self.blockdev, "serial": self.serial,
-                "source": self.source, "bus": self.bus}
+        out = {"device_id": self.device_id, "blockdev": self.blockdev, "serial": self.serial,
+               "source": self.source, "bus": self.bus}
+        if self.throttle:
+            out["throttle"] = self.throttle
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiskSpec:
         return cls(d["device_id"], d["blockdev"], d.get("serial"), d.get("source"),
-                   d.get("bus", "virtio"))
+                   d.get("bus", "virtio"), d.get("throttle") or None)
 
     def with_blockdev(self, blockdev: dict[str, Any]) -> DiskSpec:
         return dataclasses.replace(self, blockdev=blockdev)
