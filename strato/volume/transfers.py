@@ -16,6 +16,7 @@ from sqlalchemy import select
 from strato import events
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound
+from strato.storage import crash
 from strato.volume.api import (
     VolumeAPI,
     _flag,
@@ -156,4 +157,5 @@ class VolumeTransfers:
             events.emit(session, "volume", "transfer.accept", vol.id, dest,
                         transfer_id=row.id, source_project_id=source)
             session.flush()
+            crash.point("transfer.accept", "before-commit")  # all of it or none
             return self.view(row, version, detail=False)
