@@ -268,8 +268,11 @@ def test_transfer_with_the_cli(cloud: Cloud) -> None:
         assert req["auth_key"] and req["volume_id"] == vol["id"]
         listed = giver.openstack_json("volume", "transfer", "request", "list")
         assert [t["ID"] for t in listed] == [req["id"]]
-        shown = giver.openstack_json("--os-volume-api-version", "3.57", "volume",
-                                     "transfer", "request", "show", req["id"])
+        shown = giver.openstack_json("volume", "transfer", "request", "show", req["id"])
+        assert shown["volume_id"] == vid and shown["name"] == f"t-{no_snapshots}"
+        with srv.client(giver.token()) as c:  # the CLI shows no 3.55/3.57 fields
+            shown = c.get(f"/volume/v3/{giver.project_id}/volume-transfers/{req['id']}",
+                          headers={"OpenStack-API-Version": "volume 3.57"}).json()["transfer"]
         assert shown["no_snapshots"] is no_snapshots and shown["accepted"] is False
         assert shown["source_project_id"] == giver.project_id
         bad = taker.openstack("volume", "transfer", "request", "accept", "--auth-key",
