@@ -18,7 +18,7 @@ import pytest
 from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from tests.support import Server, free_port
-from tests.tenants import make_tenant
+from tests.tenants import Tenant, make_tenant
 
 POOLS = ("images", "vms", "volumes", "pool1", "pool2")
 DATA_LEN = 3 << 20
@@ -67,6 +67,9 @@ class Cloud:
         r = self.c.get(f"{self.base}/volumes/{vid}")
         assert r.status_code == 200, r.text
         return r.json()["volume"]
+
+    def snapshot(self, sid: str) -> dict[str, Any]:
+        return self.c.get(f"{self.base}/snapshots/{sid}").json()["snapshot"]
 
     def action(self, vid: str, body: dict[str, Any]) -> httpx.Response:
         return self.c.post(f"{self.base}/volumes/{vid}/action", json=body)
@@ -155,13 +158,12 @@ def test_migrate_and_retype_with_the_cli(cloud: Cloud) -> None:
                    json={"os-migrate_volume": {"host": f"{node}@a"}})
         assert r.status_code in (403, 404), r.text
     snap = srv.openstack_json("volume", "snapshot", "create", "--volume", vid, "s-mig")
-    assert cloud.until(lambda: srv.openstack_json("volume", "snapshot", "show", snap["id"])[
-        "status"] == "available")
+    assert cloud.until(lambda: cloud.snapshot(snap["id"])["status"] == "available")
     r = cloud.action(vid, {"os-migrate_volume": {"host": f"{node}@a"}})
     assert r.status_code == 400 and "snapshots" in r.text
     srv.openstack("volume", "snapshot", "delete", snap["id"])
-    assert cloud.until(lambda: srv.openstack("volume", "snapshot", "show", snap["id"],
-                                             check=False).returncode != 0)
+    assert cloud.until(lambda: cloud.c.get(f"{cloud.base}/snapshots/{snap['id']}")
+                       .status_code == 404)
 
     # A retype its backend satisfies moves nothing; one that needs the other backend
     # migrates (the real client): type and host change with migration_status success.
@@ -237,11 +239,16 @@ def test_kill_mid_migration_converges(cloud: Cloud, point: str) -> None:
     assert quota["gigabytes_type-b"]["reserved"] == 0
 
 
-def test_transfer_with_the_cli(cloud: Cloud) -> None:
+@pytest.fixture(scope="module")
+def tenants(srv: Server) -> tuple[Tenant, Tenant]:
+    return make_tenant(srv, "give"), make_tenant(srv, "take")
+
+
+def test_transfer_with_the_cli(cloud: Cloud, tenants: tuple[Tenant, Tenant]) -> None:
     """Ownership moves with the quota (volumes, gigabytes and the snapshots that follow);
     ``--no-snapshots`` leaves the snapshots' quota with the giver."""
     srv = cloud.srv
-    giver, taker = make_tenant(srv, "give"), make_tenant(srv, "take")
+    giver, taker = tenants
 
     def usage(project_id: str) -> dict[str, int]:
         q = cloud.c.get(f"{cloud.base}/os-quota-sets/{project_id}",
@@ -252,13 +259,11 @@ def test_transfer_with_the_cli(cloud: Cloud) -> None:
         vol = giver.openstack_json("volume", "create", "--size", "1", "--type", "type-a",
                                    f"tv-{no_snapshots}")
         vid = vol["id"]
-        assert cloud.until(lambda vid=vid: giver.openstack_json("volume", "show", vid)[
-            "status"] == "available")
+        assert cloud.until(lambda vid=vid: cloud.show(vid)["status"] == "available")
         snap = giver.openstack_json("volume", "snapshot", "create", "--volume", vid,
                                     f"ts-{no_snapshots}")
         sid = snap["id"]
-        assert cloud.until(lambda sid=sid: giver.openstack_json(
-            "volume", "snapshot", "show", sid)["status"] == "available")
+        assert cloud.until(lambda sid=sid: cloud.snapshot(sid)["status"] == "available")
         before_g, before_t = usage(giver.project_id), usage(taker.project_id)
         args = ["--os-volume-api-version", "3.57", "volume", "transfer", "request",
                 "create", "--name", f"t-{no_snapshots}", vol["id"]]
@@ -294,22 +299,20 @@ def test_transfer_with_the_cli(cloud: Cloud) -> None:
             giver.project_id if no_snapshots else taker.project_id)
     # A request that is deleted gives the volume back.
     vol = giver.openstack_json("volume", "create", "--size", "1", "tv-del")
-    assert cloud.until(lambda: giver.openstack_json("volume", "show", vol["id"])[
-        "status"] == "available")
+    assert cloud.until(lambda: cloud.show(vol["id"])["status"] == "available")
     req = giver.openstack_json("volume", "transfer", "request", "create", vol["id"])
     assert giver.openstack_json("volume", "show", vol["id"])["status"] == "awaiting-transfer"
     giver.openstack("volume", "transfer", "request", "delete", req["id"])
     assert giver.openstack_json("volume", "show", vol["id"])["status"] == "available"
 
 
-def test_kill_during_transfer_accept_leaves_no_half_state(cloud: Cloud) -> None:
+def test_kill_during_transfer_accept_leaves_no_half_state(
+        cloud: Cloud, tenants: tuple[Tenant, Tenant]) -> None:
     """The accept is one transaction: killed just before it commits, nothing of it
     happened (owner, status, quota, transfer); accepted again after the restart."""
-    srv = cloud.srv
-    giver, taker = make_tenant(srv, "kgive"), make_tenant(srv, "ktake")
+    giver, taker = tenants
     vol = giver.openstack_json("volume", "create", "--size", "1", "tv-kill")
-    assert cloud.until(lambda: giver.openstack_json("volume", "show", vol["id"])[
-        "status"] == "available")
+    assert cloud.until(lambda: cloud.show(vol["id"])["status"] == "available")
     req = giver.openstack_json("volume", "transfer", "request", "create", vol["id"])
 
     def quota(project_id: str) -> dict[str, Any]:
