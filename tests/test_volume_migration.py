@@ -337,3 +337,62 @@ def test_kill_during_transfer_accept_leaves_no_half_state(
     assert quota(taker.project_id)["volumes"]["in_use"] == \
         before[1]["volumes"]["in_use"] + 1
 
+
+
+def test_migrate_on_rbd(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same migration on Ceph (engine ``rbd``): a clone of a Glance image in pool
+    ``volumes`` moves to ``volumes2`` as an independent image with the same data, and
+    the clone's hold on the image's snapshot is released."""
+    import subprocess
+
+    from tests.storage.conftest import ceph_conf
+
+    conf = ceph_conf()
+
+    def rbd(*args: str) -> bytes:
+        return subprocess.run(["rbd", "-c", conf, *args], check=True,
+                              capture_output=True).stdout
+
+    subprocess.run(["ceph", "-c", conf, "osd", "pool", "create", "volumes2", "8"],
+                   check=True, capture_output=True)
+    rbd("pool", "init", "volumes2")
+    server = Server(tmp_path_factory.mktemp("vmigrbd"), free_port(), extra_conf={
+        "storage": {"engine": "rbd"},
+        "glance_store": {"rbd_store_ceph_conf": conf},
+        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "c1:volumes,c2:volumes2"},
+        "compute": {"images_rbd_ceph_conf": conf}})
+    try:
+        server.setup()
+        server.start()
+        server.openstack("volume", "type", "create", "--property",
+                         "volume_backend_name=c1", "rbd-c1")
+        cloud = Cloud(server)
+        path = server.state / "rbd.raw"
+        path.write_bytes(_pattern(DATA_LEN, "rbd"))
+        image = server.openstack_json("image", "create", "--file", str(path),
+                                      "--disk-format", "raw", "--container-format", "bare",
+                                      "img-rbd")
+        vol = server.openstack_json("volume", "create", "--image", image["id"], "--size",
+                                    "1", "--type", "rbd-c1", "vol-rbd")
+        vid = vol["id"]
+        assert cloud.until(lambda: cloud.show(vid)["status"] == "available")
+        assert f"volume-{vid}" in rbd("ls", "volumes").decode().split()
+        assert rbd("children", f"images/{image['id']}@snap").strip()  # a clone
+        node = cloud.show(vid)["os-vol-host-attr:host"].split("@")[0]
+        server.openstack("volume", "migrate", "--host", f"{node}@c2", vid)
+        moved = cloud.settled(vid)
+        assert moved["migration_status"] == "success"
+        assert moved["os-vol-host-attr:host"] == f"{node}@c2#volumes2"
+        assert cloud.until(lambda: f"volume-{vid}" not in rbd("ls", "volumes").decode())
+        assert rbd("ls", "volumes2").decode().split() == [f"volume-{vid}"]
+        data = rbd("export", f"volumes2/volume-{vid}", "-")
+        assert data[:DATA_LEN] == _pattern(DATA_LEN, "rbd")
+        assert data[DATA_LEN:] == bytes(len(data) - DATA_LEN)
+        assert not rbd("children", f"images/{image['id']}@snap").strip()
+        server.openstack("volume", "delete", vid)
+        assert cloud.until(lambda: not rbd("ls", "volumes2").strip())
+        server.openstack("image", "delete", image["id"])
+    finally:
+        server.stop()
+        subprocess.run(["ceph", "-c", conf, "osd", "pool", "rm", "volumes2", "volumes2",
+                        "--yes-i-really-really-mean-it"], capture_output=True)
