@@ -264,6 +264,13 @@ def test_transfer_with_the_cli(cloud: Cloud, tenants: tuple[Tenant, Tenant]) -> 
                                     f"ts-{no_snapshots}")
         sid = snap["id"]
         assert cloud.until(lambda sid=sid: cloud.snapshot(sid)["status"] == "available")
+        if not no_snapshots:  # a snapshot that follows must be available (Cinder)
+            reset = f"{cloud.base}/snapshots/{sid}/action"
+            cloud.c.post(reset, json={"os-reset_status": {"status": "error"}})
+            r = cloud.c.post(f"{cloud.base}/volume-transfers",
+                             json={"transfer": {"volume_id": vid}})
+            assert r.status_code == 400 and "must be available" in r.text, r.text
+            cloud.c.post(reset, json={"os-reset_status": {"status": "available"}})
         before_g, before_t = usage(giver.project_id), usage(taker.project_id)
         args = ["--os-volume-api-version", "3.57", "volume", "transfer", "request",
                 "create", "--name", f"t-{no_snapshots}", vol["id"]]

@@ -81,6 +81,12 @@ class VolumeTransfers:
         with self.db.session() as session:
             vol = self.api.get_volume_row(session, ctx, ref["volume_id"])
             self.policy.enforce(ctx, "volume:create_transfer", {"project_id": vol.project_id})
+            if not no_snapshots:  # they follow the volume: each must be whole (Cinder)
+                for snap in session.scalars(select(Snapshot).where(
+                        Snapshot.volume_id == vol.id)):
+                    if snap.status != "available":
+                        raise BadRequest(f"Invalid snapshot: snapshot: {snap.id} status "
+                                         "must be available")
             if not self.api.set_status(session, Volume, vol.id, "available",
                                        "awaiting-transfer"):
                 raise BadRequest(f"Invalid volume: status must be available (status "
