@@ -184,6 +184,8 @@ def test_migrate_and_retype_with_the_cli(cloud: Cloud) -> None:
                         params={"usage": "true"}).json()["quota_set"]
     assert quota["volumes_type-a"]["in_use"] >= 1 and quota["volumes_type-a"]["reserved"] == 0
     assert quota["gigabytes_type-b"]["reserved"] == 0
+    assert quota["volumes"]["in_use"] == quota["volumes_type-a"]["in_use"] + \
+        quota["volumes_type-b"]["in_use"] and quota["volumes"]["reserved"] == 0
 
     # The migrated volume works: it deletes cleanly from its new backend.
     srv.openstack("volume", "delete", vid)

@@ -35,7 +35,7 @@ from strato.exceptions import BadRequest
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.storage import crash
-from strato.volume.api import MIGRATING, VolumeAPI, _flag, type_name, volume_deltas
+from strato.volume.api import MIGRATING, VolumeAPI, _flag, type_name
 from strato.volume.driver import ParentNotReleased, _ChunkStream, volume_name
 from strato.volume.models import Snapshot, Volume, VolumeType
 from strato.volume.scheduler import BackendState, NoValidBackend, Request, choose
@@ -46,6 +46,11 @@ ACTIONS = ("os-migrate_volume",)
 # A migration in one of these holds the volume: no other change may start.
 IN_PROGRESS = MIGRATING
 TMP_SUFFIX = ".migrating"
+
+
+def _type_deltas(type_name: str, size: int) -> dict[str, int]:
+    """What a retype moves: the per-type counts only (the totals stay)."""
+    return {f"volumes_{type_name}": 1, f"gigabytes_{type_name}": size}
 
 
 def migrating(vol: Volume) -> bool:
@@ -148,7 +153,7 @@ class VolumeMigration:
         reservations: list[int] = []
         if new_type is not None:
             reservations = self.api.quota.reserve(session, vol.project_id,
-                                                  volume_deltas(new_type.name, vol.size))
+                                                  _type_deltas(new_type.name, vol.size))
         previous = vol.status
         if not self.api.set_status(session, Volume, vol.id, previous, status or previous,
                                    migration_status="starting"):
@@ -253,7 +258,7 @@ def migrate_volume(ctx: JobContext) -> dict[str, Any]:
                 old_name = type_name(session, vol)
                 new = session.get(VolumeType, p["new_type_id"])
                 api.quota.commit(session, list(p["reservations"]))
-                api.quota.release(session, vol.project_id, volume_deltas(old_name, vol.size))
+                api.quota.release(session, vol.project_id, _type_deltas(old_name, vol.size))
                 vol.volume_type_id = p["new_type_id"]
                 changes = {"old_type": old_name, "new_type": new.name if new else None}
                 events.emit(session, "volume", "volume.retype", vol.id, vol.project_id,
