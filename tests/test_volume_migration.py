@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,7 +157,18 @@ def test_migrate_and_retype_with_the_cli(cloud: Cloud) -> None:
     with srv.client(member.token()) as c:
         r = c.post(f"/volume/v3/{member.project_id}/volumes/{vid}/action",
                    json={"os-migrate_volume": {"host": f"{node}@a"}})
-        assert r.status_code in (403, 404), r.text
+        assert r.status_code == 404, r.text  # not theirs: not found before forbidden
+        own = c.post(f"/volume/v3/{member.project_id}/volumes",
+                     json={"volume": {"size": 1, "volume_type": "type-a"}}).json()["volume"]
+        assert cloud.until(lambda: cloud.show(own["id"])["status"] == "available")
+        r = c.post(f"/volume/v3/{member.project_id}/volumes/{own['id']}/action",
+                   json={"os-migrate_volume": {"host": f"{node}@b"}})
+        assert r.status_code == 403, r.text
+        r = c.post(f"/volume/v3/{member.project_id}/volumes/{uuid.uuid4()}/action",
+                   json={"os-migrate_volume": {"host": f"{node}@b"}})
+        assert r.status_code == 404, r.text
+        assert c.delete(f"/volume/v3/{member.project_id}/volumes/{own['id']}"
+                        ).status_code == 202
     snap = srv.openstack_json("volume", "snapshot", "create", "--volume", vid, "s-mig")
     assert cloud.until(lambda: cloud.snapshot(snap["id"])["status"] == "available")
     r = cloud.action(vid, {"os-migrate_volume": {"host": f"{node}@a"}})

@@ -37,10 +37,10 @@ from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
 NAME_MAX = 255
-# error_deleting: the store still had the data when the delete failed; deleting again
-# retries it.
 # migration_status values of a migration still running (strato.volume.migration).
 MIGRATING = ("starting", "migrating", "completing")
+# error_deleting: the store still had the data when the delete failed; deleting again
+# retries it.
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing",
              "error_deleting")
 # Extra specs Cinder shows to every project (the rest are for admins).

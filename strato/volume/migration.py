@@ -66,10 +66,10 @@ class VolumeMigration:
     # ------------------------------------------------------------ requests
     def migrate_volume(self, ctx: RequestContext, volume_id: str, args: Any,
                        version: tuple[int, int]) -> None:
-        """``os-migrate_volume`` (admin): ``host`` (``host@backend[#pool]``) or, from
-        3.16, ``cluster``; ``force_host_copy`` (every strato migration is a host copy)
-        and ``lock_volume`` (the volume is ``maintenance`` meanwhile)."""
-        self.policy.enforce(ctx, "volume_extension:volume_admin_actions:migrate_volume", {})
+        """``os-migrate_volume`` (admin; Cinder's order: 400 body, 404, 403): ``host``
+        (``host@backend[#pool]``) or, from 3.16, ``cluster``; ``force_host_copy``
+        (every strato migration is a host copy) and ``lock_volume`` (the volume is
+        ``maintenance`` meanwhile)."""
         if not isinstance(args, dict):
             raise BadRequest("os-migrate_volume needs a host.")
         host, cluster = args.get("host"), args.get("cluster") if version >= (3, 16) else None
@@ -81,9 +81,11 @@ class VolumeMigration:
                              + (" or a cluster." if version >= (3, 16) else "."))
         _flag(args.get("force_host_copy", False), "force_host_copy")
         lock = _flag(args.get("lock_volume", False), "lock_volume")
-        dest = self._backend_named(target)
         with self.db.session() as session:
-            vol = self.api.get_volume_row(session, ctx, volume_id)
+            vol = self.api.get_volume_row(session, ctx, volume_id)  # 404 before 403
+            self.policy.enforce(ctx, "volume_extension:volume_admin_actions:migrate_volume",
+                                {"project_id": vol.project_id})
+            dest = self._backend_named(target)
             self._check(session, vol, dest)
             self.start(session, ctx, vol, dest, "maintenance" if lock else None)
 
