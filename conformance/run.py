@@ -67,7 +67,11 @@ def start_server(work: Path) -> tuple[Server, dict[str, str]]:
     # the user-mode data plane (no network service in this run), with `make run`'s
     # external network record, as a deployment has one (Nova's os-networks lists it)
     server = Server(state, free_port(), password="conformance-admin",
-                    extra_conf={"network": {"public_cidr": "198.18.0.0/24"}})
+                    extra_conf={"network": {"public_cidr": "198.18.0.0/24"},
+                                # two backends: Tempest's multi-backend and retype
+                                # with migration tests (tempest_conf backend_names)
+                                "volume": {"enabled_backends":
+                                           "strato-local:volumes,strato-local-2:volumes2"}})
     server.setup()
     out = strato("guest", "--config", str(server.conf), timeout=900).stdout
     image = out.strip().rsplit(" ", 1)[-1]

@@ -41,6 +41,8 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("volume-feature-enabled", "backup"): ("False", "volume backups are issue 18"),
     ("volume-feature-enabled", "snapshot"): ("True", ""),
     ("volume-feature-enabled", "clone"): ("True", ""),
+    ("volume-feature-enabled", "multi_backend"): ("True", ""),  # run.py: two backends
+    ("volume", "backend_names"): ("strato-local,strato-local-2", ""),
     ("volume-feature-enabled", "manage_volume"): ("False", "no volume manage/unmanage"),
     ("volume-feature-enabled", "manage_snapshot"): ("False", "no snapshot manage/unmanage"),
     ("volume-feature-enabled", "enable_volume_image_dep_tests"): (

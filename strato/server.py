@@ -43,6 +43,7 @@ def load_handlers() -> None:
     import strato.image.manager  # noqa: F401
     import strato.jobs.builtin  # noqa: F401
     import strato.volume.manager  # noqa: F401
+    import strato.volume.migration  # noqa: F401
 
 
 def make_pool(conf: Config, services: object, targets: list[str] | None = None) -> WorkerPool:

@@ -16,12 +16,13 @@ from sqlalchemy import select
 from strato import events
 from strato.api.unimplemented import REFERENCE_VOLUME_ACTIONS, unsupported_action
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, NotFound, NotSupported
+from strato.exceptions import BadRequest, NotFound
 from strato.jobs.queue import enqueue
 from strato.storage import crash
 from strato.validation import string_map
 from strato.volume import qos
 from strato.volume.api import VolumeAPI, _flag, _text, iso, type_name, volume_deltas
+from strato.volume.migration import VolumeMigration, migrating
 from strato.volume.models import Attachment, Snapshot, Volume
 from strato.volume.scheduler import BackendState, capabilities_filter
 from strato.volume.scheduler import Request as SchedRequest
@@ -92,6 +93,9 @@ class VolumeActions:
 
     def _transition(self, session: Any, vol: Volume, allowed: tuple[str, ...], new: str,
                     what: str, **values: Any) -> None:
+        if migrating(vol):
+            raise BadRequest(f"Invalid volume: {what} is refused while the volume is "
+                             "migrating.")
         if vol.status not in allowed or not self.api.set_status(
                 session, Volume, vol.id, vol.status, new, **values):
             raise BadRequest(f"Invalid volume: {what} needs status "
@@ -170,7 +174,8 @@ class VolumeActions:
     def _os_retype(self, ctx: RequestContext, volume_id: str, args: Any, v: Any) -> None:
         """A new type for a volume its backend already satisfies (no data moves).  A
         type that needs another backend is 400 with ``migration_policy`` ``never``
-        (Cinder's default), 501 with ``on-demand``: strato does not migrate volumes."""
+        (Cinder's default); with ``on-demand`` the volume migrates there
+        (``strato.volume.migration``: ``retyping`` until the copy is swapped in)."""
         new_ref = args.get("new_type") if isinstance(args, dict) else None
         if not isinstance(new_ref, str) or not new_ref:
             raise BadRequest("os-retype needs a new_type.")
@@ -183,9 +188,11 @@ class VolumeActions:
             if new.id == vol.volume_type_id:
                 raise BadRequest("Invalid input: the volume already has type "
                                  f"{new.name}.")
-            if vol.status not in ("available", "in-use") or vol.host is None:
+            if vol.status not in ("available", "in-use") or vol.host is None \
+                    or migrating(vol):
                 raise BadRequest(f"Invalid volume: retype needs status available or "
-                                 f"in-use; the volume is {vol.status}.")
+                                 f"in-use and no migration running; the volume is "
+                                 f"{vol.status}.")
             backend = self.api.backends[self.api.backend_of(vol.host)]
             state = BackendState(backend, 0, 0)
             if not capabilities_filter(state, SchedRequest(vol.size, None,
@@ -193,8 +200,11 @@ class VolumeActions:
                 if policy == "never":
                     raise BadRequest(f"Invalid volume: volume type {new.name} needs "
                                      "another backend and migration_policy is never.")
-                raise NotSupported("Retyping a volume to another backend "
-                                             "(volume migration) is not implemented.")
+                mig = VolumeMigration(self.api)
+                dest = mig.retype_backend(session, vol, new)
+                mig._check(session, vol, dest)
+                mig.start(session, ctx, vol, dest, "retyping", new_type=new)
+                return
             old_name = type_name(session, vol)
             gained = {f"volumes_{new.name}": 1, f"gigabytes_{new.name}": vol.size}
             self.api.quota.commit(session, self.api.quota.reserve(
@@ -205,6 +215,10 @@ class VolumeActions:
             vol.updated_at = datetime.now(UTC)
             events.emit(session, "volume", "volume.retype", vol.id, vol.project_id,
                         old_type=old_name, new_type=new.name)
+
+    def _os_migrate_volume(self, ctx: RequestContext, volume_id: str, args: Any,
+                           v: tuple[int, int]) -> None:
+        VolumeMigration(self.api).migrate_volume(ctx, volume_id, args, v)
 
     # ------------------------------------------------------------ image metadata
     def _image_meta(self, session: Any, ctx: RequestContext, volume_id: str,

@@ -37,6 +37,8 @@ from strato.volume.scheduler import Backend
 
 DEFAULT_TYPE_ID = "00000000-0000-4000-8000-00000000d3f1"
 NAME_MAX = 255
+# migration_status values of a migration still running (strato.volume.migration).
+MIGRATING = ("starting", "migrating", "completing")
 # error_deleting: the store still had the data when the delete failed; deleting again
 # retries it.
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing",
@@ -476,7 +478,7 @@ class VolumeAPI:
         with self.db.session() as session:
             vol = self.get_volume_row(session, ctx, volume_id)
             self.policy.enforce(ctx, "volume:delete", {"project_id": vol.project_id})
-            if vol.status not in DELETABLE:
+            if vol.status not in DELETABLE or vol.migration_status in MIGRATING:
                 raise BadRequest(f"Invalid volume: Volume status must be available or error "
                                  f"or error_restoring or error_extending or error_managing "
                                  f"or error_deleting "
@@ -519,9 +521,15 @@ class VolumeAPI:
     @staticmethod
     def set_status(session: Session, model: type, row_id: str, expected: str, new: str,
                    **values: Any) -> bool:
-        """A conditional state change; False when the row is not in ``expected``."""
-        result = session.execute(update(model).where(
-            model.id == row_id, model.status == expected).values(
+        """A conditional state change; False when the row is not in ``expected``, or
+        when it is a volume a running migration holds (``available``/``in-use`` to
+        anything else: the migration copies its data and owns its status)."""
+        where = [model.id == row_id, model.status == expected]
+        if model is Volume and expected in ("available", "in-use") and new != expected \
+                and "migration_status" not in values:
+            where.append(or_(Volume.migration_status.is_(None),
+                             Volume.migration_status.notin_(MIGRATING)))
+        result = session.execute(update(model).where(*where).values(
             status=new, updated_at=datetime.now(UTC), **values))
         return result.rowcount == 1
 

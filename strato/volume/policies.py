@@ -36,6 +36,8 @@ RULES = [
     RuleDefault("volume_extension:volume_admin_actions:reset_status", "rule:admin_required"),
     RuleDefault("volume_extension:volume_admin_actions:force_delete", "rule:admin_required"),
     RuleDefault("volume_extension:volume_admin_actions:force_detach", "rule:admin_required"),
+    RuleDefault("volume_extension:volume_admin_actions:migrate_volume",
+                "rule:admin_required"),
     RuleDefault("volume_extension:snapshot_admin_actions:reset_status",
                 "rule:admin_required"),
     RuleDefault("volume_extension:snapshot_admin_actions:force_delete",

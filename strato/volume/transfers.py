@@ -16,6 +16,7 @@ from sqlalchemy import select
 from strato import events
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, NotFound
+from strato.storage import crash
 from strato.volume.api import (
     VolumeAPI,
     _flag,
@@ -80,6 +81,12 @@ class VolumeTransfers:
         with self.db.session() as session:
             vol = self.api.get_volume_row(session, ctx, ref["volume_id"])
             self.policy.enforce(ctx, "volume:create_transfer", {"project_id": vol.project_id})
+            if not no_snapshots:  # they follow the volume: each must be whole (Cinder)
+                for snap in session.scalars(select(Snapshot).where(
+                        Snapshot.volume_id == vol.id)):
+                    if snap.status != "available":
+                        raise BadRequest(f"Invalid snapshot: snapshot: {snap.id} status "
+                                         "must be available")
             if not self.api.set_status(session, Volume, vol.id, "available",
                                        "awaiting-transfer"):
                 raise BadRequest(f"Invalid volume: status must be available (status "
@@ -156,4 +163,5 @@ class VolumeTransfers:
             events.emit(session, "volume", "transfer.accept", vol.id, dest,
                         transfer_id=row.id, source_project_id=source)
             session.flush()
+            crash.point("transfer.accept", "before-commit")  # all of it or none
             return self.view(row, version, detail=False)
