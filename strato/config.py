@@ -71,6 +71,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "positive_float": _positive_float,
     "path": lambda text: Path(text).expanduser(),
     "list": _str_list,
+    "int_list": lambda text: [int(part) for part in _str_list(text)],
     "float": float,
 }
 
@@ -162,7 +163,26 @@ OPTIONS: tuple[Option, ...] = (
            "Ceph configuration file of the image store's cluster (with its keyring)."),
     Option("glance_store", "rados_connect_timeout", "int", "0",
            "Seconds one connection attempt to Ceph may take (<= 0: 30)."),
-    # [image]
+    # [import_filtering_opts]: which URIs web-download may fetch (Glance's defaults)
+    Option("import_filtering_opts", "allowed_schemes", "list", "http,https",
+           "URI schemes web-download may fetch (empty: any not disallowed)."),
+    Option("import_filtering_opts", "disallowed_schemes", "list", "",
+           "URI schemes web-download refuses (ignored when allowed_schemes is set)."),
+    Option("import_filtering_opts", "allowed_hosts", "list", "",
+           "Hosts (names or IP addresses) web-download may fetch from (empty: any "
+           "not disallowed)."),
+    Option("import_filtering_opts", "disallowed_hosts", "list", "",
+           "Hosts web-download refuses (ignored when allowed_hosts is set)."),
+    Option("import_filtering_opts", "allowed_ports", "int_list", "80,443",
+           "Ports web-download may fetch from (empty: any not disallowed)."),
+    Option("import_filtering_opts", "disallowed_ports", "int_list", "",
+           "Ports web-download refuses (ignored when allowed_ports is set)."),
+    # [image] import methods (Glance's names and defaults)
+    Option("image", "enabled_import_methods", "list",
+           "glance-direct,web-download,copy-image",
+           "Interoperable import methods offered: glance-direct, web-download (strato "
+           "has one store and no other region: copy-image and glance-download are "
+           "never offered)."),
     Option("image", "show_image_direct_url", "bool", "false",
            "Show an active image's location as 'direct_url'."),
     Option("image", "show_multiple_locations", "bool", "false",

@@ -37,7 +37,7 @@ def empty_image_id(request: Request) -> Response:
 # ------------------------------------------------------------------ discovery
 @router.get("/info/import")
 def info_import(request: Request) -> dict:
-    return info.import_info()
+    return info.import_info(_api(request))
 
 
 @router.get("/info/stores")

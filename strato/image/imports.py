@@ -8,10 +8,12 @@ an ``image.import`` job, which sends the staged data the same way as an upload
 with ``os_glance_failed_import`` noted, as Glance does.  The job's record is the
 import's task (``GET /v2/images/{id}/tasks``).
 
-Only ``glance-direct`` is offered: ``web-download`` and ``glance-download`` would
-reach outside this machine, and ``copy-image`` needs a second store.  Glance answers
-400 for a method its deployment has not enabled; so does strato (``/v2/info/import``
-lists what is enabled).
+``web-download`` (``strato.image.webdownload``) fetches the data from a URI that passes
+``[import_filtering_opts]`` into the image, from ``queued``, in the same kind of job.
+``[image] enabled_import_methods`` says which of the two are offered.  ``copy-image``
+needs a second store and ``glance-download`` another region's image service: strato has
+neither, and answers 400 for them as Glance does for a method its deployment has not
+enabled (``/v2/info/import`` lists what is enabled).
 """
 
 from __future__ import annotations
@@ -36,17 +38,17 @@ from strato.image.api import ImageAPI, iso
 from strato.image.api import staged_path as api_staged_path
 from strato.image.data import Uploader
 from strato.image.models import Image
+from strato.image.webdownload import DownloadFailed, fetch, uri_allowed
 from strato.jobs.models import DONE, FAILED, PENDING, RUNNING, Job
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 
 LOG = logging.getLogger(__name__)
 
-METHODS = ("glance-direct",)
-# Methods Glance knows that this deployment does not enable, and why.
-DISABLED = {
-    "web-download": "it would fetch from outside this cloud",
-    "glance-download": "it would fetch from another region's image service",
+AVAILABLE = ("glance-direct", "web-download")
+# Methods Glance knows that strato cannot offer, and why.
+UNAVAILABLE = {
+    "glance-download": "strato has no other region's image service to fetch from",
     "copy-image": "there is a single store to copy to",
 }
 _FLUSH = 8 << 20
@@ -118,6 +120,11 @@ async def stage(api: ImageAPI, ctx: RequestContext, image_id: str, receive: Rece
 
 
 # ------------------------------------------------------------------ import
+def enabled_methods(api: ImageAPI) -> list[str]:
+    """The import methods this deployment offers, in the configured order."""
+    return [m for m in api.conf.image.enabled_import_methods if m in AVAILABLE]
+
+
 def _check_request(api: ImageAPI, body: Any) -> str:
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object naming an import method.")
@@ -125,10 +132,10 @@ def _check_request(api: ImageAPI, body: Any) -> str:
     name = method.get("name") if isinstance(method, dict) else None
     if not isinstance(name, str) or not name:
         raise BadRequest("Import request requires a 'method' object with a 'name'.")
-    if name not in METHODS:
-        why = DISABLED.get(name)
-        if why is None:
+    if name not in enabled_methods(api):
+        if name not in (*AVAILABLE, *UNAVAILABLE):
             raise BadRequest(f"Unknown import method name '{name}'.")
+        why = UNAVAILABLE.get(name, "[image] enabled_import_methods leaves it out")
         raise BadRequest(f"Import method {name} is not enabled at this site ({why}); "
                          f"see /v2/info/import.")
     stores = body.get("stores")
@@ -147,17 +154,29 @@ def _check_request(api: ImageAPI, body: Any) -> str:
 
 
 def start_import(api: ImageAPI, ctx: RequestContext, image_id: str, body: Any) -> None:
-    """uploading → importing and the job that finishes it, in one transaction."""
+    """The image to ``importing`` and the job that finishes it, in one transaction:
+    from ``uploading`` (staged) for glance-direct, from ``queued`` for web-download,
+    whose URI must pass the import filter (400, after the state checks, as Glance)."""
     method = _check_request(api, body)
     with api.db.session() as session:
         image = api.load(session, ctx, image_id)
         api.require_owner(ctx, image, "import_image")
-        if image.status != "uploading" or not staged_path(api, image_id).exists():
+        if image.status == "active":
+            raise Conflict("Image with status active cannot be target for import")
+        if method == "glance-direct" and (image.status != "uploading"
+                                          or not staged_path(api, image_id).exists()):
             raise Conflict(f"Image {image_id} needs to be staged before '{method}' can "
                            "be used (its status is " f"{image.status}).")
+        if method == "web-download" and image.status != "queued":
+            raise Conflict(f"Image needs to be in 'queued' state to use '{method}' "
+                           f"method (its status is {image.status}).")
         if image.disk_format is None or image.container_format is None:
             raise BadRequest("Properties disk_format, container_format must be set "
                              "prior to importing data.")
+        if method == "web-download":
+            uri = body["method"].get("uri")
+            if not uri_allowed(api.conf, uri):
+                raise BadRequest(f"URI for web-download does not pass filtering: {uri}")
         image.status = "importing"
         image.properties = [p for p in image.properties
                             if p.name != "os_glance_failed_import"]
@@ -175,25 +194,46 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield piece
 
 
+def _capped(chunks: Iterator[bytes], room: int | None) -> Iterator[bytes]:
+    """Downloaded data, refused once it crosses the quota or the size cap."""
+    size = 0
+    for piece in chunks:
+        size += len(piece)
+        if room is not None and size > room:
+            raise OverLimit(f"The download exceeds the storage quota or the image size "
+                            f"cap after {size} bytes.")
+        yield piece
+
+
 @handler("image.import")
 def run_import(ctx: JobContext) -> dict[str, Any]:
-    """The staged data into the store (``importing`` → ``saving`` → ``active``)."""
+    """The staged or downloaded data into the store (``importing`` → ``saving`` →
+    ``active``); on failure the image goes back to ``queued`` with
+    ``os_glance_failed_import`` and the task ends ``failure`` with the reason."""
     api: ImageAPI = ctx.services.image
     image_id = ctx.payload["image_id"]
+    method = (ctx.payload.get("import_req") or {}).get("method") or {}
     path = staged_path(api, image_id)
     with api.db.session(readonly=True) as session:
         image = session.get(Image, image_id)
         if image is None or image.status != "importing":
             return {"skipped": image.status if image else "gone"}
         disk_format = image.disk_format
+        room = Uploader(api, None, image_id, "")._room(session, image.owner)
     host = api.conf.DEFAULT.host
     try:
-        Uploader(api, None, image_id, host).ingest(_chunks(path), disk_format,
+        if method.get("name") == "web-download":
+            chunks: Iterator[bytes] = _capped(fetch(api.conf, method.get("uri"))[0], room)
+        else:
+            chunks = _chunks(path)
+        Uploader(api, None, image_id, host).ingest(chunks, disk_format,
                                                      expected="importing")
     except Exception as exc:
         LOG.info("image %s: import failed: %s", image_id, exc)
         api._set_status(image_id, "importing", "queued")
         api.set_failed_import(image_id, api.store.name)
+        if isinstance(exc, DownloadFailed):
+            raise DownloadFailed(str(exc)) from None  # the reason, not a traceback
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -203,6 +243,15 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ tasks
 _STATUS = {PENDING: "pending", RUNNING: "processing", DONE: "success", FAILED: "failure"}
+
+
+def _reason(error: str | None) -> str:
+    """The failure as Glance's task message says it: the text, not the exception type
+    the worker prefixes (``DownloadFailed: ...``)."""
+    if not error:
+        return ""
+    kind, sep, text = error.partition(": ")
+    return text if sep and kind.isidentifier() else error
 
 
 def task_view(job: Job) -> dict[str, Any]:
@@ -215,7 +264,7 @@ def task_view(job: Job) -> dict[str, Any]:
         "input": {"image_id": p.get("image_id"), "import_req": p.get("import_req"),
                   "backend": p.get("backend")},
         "result": {"image_id": p.get("image_id")} if job.state == DONE else None,
-        "message": job.error or "",
+        "message": _reason(job.error),
         "expires_at": iso(finished + TASK_TTL) if finished else None,
         "created_at": iso(job.created_at), "updated_at": iso(job.updated_at),
         "deleted_at": None, "deleted": False,
@@ -261,9 +310,9 @@ def show_task(api: ImageAPI, ctx: RequestContext, task_id: str) -> dict[str, Any
 
 
 def create_task(api: ImageAPI, ctx: RequestContext, body: Any) -> None:
-    """``POST /v2/tasks``: Glance's legacy ``import`` task fetches ``import_from`` from
-    another host, which this cloud never does — refused (400) as a Glance whose URI
-    filtering lets nothing through refuses it; the body is checked first, as there."""
+    """``POST /v2/tasks``: Glance's legacy ``import`` task (deprecated for the
+    interoperable import) is not offered — refused (400) once the body is checked, as
+    there; web-download does what it did."""
     api.policy.enforce(ctx, "add_task", {"project_id": ctx.project_id})
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object with 'type' and 'input'.")
@@ -277,9 +326,9 @@ def create_task(api: ImageAPI, ctx: RequestContext, body: Any) -> None:
         if key not in task_input:
             raise BadRequest(f"Input does not contain '{key}' field.")
     uri = task_input["import_from"]
-    raise BadRequest(f"URI {uri} does not pass filtering: this image service fetches no "
-                     "data from other hosts (stage the data and import it with "
-                     "glance-direct instead).")
+    raise BadRequest(f"URI {uri} is not imported by a legacy 'import' task here: create "
+                     "the image and import it with the web-download method (POST "
+                     "/v2/images/{id}/import) instead.")
 
 
 def delete_from_store(api: ImageAPI, ctx: RequestContext, store: str, image_id: str

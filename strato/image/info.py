@@ -2,7 +2,7 @@
 
 Clients read these to learn what a deployment offers (import methods, stores, the
 caller's quota usage) and what an image record may hold; each says what strato
-really does (one store, ``glance-direct`` only).
+really does (one store; the import methods ``[image] enabled_import_methods`` names).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from strato.context import RequestContext
 from strato.exceptions import NotFound
 from strato.image.api import NAME_MAX, ImageAPI, staged_path
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
-from strato.image.imports import METHODS
+from strato.image.imports import enabled_methods
 from strato.image.models import Image
 
 _STORE_TEXT = {"file": "Image data in files on this host",
@@ -24,9 +24,9 @@ _STORE_TEXT = {"file": "Image data in files on this host",
                       "instances"}
 
 
-def import_info() -> dict[str, Any]:
+def import_info(api: ImageAPI) -> dict[str, Any]:
     return {"import-methods": {"description": "Import methods available.",
-                               "type": "array", "value": list(METHODS)}}
+                               "type": "array", "value": enabled_methods(api)}}
 
 
 def stores(api: ImageAPI, ctx: RequestContext, detail: bool = False) -> dict[str, Any]:
