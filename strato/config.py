@@ -152,6 +152,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("glance_store", "default_store", "str", "rbd",
            "Where image data goes: 'rbd' (the block store, so volumes and instances clone "
            "it without copying) or 'file' (a directory).", choices=("rbd", "file")),
+    Option("glance_store", "enabled_backends", "list", "",
+           "Multi-store (Glance's enabled_backends): 'id:type' pairs, e.g. 'fast:rbd, "
+           "cheap:file' (at most one store of each type); empty: the one default_store."),
+    Option("glance_store", "default_backend", "str", "",
+           "With enabled_backends: the id of the store uploads go to (empty: the first)."),
     Option("glance_store", "rbd_store_chunk_size", "positive_int", "8",
            "Image data is written in pieces of this many MiB (also the object size)."),
     Option("glance_store", "filesystem_store_datadir", "path", "$state_path/images",

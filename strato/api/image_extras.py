@@ -79,7 +79,7 @@ async def stage(request: Request, image_id: str) -> Response:
 async def import_image(request: Request, image_id: str) -> Response:
     body = await json_body(request)
     await run_in_threadpool(imports.start_import, _api(request), context(request),
-                            image_id, body)
+                            image_id, body, request.headers.get("x-image-meta-store"))
     return Response(status_code=202)
 
 
@@ -114,4 +114,4 @@ def task_other(request: Request, task_id: str) -> Response:
 @router.delete("/stores/{store_id}/{image_id}")
 def delete_from_store(request: Request, store_id: str, image_id: str) -> Response:
     imports.delete_from_store(_api(request), context(request), store_id, image_id)
-    return Response(status_code=204)  # never reached: a single store holds the data
+    return Response(status_code=204)

@@ -33,17 +33,21 @@ def stores(api: ImageAPI, ctx: RequestContext, detail: bool = False) -> dict[str
     """The one store strato writes to, as Glance lists a multi-store deployment's."""
     api.policy.enforce(ctx, "get_stores_detail" if detail else "get_stores",
                        {"project_id": ctx.project_id})
-    name = api.store.name
-    store: dict[str, Any] = {"id": name, "description": _STORE_TEXT.get(name, name),
-                             "default": True}
-    if detail:
-        store.update({"type": name, "weight": 0, "properties": _store_properties(api)})
-    return {"stores": [store]}
+    listed = []
+    for store_id, store in api.stores.items():
+        doc: dict[str, Any] = {"id": store_id, "description": _STORE_TEXT[store.kind]}
+        if store_id == api.store.name:
+            doc["default"] = True
+        if detail:
+            doc.update({"type": store.kind, "weight": 0,
+                        "properties": _store_properties(api, store.kind)})
+        listed.append(doc)
+    return {"stores": listed}
 
 
-def _store_properties(api: ImageAPI) -> dict[str, Any]:
+def _store_properties(api: ImageAPI, kind: str) -> dict[str, Any]:
     gs = api.conf.glance_store
-    if api.store.name == "rbd":
+    if kind == "rbd":
         return {"pool": gs.rbd_store_pool,
                 "chunk_size": gs.rbd_store_chunk_size, "thin_provisioning": True}
     return {"data_dir": str(gs.filesystem_store_datadir),
