@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ import pytest
 
 from strato.config import load
 from strato.image.webdownload import uri_allowed
+from strato.storage.crash import ENV as CRASH_ENV
 from tests.api_schemas import assert_shape
 from tests.api_schemas import image as S
 from tests.support import Server, free_port
@@ -251,3 +253,177 @@ def test_glance_direct_with_the_openstack_client(srv: Server, tmp_path: Path) ->
         time.sleep(0.3)
     assert shown["checksum"] == hashlib.md5(DATA, usedforsecurity=False).hexdigest()
     srv.openstack("image", "delete", name)
+
+
+# ------------------------------------------------------------------ multi-store
+@pytest.fixture(scope="module")
+def ms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two stores, Glance's way: ``fast`` (the block store, default) and ``cheap``
+    (files); a short job lease, so a killed copy is taken up again soon."""
+    server = Server(tmp_path_factory.mktemp("ms"), free_port(), extra_conf={
+        "glance_store": {"enabled_backends": "fast:rbd, cheap:file",
+                         "default_backend": "fast"},
+        "jobs": {"lease_seconds": "2"}})
+    server.setup()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _upload(c: httpx.Client, store: str | None = None) -> str:
+    iid = _create(c)
+    headers = {"Content-Type": "application/octet-stream",
+               **({"X-Image-Meta-Store": store} if store else {})}
+    r = c.put(f"/image/v2/images/{iid}/file", content=DATA, headers=headers)
+    assert r.status_code == 204, r.text
+    return iid
+
+
+def _cheap_files(srv: Server) -> list[str]:
+    return sorted(p.name for p in (srv.state / "images").iterdir())
+
+
+def _copied(c: httpx.Client, iid: str) -> dict:
+    """The image once its copy-image task is over."""
+    task = _task_done(c, iid)
+    shown = c.get(f"/image/v2/images/{iid}").json()
+    assert shown["status"] == "active"  # throughout, as Glance keeps it
+    return {"task": task, "image": shown}
+
+
+def test_stores_are_listed(ms: Server) -> None:
+    with ms.client(ms.token()) as admin:
+        stores = admin.get("/image/v2/info/stores").json()
+        assert_shape(stores, S.STORES)
+        assert stores["stores"] == [
+            {"id": "fast", "default": True, "description": stores["stores"][0][
+                "description"]},
+            {"id": "cheap", "description": "Image data in files on this host"}]
+        detail = admin.get("/image/v2/info/stores/detail").json()
+        assert_shape(detail, S.STORES_DETAIL)
+        assert [(s["id"], s["type"]) for s in detail["stores"]] == [("fast", "rbd"),
+                                                                    ("cheap", "file")]
+        assert admin.get("/image/v2/info/import").json()["import-methods"]["value"] == [
+            "glance-direct", "web-download", "copy-image"]
+        r = admin.post("/image/v2/images", json={"name": "h", "disk_format": "raw",
+                                                 "container_format": "bare"})
+        assert r.headers["OpenStack-image-store-ids"] == "fast,cheap"
+        assert r.headers["OpenStack-image-import-methods"] == \
+            "glance-direct,web-download,copy-image"
+        admin.delete(f"/image/v2/images/{r.json()['id']}")
+    listed = ms.openstack_json("image", "stores", "list")
+    assert [s["ID"] for s in listed] == ["fast", "cheap"]
+
+
+def test_upload_to_a_store_and_copy_image(ms: Server) -> None:
+    with ms.client(ms.token()) as admin:
+        # an upload with X-Image-Meta-Store lands in that store (and is read from it)
+        iid = _upload(admin, "cheap")
+        assert admin.get(f"/image/v2/images/{iid}").json()["stores"] == "cheap"
+        assert iid in _cheap_files(ms)
+        assert admin.get(f"/image/v2/images/{iid}/file").content == DATA
+        admin.delete(f"/image/v2/images/{iid}")
+        assert iid not in _cheap_files(ms)
+        r = admin.put(f"/image/v2/images/{_create(admin)}/file", content=DATA,
+                      headers={"Content-Type": "application/octet-stream",
+                               "X-Image-Meta-Store": "nowhere"})
+        _fault(r, 400, "nowhere")
+
+        iid = _upload(admin)
+        shown = admin.get(f"/image/v2/images/{iid}").json()
+        assert shown["stores"] == "fast"
+        # copy-image with the real client
+        name = shown["name"]
+        ms.openstack("image", "import", name, "--method", "copy-image", "--store", "cheap")
+        done = _copied(admin, iid)
+        assert done["task"]["status"] == "success", done
+        assert done["task"]["input"]["backend"] == ["cheap"]
+        image = done["image"]
+        assert_shape(image, S.image(with_data=True))
+        assert image["stores"] == "fast,cheap"
+        assert image["os_glance_importing_to_stores"] == ""
+        assert "os_glance_failed_import" not in image
+        assert (ms.state / "images" / iid).read_bytes() == DATA
+        # copying where it is already: Glance's 400; all_stores: nothing to do
+        _fault(admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "copy-image"}, "stores": ["cheap"]}), 400, "already")
+        r = admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "copy-image"}, "all_stores": True})
+        assert r.status_code == 202
+        assert len(admin.get(f"/image/v2/images/{iid}/tasks").json()["tasks"]) == 1
+        _fault(admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "copy-image"}, "stores": ["elsewhere"]}), 409, "elsewhere")
+
+        # delete from one store: the copy goes; the first store (clones' source) stays
+        _fault(admin.delete(f"/image/v2/stores/fast/{iid}"), 409, "clone")
+        _fault(admin.delete(f"/image/v2/stores/elsewhere/{iid}"), 409, "not available")
+        r = admin.delete(f"/image/v2/stores/cheap/{iid}")
+        assert r.status_code == 204, r.text
+        assert admin.get(f"/image/v2/images/{iid}").json()["stores"] == "fast"
+        assert iid not in _cheap_files(ms)
+        _fault(admin.delete(f"/image/v2/stores/cheap/{iid}"), 403, "only store")
+        # deleting the image removes its copies too
+        assert admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "copy-image"}, "stores": ["cheap"]}).status_code == 202
+        assert _copied(admin, iid)["image"]["stores"] == "fast,cheap"
+        assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
+        assert iid not in _cheap_files(ms)
+
+
+def test_copy_image_refusals(ms: Server, admin_of_ms_member: httpx.Client) -> None:
+    with ms.client(ms.token()) as admin:
+        queued = _create(admin)
+        _fault(admin.post(f"/image/v2/images/{queued}/import", json={
+            "method": {"name": "copy-image"}, "stores": ["cheap"]}), 409, "active")
+        admin.delete(f"/image/v2/images/{queued}")
+    member = admin_of_ms_member
+    iid = _upload(member)
+    # Glance's copy_image rule: admins only, even for the image's owner
+    _fault(member.post(f"/image/v2/images/{iid}/import", json={
+        "method": {"name": "copy-image"}, "stores": ["cheap"]}), 403)
+    member.delete(f"/image/v2/images/{iid}")
+
+
+@pytest.fixture(scope="module")
+def admin_of_ms_member(ms: Server) -> Iterator[httpx.Client]:
+    """A member (not an admin) of a project of its own on the multi-store server."""
+    suffix = uuid.uuid4().hex[:8]
+    with ms.client(ms.token()) as c:
+        project = c.post("/identity/v3/projects",
+                         json={"project": {"name": f"p-{suffix}"}}).json()["project"]
+        user = c.post("/identity/v3/users", json={"user": {
+            "name": f"u-{suffix}", "password": "pw"}}).json()["user"]
+        role = c.get("/identity/v3/roles", params={"name": "member"}).json()["roles"][0]
+        c.put(f"/identity/v3/projects/{project['id']}/users/{user['id']}/roles/"
+              f"{role['id']}")
+    with ms.client(ms.token(f"u-{suffix}", "pw", f"p-{suffix}")) as member:
+        yield member
+
+
+def test_kill_after_the_copy_is_written_converges(ms: Server) -> None:
+    """``kill -9`` after the data is in the target store, before the image records it:
+    after a restart the task ends ``success`` with one copy, nothing orphaned."""
+    with ms.client(ms.token()) as admin:
+        iid = _upload(admin)
+    ms.stop()
+    os.environ[CRASH_ENV] = "image.copy:after-write"
+    try:
+        ms.start()
+    finally:
+        os.environ.pop(CRASH_ENV)
+    with ms.client(ms.token()) as admin:
+        r = admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "copy-image"}, "stores": ["cheap"]})
+        assert r.status_code == 202, r.text
+    assert ms.proc is not None and ms.proc.wait(60) == -9
+    assert iid in _cheap_files(ms)  # written, not recorded: what the restart must fix
+    ms.start()
+    with ms.client(ms.token()) as admin:
+        done = _copied(admin, iid)
+        assert done["task"]["status"] == "success", done
+        assert done["image"]["stores"] == "fast,cheap"
+        assert done["image"]["os_glance_importing_to_stores"] == ""
+        assert (ms.state / "images" / iid).read_bytes() == DATA
+        assert [f for f in _cheap_files(ms) if f.startswith(".")] == []  # no partials
+        assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
+        assert iid not in _cheap_files(ms)
