@@ -340,7 +340,7 @@ def test_upload_to_a_store_and_copy_image(ms: Server) -> None:
         assert done["task"]["input"]["backend"] == ["cheap"]
         image = done["image"]
         assert_shape(image, S.image(with_data=True))
-        assert image["stores"] == "fast,cheap"
+        assert image["stores"] == "cheap,fast"
         assert image["os_glance_importing_to_stores"] == ""
         assert "os_glance_failed_import" not in image
         assert (ms.state / "images" / iid).read_bytes() == DATA
@@ -365,7 +365,7 @@ def test_upload_to_a_store_and_copy_image(ms: Server) -> None:
         # deleting the image removes its copies too
         assert admin.post(f"/image/v2/images/{iid}/import", json={
             "method": {"name": "copy-image"}, "stores": ["cheap"]}).status_code == 202
-        assert _copied(admin, iid)["image"]["stores"] == "fast,cheap"
+        assert _copied(admin, iid)["image"]["stores"] == "cheap,fast"
         assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
         assert iid not in _cheap_files(ms)
 
@@ -421,7 +421,7 @@ def test_kill_after_the_copy_is_written_converges(ms: Server) -> None:
     with ms.client(ms.token()) as admin:
         done = _copied(admin, iid)
         assert done["task"]["status"] == "success", done
-        assert done["image"]["stores"] == "fast,cheap"
+        assert done["image"]["stores"] == "cheap,fast"
         assert done["image"]["os_glance_importing_to_stores"] == ""
         assert (ms.state / "images" / iid).read_bytes() == DATA
         assert [f for f in _cheap_files(ms) if f.startswith(".")] == []  # no partials

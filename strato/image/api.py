@@ -113,7 +113,7 @@ class ImageAPI:
             "schema": "/v2/schemas/image",
         })
         if image.status == "active" and image.store:
-            body["stores"] = ",".join([image.store, *sorted(image.extra_locations or {})])
+            body["stores"] = ",".join(sorted([image.store, *(image.extra_locations or {})]))
         if image.location and image.status in ("active", "deactivated"):
             if self.conf.image.show_image_direct_url:
                 body["direct_url"] = image.location
