@@ -370,6 +370,31 @@ def test_upload_to_a_store_and_copy_image(ms: Server) -> None:
         assert iid not in _cheap_files(ms)
 
 
+def test_glance_direct_to_all_stores(ms: Server) -> None:
+    """An import into several stores: the first takes the data, the others a copy."""
+    with ms.client(ms.token()) as admin:
+        iid = _create(admin)
+        r = admin.put(f"/image/v2/images/{iid}/stage", content=DATA,
+                      headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 204, r.text
+        _fault(admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "glance-direct"}, "stores": ["cheap"],
+            "all_stores": True}), 400, "All_stores")
+        r = admin.post(f"/image/v2/images/{iid}/import", json={
+            "method": {"name": "glance-direct"}, "all_stores": True})
+        assert r.status_code == 202, r.text
+        task = _task_done(admin, iid)
+        assert task["status"] == "success", task
+        assert task["input"]["backend"] == ["fast", "cheap"]
+        shown = admin.get(f"/image/v2/images/{iid}").json()
+        assert shown["status"] == "active" and shown["stores"] == "cheap,fast"
+        assert shown["os_glance_importing_to_stores"] == ""
+        assert (ms.state / "images" / iid).read_bytes() == DATA
+        assert admin.get(f"/image/v2/images/{iid}/file").content == DATA
+        assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
+        assert iid not in _cheap_files(ms)
+
+
 def test_copy_image_refusals(ms: Server, admin_of_ms_member: httpx.Client) -> None:
     with ms.client(ms.token()) as admin:
         queued = _create(admin)
