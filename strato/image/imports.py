@@ -226,9 +226,13 @@ def start_import(api: ImageAPI, ctx: RequestContext, image_id: str, body: Any,
                 raise BadRequest(f"URI for web-download does not pass filtering: {uri}")
         if method != "copy-image":
             image.status = "importing"
-        _set_prop(image, FAILED_IMPORT, None)
-        if api.multi_store:
+        if api.multi_store:  # Glance's bookkeeping: both lists kept, as strings
             _set_prop(image, IMPORTING, ",".join(stores))
+            failed = (_prop(image, FAILED_IMPORT) or "").split(",")
+            _set_prop(image, FAILED_IMPORT, ",".join(s for s in failed
+                                                      if s and s not in stores))
+        else:
+            _set_prop(image, FAILED_IMPORT, None)
         image.updated_at = datetime.now(UTC)
         enqueue(session, "image.import", {
             "task_id": str(uuid.uuid4()), "image_id": image_id,
