@@ -452,3 +452,29 @@ def test_kill_after_the_copy_is_written_converges(ms: Server) -> None:
         assert [f for f in _cheap_files(ms) if f.startswith(".")] == []  # no partials
         assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
         assert iid not in _cheap_files(ms)
+
+
+def test_a_volume_from_an_image_in_the_file_store(ms: Server) -> None:
+    """Volumes (and servers) take an image's data wherever its first store is: one
+    uploaded into ``cheap`` is read from the file store into the new volume."""
+    with ms.client(ms.token()) as admin:
+        iid = _upload(admin, "cheap")
+        project = admin.get("/identity/v3/auth/tokens", headers={
+            "X-Subject-Token": admin.headers["X-Auth-Token"]}).json()["token"]["project"]
+        base = f"/volume/v3/{project['id']}"
+        r = admin.post(f"{base}/volumes", json={"volume": {"size": 1, "imageRef": iid}})
+        assert r.status_code == 202, r.text
+        vid = r.json()["volume"]["id"]
+        deadline = time.monotonic() + 60
+        while (vol := admin.get(f"{base}/volumes/{vid}").json()["volume"])["status"] \
+                != "available":
+            assert vol["status"] in ("creating", "downloading"), vol
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert vol["volume_image_metadata"]["image_id"] == iid
+        assert admin.delete(f"{base}/volumes/{vid}").status_code == 202
+        deadline = time.monotonic() + 60
+        while admin.get(f"{base}/volumes/{vid}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
