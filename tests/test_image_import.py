@@ -81,7 +81,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory, web: str, dead_port: int
     port = web.rsplit(":", 1)[1]
     server = Server(tmp_path_factory.mktemp("imp"), free_port(), extra_conf={
         "import_filtering_opts": {"allowed_hosts": "127.0.0.1",
-                                  "allowed_ports": f"{port},{dead_port}"}})
+                                  "allowed_ports": f"{port},{dead_port}"},
+        "jobs": {"lease_seconds": "2"}})  # a killed import is taken up again soon
     server.setup()
     server.start()
     yield server
@@ -253,6 +254,31 @@ def test_glance_direct_with_the_openstack_client(srv: Server, tmp_path: Path) ->
         time.sleep(0.3)
     assert shown["checksum"] == hashlib.md5(DATA, usedforsecurity=False).hexdigest()
     srv.openstack("image", "delete", name)
+
+
+def test_kill_during_a_web_download_converges(srv: Server, web: str) -> None:
+    """``kill -9`` while the download is being written: after the restart the partial
+    data is gone and the import runs again, to ``active`` (one task, ``success``)."""
+    with srv.client(srv.token()) as admin:
+        iid = _create(admin)
+    srv.stop()
+    os.environ[CRASH_ENV] = "image.import:downloading"
+    try:
+        srv.start()
+    finally:
+        os.environ.pop(CRASH_ENV)
+    with srv.client(srv.token()) as admin:
+        assert _web(admin, iid, f"{web}/data").status_code == 202
+    assert srv.proc is not None and srv.proc.wait(60) == -9
+    srv.start()
+    with srv.client(srv.token()) as admin:
+        task = _task_done(admin, iid)
+        assert task["status"] == "success", task
+        shown = admin.get(f"/image/v2/images/{iid}").json()
+        assert shown["status"] == "active" and shown["size"] == len(DATA)
+        assert admin.get(f"/image/v2/images/{iid}/file").content == DATA
+        assert len(admin.get(f"/image/v2/images/{iid}/tasks").json()["tasks"]) == 1
+        assert admin.delete(f"/image/v2/images/{iid}").status_code == 204
 
 
 # ------------------------------------------------------------------ multi-store

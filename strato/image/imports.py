@@ -40,10 +40,10 @@ from strato.image.api import staged_path as api_staged_path
 from strato.image.data import Uploader
 from strato.image.models import Image, ImageProperty
 from strato.image.stores.base import NotFoundInStore
-from strato.image.webdownload import DownloadFailed, fetch, uri_allowed
+from strato.image.webdownload import fetch, uri_allowed
 from strato.jobs.models import DONE, FAILED, PENDING, RUNNING, Job
 from strato.jobs.queue import enqueue
-from strato.jobs.worker import JobContext, handler
+from strato.jobs.worker import JobContext, PermanentError, handler
 from strato.storage import crash
 
 LOG = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def start_import(api: ImageAPI, ctx: RequestContext, image_id: str, body: Any,
             "task_id": str(uuid.uuid4()), "image_id": image_id,
             "request_id": ctx.request_id, "user_id": ctx.user_id, "owner": image.owner,
             "import_req": body, "backend": stores,
-        }, max_attempts=3 if method == "copy-image" else 1)
+        }, max_attempts=3 if method == "copy-image" else 2)
 
 
 def _prop(image: Image, key: str) -> str | None:
@@ -282,6 +282,7 @@ def _capped(chunks: Iterator[bytes], room: int | None) -> Iterator[bytes]:
     """Downloaded data, refused once it crosses the quota or the size cap."""
     size = 0
     for piece in chunks:
+        crash.point("image.import", "downloading")
         size += len(piece)
         if room is not None and size > room:
             raise OverLimit(f"The download exceeds the storage quota or the image size "
@@ -302,7 +303,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     method = request.get("method") or {}
     stores: list[str] = list(ctx.payload.get("backend") or [api.store.name])
     if method.get("name") != "copy-image":
-        _ingest(api, image_id, method, stores[0])
+        _ingest(api, image_id, method, stores[0], ctx.attempt)
         stores = stores[1:]
     failures = []
     for store in stores:
@@ -319,19 +320,28 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     return {"image_id": image_id, **({"failed": failures} if failures else {})}
 
 
-class CopyFailed(Exception):
-    """The data did not reach a store (the reason is the task's message)."""
+class CopyFailed(PermanentError):
+    """The data did not reach a store (the reason is the task's message).  Not retried,
+    as Glance does not retry an import; only a killed server's job runs again."""
 
 
-def _ingest(api: ImageAPI, image_id: str, method: dict[str, Any], store: str) -> None:
+def _ingest(api: ImageAPI, image_id: str, method: dict[str, Any], store: str,
+            attempt: int) -> None:
+    """The data into ``store``.  A later attempt (the server was killed during the
+    first) finds the image ``importing``, or ``queued``/``uploading`` where the restart
+    put back an upload cut off in ``saving`` (its partial data removed): it starts over,
+    from the staged file (kept until the import ends) or a new download."""
     path = staged_path(api, image_id)
     with api.db.session(readonly=True) as session:
         image = session.get(Image, image_id)
-        if image is None or image.status != "importing":
-            raise CopyFailed(f"image {image_id} is no longer importing "
-                             f"({image.status if image else 'deleted'})")
-        disk_format = image.disk_format
-        room = Uploader(api, None, image_id, "")._room(session, image.owner)
+        status = image.status if image is not None else "deleted"
+        disk_format = image.disk_format if image is not None else None
+        owner = image.owner if image is not None else None
+        room = Uploader(api, None, image_id, "")._room(session, owner)
+    if status != "importing" and not (
+            attempt > 1 and status in ("queued", "uploading")
+            and api._set_status(image_id, status, "importing")):
+        raise CopyFailed(f"image {image_id} is no longer importing ({status})")
     host = api.conf.DEFAULT.host
     try:
         if method.get("name") == "web-download":
@@ -348,9 +358,7 @@ def _ingest(api: ImageAPI, image_id: str, method: dict[str, Any], store: str) ->
             image = session.get(Image, image_id)
             if image is not None and api.multi_store:
                 _set_prop(image, IMPORTING, None)
-        if isinstance(exc, DownloadFailed):
-            raise DownloadFailed(str(exc)) from None  # the reason, not a traceback
-        raise
+        raise CopyFailed(str(exc)) from None  # the reason, not a traceback
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -411,7 +419,7 @@ _STATUS = {PENDING: "pending", RUNNING: "processing", DONE: "success", FAILED: "
 
 def _reason(error: str | None) -> str:
     """The failure as Glance's task message says it: the text, not the exception type
-    the worker prefixes (``DownloadFailed: ...``)."""
+    the worker prefixes (``CopyFailed: ...``)."""
     if not error:
         return ""
     kind, sep, text = error.partition(": ")
