@@ -1,6 +1,6 @@
 """Image (Glance v2) routes beyond images and members: discovery documents, the
-interoperable import (stage, import, the image's tasks, the tasks API), and Glance's
-answers where strato has less (an empty id: 404; deleting from the only store: 403).
+interoperable import (stage, import, the image's tasks, the tasks API), deleting an
+image's data from one store (multi-store), and Glance's answer to an empty id (404).
 
 Not routed, so 404 as in a Glance without them: the cache API (no cache here) and the
 locations API (2.17; strato serves up to 2.16)."""
