@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,26 +61,48 @@ def _max_version(server: Server, path: str) -> str:
     return doc["version"]
 
 
+def serve_images(work: Path) -> str:
+    """A loopback HTTP server (a thread of this run) with a small qcow2 image: what
+    Tempest's web-download imports (``image.http_qcow2_image``) instead of its default
+    URL on the internet, which a test run never contacts."""
+    root = work / "web"
+    root.mkdir(parents=True, exist_ok=True)
+    disk = root / "disk.qcow2"
+    if not disk.exists():
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"],
+                       check=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(root)))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/disk.qcow2"
+
+
 def start_server(work: Path) -> tuple[Server, dict[str, str]]:
     """A strato server on its own state directory with the tiny guest registered."""
     state = work / "state"
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
+    web = serve_images(work)
     # the user-mode data plane (no network service in this run), with `make run`'s
-    # external network record, as a deployment has one (Nova's os-networks lists it)
+    # external network record, as a deployment has one (Nova's os-networks lists it);
+    # web-download may fetch from this run's loopback image server only
     server = Server(state, free_port(), password="conformance-admin",
                     extra_conf={"network": {"public_cidr": "198.18.0.0/24"},
                                 # two backends: Tempest's multi-backend and retype
                                 # with migration tests (tempest_conf backend_names)
                                 "volume": {"enabled_backends":
-                                           "strato-local:volumes,strato-local-2:volumes2"}})
+                                           "strato-local:volumes,strato-local-2:volumes2"},
+                                "import_filtering_opts": {
+                                    "allowed_hosts": "127.0.0.1",
+                                    "allowed_ports": web.split(":")[2].split("/")[0]}})
     server.setup()
     out = strato("guest", "--config", str(server.conf), timeout=900).stdout
     image = out.strip().rsplit(" ", 1)[-1]
     server.start()
     try:
-        facts = {"image_ref": image,
+        facts = {"image_ref": image, "http_image": web,
                  "compute_max": _max_version(server, "/compute/v2.1"),
                  "volume_max": _max_version(server, "/volume/v3")}
     except Exception:

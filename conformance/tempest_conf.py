@@ -49,7 +49,8 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
         "False", "copy-on-write clones keep their parents: an image or volume with live "
         "clones cannot be deleted until they go (409, as Glance and Cinder on Ceph)"),
     # ---- image
-    ("image-feature-enabled", "import_image"): ("True", ""),  # stage + glance-direct
+    ("image-feature-enabled", "import_image"): (
+        "True", ""),  # glance-direct, web-download (from the run's loopback server)
     # ---- identity
     ("identity-feature-enabled", "trust"): ("False", "no OS-TRUST"),
     ("identity-feature-enabled", "api_extensions"): (
@@ -82,7 +83,8 @@ def render(server: Any, facts: dict[str, str], work: Path) -> str:
                    "volume_size": "1", "build_timeout": "120",
                    # what strato's backends report in their capabilities (get_pools)
                    "storage_protocol": "blockstore"},
-        "image": {"build_timeout": "120"},
+        "image": {"build_timeout": "120", "http_image": facts["http_image"],
+                  "http_qcow2_image": facts["http_image"]},
     }
     for (section, option), (value, _why) in FEATURES.items():
         values.setdefault(section, {})[option] = value

@@ -71,6 +71,7 @@ TYPES: dict[str, Callable[[str], Any]] = {
     "positive_float": _positive_float,
     "path": lambda text: Path(text).expanduser(),
     "list": _str_list,
+    "int_list": lambda text: [int(part) for part in _str_list(text)],
     "float": float,
 }
 
@@ -151,6 +152,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("glance_store", "default_store", "str", "rbd",
            "Where image data goes: 'rbd' (the block store, so volumes and instances clone "
            "it without copying) or 'file' (a directory).", choices=("rbd", "file")),
+    Option("glance_store", "enabled_backends", "list", "",
+           "Multi-store (Glance's enabled_backends): 'id:type' pairs, e.g. 'fast:rbd, "
+           "cheap:file' (at most one store of each type); empty: the one default_store."),
+    Option("glance_store", "default_backend", "str", "",
+           "With enabled_backends: the id of the store uploads go to (empty: the first)."),
     Option("glance_store", "rbd_store_chunk_size", "positive_int", "8",
            "Image data is written in pieces of this many MiB (also the object size)."),
     Option("glance_store", "filesystem_store_datadir", "path", "$state_path/images",
@@ -162,7 +168,26 @@ OPTIONS: tuple[Option, ...] = (
            "Ceph configuration file of the image store's cluster (with its keyring)."),
     Option("glance_store", "rados_connect_timeout", "int", "0",
            "Seconds one connection attempt to Ceph may take (<= 0: 30)."),
-    # [image]
+    # [import_filtering_opts]: which URIs web-download may fetch (Glance's defaults)
+    Option("import_filtering_opts", "allowed_schemes", "list", "http,https",
+           "URI schemes web-download may fetch (empty: any not disallowed)."),
+    Option("import_filtering_opts", "disallowed_schemes", "list", "",
+           "URI schemes web-download refuses (ignored when allowed_schemes is set)."),
+    Option("import_filtering_opts", "allowed_hosts", "list", "",
+           "Hosts (names or IP addresses) web-download may fetch from (empty: any "
+           "not disallowed)."),
+    Option("import_filtering_opts", "disallowed_hosts", "list", "",
+           "Hosts web-download refuses (ignored when allowed_hosts is set)."),
+    Option("import_filtering_opts", "allowed_ports", "int_list", "80,443",
+           "Ports web-download may fetch from (empty: any not disallowed)."),
+    Option("import_filtering_opts", "disallowed_ports", "int_list", "",
+           "Ports web-download refuses (ignored when allowed_ports is set)."),
+    # [image] import methods (Glance's names and defaults)
+    Option("image", "enabled_import_methods", "list",
+           "glance-direct,web-download,copy-image",
+           "Interoperable import methods offered: glance-direct, web-download (strato "
+           "has one store and no other region: copy-image and glance-download are "
+           "never offered)."),
     Option("image", "show_image_direct_url", "bool", "false",
            "Show an active image's location as 'direct_url'."),
     Option("image", "show_multiple_locations", "bool", "false",

@@ -128,14 +128,31 @@ def open_block_stores(conf: Config) -> BlockStores:
 
 
 def open_image_store(conf: Config, stores: BlockStores) -> ImageStore:
-    gs = conf.glance_store
-    if gs.default_store == "file":
-        from strato.image.stores.file import FileStore
-
-        return FileStore(gs.filesystem_store_datadir)
+    """The one ``default_store``, or with ``enabled_backends`` all of them, each named by
+    its id, behind a MultiStore that writes to the default one."""
+    from strato.image.stores.file import FileStore
+    from strato.image.stores.multi import MultiStore, StoreConfigError
+    from strato.image.stores.multi import parse_backends as parse_stores
     from strato.image.stores.rbd import RbdStore
 
-    return RbdStore(stores.images, stores.images_pool, gs.rbd_store_chunk_size)
+    gs = conf.glance_store
+
+    def open_kind(kind: str) -> ImageStore:
+        if kind == "file":
+            return FileStore(gs.filesystem_store_datadir)
+        return RbdStore(stores.images, stores.images_pool, gs.rbd_store_chunk_size)
+
+    if not gs.enabled_backends:
+        return open_kind(gs.default_store)
+    try:
+        backends, default = parse_stores(gs.enabled_backends, gs.default_backend)
+    except StoreConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    by_id: dict[str, ImageStore] = {}
+    for store_id, kind in backends.items():
+        by_id[store_id] = open_kind(kind)
+        by_id[store_id].name = store_id
+    return MultiStore(by_id, default)
 
 
 @dataclass

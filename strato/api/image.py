@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from strato.api.common import base_url, context, json_body, services
 from strato.exceptions import BadRequest, UnsupportedMediaType
-from strato.image import data, listing, schemas
+from strato.image import data, imports, listing, schemas
 from strato.image.api import ImageAPI
 from strato.image.data import Uploader
 
@@ -62,10 +62,16 @@ def list_images(request: Request) -> dict:
 @router.post("/v2/images", status_code=201)
 async def create_image(request: Request) -> JSONResponse:
     body = await json_body(request, schemas.CREATE_IMAGE)
-    view = await run_in_threadpool(_api(request).create, context(request), body)
-    return JSONResponse(view, status_code=201,
-                        headers={"Location": f"{base_url(request)}/image/v2/images/"
-                                             f"{view['id']}"})
+    api = _api(request)
+    view = await run_in_threadpool(api.create, context(request), body)
+    headers = {"Location": f"{base_url(request)}/image/v2/images/{view['id']}"}
+    # Glance's hints to clients (openstacksdk's create --import reads the methods)
+    methods = imports.enabled_methods(api)
+    if methods:
+        headers["OpenStack-image-import-methods"] = ",".join(methods)
+    if api.multi_store:
+        headers["OpenStack-image-store-ids"] = ",".join(api.stores)
+    return JSONResponse(view, status_code=201, headers=headers)
 
 
 @router.get("/v2/images/{image_id}")
@@ -102,7 +108,10 @@ async def upload(request: Request, image_id: str) -> Response:
     if length is not None and not length.isdigit():
         raise BadRequest("Invalid Content-Length.")
     conf = services(request).conf
-    uploader = Uploader(_api(request), context(request), image_id, conf.DEFAULT.host)
+    store = request.headers.get("x-image-meta-store")  # multi-store: where it goes
+    store = store if _api(request).multi_store else None  # ignored by a single store
+    uploader = Uploader(_api(request), context(request), image_id, conf.DEFAULT.host,
+                        store)
     try:
         await uploader.run(request.receive, int(length) if length is not None else None)
     except ClientDisconnect:  # the client's doing, not a bug: no traceback in the log

@@ -1,6 +1,6 @@
 """Image (Glance v2) routes beyond images and members: discovery documents, the
-interoperable import (stage, import, the image's tasks, the tasks API), and Glance's
-answers where strato has less (an empty id: 404; deleting from the only store: 403).
+interoperable import (stage, import, the image's tasks, the tasks API), deleting an
+image's data from one store (multi-store), and Glance's answer to an empty id (404).
 
 Not routed, so 404 as in a Glance without them: the cache API (no cache here) and the
 locations API (2.17; strato serves up to 2.16)."""
@@ -37,7 +37,7 @@ def empty_image_id(request: Request) -> Response:
 # ------------------------------------------------------------------ discovery
 @router.get("/info/import")
 def info_import(request: Request) -> dict:
-    return info.import_info()
+    return info.import_info(_api(request))
 
 
 @router.get("/info/stores")
@@ -79,7 +79,7 @@ async def stage(request: Request, image_id: str) -> Response:
 async def import_image(request: Request, image_id: str) -> Response:
     body = await json_body(request)
     await run_in_threadpool(imports.start_import, _api(request), context(request),
-                            image_id, body)
+                            image_id, body, request.headers.get("x-image-meta-store"))
     return Response(status_code=202)
 
 
@@ -114,4 +114,4 @@ def task_other(request: Request, task_id: str) -> Response:
 @router.delete("/stores/{store_id}/{image_id}")
 def delete_from_store(request: Request, store_id: str, image_id: str) -> Response:
     imports.delete_from_store(_api(request), context(request), store_id, image_id)
-    return Response(status_code=204)  # never reached: a single store holds the data
+    return Response(status_code=204)

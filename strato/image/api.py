@@ -86,6 +86,15 @@ class ImageAPI:
         self.conf = conf
         self.quotas = Quotas.from_config(conf)
 
+    @property
+    def stores(self) -> dict[str, ImageStore]:
+        """Every store by id (one, unless ``[glance_store] enabled_backends`` names more)."""
+        return getattr(self.store, "by_id", None) or {self.store.name: self.store}
+
+    @property
+    def multi_store(self) -> bool:
+        return hasattr(self.store, "by_id")
+
     # ------------------------------------------------------------ views
     def view(self, image: Image) -> dict[str, Any]:
         body: dict[str, Any] = {p.name: p.value for p in image.properties}
@@ -104,7 +113,7 @@ class ImageAPI:
             "schema": "/v2/schemas/image",
         })
         if image.status == "active" and image.store:
-            body["stores"] = image.store
+            body["stores"] = ",".join(sorted([image.store, *(image.extra_locations or {})]))
         if image.location and image.status in ("active", "deactivated"):
             if self.conf.image.show_image_direct_url:
                 body["direct_url"] = image.location
@@ -386,6 +395,7 @@ class ImageAPI:
             if image is None or image.status != "pending_delete":
                 return {"skipped": image.status if image else "gone"}
             location = image.location
+            extras = dict(image.extra_locations or {})
             holds = next((j.payload.get("holds") for j in session.scalars(
                 self._delete_jobs(image_id)) if j.payload.get("holds")), None)
         crash.fault("image.delete", "before-data")
@@ -401,6 +411,11 @@ class ImageAPI:
             except LeftBehind as exc:
                 LOG.warning("image %s: %s; job image.release will retry", image_id, exc)
                 left = exc.garbage
+        for store_id, extra in extras.items():  # the copies in other stores (no clones)
+            try:
+                self.store.delete(extra)
+            except NotFoundInStore:
+                LOG.info("image %s: its copy in %s was gone already", image_id, store_id)
         if left is None and holds:  # a delete cut off after the data went: release it
             try:
                 self.store.release(holds)

@@ -69,8 +69,12 @@ class Uploader:
     """One ``PUT /v2/images/{id}/file``."""
 
     def __init__(self, api: ImageAPI, ctx: RequestContext | None, image_id: str,
-                 host: str) -> None:
+                 host: str, store: str | None = None) -> None:
+        """``store``: the id of the store to write to (multi-store), else the default."""
         self.api = api
+        if store is not None and store not in api.stores:
+            raise BadRequest(f"Store for identifier {store} not found")
+        self.target = api.stores[store] if store is not None else api.store
         self.ctx = ctx
         self.image_id = image_id
         self.host = host
@@ -121,7 +125,7 @@ class Uploader:
         disk_format, room = await run_in_threadpool(self._begin, content_length)
         writer: StoreWriter | None = None
         try:
-            writer = await run_in_threadpool(self.api.store.writer, self.image_id,
+            writer = await run_in_threadpool(self.target.writer, self.image_id,
                                              content_length)
             await self._pump(receive, writer, room)
             if content_length is not None and self.size != content_length:
@@ -178,7 +182,7 @@ class Uploader:
             raise Conflict(f"Image {self.image_id} is not {expected}.")
         writer: StoreWriter | None = None
         try:
-            writer = self.api.store.writer(self.image_id, None)
+            writer = self.target.writer(self.image_id, None)
             stages = _Stages(self, writer)
             try:
                 for data in chunks:
@@ -221,12 +225,12 @@ class Uploader:
             self.image_id, "saving", "active", upload_host=None, size=self.size,
             virtual_size=found.virtual_size, checksum=self.md5.hexdigest(),
             os_hash_algo="sha512", os_hash_value=self.sha512.hexdigest(),
-            store=self.api.store.name, location=location)
+            store=self.target.name, location=location)
         if not done:  # deleted while uploading: the data has no owner now
             LOG.info("image %s went away during its upload; removing its data",
                      self.image_id)
             try:
-                self.api.store.delete(location)
+                self.target.delete(location)
             except NotFoundInStore:
                 pass
             raise Conflict(f"Image {self.image_id} was deleted during the upload.")

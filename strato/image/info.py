@@ -2,7 +2,7 @@
 
 Clients read these to learn what a deployment offers (import methods, stores, the
 caller's quota usage) and what an image record may hold; each says what strato
-really does (one store, ``glance-direct`` only).
+really does (one store; the import methods ``[image] enabled_import_methods`` names).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from strato.context import RequestContext
 from strato.exceptions import NotFound
 from strato.image.api import NAME_MAX, ImageAPI, staged_path
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
-from strato.image.imports import METHODS
+from strato.image.imports import enabled_methods
 from strato.image.models import Image
 
 _STORE_TEXT = {"file": "Image data in files on this host",
@@ -24,26 +24,30 @@ _STORE_TEXT = {"file": "Image data in files on this host",
                       "instances"}
 
 
-def import_info() -> dict[str, Any]:
+def import_info(api: ImageAPI) -> dict[str, Any]:
     return {"import-methods": {"description": "Import methods available.",
-                               "type": "array", "value": list(METHODS)}}
+                               "type": "array", "value": enabled_methods(api)}}
 
 
 def stores(api: ImageAPI, ctx: RequestContext, detail: bool = False) -> dict[str, Any]:
     """The one store strato writes to, as Glance lists a multi-store deployment's."""
     api.policy.enforce(ctx, "get_stores_detail" if detail else "get_stores",
                        {"project_id": ctx.project_id})
-    name = api.store.name
-    store: dict[str, Any] = {"id": name, "description": _STORE_TEXT.get(name, name),
-                             "default": True}
-    if detail:
-        store.update({"type": name, "weight": 0, "properties": _store_properties(api)})
-    return {"stores": [store]}
+    listed = []
+    for store_id, store in api.stores.items():
+        doc: dict[str, Any] = {"id": store_id, "description": _STORE_TEXT[store.kind]}
+        if store_id == api.store.name:
+            doc["default"] = True
+        if detail:
+            doc.update({"type": store.kind, "weight": 0,
+                        "properties": _store_properties(api, store.kind)})
+        listed.append(doc)
+    return {"stores": listed}
 
 
-def _store_properties(api: ImageAPI) -> dict[str, Any]:
+def _store_properties(api: ImageAPI, kind: str) -> dict[str, Any]:
     gs = api.conf.glance_store
-    if api.store.name == "rbd":
+    if kind == "rbd":
         return {"pool": gs.rbd_store_pool,
                 "chunk_size": gs.rbd_store_chunk_size, "thin_provisioning": True}
     return {"data_dir": str(gs.filesystem_store_datadir),

@@ -34,6 +34,9 @@ class Image(Base):
     # file:///path), so volumes and instances can clone it without copying.
     store: Mapped[str | None] = mapped_column(String(32), nullable=True)
     location: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Copies in other stores (multi-store): {store id: location}.  Volumes and instances
+    # clone ``location``; the copies serve Glance's ``stores`` and per-store deletes.
+    extra_locations: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
     # The host whose API process is streaming data in, while status is 'saving'.
     upload_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,6 +27,8 @@ RULES = [
     RuleDefault("get_stores", READER),
     RuleDefault("get_stores_detail", "rule:admin_required"),
     RuleDefault("delete_image_location", "rule:admin_required"),
+    # Glance: copying an image into other stores is for (project) admins.
+    RuleDefault("copy_image", "rule:admin_required"),
     RuleDefault("get_usage", READER),
     # Metadata definitions: everyone reads (visibility permitting), admins write.
     *(RuleDefault(name, READER) for name in (

@@ -39,7 +39,8 @@ class StoreWriter(abc.ABC):
 
 
 class ImageStore(abc.ABC):
-    name: str
+    name: str  # the store's id (its type's name, or its id in enabled_backends)
+    kind: str  # "rbd" or "file"
 
     @abc.abstractmethod
     def writer(self, image_id: str, size_hint: int | None) -> StoreWriter:

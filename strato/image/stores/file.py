@@ -33,6 +33,7 @@ class _Writer(StoreWriter):
 
 class FileStore(ImageStore):
     name = "file"
+    kind = "file"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

@@ -82,6 +82,7 @@ class _Writer(StoreWriter):
 
 class RbdStore(ImageStore):
     name = "rbd"
+    kind = "rbd"
 
     def __init__(self, engine: Engine, pool: str = "images", chunk_size_mb: int = 8) -> None:
         self.engine = engine
