@@ -36,8 +36,8 @@ def load_handlers() -> None:
     import strato.compute.guestops  # noqa: F401
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401
-    import strato.compute.resize  # noqa: F401
     import strato.compute.rescue  # noqa: F401
+    import strato.compute.resize  # noqa: F401
     import strato.compute.shelve  # noqa: F401
     import strato.compute.snapshot_manager  # noqa: F401
     import strato.image.manager  # noqa: F401

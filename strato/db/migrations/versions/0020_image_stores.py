@@ -1,15 +1,15 @@
 """Images keep the locations of their data in stores besides the first (multi-store).
 
-Revision ID: 0017_G
-Revises: 0017_instance_ops
+Revision ID: 0020_image_stores
+Revises: 0019_volume_qos
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_G"
-down_revision = "0017_instance_ops"
+revision = "0020_image_stores"
+down_revision = "0019_volume_qos"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Cinder's QoS specs, and which one a volume type uses.
 
-Revision ID: 0018_volume_qos
-Revises: 0017_instance_ops
+Revision ID: 0019_volume_qos
+Revises: 0018_migrations
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import strato.db.base
 
-revision = "0018_volume_qos"
-down_revision = "0017_instance_ops"
+revision = "0019_volume_qos"
+down_revision = "0018_migrations"
 branch_labels = None
 depends_on = None
 
