@@ -224,7 +224,9 @@ def test_rebuild_volume_backed(compute_server: Server, nova: Nova, driver: QemuD
 
 # ---------------------------------------------------------------- crash convergence
 @pytest.fixture
-def crash_srv(tmp_path: Path) -> Iterator[Server]:
+def crash_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # a short directory: a guest's sockets must fit AF_UNIX's 108 bytes
+    tmp_path = tmp_path_factory.mktemp("rbc")
     fault = tmp_path / "fault"
     os.environ[FAULT_FILE_ENV] = str(fault)
     try:

@@ -266,10 +266,13 @@ def test_a_sub_route_of_a_missing_resource_is_404_first(
         assert r.status_code == 404, (ref.label, r.text)
         _fault(ref.service, r.json(), 404)
     ref = next(r for r, ok in table if not ok and r.method == "GET" and r.status == 501
-               and r.path.startswith("/volume/v3/{project_id}/types/{"))
-    path = re.sub(r"\{[^}]*\}", "default", ref.path.replace("{project_id}", project_id))
-    r = client.get(path)  # the default type exists: now it is the route that is missing
+               and r.path.startswith("/image/v2/images/{"))
+    image = client.post("/image/v2/images", json={"name": "parent-of-a-missing-route"})
+    assert image.status_code == 201, image.text
+    path = re.sub(r"\{[^}]*\}", image.json()["id"], ref.path)
+    r = client.get(path)  # the image exists: now it is the route that is missing
     assert r.status_code == 501, (path, r.text)
+    client.delete(f"/image/v2/images/{image.json()['id']}")
 
 
 def test_a_nova_proxy_route_strato_lacks_is_404_past_its_last_microversion(
