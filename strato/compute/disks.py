@@ -89,11 +89,12 @@ def _copy_in(services: Any, location: str, size: int, disk_format: str, pool: st
         os.unlink(tmp)
 
 
-def remove_root(services: Any, instance_id: str, name: str | None = None) -> None:
+def remove_root(services: Any, instance_id: str, name: str | None = None,
+                kept_as: str | None = None) -> None:
     """Seed 002's rules: a disk whose snapshots still have clones is kept as
     ``<name>.deleted`` until they go; otherwise it is removed with its snapshots and
     its parent's clone snapshot is released.  ``name``: another disk of the instance
-    (the rescue disk)."""
+    (the rescue disk); ``kept_as``: the name it is kept under instead."""
     engine, pool = services.stores.vms, services.stores.vms_pool
     name = name or root_name(instance_id)
     try:
@@ -106,7 +107,7 @@ def remove_root(services: Any, instance_id: str, name: str | None = None) -> Non
         except errors.ImageNotFound:
             parent = None
         needed = drop_unneeded_snaps(engine, image, [s.name for s in image.list_snaps()])
-    retire(engine, pool, name, needed, parent)
+    retire(engine, pool, name, needed, parent, kept_as)
 
 
 def cached_image_file(services: Any, image_id: str) -> Path:

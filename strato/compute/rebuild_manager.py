@@ -28,8 +28,8 @@ from strato.compute.manager import _event, _fault, _load, _set, _spec, instance_
 from strato.compute.models import BlockDevice, Instance
 from strato.jobs.models import Job
 from strato.jobs.worker import JobContext, handler
-from strato.storage import crash, errors
-from strato.storage.refs import DELETED, drop_unneeded_snaps, release_parent
+from strato.storage import crash
+from strato.storage.refs import DELETED
 from strato.virt.qemu import PowerState
 from strato.virt.qemu.errors import InstanceNotFound
 
@@ -39,29 +39,10 @@ EVENT = "compute_rebuild_instance"
 
 def retire_root(services: Any, instance_id: str, token: str) -> None:
     """Remove the root disk, or keep it as ``<disk>.<token>.deleted`` while snapshots
-    of it still have clones (its parent's clone snapshot is released either way by the
-    usual rules).  A unique name per rebuild: a second rebuild may retire again while
-    the first retired disk still serves its clones."""
-    engine, pool = services.stores.vms, services.stores.vms_pool
+    of it still have clones.  A unique name per rebuild: a second rebuild may retire
+    again while the first retired disk still serves its clones."""
     name = disks.root_name(instance_id)
-    try:
-        image = engine.open(pool, name)
-    except errors.ImageNotFound:
-        return
-    with image:
-        try:
-            parent: tuple[str, str, str] | None = image.parent_info()
-        except errors.ImageNotFound:
-            parent = None
-        needed = drop_unneeded_snaps(engine, image, [s.name for s in image.list_snaps()])
-    if needed:
-        LOG.info("instance %s: old root disk still has clones: kept as %s.%s%s",
-                 instance_id, name, token, DELETED)
-        engine.rename(pool, name, f"{name}.{token}{DELETED}")
-        return
-    engine.remove(pool, name)
-    if parent is not None:
-        release_parent(engine, *parent)
+    disks.remove_root(services, instance_id, kept_as=f"{name}.{token}{DELETED}")
 
 
 def _power_off(services: Any, instance_id: str, timeout: float) -> None:

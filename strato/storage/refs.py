@@ -76,13 +76,13 @@ def drop_unneeded_snaps(engine: Engine, image: Image, snaps: list[str]) -> bool:
 
 
 def retire(engine: Engine, pool: str, name: str, needed: bool,
-           parent: tuple[str, str, str] | None) -> None:
-    """An image whose owner deleted it: kept as ``<name>.deleted`` while clones need it,
-    otherwise removed, and then its parent's references are released."""
+           parent: tuple[str, str, str] | None, kept_as: str | None = None) -> None:
+    """An image whose owner deleted it: kept as ``<name>.deleted`` (or ``kept_as``) while
+    clones need it, otherwise removed, and then its parent's references are released."""
     if needed:
-        LOG.info("%s/%s still has clones: kept as %s%s until they go", pool, name, name,
-                 DELETED)
-        engine.rename(pool, name, f"{name}{DELETED}")
+        kept_as = kept_as or f"{name}{DELETED}"
+        LOG.info("%s/%s still has clones: kept as %s until they go", pool, name, kept_as)
+        engine.rename(pool, name, kept_as)
         return
     engine.remove(pool, name)
     if parent is not None:
