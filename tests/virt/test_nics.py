@@ -128,19 +128,18 @@ def _carrier(netns: str) -> list[str]:
 
 
 def _tap_holders() -> list[str]:
-    """Every process with an fd on a scratch tap (``iff:`` in its fdinfo), with its
+    """Every thread with an fd on a scratch tap (``iff:`` in its fdinfo), with its
     state and command line."""
     held = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
+    for proc in Path("/proc").glob("[0-9]*/task/[0-9]*"):  # threads: a zombie leader's
+        try:                                              # fd table is its threads'
             for info in (proc / "fdinfo").iterdir():
                 text = info.read_text()
                 if "iff:" in text and "tapnic" in text:
                     cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
                     stat = (proc / "stat").read_text().split(") ")[1][:1]
-                    held.append(f"{proc.name} [{stat}] fd {info.name}: {cmd!r}")
+                    held.append(f"{proc.parent.parent.name}/{proc.name} [{stat}] "
+                                f"fd {info.name}: {cmd!r}")
         except OSError:
             continue
     return held

@@ -263,15 +263,50 @@ def read_pid(paths: InstancePaths) -> int | None:
     return pid if pid_is_ours(pid, paths) else None
 
 
-def _proc(pid: int) -> tuple[bytes, str] | None:
-    """A live process's command line and state letter; None when it is gone (or only a
-    zombie: its files are closed)."""
+def _state(stat: Path) -> str:
+    return stat.read_text().rsplit(")", 1)[-1].split()[0]
+
+
+def _state_of(pid: int) -> str | None:
+    """The state letter of ``pid``'s leader; None when there is no such process."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        return _state(Path(f"/proc/{pid}/stat"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return None if state in ("Z", "X") else (cmdline, state)
+
+
+def _threads_alive(pid: int) -> bool:
+    """Some thread of ``pid`` other than its leader has not exited yet.  A killed
+    QEMU's leader turns zombie first; its vCPU and I/O threads still share the fd
+    table (taps, disks) until the last of them is out."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    for task in tasks:
+        if task.name == str(pid):
+            continue
+        try:
+            if _state(task / "stat") not in ("Z", "X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
+def _proc(pid: int) -> tuple[bytes, str] | None:
+    """A live process's command line and state letter; None when it is gone (or only a
+    zombie whose threads are all out: its files are closed).  A zombie leader with
+    threads still exiting reads as an empty command line, like any process on its
+    way out."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = _state(Path(f"/proc/{pid}/stat"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if state in ("Z", "X"):
+        return (b"", state) if _threads_alive(pid) else None
+    return (cmdline, state)
 
 
 def pid_is_ours(pid: int, paths: InstancePaths) -> bool:
