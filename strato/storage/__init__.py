@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
-from .base import DEFAULT_POOLS, Engine, Image, LiveSnapshot, SnapInfo
+from .base import DEFAULT_POOLS, Engine, Extent, Image, LiveSnapshot, SnapInfo
 from .location import Location
 from .location import build as build_location
 from .location import parse as parse_location
@@ -37,6 +37,6 @@ def same_cluster(a: Engine | None, b: Engine | None) -> bool:
 
 
 __all__ = [
-    "DEFAULT_POOLS", "Engine", "Image", "LiveSnapshot", "Location", "SnapInfo",
+    "DEFAULT_POOLS", "Engine", "Extent", "Image", "LiveSnapshot", "Location", "SnapInfo",
     "build_location", "errors", "open_engine", "parse_location", "same_cluster",
 ]
