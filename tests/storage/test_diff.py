@@ -285,3 +285,114 @@ def test_diff_after_resize(engine: Engine) -> None:
 @pytest.fixture
 def eng(local_root: Path) -> LocalEngine:
     return LocalEngine(local_root)
+
+
+def test_snapshot_view_reads_map_once(eng: LocalEngine,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup reads a snapshot view extent by extent: the view's chain is mapped once
+    (one ``qemu-img map``), then every read is a ``pread``; no process per read.  The
+    map follows merges below the view, and a removed snapshot reads no more."""
+    from strato.storage import qemuimg
+
+    eng.create("volumes", "s", SIZE)
+    with eng.open("volumes", "s") as img:
+        img.write(pattern(1, 3 * MiB), 0)
+        img.create_snap("a")
+        img.write(pattern(2, 70000), MiB - 5)
+        img.create_snap("b")
+        img.write(pattern(3, 4096), 2 * MiB)
+        img.create_snap("c")
+        img.write(pattern(4, 4096), 0)
+    expect = read_view(eng, "volumes", "s", "c")
+    runs: list[str] = []
+    real = qemuimg.run
+
+    def counting(*args: str) -> str:
+        runs.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(qemuimg, "run", counting)
+    with eng.open("volumes", "s", snapshot="c") as view:
+        got = b"".join(view.read(off, 512 * 1024) for off in range(0, SIZE, 512 * 1024))
+        assert got == expect and runs == ["map"]
+        assert view.read(MiB - 7, 9) == expect[MiB - 7:MiB + 2]
+        assert view.read(SIZE - 3, 10) == expect[-3:]
+        with eng.open("volumes", "s") as head:  # merged up into c's chain
+            head.remove_snap("b")
+            head.remove_snap("a")
+        runs.clear()
+        assert view.read(0, SIZE) == expect
+        assert runs == ["map"]  # the layers changed: mapped again, once
+        with eng.open("volumes", "s") as head:
+            head.remove_snap("c")
+        with pytest.raises(errors.ImageNotFound):
+            view.read(0, 512)
+
+
+def test_raw_layer_above_the_snapshot(eng: LocalEngine) -> None:
+    """A raw layer between the snapshot and the view has no allocation map: its data
+    counts as changed, and so do its holes where the snapshot held data."""
+    import subprocess
+
+    from strato.storage import qemuimg
+
+    eng.create("volumes", "raw", SIZE)
+    with eng.open("volumes", "raw") as img:
+        img.write(pattern(1, 4 * MiB), 0)
+        img.create_snap("a")
+        img.write(bytes(MiB), MiB)  # zeroes over A's data: a hole once raw
+        img.write(pattern(2, 4096), 6 * MiB)
+        img.create_snap("b")
+        img.write(pattern(3, 4096), 7 * MiB)
+    old = read_view(eng, "volumes", "raw", "a")
+    # turn b's layer into a raw copy of its view, the layer above re-pointed at it
+    meta = eng.load("volumes", "raw")
+    raw = {"id": "f" * 32, "fmt": "raw"}
+    chain = eng.image_chain(meta, 1)
+    qemuimg.run("convert", "-q", "-O", "raw", "-S", "4k",
+                qemuimg.json_opts(qemuimg.image_opts(chain)), str(eng.layer_path(raw)))
+    subprocess.run(["qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b",
+                    str(eng.layer_path(raw)), "-F", "raw", str(eng.layer_path(meta["layers"][2]))],
+                   check=True)
+    meta["layers"][1] = raw
+    meta["snaps"][1]["layer"] = raw["id"]
+    eng.save("volumes", "raw", meta)
+    with eng.open("volumes", "raw") as img:
+        new = img.read(0, SIZE)
+        ext = check_diff(img, "a", old, new)
+        zeroed = [(e.offset, e.length) for e in ext if not e.exists]
+        assert zeroed == [(MiB, MiB)]
+    with eng.open("volumes", "raw", snapshot="b") as img:
+        check_diff(img, "a", old, img.read(0, SIZE))
+
+
+def test_diff_while_a_qemu_writes(engine: Engine, tmp_path: Path) -> None:
+    """Live snapshots of an image a QEMU writes: the diff between snapshot views, and
+    from a snapshot to the head the QEMU holds, also after a snapshot between them was
+    merged while the QEMU kept the image."""
+    from .holder import Holder
+
+    engine.create("vms", "q", SIZE)
+    with Holder(engine, "vms", "q", tmp_path / "h") as h:
+        h.fill(0x01, 0, 4 * MiB)
+        h.snapshot("s0")
+        v0 = bytes(h.expect)
+        h.fill(0x02, MiB, 64 << 10)
+        h.snapshot("s1")
+        h.fill(0x03, 5 * MiB, 4096)
+        h.snapshot("s2")
+        v2 = bytes(h.expect)
+        h.fill(0x04, 7 * MiB, 4096)
+        with engine.open("vms", "q") as img:  # the QEMU flushed when qemu-io closed
+            ext = check_diff(img, "s2", v2, bytes(h.expect))
+            if local(engine):
+                assert clusters(ext) == written([(7 * MiB, 4096)])
+            img.remove_snap("s1")  # merged by the QEMU
+        with engine.open("vms", "q", snapshot="s2") as s2:
+            ext = check_diff(s2, "s0", v0, v2)
+            if local(engine):
+                assert clusters(ext) == written([(MiB, 64 << 10), (5 * MiB, 4096)])
+        with engine.open("vms", "q") as img:
+            check_diff(img, "s0", v0, bytes(h.expect))
+            img.remove_snap("s0")
+            img.remove_snap("s2")
