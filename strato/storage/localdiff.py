@@ -115,34 +115,27 @@ class ViewMap:
             raise
 
     def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (inside the view): one ``pread`` per extent
+        into one zero-filled buffer (holes and zero clusters are left as they are)."""
         assert self.extents is not None
         end = offset + length
-        out = bytearray()
-        pos = offset
         i = max(0, bisect_right(self.starts, offset) - 1)
-        while pos < end:
-            if i >= len(self.extents):  # the map stops short: zeros
-                out += bytes(end - pos)
+        first = self.extents[i] if i < len(self.extents) else None
+        if first is not None and first.start <= offset and end <= first.end and first.data \
+                and first.offset is not None:  # one extent: no buffer of our own
+            data = os.pread(self.fds[first.depth], length, first.offset + offset - first.start)
+            return data if len(data) == length else data + bytes(length - len(data))
+        out = bytearray(length)
+        view = memoryview(out)
+        for e in self.extents[i:]:
+            if e.start >= end:
                 break
-            e = self.extents[i]
-            i += 1
-            if e.end <= pos:
+            lo, hi = max(e.start, offset), min(e.end, end)
+            if hi <= lo or not e.data or e.offset is None:
                 continue
-            if e.start > pos:  # a gap in the map reads as zeros
-                n = min(e.start, end) - pos
-                out += bytes(n)
-                pos += n
-                if pos >= end:
-                    break
-            n = min(e.end, end) - pos
-            if not e.data or e.offset is None:
-                out += bytes(n)
-            else:
-                data = os.pread(self.fds[e.depth], n, e.offset + pos - e.start)
-                out += data
-                if len(data) < n:  # past the end of a short sparse file
-                    out += bytes(n - len(data))
-            pos += n
+            # past the end of a short sparse file the buffer keeps its zeroes
+            os.preadv(self.fds[e.depth], [view[lo - offset:hi - offset]],
+                      e.offset + lo - e.start)
         return bytes(out)
 
     def close(self) -> None:
