@@ -110,7 +110,13 @@ class LocalImage(Image):
 
     def read(self, offset: int, length: int) -> bytes:
         with self._locked() as meta:
-            size = self._size(meta)
+            try:
+                size = self._size(meta)
+            except errors.SnapshotNotFound:
+                if self._view is not None:  # let go of the merged layers' files
+                    self._view.close()
+                    self._view = None
+                raise
             if offset < 0 or length < 0 or offset > size:
                 raise errors.InvalidArgument(f"read {offset}+{length} outside image of {size}")
             length = min(length, size - offset)

@@ -327,6 +327,7 @@ def test_snapshot_view_reads_map_once(eng: LocalEngine,
             head.remove_snap("c")
         with pytest.raises(errors.ImageNotFound):
             view.read(0, 512)
+        assert view._view is None  # the merged layers' files are let go
 
 
 def test_raw_layer_above_the_snapshot(eng: LocalEngine) -> None:
