@@ -83,14 +83,14 @@ class Backups:
                              "whitespace is not allowed.")
         backup_type, rotation = args["backup_type"], int(args["rotation"])
         metadata: dict[str, str] = dict(args.get("metadata") or {})
+        with api.db.session(readonly=True) as session:
+            inst = api.get_row(session, ctx, server_id, RULE)  # 404, then 403
+            session.expunge_all()
         limit = api.conf.compute.quota_metadata_items
         if version < NO_QUOTA_CHECK and 0 <= limit < len(metadata):
             raise Forbidden(f"Image metadata limit exceeded: {len(metadata)} items, at "
                             f"most {limit}.")
-        with api.db.session(readonly=True) as session:
-            inst = api.get_row(session, ctx, server_id, RULE)
-            _check_state(inst)
-            session.expunge_all()
+        _check_state(inst)
         if not inst.image_ref:
             raise BadRequest("Backup is not supported for volume-backed instances.")
         body = _image_backed_body(api, ctx, inst, image_name)
