@@ -22,7 +22,7 @@ from strato.storage import open_engine
 from strato.storage.crash import FAULT_FILE_ENV
 from strato.virt.qemu import QemuDriver
 from tests.api_schemas import UUID, assert_shape, strict
-from tests.compute.conftest import Nova, boot_ready, guest_server
+from tests.compute.conftest import Nova, boot_ready, guest_server, wait_volume
 from tests.support import Server
 from tests.tenants import make_tenant
 
@@ -124,6 +124,33 @@ def test_rotation_zero_and_the_response_forms(compute_server: Server, guest: str
     assert r.content == b"" and "Location" not in r.headers
     nova.wait(sid, "ACTIVE")
     _wait_backups(srv, sid, "zero", [])
+
+
+def test_rotation_keeps_a_backup_a_volume_was_cloned_from(compute_server: Server,
+                                                          guest: str) -> None:
+    """Rotation deletes by Glance's rules: a backup a volume was cloned from refuses
+    (409, as Nova logs and goes on) and stays, its data with it; once the volume is
+    gone the next rotation deletes it."""
+    srv, sid = compute_server, guest
+    nova = Nova(srv)
+    held = nova.action(sid, {"createBackup": {"name": "held-1", "backup_type": "held",
+                                              "rotation": 1}}).json()["image_id"]
+    nova.wait(sid, "ACTIVE")
+    _wait_backups(srv, sid, "held", ["held-1"])
+    vol = srv.openstack_json("volume", "create", "--image", held, "--size", "1",
+                             f"held-{uuid.uuid4().hex[:6]}")["id"]  # type: ignore[index]
+    wait_volume(nova, vol, "available")
+    nova.action(sid, {"createBackup": {"name": "held-2", "backup_type": "held",
+                                       "rotation": 0}})
+    nova.wait(sid, "ACTIVE")
+    kept = _wait_backups(srv, sid, "held", ["held-1"])  # held-2 went, held-1 could not
+    assert kept[0]["id"] == held
+    srv.openstack("volume", "delete", vol)
+    wait_volume(nova, vol, "gone")
+    nova.action(sid, {"createBackup": {"name": "held-3", "backup_type": "held",
+                                       "rotation": 0}})
+    nova.wait(sid, "ACTIVE")
+    _wait_backups(srv, sid, "held", [])
 
 
 @pytest.mark.parametrize(("body", "words"), [
