@@ -179,8 +179,8 @@ def test_bad_bodies_are_400_before_404(compute_server: Server, guest: str, body:
 
 def test_refusals(compute_server: Server, guest: str) -> None:
     """Another project's member: 404 (Nova looks servers up in the caller's project);
-    a reader of the server's project: 403 naming the rule; a second backup while the
-    first runs: Nova's 409."""
+    a reader of the server's project: 403 naming the rule; too much metadata before
+    2.39: 403; a second backup while the first runs: Nova's 409."""
     srv, sid = compute_server, guest
     body = {"createBackup": {"name": "r", "backup_type": "refused", "rotation": 1}}
     other = make_tenant(srv, "bko")
@@ -194,6 +194,11 @@ def test_refusals(compute_server: Server, guest: str) -> None:
     assert r.status_code == 403, r.text
     assert "os_compute_api:os-create-backup" in r.json()["forbidden"]["message"]
     nova = Nova(srv)
+    many = {f"k{n}": "v" for n in range(129)}  # [compute] quota_metadata_items: 128
+    r = nova.req("POST", f"/servers/{sid}/action", "2.38", json={"createBackup": {
+        **body["createBackup"], "metadata": many}})
+    assert r.status_code == 403, r.text  # before 2.39 only (Nova stopped checking)
+    assert "metadata" in r.json()["forbidden"]["message"]
     nova.wait(sid, "ACTIVE")
     nova.action(sid, {"createBackup": {"name": "r1", "backup_type": "busy", "rotation": 0}})
     r = nova.req("POST", f"/servers/{sid}/action", json={"createBackup": {
