@@ -18,6 +18,7 @@ from strato.api.unimplemented import (
     unsupported_action,
 )
 from strato.compute import (
+    backup,
     consoles,
     guestops,
     locks,
@@ -275,6 +276,11 @@ async def server_action(request: Request, server_id: str) -> Response:
         if out is not None:  # 2.45: the id in the body, no Location
             return FastJSON(out, status_code=202)
         return Response(status_code=202, headers={"Location": location})
+    if name in backup.ACTIONS:
+        location, out = await _run(backup.Backups(api).action, ctx, server_id, name, args,
+                                   _version(request))
+        return FastJSON(out, status_code=202) if out is not None else Response(
+            status_code=202, headers={"Location": location} if location else None)
     if name == "os-getConsoleOutput":
         out = await _run(_extras(request).console_output, ctx, server_id, args,
                          services(request).virt)

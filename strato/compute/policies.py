@@ -16,6 +16,7 @@ RULES = [
     RuleDefault(f"{P}servers:migrations:index", ADMIN),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
     RuleDefault(f"{P}servers:create_image", MEMBER),
+    RuleDefault(f"{P}os-create-backup", MEMBER),
     RuleDefault(f"{P}servers:rebuild", MEMBER),
     RuleDefault(f"{P}servers:rebuild:trusted_certs", MEMBER),
     RuleDefault(f"{P}servers:create_image:allow_volume_backed", MEMBER),

@@ -155,8 +155,10 @@ def _quiesce(inst: Instance, props: dict[str, str]) -> bool | None:
 
 
 # ---------------------------------------------------------------- image-backed
-def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
-                  props: dict[str, str]) -> None:
+def _image_backed(ctx: JobContext, inst: Instance, image_id: str, props: dict[str, str],
+                  expect: str = states.IMAGE_SNAPSHOT) -> None:
+    """``expect``: the task state the disk snapshot is taken in (createBackup's is
+    ``image_backup``)."""
     services = ctx.services
     engine, pool = services.stores.vms, services.stores.vms_pool
     name, snap = disks.root_name(inst.id), disk_snap(image_id)
@@ -172,7 +174,7 @@ def _image_backed(ctx: JobContext, inst: Instance, image_id: str,
             quiesced = False
     ctx.checkpoint(quiesced=quiesced)
     crash.fault("snapshot", "after-disk-snap")
-    _step(services, inst.id, states.IMAGE_SNAPSHOT, states.IMAGE_PENDING_UPLOAD)
+    _step(services, inst.id, expect, states.IMAGE_PENDING_UPLOAD)
     store = services.image.store
     fmt = services.conf.compute.snapshot_image_format or "raw"
     marks = {"strato_quiesced": str(quiesced).lower(), "image_state": "available"}
@@ -403,13 +405,14 @@ def sweep_orphan_snapshots(services: Any, host: str) -> int:
             kind, kind.image_id == ImageRow.id).join(
             Instance, Instance.id == ImageProperty.value).where(
             ImageProperty.name == "instance_uuid", kind.name == "image_type",
-            kind.value == "snapshot", ImageRow.status == "queued", Instance.host == host)))
+            kind.value.in_(("snapshot", "backup")), ImageRow.status == "queued",
+            Instance.host == host)))
         if not rows:
             return 0
         jobs: dict[str, Job] = {}
-        # shelve makes its image the same way (strato.compute.shelve)
+        # shelve and createBackup make their images the same way
         for job in session.scalars(select(Job).where(Job.name.in_((
-                "compute.snapshot", "compute.shelve"))).order_by(Job.id)):
+                "compute.snapshot", "compute.shelve", "compute.backup"))).order_by(Job.id)):
             jobs[str(job.payload.get("image_id"))] = job
         orphans = [(image_id, instance_id, jobs.get(image_id)) for image_id, instance_id
                    in rows if jobs.get(image_id) is None

@@ -27,8 +27,13 @@ SHELVING_OFFLOADING, UNSHELVING, SPAWNING_UNSHELVE = (
 UPDATING_PASSWORD = "updating_password"
 IMAGE_SNAPSHOT_PENDING, IMAGE_SNAPSHOT = "image_snapshot_pending", "image_snapshot"
 IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING = "image_pending_upload", "image_uploading"
-#: createImage's task states, in order
-SNAPSHOT_TASKS = (IMAGE_SNAPSHOT_PENDING, IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING)
+IMAGE_BACKUP = "image_backup"
+#: createBackup's task states, in order (Nova's backup skips image_snapshot)
+BACKUP_TASKS = (IMAGE_BACKUP, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING)
+#: the task states of an image being made from the instance (createImage's, in order,
+#: then createBackup's first): a restart with no job behind one abandons its image
+SNAPSHOT_TASKS = (IMAGE_SNAPSHOT_PENDING, IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING,
+                  IMAGE_BACKUP)
 SNAPSHOT_VM_STATES = (ACTIVE, STOPPED, PAUSED, SUSPENDED)
 
 #: action -> (vm_states it needs, task_state while it runs, vm_state after, power after)
