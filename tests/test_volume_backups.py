@@ -121,8 +121,12 @@ def test_cli_full_incremental_restore_byte_for_byte(server: Server,
     assert got["size"] == 1 and got["object_count"] > 0
     assert cinder.wait("volume", vol, "available")
     assert _snaps(server, vol) == [f"backup.{full['id']}"]
-    # change 4 MiB, discard nothing: the incremental holds only that
+    # the volume grows with the newest backup's hidden snapshot on it (os-extend)
+    server.openstack("volume", "set", "--size", "2", vol)
+    assert cinder.wait("volume", vol, "available")["size"] == 2
+    # change 4 MiB, and 1 MiB past the old end: the incremental holds only that
     _write(server, vol, 4 * MiB, _pattern(3, 4 * MiB))
+    _write(server, vol, 1500 * MiB, _pattern(4, MiB))
     inc = server.openstack_json("volume", "backup", "create", "--incremental",
                                 "--name", "inc", vol)
     got = cinder.wait("backup", inc["id"], "available")
@@ -140,10 +144,12 @@ def test_cli_full_incremental_restore_byte_for_byte(server: Server,
     new_id = restored["volume_id"]
     cinder.wait("volume", new_id, "available")
     cinder.wait("backup", inc["id"], "available")
-    for off, length in ((0, 8 * MiB), (700 * MiB, 3 * MiB), (100 * MiB, MiB)):
+    assert cinder.wait("volume", new_id, "available")["size"] == 2
+    for off, length in ((0, 8 * MiB), (700 * MiB, 3 * MiB), (100 * MiB, MiB),
+                        (1500 * MiB, MiB)):
         assert _read(server, new_id, off, length) == _read(server, vol, off, length)
     # restore the full one over an existing volume: its own data is gone
-    target = cinder.volume(2)
+    target = cinder.volume(3)
     _write(server, target, 300 * MiB, b"\xff" * MiB)
     server.openstack("volume", "backup", "restore", "--force", full["id"], target)
     cinder.wait("backup", full["id"], "available")
