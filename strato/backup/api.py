@@ -36,8 +36,9 @@ from strato.volume.api import (
 )
 from strato.volume.models import Snapshot, Volume
 
-#: what export records name as the service that holds the data
-BACKUP_SERVICE = "strato.backup.store.BackupStore"
+#: what export records name as the service that holds the data (Cinder names its
+#: backup driver's class; clients, Tempest too, expect that module prefix)
+BACKUP_SERVICE = "cinder.backup.drivers.strato.BackupStore"
 #: Cinder's statuses a backup may be deleted in (``force``: an admin, any settled one)
 DELETABLE = ("available", "error")
 FORCE_DELETABLE = ("available", "error", "error_deleting", "creating", "restoring")
@@ -373,8 +374,10 @@ class BackupAPI:
             record = json.loads(base64.b64decode(ref["backup_url"], validate=True))
             backup_id = str(uuid.UUID(str(record["id"])))
             size, data = int(record["size"]), record["data"]
-            if not isinstance(data, dict) or data.get("backup_id") != backup_id:
-                raise ValueError("the record's data is not this backup's")
+            # the data may be another backup's object: Cinder imports a record under
+            # a new id pointing at the same stored data (what Tempest does)
+            if not isinstance(data, dict) or not isinstance(data.get("backup_id"), str):
+                raise ValueError("the record names no stored data")
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise BadRequest(f"Invalid input: the backup record cannot be read "
                              f"({exc}).") from None

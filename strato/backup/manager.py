@@ -304,10 +304,13 @@ def delete_backup(ctx: JobContext) -> dict[str, Any]:
         if b is None or b.status != "deleting":
             return {"skipped": b.status if b else "gone"}
         volume_id, host = b.volume_id, b.host
-    driver = _driver(services, host) if host else next(iter(services.volume_drivers.values()))
+    driver = _driver(services, host) if host and VolumeAPI.backend_of(host) in \
+        services.volume_drivers else next(iter(services.volume_drivers.values()))
     store = store_for(services, driver.engine.name)
     try:
-        store.delete(backup_id)
+        obj = _object_of(services, backup_id)
+        if obj is not None:
+            store.delete(obj)
         crash.point(OP, "delete-after-store")
         if hidden_snapshot(backup_id) in _snap_names(driver, volume_id):
             with driver.engine.open(driver.opt.pool, volume_name(volume_id)) as image:
@@ -336,6 +339,19 @@ def delete_backup(ctx: JobContext) -> dict[str, Any]:
     return {"deleted": backup_id}
 
 
+def _object_of(services: Any, backup_id: str) -> str | None:
+    """The store object a backup's row names (its own, or the one of the backup it was
+    imported from), or None while another backup's row still names it."""
+    with services.db.session(readonly=True) as session:
+        b = session.get(Backup, backup_id)
+        obj = str((b.data or {}).get("backup_id") or backup_id) if b else backup_id
+        others = session.scalars(select(Backup).where(
+            Backup.id != backup_id, Backup.data.is_not(None))).all()
+        if any(o.id == obj or (o.data or {}).get("backup_id") == obj for o in others):
+            return None
+    return obj
+
+
 @handler("backup.import")
 def import_backup(ctx: JobContext) -> dict[str, Any]:
     """An imported record is ``available`` when the store holds its object, else
@@ -345,10 +361,10 @@ def import_backup(ctx: JobContext) -> dict[str, Any]:
         b = session.get(Backup, backup_id)
         if b is None or b.status != "creating":
             return {"skipped": b.status if b else "gone"}
-        host = b.host
+        host, obj = b.host, str((b.data or {}).get("backup_id") or backup_id)
     driver = _driver(services, host) if host and VolumeAPI.backend_of(host) in \
         services.volume_drivers else next(iter(services.volume_drivers.values()))
-    found = store_for(services, driver.engine.name).exists(backup_id)
+    found = store_for(services, driver.engine.name).exists(obj)
     with services.db.session() as session:
         if found:
             set_status(session, backup_id, "creating", "available")
