@@ -113,6 +113,7 @@ def test_cli_full_incremental_restore_byte_for_byte(server: Server,
     vol = cinder.volume(1)
     _write(server, vol, 0, _pattern(1, 8 * MiB))
     _write(server, vol, 700 * MiB, _pattern(2, 3 * MiB))
+    server.openstack("volume", "set", "--property", "kept=yes", vol)
     full = server.openstack_json("volume", "backup", "create", "--name", "full",
                                  "--container", "box", vol)
     assert full["name"] == "full"
@@ -144,7 +145,8 @@ def test_cli_full_incremental_restore_byte_for_byte(server: Server,
     new_id = restored["volume_id"]
     cinder.wait("volume", new_id, "available")
     cinder.wait("backup", inc["id"], "available")
-    assert cinder.wait("volume", new_id, "available")["size"] == 2
+    got = cinder.wait("volume", new_id, "available")
+    assert got["size"] == 2 and got["metadata"] == {"kept": "yes"}  # the volume's, too
     for off, length in ((0, 8 * MiB), (700 * MiB, 3 * MiB), (100 * MiB, MiB),
                         (1500 * MiB, MiB)):
         assert _read(server, new_id, off, length) == _read(server, vol, off, length)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,6 +128,11 @@ def create_backup(ctx: JobContext) -> dict[str, Any]:
         volume_id, snapshot_id, host = b.volume_id, b.snapshot_id, b.host
         parent = session.get(Backup, b.parent_id) if b.parent_id else None
         parent_data = BackupData.from_dict(parent.data) if parent and parent.data else None
+        vol = session.get(Volume, volume_id)
+        # what a restore gives the volume back besides its data (Cinder's volume meta)
+        volume_facts = {"volume_metadata": dict(vol.metadata_ or {}) if vol else {},
+                        "bootable": bool(vol.bootable) if vol else False,
+                        "image_metadata": dict(vol.image_metadata or {}) if vol else {}}
     driver = _driver(services, host)
     store = store_for(services, driver.engine.name)
     hidden = hidden_snapshot(backup_id)
@@ -147,6 +153,7 @@ def create_backup(ctx: JobContext) -> dict[str, Any]:
         with driver.engine.open(driver.opt.pool, volume_name(volume_id), snapshot=source,
                                 read_only=True) as view:
             data = store.write(backup_id, view, parent_data, base)
+        data = replace(data, extra={**data.extra, **volume_facts})
         crash.point(OP, "after-write")
     except Exception as exc:  # noqa: BLE001 - every failure ends in 'error', cleaned up
         LOG.warning("backup %s failed: %s", backup_id, exc)
@@ -158,9 +165,11 @@ def create_backup(ctx: JobContext) -> dict[str, Any]:
         if b is None or b.status != "creating":  # force-deleted meanwhile
             store.delete(backup_id)
             return {"skipped": "gone"}
+        # The row keeps the parent it was asked against (Cinder's is_incremental and
+        # dependency); the data names the parent it really needs (None: a full copy,
+        # when the base snapshot was gone), which is what a restore follows.
         b.status, b.data = "available", data.to_dict()
         b.object_count = len(data.chunks)
-        b.parent_id = data.parent_id
         b.fail_reason = None
         b.updated_at = datetime.now(UTC)
         _release_source(session, b)
@@ -275,13 +284,19 @@ def restore_backup(ctx: JobContext) -> dict[str, Any]:
                 events.emit(session, "backup", "backup.restore.error", backup_id,
                             vol.project_id, error=str(exc))
         return {"error": str(exc)}
+    facts = chain[-1].extra
     with services.db.session() as session:
         vol = session.get(Volume, volume_id)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {
+            "metadata_": {**({} if new else dict(vol.metadata_ or {})),
+                          **dict(facts.get("volume_metadata") or {})}}
+        if facts.get("bootable"):
+            extra.update(bootable=True, image_metadata=dict(facts.get("image_metadata")
+                                                            or {}))
         if new:
             api.quota.commit(session, list(vol.reservations or []))
-            extra = {"reservations": [], "quota_committed": True,
-                     "launched_at": datetime.now(UTC)}
+            extra.update(reservations=[], quota_committed=True,
+                         launched_at=datetime.now(UTC))
         api.set_status(session, Volume, volume_id, "restoring-backup", "available", **extra)
         set_status(session, backup_id, "restoring", "available",
                            restore_volume_id=None)
