@@ -199,6 +199,14 @@ def test_snapshot_backup_force_and_errors(server: Server, cinder: Cinder) -> Non
     assert r.json()["restore"]["volume_name"] == f"restore_backup_{b['id']}"
     cinder.wait("volume", new_id, "available")
     assert _read(server, new_id, 0, MiB) == _pattern(7, MiB)
+    # a volume created from the backup (3.47), bigger than it
+    made = server.openstack_json("--os-volume-api-version", "3.47", "volume", "create",
+                                 "--backup", b["id"], "--size", "2", "from-backup")
+    got = cinder.wait("volume", made["id"], "available")
+    assert got["size"] == 2 and got["name"] == "from-backup"
+    assert _read(server, made["id"], 0, MiB) == _pattern(7, MiB)
+    cinder.wait("backup", b["id"], "available")
+    server.openstack("volume", "delete", made["id"])
     # errors: 404, 400s
     assert cinder.backup(str(uuid.uuid4()), expect=404)
     assert "No backups available" in str(cinder.backup(new_id, expect=400,

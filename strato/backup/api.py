@@ -321,27 +321,62 @@ class BackupAPI:
             return {"backup_id": b.id, "volume_id": vol.id, "volume_name": vol.name or ""}
 
     def _new_volume(self, session: Any, ctx: RequestContext, b: Backup,
-                    name: str | None) -> Volume:
+                    name: str | None, size: int | None = None, type_ref: str | None = None,
+                    description: str | None = None,
+                    metadata: dict[str, str] | None = None) -> Volume:
         """The volume a restore makes (Cinder's ``restore_backup_<id>``): the backup's
-        size, the default type, on the source volume's backend (or the first one),
-        counted against the volume quotas from now."""
-        vtype = self.volume.volume_type(session, None, ctx)
+        size (or more), the default type (or ``type_ref``), on the source volume's
+        backend (or the first one), counted against the volume quotas from now."""
+        vtype = self.volume.volume_type(session, type_ref, ctx)
+        size = size or b.size
         src = session.get(Volume, b.volume_id)
         host = src.host if src is not None and src.host else self.volume.host_of(
             next(iter(self.volume.backends)))
         reservations = self.volume.quota.reserve(session, ctx.project_id,
-                                                 volume_deltas(vtype.name, b.size))
+                                                 volume_deltas(vtype.name, size))
         vol = Volume(id=str(uuid.uuid4()), name=name or f"restore_backup_{b.id}",
-                     description=None, project_id=ctx.project_id, user_id=ctx.user_id,
-                     size=b.size, status="restoring-backup", volume_type_id=vtype.id,
+                     description=description, project_id=ctx.project_id,
+                     user_id=ctx.user_id, size=size, status="restoring-backup",
+                     volume_type_id=vtype.id,
                      availability_zone=self.conf.volume.storage_availability_zone,
-                     host=host, metadata_={}, image_metadata={},
+                     host=host, metadata_=dict(metadata or {}), image_metadata={},
                      reservations=reservations)
         session.add(vol)
         events.emit(session, "volume", "volume.create.start", vol.id, vol.project_id,
-                    size=b.size)
+                    size=size)
         session.flush()
         return vol
+
+    def create_volume(self, ctx: RequestContext, ref: dict[str, Any],
+                      version: tuple[int, int]) -> dict[str, Any]:
+        """``POST /volumes`` with ``backup_id`` (3.47): a new volume restored from the
+        backup, as a restore into a new volume (the backup ``restoring``)."""
+        self.policy.enforce(ctx, "volume:create", {"project_id": ctx.project_id})
+        size = ref.get("size")
+        size = int(size) if size not in (None, "") else None
+        with self.db.session() as session:
+            b = self.get_row(session, ctx, str(ref["backup_id"]))
+            self._enforce(ctx, "backup:restore", b)
+            if b.status != "available":
+                raise BadRequest("Invalid backup: Backup status must be available.")
+            if size is not None and size < b.size:
+                raise BadRequest(f"Invalid input received: volume size {size} is smaller "
+                                 f"than the backup's ({b.size} GiB).")
+            vol = self._new_volume(session, ctx, b, _text(ref, "name"), size,
+                                   ref.get("volume_type"), _text(ref, "description"),
+                                   {str(k): str(v) for k, v in
+                                    (ref.get("metadata") or {}).items()})
+            if not set_status(session, b.id, "available", "restoring",
+                              restore_volume_id=vol.id):
+                raise BadRequest(f"Backup {b.id} changed state; try again.")
+            enqueue(session, "backup.restore", {
+                "backup_id": b.id, "volume_id": vol.id, "new": True,
+                "request_id": ctx.request_id},
+                target=VolumeAPI.target_of(vol.host), max_attempts=MAX_ATTEMPTS)
+            events.emit(session, "backup", "backup.restore.start", b.id, b.project_id,
+                        volume_id=vol.id)
+            vtype = self.volume.volume_type(session, ref.get("volume_type"), ctx)
+            return self.volume.volume_view(vol, ctx, vtype, version)
 
     # ------------------------------------------------------------ export / import
     def export_record(self, ctx: RequestContext, backup_id: str) -> dict[str, str]:
