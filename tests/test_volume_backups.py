@@ -412,3 +412,66 @@ def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str
     if point.startswith("backup:restore"):
         cinder.wait("volume", new_id, "available")
         assert _read(srv, new_id, 0, 2 * MiB) == _pattern(5, 2 * MiB)
+
+
+def test_failed_backup_and_given_up_job_end_in_error(crash_server: Server,
+                                                     tmp_path_factory: pytest.TempPathFactory
+                                                     ) -> None:
+    """A failure mid-backup (an injected one after the snapshot) leaves the backup
+    ``error`` with its reason, the volume as it was, no hidden snapshot and no store
+    object; a backup whose job is gone (it gave up) ends so at the next start."""
+    from sqlalchemy import select
+
+    from strato.backup.models import Backup
+    from strato.config import load
+    from strato.db import Database
+    from strato.events import Event
+    from strato.jobs.models import Job
+    from strato.storage.crash import FAULT_FILE_ENV
+
+    srv = crash_server
+    fault = tmp_path_factory.mktemp("fault") / "fault"
+    os.environ[FAULT_FILE_ENV] = str(fault)
+    try:
+        srv.start()
+    finally:
+        del os.environ[FAULT_FILE_ENV]
+    token = srv.token()
+    pid = httpx.get(f"{srv.url}/identity/v3/auth/tokens", headers={
+        "X-Auth-Token": token, "X-Subject-Token": token}).json()["token"]["project"]["id"]
+    cinder = Cinder(srv, token, pid)
+    vol = cinder.volume(1)
+    fault.write_text("fail backup:after-snapshot")
+    bid = cinder.backup(vol)["backup"]["id"]
+    got = cinder.wait("backup", bid, "error")
+    assert "injected fault" in got["fail_reason"]
+    cinder.wait("volume", vol, "available")
+    assert _snaps(srv, vol) == [] and _backups_engine(srv).list("backups") == []
+    ok = cinder.backup(vol)["backup"]["id"]
+    cinder.wait("backup", ok, "available")
+    db = Database(load(srv.conf).database.connection)
+    with db.session(readonly=True) as session:
+        kinds = [e.event_type for e in session.scalars(select(Event).where(
+            Event.resource_id.in_((bid, ok))).order_by(Event.id))]
+    assert kinds == ["backup.create.start", "backup.create.error", "backup.create.start",
+                     "backup.create.end"]
+    srv.stop()
+    # what a job that gave up leaves: the backup creating, the volume backing-up
+    from strato.volume.models import Volume
+
+    stuck = str(uuid.uuid4())
+    with db.session() as session:
+        host = session.get(Backup, ok).host
+        session.add(Backup(id=stuck, volume_id=vol, project_id=pid, status="creating",
+                           size=1, object_count=0, incremental=False, metadata_={},
+                           previous_status="available", host=host,
+                           reservations=[], quota_committed=True))
+        session.get(Volume, vol).status = "backing-up"
+        assert not [j for j in session.scalars(select(Job)) if
+                    (j.payload or {}).get("backup_id") == stuck]
+    srv.start()
+    cinder = Cinder(srv, srv.token(), pid)
+    got = cinder.wait("backup", stuck, "error")
+    assert "gave up" in got["fail_reason"]
+    cinder.wait("volume", vol, "available")
+    db.dispose()
