@@ -99,9 +99,17 @@ def _take_snapshot(ctx: JobContext, driver: Any, volume_id: str, name: str) -> d
         if host is None or instance_id is None:
             raise
     if ctx.target != f"host:{host}":
+        from strato.jobs.models import PENDING, RUNNING, Job
+
         with services.db.session() as session:
-            enqueue(session, "backup.create", dict(ctx.payload), target=f"host:{host}",
-                    max_attempts=5)
+            # a rerun of this job (killed after handing over) hands over only once
+            handed = any((j.payload or {}).get("backup_id") == ctx.payload["backup_id"]
+                         for j in session.scalars(select(Job).where(
+                             Job.name == "backup.create", Job.target == f"host:{host}",
+                             Job.state.in_((PENDING, RUNNING)))))
+            if not handed:
+                enqueue(session, "backup.create", dict(ctx.payload),
+                        target=f"host:{host}", max_attempts=5)
         return {"handed_to": host}
     from strato.compute.manager import _load, instance_lock
 
