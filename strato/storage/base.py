@@ -169,9 +169,18 @@ class Image(abc.ABC):
         differ from ``from_snapshot`` of the same image, in offset order (librbd
         ``diff_iterate``); ``from_snapshot`` None: every extent that holds data.
 
+        No extent crosses a multiple of ``granularity`` (so one read of an extent costs
+        at most that much memory); neighbours may be merged up to that.  An extent may
+        be reported although its bytes are the same (rewritten with equal data), one
+        whose bytes changed never is left out; ``exists`` False only where the view
+        reads as zeroes.
+
         This default compares the data ``granularity`` bytes at a time, so it costs the
         whole image; engines that track changes (qcow2 layers, RBD object maps) answer
         in time that follows the changed data."""
+        from .extents import check_granularity
+
+        check_granularity(granularity)
         size = self.size()
         base = None
         base_size = 0

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import crash, errors, online, qemuimg
-from .base import Image, LiveSnapshot, SnapInfo
+from . import crash, errors, localdiff, online, qemuimg
+from .base import Extent, Image, LiveSnapshot, SnapInfo
+from .extents import check_granularity, to_extents
 from .journal import Intent
 from .local import LocalEngine, Meta, check_size, fsync_file, new_id, snap_index, visible_snaps
 from .local import unlink_quiet as _unlink
@@ -41,6 +42,7 @@ class LocalImage(Image):
         self.read_only = read_only or snapshot is not None
         self._live: tuple[FileLock, Intent, str, dict[str, str]] | None = None
         self._dirty = False  # written since the last flush
+        self._view: localdiff.ViewMap | None = None  # a snapshot view's map (read)
         meta = engine.load(pool, name)
         self._id: str = meta["id"]
         with self._locked() as meta:  # repairs a crashed operation first
@@ -108,17 +110,45 @@ class LocalImage(Image):
 
     def read(self, offset: int, length: int) -> bytes:
         with self._locked() as meta:
-            size = self._size(meta)
+            try:
+                size = self._size(meta)
+            except errors.SnapshotNotFound:
+                if self._view is not None:  # let go of the merged layers' files
+                    self._view.close()
+                    self._view = None
+                raise
             if offset < 0 or length < 0 or offset > size:
                 raise errors.InvalidArgument(f"read {offset}+{length} outside image of {size}")
             length = min(length, size - offset)
             if length == 0:
                 return b""
+            view = self._view_map(meta, size)
+            if view is not None:
+                return view.read(offset, length)
             chain = self._chain(meta)
             if len(chain) == 1 and chain[0][1] == "raw":
                 with open(chain[0][0], "rb") as f:
                     return os.pread(f.fileno(), length, offset)
             return self._read_chain(chain, offset, length)
+
+    def _view_map(self, meta: Meta, size: int) -> localdiff.ViewMap | None:
+        """The cached map of this snapshot view's chain, made on its first read: a
+        backup reads many extents of one snapshot, and one ``qemu-img`` run per read
+        would cost more than the data.  None for the head (it changes under writes),
+        a lone raw layer (read in place) and compressed data (read through qemu-img)."""
+        idx = self._snap_idx(meta)
+        if idx is None:
+            return None
+        key = ([layer["id"] for layer in meta["layers"][:idx + 1]], meta["parent"])
+        if self._view is None or self._view.key != key:
+            if self._view is not None:
+                self._view.close()
+                self._view = None
+            chain = self._chain(meta)
+            if len(chain) == 1 and chain[0][1] == "raw":
+                return None
+            self._view = localdiff.ViewMap(key, chain, size)
+        return self._view if self._view.extents is not None else None
 
     def _read_chain(self, chain: list[tuple[Path, str]], offset: int, length: int) -> bytes:
         """Read through qemu-img: a raw ``offset``/``size`` window over the chain.
@@ -482,6 +512,39 @@ class LocalImage(Image):
             if intent is not None:
                 intent.finish()
 
+    def diff_iterate(self, from_snapshot: str | None = None,
+                     granularity: int = 4 << 20) -> Iterator[Extent]:
+        """librbd's ``diff_iterate`` from the layers' allocation maps (see localdiff):
+        the clusters written above ``from_snapshot``'s layer up to this view's, or with
+        None every range holding data (the clone parent's too).  One ``qemu-img map`` of
+        those layers; computed at the call, under the lock, and returned as a list."""
+        check_granularity(granularity)
+        with self._locked() as meta:
+            size = self._size(meta)
+            view = self._snap_idx(meta)
+            view = len(meta["layers"]) - 1 if view is None else view
+            if from_snapshot is None:
+                spans = localdiff.allocated_spans(self._chain(meta), size)
+            else:
+                base = snap_index(meta, from_snapshot)
+                if base > view:
+                    raise errors.InvalidArgument(
+                        f"diff from {from_snapshot!r}: it is newer than this view")
+                spans = []
+                if base < view:
+                    chain = self._chain(meta)
+                    upper = chain[:view - base]
+                    expect = [self.engine.layer_path(layer)
+                              for layer in reversed(meta["layers"][base + 1:view + 1])]
+                    if [path for path, _ in upper] != expect[:len(upper)]:
+                        raise errors.UnsafeLayer(f"{self.pool}/{self.name}: chain and "
+                                                 "metadata disagree")
+                    lower = None
+                    if any(fmt == "raw" for _, fmt in upper):
+                        lower = self.engine.image_chain(meta, base)
+                    spans = localdiff.changed_spans(upper, size, lower)
+        return iter(list(to_extents(spans, granularity, size)))
+
     def data_file(self) -> Path | None:
         """A snapshot whose chain is one raw layer (an uploaded image's ``snap``) is that
         file: frozen, so it can be read in place."""
@@ -594,6 +657,9 @@ class LocalImage(Image):
     def close(self) -> None:
         """Flush writes; settle a pending live snapshot as repair would (kept if QEMU
         made the overlay, dropped otherwise)."""
+        if self._view is not None:
+            self._view.close()
+            self._view = None
         if self._live is None:
             try:
                 self.flush()

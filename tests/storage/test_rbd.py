@@ -170,3 +170,31 @@ def test_export_clone_includes_parent_data(rbd_engine: RbdEngine, tmp_path: Path
     expect = base[:5 * MiB] + b"child" + base[5 * MiB + 5:] + bytes(4 * MiB)
     assert sha(out.read_bytes()) == sha(expect)
     assert os.stat(out).st_blocks * 512 <= 9 * MiB  # the grown tail stayed a hole
+
+
+def test_diff_iterate_with_and_without_fast_diff(rbd_engine: RbdEngine) -> None:
+    """With fast-diff the object maps pick the objects and librbd's exact diff runs on
+    those; without it the exact diff runs over the whole image: same extents."""
+    import rbd
+
+    answers = []
+    for fast in (True, False):
+        name = f"d-{fast}"
+        rbd_engine.create("volumes", name, 16 * MiB, order=20)
+        with rbd_engine.open("volumes", name) as img:
+            if not fast:
+                img.rbd.update_features(rbd.RBD_FEATURE_FAST_DIFF | rbd.RBD_FEATURE_OBJECT_MAP,
+                                        False)
+            assert bool(img.rbd.features() & rbd.RBD_FEATURE_FAST_DIFF) == fast
+            img.write(pattern(1, 3 * MiB), MiB)
+            img.create_snap("a")
+            img.write(pattern(2, 5000), 2 * MiB - 100)
+            img.write(pattern(3, 4096), 9 * MiB)
+            img.rbd.discard(3 * MiB, MiB)
+            answers.append((list(img.diff_iterate("a", MiB)), list(img.diff_iterate(None))))
+    assert answers[0] == answers[1]
+    since_a, everything = answers[0]
+    assert [(e.offset, e.length, e.exists) for e in since_a] == [
+        (2 * MiB - 100, 100, True), (2 * MiB, 4900, True), (3 * MiB, MiB, False),
+        (9 * MiB, 4096, True)]
+    assert sum(e.length for e in everything if e.exists) == 2 * MiB + 4096
