@@ -370,7 +370,8 @@ def crash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.mark.parametrize("point", ["backup:after-snapshot", "backup:after-write",
-                                   "backup:restore-after-create"])
+                                   "backup:restore-after-create",
+                                   "backup:delete-after-store"])
 def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str) -> None:
     """The server dies (SIGKILL) at the point; restarted, the job runs again and the
     backup (or restore) finishes with nothing left over."""
@@ -383,7 +384,7 @@ def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str
     vol = cinder.volume(1)
     _write(srv, vol, 0, _pattern(5, 2 * MiB))
     backup_id = None
-    if point.startswith("backup:restore"):
+    if point.startswith(("backup:restore", "backup:delete")):
         backup_id = cinder.backup(vol)["backup"]["id"]
         cinder.wait("backup", backup_id, "available")
     srv.stop()
@@ -395,6 +396,8 @@ def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str
     cinder = Cinder(srv, srv.token(), pid)
     if backup_id is None:
         backup_id = cinder.backup(vol)["backup"]["id"]
+    elif point.startswith("backup:delete"):
+        assert cinder.c.delete(f"{cinder.base}/backups/{backup_id}").status_code == 202
     else:
         r = cinder.c.post(f"{cinder.base}/backups/{backup_id}/restore",
                           json={"restore": {"name": "r"}})
@@ -405,6 +408,10 @@ def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str
     assert srv.proc.returncode == -9
     srv.start()
     cinder = Cinder(srv, srv.token(), pid)
+    if point.startswith("backup:delete"):
+        cinder.wait("backup", backup_id, "gone")
+        assert _snaps(srv, vol) == [] and _backups_engine(srv).list("backups") == []
+        return
     cinder.wait("backup", backup_id, "available")
     cinder.wait("volume", vol, "available")
     assert _snaps(srv, vol) == [f"backup.{backup_id}"]
