@@ -38,7 +38,7 @@ FEATURES: dict[tuple[str, str], tuple[str, str]] = {
     ("compute-feature-enabled", "pause"): ("True", ""),
     ("compute-feature-enabled", "suspend"): ("True", ""),
     # ---- block storage
-    ("volume-feature-enabled", "backup"): ("False", "volume backups are issue 18"),
+    ("volume-feature-enabled", "backup"): ("True", ""),
     ("volume-feature-enabled", "snapshot"): ("True", ""),
     ("volume-feature-enabled", "clone"): ("True", ""),
     ("volume-feature-enabled", "multi_backend"): ("True", ""),  # run.py: two backends

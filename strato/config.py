@@ -259,6 +259,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("volume", "quota_snapshots", "int", "10", "Snapshots per project (-1: no limit)."),
     Option("volume", "quota_gigabytes", "int", "1000",
            "GiB of volumes and snapshots per project (-1: no limit)."),
+    Option("volume", "quota_backups", "int", "10",
+           "Volume backups per project (-1: no limit)."),
+    Option("volume", "quota_backup_gigabytes", "int", "1000",
+           "GiB of volume backups per project (-1: no limit)."),
     Option("volume", "message_ttl", "positive_int", "2592000",
            "Seconds a user message (an asynchronous failure, GET /messages) is kept at "
            "least; it is shown until then as guaranteed_until."),

@@ -34,13 +34,14 @@ BASE_RULES = [
 
 def all_rules() -> list[policy.RuleDefault]:
     """The defaults of every service, collected here so one enforcer knows all."""
+    from strato.backup.policies import RULES as BACKUP
     from strato.compute.policies import RULES as COMPUTE
     from strato.identity.policies import RULES as IDENTITY
     from strato.image.policies import RULES as IMAGE
     from strato.network.policies import RULES as NETWORK
     from strato.volume.policies import RULES as VOLUME
 
-    return [*BASE_RULES, *IDENTITY, *IMAGE, *VOLUME, *COMPUTE, *NETWORK]
+    return [*BASE_RULES, *IDENTITY, *IMAGE, *VOLUME, *BACKUP, *COMPUTE, *NETWORK]
 
 
 class Enforcer:

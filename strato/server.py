@@ -33,6 +33,7 @@ def worker_targets(conf: Config) -> list[str]:
 
 def load_handlers() -> None:
     """Import the modules whose ``@handler`` functions workers run."""
+    import strato.backup.manager  # noqa: F401
     import strato.compute.backup  # noqa: F401
     import strato.compute.guestops  # noqa: F401
     import strato.compute.manager  # noqa: F401

@@ -170,6 +170,8 @@ class Services:
     network: NetworkAPI
     #: this host's metadata service, while its compute agent runs (``MetadataServer``)
     metadata_server: Any = None
+    #: Cinder backups (``strato.backup.api.BackupAPI``)
+    backup: Any = None
 
     @classmethod
     def build(cls, conf: Config) -> Services:
@@ -194,18 +196,24 @@ class Services:
         volume = VolumeAPI(db, policy, conf, image, backends, stores.volumes)
         dataplane, reason = open_dataplane(conf)
         network = NetworkAPI(db, policy, conf, dataplane, reason)
+        from strato.backup.api import BackupAPI
+
         return cls(conf=conf, db=db, policy=policy, identity=identity, stores=stores,
                    image=image, volume=volume, volume_drivers=drivers, network=network,
                    compute=ComputeAPI(db, policy, conf, image, volume, network),
                    virt=QemuDriver(conf.compute.instances_path,
                                    resolve=storage_resolver(stores.by_pool),
-                                   open_tap=tap_opener(network)))
+                                   open_tap=tap_opener(network)),
+                   backup=BackupAPI(volume))
 
     def recover(self) -> None:
         """Finish or undo what a crash of this host's processes left half done."""
         from strato.image.data import recover as recover_images
 
         recover_images(self.image, self.conf.DEFAULT.host)
+        from strato.backup.manager import sweep as sweep_backups
+
+        sweep_backups(self)
 
     def close(self) -> None:
         self.db.dispose()

@@ -21,6 +21,7 @@ from strato.api import (
     server_tags,
     unimplemented,
     volume,
+    volume_backups,
     volume_qos,
     volume_reads,
     volume_transfers,
@@ -37,7 +38,7 @@ def build_app(services: object) -> FastAPI:
     app.state.services = services
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, identity_admin, compute, compute_reads, image, volume,
-                   volume_reads, volume_transfers, volume_qos, network,
+                   volume_reads, volume_transfers, volume_qos, volume_backups, network,
                    compute_proxies, server_tags):
         app.include_router(module.router)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501

@@ -63,6 +63,10 @@ P = "/v3/{project_id}"
 async def create_volume(request: Request, project_id: str) -> JSONResponse:
     _project(request, project_id)
     body = await json_body(request, schemas.CREATE_VOLUME)
+    if body["volume"].get("backup_id") and _version(request) >= (3, 47):
+        view = await run_in_threadpool(services(request).backup.create_volume,
+                                       context(request), body["volume"], _version(request))
+        return JSONResponse({"volume": view}, status_code=202)
     view = await run_in_threadpool(_api(request).create, context(request), body,
                                    _version(request))
     return JSONResponse({"volume": view}, status_code=202)

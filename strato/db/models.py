@@ -1,6 +1,7 @@
 """Imports every service's models, so Base.metadata knows all tables (for Alembic)."""
 
 from strato import events  # noqa: F401
+from strato.backup import models as backup_models  # noqa: F401
 from strato.compute import migration_models as migration_models  # noqa: F401
 from strato.compute import models as compute_models  # noqa: F401
 from strato.compute import reads_models  # noqa: F401

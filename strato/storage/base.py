@@ -183,13 +183,16 @@ class Image(abc.ABC):
         check_granularity(granularity)
         size = self.size()
         base = None
+        base_size = 0
         if from_snapshot is not None:
             base = self._open_sibling(from_snapshot)
+            base_size = base.size()  # smaller when the image grew since: zeroes past it
         try:
             for offset in range(0, size, granularity):
                 length = min(granularity, size - offset)
                 data = self.read(offset, length)
-                old = base.read(offset, length) if base is not None else b""
+                old = base.read(offset, min(length, base_size - offset)) \
+                    if base is not None and offset < base_size else b""
                 old = old.ljust(length, b"\0")
                 if data != old:
                     yield Extent(offset, length, data.count(0) != length)

@@ -116,10 +116,10 @@ class VolumeAPI:
         self.images = images
         self.backends = {b.name: b for b in backends}
         v = conf.volume
-        # Backups and groups are not implemented: their limits are 0, honestly.
+        # Groups are not implemented: their limit is 0, honestly.
         self.quota = QuotaEngine({"volumes": v.quota_volumes, "snapshots": v.quota_snapshots,
-                                  "gigabytes": v.quota_gigabytes, "backups": 0,
-                                  "backup_gigabytes": 0, "groups": 0,
+                                  "gigabytes": v.quota_gigabytes, "backups": v.quota_backups,
+                                  "backup_gigabytes": v.quota_backup_gigabytes, "groups": 0,
                                   "per_volume_gigabytes": -1})
         # User messages: asynchronous failures, for this service and any other to record.
         self.messages = UserMessages(db, policy, v.message_ttl, conf.public_endpoint)

@@ -220,5 +220,5 @@ class VolumeReads:
             "maxTotalBackups": limits["backups"],
             "maxTotalBackupGigabytes": limits["backup_gigabytes"],
             "totalVolumesUsed": in_use("volumes"), "totalSnapshotsUsed": in_use("snapshots"),
-            "totalGigabytesUsed": in_use("gigabytes"), "totalBackupsUsed": 0,
-            "totalBackupGigabytesUsed": 0}}
+            "totalGigabytesUsed": in_use("gigabytes"), "totalBackupsUsed": in_use("backups"),
+            "totalBackupGigabytesUsed": in_use("backup_gigabytes")}}

@@ -431,7 +431,6 @@ def test_transfer_moves_a_volume_and_its_quota(server: Server, user: Client,
 def test_unsupported_families_answer_501(user: Client, admin: Client) -> None:
     for method, path in (("GET", "/groups"), ("POST", "/groups"), ("GET", "/group_types"),
                          ("GET", "/group_snapshots/x"), ("POST", "/consistencygroups"),
-                         ("GET", "/backups/detail"),
                          ("GET", "/os-quota-class-sets/default")):
         r = admin.call(method, path, json={} if method == "POST" else None)
         assert r.status_code == 501 and "notImplemented" in r.json(), (method, path)
