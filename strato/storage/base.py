@@ -176,11 +176,14 @@ class Image(abc.ABC):
         base = None
         if from_snapshot is not None:
             base = self._open_sibling(from_snapshot)
+        base_size = base.size() if base is not None else 0
         try:
             for offset in range(0, size, granularity):
                 length = min(granularity, size - offset)
                 data = self.read(offset, length)
-                old = base.read(offset, length) if base is not None else b""
+                # past the snapshot's end (the image grew since) it read as nothing
+                old = base.read(offset, length) \
+                    if base is not None and offset < base_size else b""
                 old = old.ljust(length, b"\0")
                 if data != old:
                     yield Extent(offset, length, data.count(0) != length)
