@@ -17,7 +17,9 @@ store and checks its sha256 before it writes a byte of it into the volume.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -90,7 +92,7 @@ class BackupData:
                 offset, length = item
                 zeroed.append((_nat(offset), _nat(length)))
             parent = d.get("parent_id")
-            extra = d.get("extra") or {}
+            extra = d.get("extra", {})
             if not isinstance(extra, dict):
                 raise ValueError("extra must be an object")
             return cls(backup_id=str(d["backup_id"]), size=size, chunks=tuple(chunks),
@@ -148,11 +150,14 @@ class BackupStore:
                 todo, zeroed = reader.data_extents(), []
             else:
                 todo, zeroed = _changes(source, parent_snapshot)
-            self.engine.create(self.pool, partial, size)
-            crash.point("backup_write", "after-create")
-            with self.engine.open(self.pool, partial) as dest:
-                chunks, zero_chunks = _copy(reader, dest, _pieces(todo))
-                dest.flush()  # durable before it is committed
+            if parent is None and reader.path is not None:
+                chunks, zero_chunks = self._import_full(reader, partial, _pieces(todo))
+            else:
+                self.engine.create(self.pool, partial, size)
+                crash.point("backup_write", "after-create")
+                with self.engine.open(self.pool, partial) as dest:
+                    chunks, zero_chunks = _copy(reader, dest, _pieces(todo))
+                    dest.flush()  # durable before it is committed
             crash.point("backup_write", "before-rename")
         finally:
             reader.close()
@@ -164,6 +169,26 @@ class BackupStore:
             backup_id=backup_id, size=size, chunks=tuple(chunks),
             zeroed=tuple(zeroed), parent_id=parent.backup_id if parent else None,
             extra={"object": final, "chunk_size": CHUNK, "engine": self.engine.name})
+
+    def _import_full(self, reader: _Reader, partial: str, pieces: list[tuple[int, int]]
+                     ) -> tuple[list[Chunk], list[tuple[int, int]]]:
+        """A full backup of a frozen data file: the engine's own import copies it (on the
+        local engine ``qemu-img convert``, sparse, without the page cache, in another
+        process) while this thread hashes the same pages through a read-only mapping, so
+        copying and hashing run side by side instead of one after the other."""
+        assert reader.path is not None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-import") as pool:
+            copied = pool.submit(self.engine.import_from, self.pool, partial, reader.path)
+            try:
+                chunks, zeros = _hash_file(reader, pieces)
+            finally:
+                copied.result()  # waits for the copy (and raises its error) in any case
+        crash.point("backup_write", "after-create")
+        with self.engine.open(self.pool, partial) as dest:
+            if dest.size() != reader.size:  # a layer file padded or cut short by import
+                dest.resize(reader.size)
+            dest.flush()
+        return chunks, zeros
 
     # --- restoring ------------------------------------------------------------------------
     def restore(self, chain: list[BackupData], target: Image) -> None:
@@ -257,6 +282,11 @@ class _Reader:
         self.size = source.size()
         path: Path | None = source.data_file()
         self.fd: int | None = os.open(path, os.O_RDONLY) if path is not None else None
+        if self.fd is not None and os.fstat(self.fd).st_size != self.size:
+            path = None  # not the view byte for byte: read through the image
+            os.close(self.fd)
+            self.fd = None
+        self.path = path
 
     def close(self) -> None:
         if self.fd is not None:
@@ -337,6 +367,34 @@ def _copy(reader: _Reader, dest: Image, pieces: list[tuple[int, int]]
     chunks = [c for c in results if c is not None]
     zeros = [p for p, c in zip(pieces, results, strict=True) if c is None]
     return chunks, zeros
+
+
+def _hash_file(reader: _Reader, pieces: list[tuple[int, int]]
+               ) -> tuple[list[Chunk], list[tuple[int, int]]]:
+    """The chunks of ``pieces`` of the reader's data file, hashed in place (mmap: no
+    copy); all-zero ones are told by their digest and returned apart."""
+    assert reader.fd is not None
+    if not pieces:
+        return [], []
+    chunks: list[Chunk] = []
+    zeros: list[tuple[int, int]] = []
+    with mmap.mmap(reader.fd, 0, prot=mmap.PROT_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            for offset, length in pieces:
+                digest = hashlib.sha256(view[offset:offset + length]).hexdigest()
+                if digest == _zero_digest(length):
+                    zeros.append((offset, length))
+                else:
+                    chunks.append(Chunk(offset, length, digest))
+        finally:
+            view.release()
+    return chunks, zeros
+
+
+@functools.cache
+def _zero_digest(length: int) -> str:
+    return hashlib.sha256(bytes(length)).hexdigest()
 
 
 def _run_all(fn: Callable[[Any], Any], items: list[Any], depth: int = DEPTH) -> list[Any]:
