@@ -35,6 +35,7 @@ PREFIX = "backup."
 PARTIAL = ".partial"
 FORMAT = 1  # of BackupData.to_dict
 DEPTH = 3  # chunks in flight: read, hash and write overlap (hashlib and I/O drop the GIL)
+HASHERS = 2  # threads hashing a mapped file beside the engine's copy of it
 _ZERO = bytes(CHUNK)
 
 
@@ -236,18 +237,24 @@ class BackupStore:
                 handles[index] = self.engine.open(
                     self.pool, object_name(chain[index].backup_id), read_only=True)
 
+            reading, writing = threading.Lock(), threading.Lock()
+
             def one(item: tuple[tuple[int, Chunk], list[tuple[int, int]]]) -> None:
                 (index, chunk), pieces = item
-                data = handles[index].read(chunk.offset, chunk.length)
+                with reading:  # handles are used by one thread at a time
+                    data = handles[index].read(chunk.offset, chunk.length)
                 if len(data) != chunk.length or \
                         hashlib.sha256(data).hexdigest() != chunk.sha256:
                     raise BackupCorrupt(
                         f"backup {chain[index].backup_id}: the chunk at {chunk.offset} "
                         f"({chunk.length} bytes) does not match its sha256")
                 view = memoryview(data)
-                for start, end in pieces:
-                    at = start - chunk.offset
-                    target.write(bytes(view[at:at + end - start]), start)
+                with writing:
+                    for start, end in pieces:
+                        at = start - chunk.offset
+                        whole = at == 0 and end - start == chunk.length
+                        target.write(data if whole else bytes(view[at:at + end - start]),
+                                     start)
 
             _run_all(one, sorted(wanted.items(), key=lambda kv: kv[0][1].offset))
         finally:
@@ -350,14 +357,17 @@ def _copy(reader: _Reader, dest: Image, pieces: list[tuple[int, int]]
     """Copy ``pieces`` into ``dest`` at their offsets; all-zero ones are not stored but
     returned apart (an incremental records them as zeroed, a full one skips them)."""
     first = threading.Event()
+    reading, writing = threading.Lock(), threading.Lock()
 
     def one(piece: tuple[int, int]) -> Chunk | None:
         offset, length = piece
-        data = reader.read(offset, length)
+        with reading:  # one call at a time on each handle: a pipeline, not a race
+            data = reader.read(offset, length)
         if data == _ZERO[:length]:
             return None
         digest = hashlib.sha256(data).hexdigest()
-        dest.write(data, offset)
+        with writing:
+            dest.write(data, offset)
         if not first.is_set():
             first.set()
             crash.point("backup_write", "after-first-chunk")
@@ -376,19 +386,23 @@ def _hash_file(reader: _Reader, pieces: list[tuple[int, int]]
     assert reader.fd is not None
     if not pieces:
         return [], []
-    chunks: list[Chunk] = []
-    zeros: list[tuple[int, int]] = []
     with mmap.mmap(reader.fd, 0, prot=mmap.PROT_READ) as mapped:
         view = memoryview(mapped)
         try:
-            for offset, length in pieces:
-                digest = hashlib.sha256(view[offset:offset + length]).hexdigest()
-                if digest == _zero_digest(length):
-                    zeros.append((offset, length))
-                else:
-                    chunks.append(Chunk(offset, length, digest))
+            def one(piece: tuple[int, int]) -> str:
+                offset, length = piece
+                part = view[offset:offset + length]
+                try:
+                    return hashlib.sha256(part).hexdigest()
+                finally:
+                    part.release()
+
+            digests = _run_all(one, pieces, HASHERS)
         finally:
             view.release()
+    chunks = [Chunk(o, n, d) for (o, n), d in zip(pieces, digests, strict=True)
+              if d != _zero_digest(n)]
+    zeros = [(o, n) for (o, n), d in zip(pieces, digests, strict=True) if d == _zero_digest(n)]
     return chunks, zeros
 
 
