@@ -259,12 +259,14 @@ def test_rerun_after_a_crash_mid_write(pair: Pair) -> None:
     assert proc.returncode == -9, proc.stderr
     assert pair.store.engine.list("backups") == ["backup.b1.partial"]
     assert not pair.store.exists("b1")
+    assert pair.store.stored_ids() == {"b1"}  # a caller's orphan check sees it
     full = pair.backup("b1", "v", "s1")  # the rerun (a job retried after a restart)
     assert pair.store.engine.list("backups") == ["backup.b1"]
     assert pair.restore_new([full], "r") == pair.content("v", "s1")
     pair.store.delete("b1")
     pair.store.delete("b1")  # already gone: no error
     assert pair.store.engine.list("backups") == []
+    assert pair.store.stored_ids() == set()
 
 
 @pytest.mark.parametrize("point", ["import:after-layer", "backup_write:after-create",

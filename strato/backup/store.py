@@ -272,6 +272,15 @@ class BackupStore:
     def exists(self, backup_id: str) -> bool:
         return self.engine.exists(self.pool, object_name(backup_id))
 
+    def stored_ids(self) -> set[str]:
+        """Ids of every backup with an object in the store, committed or half-written:
+        what a caller compares with its records to remove orphans after a crash."""
+        out = set()
+        for name in self.engine.list(self.pool):
+            if name.startswith(PREFIX):
+                out.add(name[len(PREFIX):].removesuffix(PARTIAL))
+        return out
+
     def _remove(self, name: str) -> None:
         try:
             self.engine.remove(self.pool, name)
