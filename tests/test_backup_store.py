@@ -9,6 +9,7 @@ crashes are real SIGKILLs of a child process writing a backup.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -296,6 +297,36 @@ def test_crash_points_of_a_full_backup_local(tmp_path: Path, point: str) -> None
     assert len(layers) == 1  # the committed object's one raw layer, nothing orphaned
     pair.store = store
     assert pair.restore_new([full], "r") == pair.content("v", "s1")
+
+
+def test_restore_killed_midway_then_rerun(tmp_path: Path) -> None:
+    """A restore SIGKILLed after its first chunk left the target half old, half new;
+    running it again (what a retried job does) ends byte-identical."""
+    pair = Pair("local", open_engine("local", root=tmp_path / "vol"),
+                BackupStore(open_engine("local", root=tmp_path / "bk", pools=("backups",)),
+                            "backups"), str(tmp_path))
+    with pair.volume("v") as v:
+        _fill(v, 1, [(0, 10 * MiB), (16 * MiB, 4 * MiB)])
+        v.create_snap("s1")
+        v.write(pattern(2, 2 * MiB), 17 * MiB)
+        v.create_snap("s2")
+    b1 = pair.backup("b1", "v", "s1")
+    b2 = pair.backup("b2", "v", "s2", b1, "s1")
+    with pair.volume("t") as target:
+        target.write(pattern(3, SIZE), 0)
+    records = tmp_path / "chain.json"
+    records.write_text(json.dumps([b.to_dict() for b in (b1, b2)]))
+    env = {**os.environ, CRASH_ENV: "backup_restore:after-chunk", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(WORKER), "local", str(tmp_path), "-",
+                           str(records), "t"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    expected = pair.content("v", "s2")
+    assert pair.content("t") != expected  # stopped midway
+    vol = open_engine("local", root=tmp_path / "vol")  # a new process: repairs first
+    with vol.open("volumes", "t") as target:
+        pair.store.restore([b1, b2], target)
+    assert pair.content("t") == expected
 
 
 def test_backup_data_records() -> None:

@@ -255,6 +255,7 @@ class BackupStore:
                         whole = at == 0 and end - start == chunk.length
                         target.write(data if whole else bytes(view[at:at + end - start]),
                                      start)
+                    crash.point("backup_restore", "after-chunk")
 
             _run_all(one, sorted(wanted.items(), key=lambda kv: kv[0][1].offset))
         finally:
