@@ -38,7 +38,7 @@ BASE_DATA = 256 * MiB
 CHANGED = 64 * MiB
 PIECE = 4 * MiB
 FULL = {"local": 2 * GiB, "rbd": 1 * GiB}
-ROUNDS = 3  # incremental rounds per volume (each has its own fresh 64 MiB)
+ROUNDS = 5  # incremental rounds per volume (each its own fresh 64 MiB); medians count
 FULL_ROUNDS = 5  # the disk is shared and noisy: best of five for each side
 
 
