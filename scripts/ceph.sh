@@ -2,7 +2,8 @@
 # A throwaway single-node Ceph cluster (1 mon, 1 osd, optional mgr) under one directory,
 # from Debian's packages, for the rbd block store engine's tests and benchmarks.
 #   scripts/ceph.sh start DIR [PORT]   create (first time) and start; prints DIR/ceph.conf
-#                                      once the pools images, vms and volumes take I/O
+#                                      once the pools images, vms, volumes and backups
+#                                      (the backup store's) take I/O
 #   scripts/ceph.sh stop DIR           stop the daemons and wait for them to exit
 # Environment: STRATO_CEPH_MGR=1 also runs a mgr (ceph df, no health warning; ~0.25 GB);
 # STRATO_CEPH_OSD_SIZE=20G sizes the osd's sparse block file (first start only).
@@ -17,7 +18,7 @@ command -v ceph-mon >/dev/null || {
 mkdir -p "$dir"
 dir=$(realpath "$dir")
 conf=$dir/ceph.conf
-POOLS=(images vms volumes)
+POOLS=(images vms volumes backups)
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

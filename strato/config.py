@@ -266,6 +266,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("volume", "message_ttl", "positive_int", "2592000",
            "Seconds a user message (an asynchronous failure, GET /messages) is kept at "
            "least; it is shown until then as guaranteed_until."),
+    # [backup]: the backup store (Cinder backups' data), never the volumes' own pool
+    Option("backup", "backend", "str", "",
+           "Engine of the backup store: 'local' (a block store in store_dir) or 'rbd' "
+           "(rbd_pool in the volumes' Ceph cluster); empty: the volumes' own engine kind, "
+           "in that separate place.", choices=("", "local", "rbd")),
+    Option("backup", "store_dir", "path", "$state_path/backups",
+           "Directory of the local backup store (a block store of its own, apart from "
+           "[storage] local_path)."),
+    Option("backup", "rbd_pool", "str", "backups",
+           "Pool of the rbd backup store, in the cluster of [volume] rbd_ceph_conf (as "
+           "cinder-backup's backup_ceph_pool); it must exist and differ from every "
+           "volume, image and instance-disk pool."),
     # [compute]
     Option("compute", "instances_path", "path", "$state_path/instances",
            "Where each guest's files live (spec, QMP socket, console log)."),
