@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from strato.backup.store import object_name
 from strato.storage import open_engine
 from tests.api_schemas import (
     BOOLEAN,
@@ -415,7 +416,7 @@ def test_kill9_mid_backup_and_restore_converges(crash_server: Server, point: str
     cinder.wait("backup", backup_id, "available")
     cinder.wait("volume", vol, "available")
     assert _snaps(srv, vol) == [f"backup.{backup_id}"]
-    assert _backups_engine(srv).list("backups") == [backup_id]
+    assert _backups_engine(srv).list("backups") == [object_name(backup_id)]
     if point.startswith("backup:restore"):
         cinder.wait("volume", new_id, "available")
         assert _read(srv, new_id, 0, 2 * MiB) == _pattern(5, 2 * MiB)
