@@ -38,6 +38,7 @@ def load_handlers() -> None:
     import strato.compute.rebuild_manager  # noqa: F401
     import strato.compute.rescue  # noqa: F401
     import strato.compute.resize  # noqa: F401
+    import strato.compute.schedule_runner  # noqa: F401
     import strato.compute.shelve  # noqa: F401
     import strato.compute.snapshot_manager  # noqa: F401
     import strato.image.manager  # noqa: F401

@@ -206,6 +206,9 @@ class Services:
         from strato.image.data import recover as recover_images
 
         recover_images(self.image, self.conf.DEFAULT.host)
+        from strato.compute.schedule_runner import reconcile as reconcile_schedules
+
+        reconcile_schedules(self)  # no enabled snapshot schedule is left without its job
 
     def close(self) -> None:
         self.db.dispose()
