@@ -99,8 +99,7 @@ def claim(db: Database, schedule_id: str, slot: datetime) -> datetime | None:
             SnapshotSchedule.id == schedule_id, SnapshotSchedule.enabled.is_(True),
             SnapshotSchedule.next_run_at == slot).values(
             next_run_at=following, last_run_at=slot)).rowcount
-        if not won:
-            session.rollback()
+        if not won:  # another claimer committed first: nothing was written here
             return None
         enqueue_run(session, schedule_id, following)
         events.emit(session, "compute", "compute.snapshot_schedule.run.start",
