@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from strato import events
-from strato.compute.models import Instance
+from strato.compute.models import Instance, InstanceAction
 from strato.compute.schedule_models import SnapshotSchedule
 from strato.compute.schedules import (
     JOB,
@@ -123,11 +123,21 @@ def _record(db: Database, row: SnapshotSchedule, slot: datetime, status: str,
                     status=status, message=message[:255], image_id=image_id)
 
 
-def _ctx(row: SnapshotSchedule) -> RequestContext:
-    """Runs act as a member of the server's project, for the user who set the schedule."""
+def _ctx(row: SnapshotSchedule, slot: datetime | None = None) -> RequestContext:
+    """Runs act as a member of the server's project, for the user who set the schedule.
+    A run's request id follows from its slot, so its createImage action is findable."""
+    rid = uuid.uuid5(uuid.NAMESPACE_URL, f"strato-schedule:{row.id}:{slot_text(slot)}") \
+        if slot is not None else uuid.uuid4()
     return RequestContext(user_id=row.user_id, project_id=row.project_id,
-                          roles=["member", "reader"],
-                          request_id=f"req-{uuid.uuid4()}")
+                          roles=["member", "reader"], request_id=f"req-{rid}")
+
+
+def _asked(db: Database, row: SnapshotSchedule, slot: datetime) -> bool:
+    """Did this slot's createImage get accepted (its instance action exists)?"""
+    with db.session(readonly=True) as session:
+        return session.scalars(select(InstanceAction.id).where(
+            InstanceAction.instance_uuid == row.server_id,
+            InstanceAction.request_id == _ctx(row, slot).request_id)).first() is not None
 
 
 def _image_of(db: Database, schedule_id: str, slot: datetime) -> str | None:
@@ -156,11 +166,17 @@ def run(ctx: JobContext) -> dict[str, Any]:
             return {"skipped": "slot not this job's"}
         ctx.checkpoint(claimed=True)
     crash.point("schedule", "after-claim")
-    image_id = _image_of(db, schedule_id, slot)  # made before a crash?
+    # cut off before: the image this run asked for, never a second one for the slot
+    image_id = ctx.progress.get("image_id") or _image_of(db, schedule_id, slot)
+    if image_id is None and _asked(db, row, slot):
+        _record(db, row, slot, "error", "the run was cut off after its createImage and "
+                "its image is gone")
+        return {"slot": slot_text(slot), "image_id": None}
     if image_id is None:
         image_id = _create_image(services, row, slot)
         if image_id is None:
             return {"slot": slot_text(slot), "image_id": None}
+        ctx.checkpoint(image_id=image_id)
     crash.point("schedule", "after-create-image")
     with db.session() as session:
         enqueue(session, FINISH, {"schedule_id": schedule_id, "slot": slot_text(slot),
@@ -177,7 +193,7 @@ def _create_image(services: Any, row: SnapshotSchedule, slot: datetime) -> str |
     metadata = {SCHEDULE_PROP: row.id, SLOT_PROP: slot_text(slot),
                 "strato_quiesce": row.quiesce}
     try:
-        _, out = create_image(services.compute, _ctx(row), row.server_id, {
+        _, out = create_image(services.compute, _ctx(row, slot), row.server_id, {
             "name": f"{row.name}-{stamp}", "metadata": metadata}, (2, 45))
     except Conflict as exc:
         LOG.info("snapshot schedule %s: slot %s skipped: %s", row.id, slot_text(slot),
@@ -216,10 +232,21 @@ def finish(ctx: JobContext) -> dict[str, Any]:
         return {"skipped": "schedule deleted"}
     if status == "active":
         _record(db, row, slot, "success", "", image_id)
+    elif _made(db, row.server_id, image_id):  # finished, then pruned by a newer run
+        _record(db, row, slot, "success", "pruned by retention since", image_id)
     else:
         _record(db, row, slot, "error", _why(db, row.server_id, image_id), image_id)
     pruned = prune(services, row)
     return {"status": status, "pruned": pruned}
+
+
+def _made(db: Database, server_id: str, image_id: str) -> bool:
+    with db.session(readonly=True) as session:
+        return any((ev.payload or {}).get("image_id") == image_id
+                   for ev in session.scalars(select(Event).where(
+                       Event.resource_id == server_id,
+                       Event.event_type == "compute.instance.snapshot.end").order_by(
+                       Event.id.desc()).limit(200)))
 
 
 def _why(db: Database, server_id: str, image_id: str) -> str:

@@ -412,12 +412,15 @@ def test_runs_keep_count_bound_the_chain_and_survive_a_kill(
     assert _until("the chain back", lambda: _depth(srv, disk) == start_depth)
 
 
-def test_run_cut_off_after_its_createimage_resumes_once(
-        srv: Server, db: Database, guest: str) -> None:
-    """``kill -9`` between a run's createImage and its hand-over: after the restart the
-    run's job (lease lapsed) finds its slot's image instead of asking for another."""
+@pytest.mark.parametrize("point", ["after-claim", "after-create-image"])
+def test_run_cut_off_resumes_once(srv: Server, db: Database, guest: str, point: str) -> None:
+    """``kill -9`` right after a run claimed its slot, or between its createImage and
+    its hand-over: after the restart the run's job (lease lapsed) goes on from there —
+    the slot is not claimed again, and its image is made once, never twice."""
+    with db.session(readonly=True) as session:
+        marker = max(session.scalars(select(Event.id)), default=0)
     srv.stop(teardown=False)
-    os.environ[CRASH_ENV] = "schedule:after-create-image"
+    os.environ[CRASH_ENV] = f"schedule:{point}"
     try:
         srv.start()
     finally:
@@ -430,6 +433,11 @@ def test_run_cut_off_after_its_createimage_resumes_once(
     assert srv.proc is not None and srv.proc.wait(30) == -9
     started = _events(db, sch_id, "start")
     assert len(started) == 1 and _events(db, sch_id, "end") == []
+    with db.session(readonly=True) as session:  # made already, or not yet
+        assert len([e for e in session.scalars(select(Event).where(
+            Event.resource_id == guest, Event.id > marker,
+            Event.event_type == "compute.instance.snapshot.start"))]) == (
+            point == "after-create-image")
     first = started[0]["slot"]
     srv.start()
     _until("the cut-off run to end", lambda: [
@@ -442,10 +450,18 @@ def test_run_cut_off_after_its_createimage_resumes_once(
     assert len(ends) == 1 and ends[0]["status"] == "success", ends
     slots = [e["slot"] for e in _events(db, sch_id, "start")]
     assert len(slots) == len(set(slots))
-    with db.session(readonly=True) as session:  # one image ever for the slot
-        for_slot = list(session.scalars(select(ImageProperty.image_id).where(
-            ImageProperty.name == "strato_schedule_slot", ImageProperty.value == first)))
-    assert for_slot == [ends[0]["image_id"]]
+    # one createImage per run, the cut-off one included: no second image for its slot
+    with db.session(readonly=True) as session:
+        asked = [e.payload["image_id"] for e in session.scalars(select(Event).where(
+            Event.resource_id == guest, Event.id > marker,
+            Event.event_type == "compute.instance.snapshot.start"))]
+    ended = _events(db, sch_id, "end")
+    made = [e["image_id"] for e in ended if e["image_id"]]
+    assert sorted(asked) == sorted(made) and len(set(made)) == len(made)
+    assert sorted(e["slot"] for e in ended) == sorted(slots)
+    # a run whose slot came while the resumed snapshot was still being taken: 409, skipped
+    assert all(e["status"] == "success" or (e["status"] == "skipped" and "task_state"
+                                            in e["message"]) for e in ended), ended
     kept = _images(db, sch_id)
     assert len(kept) == 1
     assert _images(db, sch_id, "queued") == [] and _images(db, sch_id, "saving") == []
