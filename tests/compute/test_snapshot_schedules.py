@@ -494,3 +494,46 @@ def test_run_on_a_busy_server_is_skipped_and_the_next_slot_comes(
     finally:
         with db.session() as session:
             session.get(Instance, guest).vm_state = "active"
+
+
+def test_volume_backed_runs_prune_their_volume_snapshots(srv: Server, db: Database) -> None:
+    """A volume-backed server's run is its createImage (volume snapshots + an image
+    mapping them); pruning an image deletes the volume snapshots behind it."""
+    sid = boot_ready(srv, "--image", "strato-guest", "--boot-from-volume", "1",
+                     prefix="sched-bfv")
+    with _client(srv) as c:
+        vol_id = c.get(f"/compute/v2.1/servers/{sid}").json()["server"][
+            "os-extended-volumes:volumes_attached"][0]["id"]
+        sch_id = c.post(_base(sid), json={"snapshot_schedule": {
+            "schedule": {"interval": 3}, "retention": {"count": 1},
+            "quiesce": "preferred"}}).json()["snapshot_schedule"]["id"]
+    _until("three successful runs", lambda: len([
+        e for e in _events(db, sch_id, "end") if e["status"] == "success"]) >= 3, 90)
+    with _client(srv) as c:
+        assert c.put(f"{_base(sid)}/{sch_id}", json={"snapshot_schedule": {
+            "enabled": False}}).status_code == 200
+    _until("quiet", lambda: _quiet(db, sch_id), 60)
+
+    def snapshots() -> list[dict]:
+        listed = srv.openstack_json("volume", "snapshot", "list", "--volume", vol_id,
+                                    "--long")
+        return [s for s in listed if s["Status"] != "deleting"]  # type: ignore[union-attr]
+
+    kept = _images(db, sch_id)
+    assert len(kept) == 1
+    with _client(srv) as c:
+        image = c.get(f"/image/v2/images/{kept[0]}").json()
+    import json
+
+    mapping = json.loads(image["block_device_mapping"])
+    assert [m["source_type"] for m in mapping] == ["snapshot"]
+    left = _until("the pruned volume snapshots to go",
+                  lambda: (lambda s: s if len(s) == 1 else None)(snapshots()), 60)
+    assert left[0]["ID"] == mapping[0]["snapshot_id"]
+    with _client(srv) as c:
+        assert c.delete(f"{_base(sid)}/{sch_id}").status_code == 204
+        assert c.delete(f"/image/v2/images/{kept[0]}").status_code == 204
+    srv.openstack("volume", "snapshot", "delete", left[0]["ID"])
+    _until("no snapshot left", lambda: srv.openstack_json(
+        "volume", "snapshot", "list", "--volume", vol_id) == [], 60)
+    srv.openstack("server", "delete", "--wait", sid)
