@@ -537,3 +537,71 @@ def test_volume_backed_runs_prune_their_volume_snapshots(srv: Server, db: Databa
     _until("no snapshot left", lambda: srv.openstack_json(
         "volume", "snapshot", "list", "--volume", vol_id) == [], 60)
     srv.openstack("server", "delete", "--wait", sid)
+
+
+def test_quiesce_required_preferred_never(srv: Server, db: Database, guest: str) -> None:
+    """``required``: frozen, or the run fails (recorded, the image undone) when the
+    agent cannot answer; ``never``: not frozen even though it could be."""
+    from strato.virt.qemu import QemuDriver
+
+    drv = QemuDriver(srv.state / "instances")
+
+    def one_run(quiesce: str) -> dict[str, Any]:
+        with _client(srv) as c:
+            sch_id = c.post(_base(guest), json={"snapshot_schedule": {
+                "schedule": {"interval": 2}, "retention": {"count": 1},
+                "quiesce": quiesce}}).json()["snapshot_schedule"]["id"]
+        end = _until(f"a {quiesce} run", lambda: [  # later slots: skipped meanwhile
+            e for e in _events(db, sch_id, "end") if e["status"] != "skipped"], 90)[0]
+        with _client(srv) as c:
+            assert c.delete(f"{_base(guest)}/{sch_id}").status_code == 204
+        _until("quiet", lambda: _quiet(db, sch_id), 60)
+        for image_id in _images(db, sch_id):
+            with _client(srv) as c:
+                c.delete(f"/image/v2/images/{image_id}")
+        return end
+
+    def quiesced(end: dict[str, Any]) -> str:
+        with db.session(readonly=True) as session:
+            prop = session.get(ImageProperty, (end["image_id"], "strato_quiesced"))
+            return prop.value if prop is not None else "?"
+
+    def only_success(end: dict[str, Any]) -> dict[str, Any]:
+        assert end["status"] == "success", end
+        return end
+
+    with _client(srv) as c:
+        sch_id = c.post(_base(guest), json={"snapshot_schedule": {
+            "schedule": {"interval": 2}, "retention": {"count": 5},
+            "quiesce": "required"}}).json()["snapshot_schedule"]["id"]
+    end = _until("a required run", lambda: [
+        e for e in _events(db, sch_id, "end") if e["status"] != "skipped"], 60)[0]
+    assert only_success(end) and quiesced(end) == "true"
+    with _client(srv) as c:
+        r = c.put(f"{_base(guest)}/{sch_id}", json={"snapshot_schedule": {
+            "quiesce": "never"}})
+        assert r.status_code == 200
+    after = _until("a never run", lambda: [
+        e for e in _events(db, sch_id, "end") if e["slot"] > end["slot"]
+        and e["status"] == "success" and e["image_id"]
+        and _slot(e["slot"]) > _slot(r.json()["snapshot_schedule"]["updated_at"])], 60)[0]
+    assert quiesced(after) == "false"
+    with _client(srv) as c:
+        assert c.delete(f"{_base(guest)}/{sch_id}").status_code == 204
+    _until("quiet", lambda: _quiet(db, sch_id), 60)
+    for image_id in _images(db, sch_id):
+        with _client(srv) as c:
+            assert c.delete(f"/image/v2/images/{image_id}").status_code == 204
+
+    drv.qmp(guest, "stop")  # the agent cannot answer: vCPUs stopped behind strato's back
+    try:
+        failed = one_run("required")
+        assert failed["status"] == "error" and failed["message"].startswith(
+            "createImage failed"), failed
+    finally:
+        drv.qmp(guest, "cont")
+    with drv.agent(guest) as ga:
+        assert ga.fsfreeze_status() == "thawed"
+    with db.session(readonly=True) as session:  # the failed run's image was undone
+        assert session.get(Image, failed["image_id"]) is None or session.get(
+            Image, failed["image_id"]).status in ("deleted", "killed")
