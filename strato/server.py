@@ -129,6 +129,10 @@ def run_worker(conf: Config, targets: list[str] | None) -> int:
         agent = ComputeAgent(services)
         agent.start()
     pool = make_pool(conf, services, targets)
+    if ANY in (targets or worker_targets(conf)):  # snapshot schedules' jobs run here
+        from strato.compute.schedule_runner import reconcile
+
+        reconcile(services)
     done = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:

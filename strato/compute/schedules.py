@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from strato.compute import states
 from strato.compute.cron import Cron, CronError
 from strato.compute.models import Instance
 from strato.compute.schedule_models import SnapshotSchedule
 from strato.compute.views import iso
 from strato.context import RequestContext
 from strato.db import utcnow
-from strato.exceptions import BadRequest, Forbidden, NotFound
+from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound
 from strato.jobs.models import PENDING, Job
 from strato.jobs.queue import enqueue
 from strato.validation import INT32_MAX, Bool, Int, Obj, Str, one_of
@@ -188,6 +189,9 @@ class SnapshotSchedules:
         now = utcnow()
         with self.api.db.session() as session:
             inst = self._server(session, ctx, server_id, "create")
+            if inst.task_state == states.DELETING:
+                raise Conflict(f"Cannot 'create snapshot schedule' instance {inst.id} "
+                               f"while it is in task_state {inst.task_state}")
             count = len(list(session.scalars(select(SnapshotSchedule.id).where(
                 SnapshotSchedule.server_id == inst.id))))
             if count >= MAX_PER_SERVER:

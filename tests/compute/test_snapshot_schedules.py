@@ -605,3 +605,28 @@ def test_quiesce_required_preferred_never(srv: Server, db: Database, guest: str)
     with db.session(readonly=True) as session:  # the failed run's image was undone
         assert session.get(Image, failed["image_id"]) is None or session.get(
             Image, failed["image_id"]).status in ("deleted", "killed")
+
+
+def test_retention_by_age(srv: Server, db: Database, guest: str) -> None:
+    """``max_age`` alone: each run deletes the schedule's snapshots older than it."""
+    with _client(srv) as c:
+        sch_id = c.post(_base(guest), json={"snapshot_schedule": {
+            "schedule": {"interval": 2}, "retention": {"max_age": 3}}}).json()[
+            "snapshot_schedule"]["id"]
+    _until("five successful runs", lambda: len([
+        e for e in _events(db, sch_id, "end") if e["status"] == "success"]) >= 5, 90)
+    with _client(srv) as c:
+        assert c.put(f"{_base(guest)}/{sch_id}", json={"snapshot_schedule": {
+            "enabled": False}}).status_code == 200
+    _until("quiet", lambda: _quiet(db, sch_id), 60)
+    kept = _images(db, sch_id)
+    made = {e["image_id"] for e in _events(db, sch_id, "end") if e["image_id"]}
+    assert 1 <= len(kept) <= 2 < len(made), (kept, made)
+    with db.session(readonly=True) as session:
+        newest = max(session.get(Image, i).created_at for i in kept)
+        assert all(newest - session.get(Image, i).created_at <= timedelta(seconds=3)
+                   for i in kept)
+    with _client(srv) as c:
+        assert c.delete(f"{_base(guest)}/{sch_id}").status_code == 204
+        for image_id in kept:
+            assert c.delete(f"/image/v2/images/{image_id}").status_code == 204
