@@ -79,6 +79,13 @@ def db(srv: Server) -> Iterator[Database]:
 
 
 @pytest.fixture(scope="module")
+def row(srv: Server, db: Database) -> str:
+    """One instance row for the API checks (each leaves no schedule behind): rows
+    count against the host's capacity like real servers do."""
+    return _row_instance(srv, db)
+
+
+@pytest.fixture(scope="module")
 def guest(srv: Server) -> str:
     return boot_ready(srv, "--image", "strato-guest", prefix="sched")
 
@@ -168,8 +175,8 @@ def _depth(srv: Server, disk: str) -> int | None:
 
 
 # ---------------------------------------------------------------- API
-def test_api_create_show_list_update_delete(srv: Server, db: Database) -> None:
-    sid = _row_instance(srv, db)
+def test_api_create_show_list_update_delete(srv: Server, db: Database, row: str) -> None:
+    sid = row
     with _client(srv) as c:
         r = c.post(_base(sid), json={"snapshot_schedule": {
             "name": "hourly", "schedule": {"cron": "0  *  * * *"},
@@ -237,8 +244,8 @@ def test_api_create_show_list_update_delete(srv: Server, db: Database) -> None:
     {"snapshot_schedule": {"schedule": {"interval": 5}, "retention": {"count": 1},
                            "extra": 1}},
 ])
-def test_api_bad_bodies_are_400(srv: Server, db: Database, body: Any) -> None:
-    sid = _row_instance(srv, db)
+def test_api_bad_bodies_are_400(srv: Server, db: Database, row: str, body: Any) -> None:
+    sid = row
     with _client(srv) as c:
         r = c.post(_base(sid), json=body)
         assert r.status_code == 400, r.text
@@ -246,8 +253,8 @@ def test_api_bad_bodies_are_400(srv: Server, db: Database, body: Any) -> None:
         assert c.get(_base(sid)).json() == {"snapshot_schedules": []}
 
 
-def test_api_404s_and_403s(srv: Server, db: Database) -> None:
-    sid = _row_instance(srv, db)
+def test_api_404s_and_403s(srv: Server, db: Database, row: str) -> None:
+    sid = row
     good = {"snapshot_schedule": {"schedule": {"interval": 3600}, "retention": {"count": 1}}}
     with _client(srv) as c:
         missing = str(uuid.uuid4())
@@ -279,6 +286,8 @@ def test_api_404s_and_403s(srv: Server, db: Database) -> None:
                           headers=V)
             assert r.status_code == 403, (method, r.text)
             assert set(r.json()) == {"forbidden"}
+    with _client(srv) as c:
+        assert c.delete(f"{_base(sid)}/{sched['id']}").status_code == 204
 
 
 def test_server_delete_takes_its_schedules_and_jobs(srv: Server, db: Database) -> None:
@@ -303,10 +312,10 @@ def _cli(srv: Server, *args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=60)
 
 
-def test_cli_commands(srv: Server, db: Database) -> None:
+def test_cli_commands(srv: Server, db: Database, row: str) -> None:
     import json
 
-    sid = _row_instance(srv, db)
+    sid = row
     r = _cli(srv, "create", sid, "--cron", "30 2 * * *", "--keep", "7", "--max-age", "2w",
              "--quiesce", "never", "--name", "nightly", "-f", "json")
     assert r.returncode == 0, r.stderr
