@@ -304,6 +304,33 @@ def test_server_delete_takes_its_schedules_and_jobs(srv: Server, db: Database) -
     assert all(_jobs(db, i) == [] for i in ids)
 
 
+def test_start_up_gives_a_jobless_schedule_its_job(srv: Server, db: Database,
+                                                  row: str) -> None:
+    """A schedule left without a job (lost between a claim and its next job in an older
+    version, or a job row removed by hand) gets one at start-up, for its slot; a
+    schedule of a server deleted behind the API's back goes."""
+    gone = _row_instance(srv, db)
+    with _client(srv) as c:
+        kept = c.post(_base(row), json={"snapshot_schedule": {
+            "schedule": {"interval": 3600}, "retention": {"count": 1}}}).json()[
+            "snapshot_schedule"]
+        orphan = c.post(_base(gone), json={"snapshot_schedule": {
+            "schedule": {"interval": 3600}, "retention": {"count": 1}}}).json()[
+            "snapshot_schedule"]
+    with db.session() as session:
+        for job in _jobs(db, kept["id"]):
+            session.delete(session.get(Job, job.id))
+        session.get(Instance, gone).deleted = True
+    srv.stop(teardown=False)
+    srv.start()
+    assert [j.payload["slot"] for j in _jobs(db, kept["id"])] == [kept["next_run_at"]]
+    assert _jobs(db, orphan["id"]) == []
+    with db.session(readonly=True) as session:
+        assert session.get(SnapshotSchedule, orphan["id"]) is None
+    with _client(srv) as c:
+        assert c.delete(f"{_base(row)}/{kept['id']}").status_code == 204
+
+
 # ---------------------------------------------------------------- the CLI
 def _cli(srv: Server, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
