@@ -222,8 +222,10 @@ def finish(ctx: JobContext) -> dict[str, Any]:
         status = image.status if image is not None else "deleted"
     if status in ("queued", "saving", "importing", "uploading"):
         if utcnow() - parse_slot(p["since"]) < FINISH_TIMEOUT:
+            polls = int(p.get("polls", 0)) + 1  # backs off to one look every 30 s
             with db.session() as session:
-                enqueue(session, FINISH, dict(p), delay=POLL)
+                enqueue(session, FINISH, {**p, "polls": polls},
+                        delay=min(30.0, POLL * 1.5 ** polls))
             return {"waiting": status}
         if row is not None:
             _record(db, row, slot, "error", f"image {image_id} still {status}", image_id)
