@@ -66,7 +66,10 @@ def test_every_minute_for_ten_minutes_keep_three_with_a_restart(srv: Server) -> 
     killed_at = datetime.now(UTC)
     srv.proc.kill()
     assert srv.proc.wait(30) == -9
-    time.sleep(90)  # down across at least one minute boundary
+    # down across two minute boundaries: the first missed slot runs once at the
+    # restart, the second is skipped for good
+    boundary = killed_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    time.sleep((boundary + timedelta(seconds=65) - datetime.now(UTC)).total_seconds())
     srv.start()
     up_at = datetime.now(UTC)
     watch(end)
