@@ -5,7 +5,7 @@ CONF = $(STATE)/strato.conf
 STRATO = .venv/bin/strato
 B ?=
 
-.PHONY: run setup test lint bench conformance clean
+.PHONY: run setup test test-schedules-long lint bench conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -20,6 +20,13 @@ run: setup
 
 test:
 	@scripts/test.sh
+
+# The snapshot-schedule proof at full length: every minute for 10 minutes, keep 3, a
+# kill -9 and restart in the middle (about 12 minutes; not part of `make test`).
+test-schedules-long:
+	@scripts/setup.sh --test
+	@d=$$(mktemp -d /tmp/st.XXXXXX); .venv/bin/python -m pytest -n 0 -q --basetemp="$$d" \
+	    tests/compute/long_schedules.py; rc=$$?; rm -rf "$$d"; exit $$rc
 
 lint:
 	@.venv/bin/ruff check strato tests bench

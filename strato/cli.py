@@ -371,6 +371,10 @@ def parser() -> argparse.ArgumentParser:
 
     command("policy", cmd_policy, "Print every default policy rule, ready to override in a "
                                   "policy file.")
+
+    from strato.schedule_cli import add_parser as add_schedule_parser
+
+    add_schedule_parser(sub)  # API commands, with the user's credentials (OS_CLOUD, OS_*)
     return top
 
 

@@ -40,6 +40,7 @@ def load_handlers() -> None:
     import strato.compute.rebuild_manager  # noqa: F401
     import strato.compute.rescue  # noqa: F401
     import strato.compute.resize  # noqa: F401
+    import strato.compute.schedule_runner  # noqa: F401
     import strato.compute.shelve  # noqa: F401
     import strato.compute.snapshot_manager  # noqa: F401
     import strato.image.manager  # noqa: F401
@@ -130,6 +131,10 @@ def run_worker(conf: Config, targets: list[str] | None) -> int:
         agent = ComputeAgent(services)
         agent.start()
     pool = make_pool(conf, services, targets)
+    if ANY in (targets or worker_targets(conf)):  # snapshot schedules' jobs run here
+        from strato.compute.schedule_runner import reconcile
+
+        reconcile(services)
     done = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:

@@ -214,6 +214,9 @@ class Services:
         from strato.backup.manager import sweep as sweep_backups
 
         sweep_backups(self)
+        from strato.compute.schedule_runner import reconcile as reconcile_schedules
+
+        reconcile_schedules(self)  # no enabled snapshot schedule is left without its job
 
     def close(self) -> None:
         self.db.dispose()

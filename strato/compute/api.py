@@ -25,6 +25,7 @@ from strato.compute import (
     console_tokens,
     guestinfo,
     listing,
+    schedules,
     server_groups,
     states,
 )
@@ -690,6 +691,7 @@ class ComputeAPI:
                 raise Conflict(f"Instance {server_id} changed state; try again.")
             self.record_action(session, ctx, inst, "delete")
             console_tokens.delete_for_instance(session, inst.id)
+            schedules.drop_for_server(session, inst.id)  # and their pending jobs
             events.emit(session, "compute", "compute.instance.delete.start", inst.id,
                         inst.project_id)
             enqueue(session, "compute.delete", {"instance_id": inst.id,

@@ -72,6 +72,10 @@ RULES = [
     *(RuleDefault(f"{P}os-server-tags:{name}", MEMBER) for name in (
         "update", "update_all", "delete", "delete_all")),
     RuleDefault(f"{P}os-quota-sets:defaults", "@"),
+    # strato's own: snapshot schedules (admin or the server's project)
+    *(RuleDefault(f"strato:snapshot_schedules:{name}", READER) for name in ("list", "show")),
+    *(RuleDefault(f"strato:snapshot_schedules:{name}", MEMBER) for name in (
+        "create", "update", "delete")),
 ]
 
 NETWORK_RULES = [

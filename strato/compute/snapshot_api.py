@@ -35,6 +35,7 @@ NON_INHERITABLE = frozenset({
     "block_device_mapping", "bdm_v2", "root_device_name", "image_type", "instance_uuid",
     "user_id", "base_image_ref", "image_location", "image_state", "owner_id",
     "strato_quiesced", "signature_verified", "image_id", "image_name",
+    "strato_quiesce", "strato_schedule_id", "strato_schedule_slot",  # a schedule's run
 })
 #: image fields that are not properties (Glance's core attributes and views)
 _CORE = frozenset({

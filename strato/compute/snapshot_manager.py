@@ -145,10 +145,14 @@ def _revert(services: Any, inst: Instance, image_id: str, exc: BaseException,
 
 def _quiesce(inst: Instance, props: dict[str, str]) -> bool | None:
     """True: required (``os_require_quiesce``); None: try (``hw_qemu_guest_agent``);
-    False: don't (no agent, or vCPUs paused: the agent cannot answer)."""
-    required = props.get("os_require_quiesce", "").lower() in _YES
+    False: don't (no agent, or vCPUs paused: the agent cannot answer).  A snapshot
+    schedule's run says which it wants in ``strato_quiesce``."""
+    mode = props.get("strato_quiesce")
+    required = props.get("os_require_quiesce", "").lower() in _YES or mode == "required"
     if required:
         return True
+    if mode in ("never", "preferred"):
+        return None if mode == "preferred" and inst.vm_state == states.ACTIVE else False
     if props.get("hw_qemu_guest_agent", "").lower() not in _YES:
         return False
     return None if inst.vm_state == states.ACTIVE else False
