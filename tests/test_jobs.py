@@ -80,18 +80,18 @@ def test_failures_retry_with_backoff_then_succeed(db: Database) -> None:
 
     with db.session() as s:
         queue.enqueue(s, "flaky", max_attempts=5)
-    worker = Worker(db, handlers={"flaky": flaky}, lease=5, retry_backoff=0.2)
+    worker = Worker(db, handlers={"flaky": flaky}, lease=5, retry_backoff=1.0)
     assert worker.run_once()
     job = _jobs(db)[0]
     assert (job.state, job.attempts, job.error) == (PENDING, 1, "OSError: transient failure 1")
     first_delay = (job.run_after - job.updated_at).total_seconds()
     assert not worker.run_once(), "a job waiting for its backoff must not run"
-    time.sleep(0.25)
+    time.sleep(1.1)
     assert worker.run_once()
     job = _jobs(db)[0]
     second_delay = (job.run_after - job.updated_at).total_seconds()
-    assert 0.15 < first_delay < 0.3 and 0.35 < second_delay < 0.5  # doubled
-    time.sleep(0.45)
+    assert 0.9 < first_delay < 1.2 and 1.9 < second_delay < 2.2  # doubled
+    time.sleep(2.1)
     assert worker.run_once()
     job = _jobs(db)[0]
     assert (job.state, job.attempts, job.result, job.error) == (DONE, 3, {"ok": True}, None)

@@ -110,8 +110,15 @@ def claim(db: Database, schedule_id: str, slot: datetime) -> datetime | None:
 
 def _record(db: Database, row: SnapshotSchedule, slot: datetime, status: str,
             message: str, image_id: str | None = None) -> None:
-    """``last_result`` of the run of ``slot``, unless a later slot's result is there."""
+    """``last_result`` of the run of ``slot``, unless a later slot's result is there.
+    Once per slot: a finish job killed after this commit runs again after the restart."""
     with db.session() as session:
+        if any((ev.payload or {}).get("slot") == slot_text(slot)
+               for ev in session.scalars(select(Event).where(
+                   Event.resource_id == row.id,
+                   Event.event_type == "compute.snapshot_schedule.run.end").order_by(
+                   Event.id.desc()).limit(50))):
+            return
         now_row = session.get(SnapshotSchedule, row.id)
         if now_row is not None:
             prev = now_row.last_result or {}
