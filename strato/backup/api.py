@@ -309,15 +309,7 @@ class BackupAPI:
             else:
                 vol = self._new_volume(session, ctx, b, name)
                 new = True
-            if not set_status(session, b.id, "available", "restoring",
-                             restore_volume_id=vol.id):
-                raise BadRequest(f"Backup {b.id} changed state; try again.")
-            enqueue(session, "backup.restore", {
-                "backup_id": b.id, "volume_id": vol.id, "new": new,
-                "request_id": ctx.request_id},
-                target=VolumeAPI.target_of(vol.host), max_attempts=MAX_ATTEMPTS)
-            events.emit(session, "backup", "backup.restore.start", b.id, b.project_id,
-                        volume_id=vol.id)
+            _start_restore(session, ctx, b, vol, new)
             return {"backup_id": b.id, "volume_id": vol.id, "volume_name": vol.name or ""}
 
     def _new_volume(self, session: Any, ctx: RequestContext, b: Backup,
@@ -366,15 +358,7 @@ class BackupAPI:
                                    ref.get("volume_type"), _text(ref, "description"),
                                    {str(k): str(v) for k, v in
                                     (ref.get("metadata") or {}).items()})
-            if not set_status(session, b.id, "available", "restoring",
-                              restore_volume_id=vol.id):
-                raise BadRequest(f"Backup {b.id} changed state; try again.")
-            enqueue(session, "backup.restore", {
-                "backup_id": b.id, "volume_id": vol.id, "new": True,
-                "request_id": ctx.request_id},
-                target=VolumeAPI.target_of(vol.host), max_attempts=MAX_ATTEMPTS)
-            events.emit(session, "backup", "backup.restore.start", b.id, b.project_id,
-                        volume_id=vol.id)
+            _start_restore(session, ctx, b, vol, True)
             vtype = self.volume.volume_type(session, ref.get("volume_type"), ctx)
             return self.volume.volume_view(vol, ctx, vtype, version)
 
@@ -462,3 +446,17 @@ class BackupAPI:
             b.updated_at = datetime.now(UTC)
             events.emit(session, "backup", "backup.reset_status", b.id, b.project_id,
                         status=status)
+
+
+def _start_restore(session: Any, ctx: RequestContext, b: Backup, vol: Volume,
+                   new: bool) -> None:
+    """The backup goes ``restoring`` into ``vol`` and its job is queued (the restore
+    action and a volume created from a backup both start here)."""
+    if not set_status(session, b.id, "available", "restoring", restore_volume_id=vol.id):
+        raise BadRequest(f"Backup {b.id} changed state; try again.")
+    enqueue(session, "backup.restore", {
+        "backup_id": b.id, "volume_id": vol.id, "new": new,
+        "request_id": ctx.request_id},
+        target=VolumeAPI.target_of(vol.host), max_attempts=MAX_ATTEMPTS)
+    events.emit(session, "backup", "backup.restore.start", b.id, b.project_id,
+                volume_id=vol.id)
