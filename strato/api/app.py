@@ -10,6 +10,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from strato import dashboard
 from strato.api import (
     compute,
     compute_proxies,
@@ -42,6 +43,8 @@ def build_app(services: object) -> FastAPI:
                    volume_reads, volume_transfers, volume_qos, volume_backups, network,
                    compute_proxies, server_tags, snapshot_schedules):
         app.include_router(module.router)
+    if services.conf.dashboard.enabled:  # type: ignore[attr-defined]
+        dashboard.install(app, services)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501
 
     @app.get("/", include_in_schema=False)
