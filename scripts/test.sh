@@ -12,7 +12,10 @@ port=${STRATO_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}
 # AF_UNIX path holds 108 bytes (pytest's default /tmp/pytest-of-<user>/pytest-N plus
 # xdist's popen-gwN/ leaves too little for a server's instances/<uuid>/serial.sock).
 basetemp=$(mktemp -d /tmp/st.XXXXXX)
+# Screenshots of every dashboard page the browser tests visited (tests/dashboard/).
+artifacts=${STRATO_TEST_ARTIFACTS:-$PWD/test-artifacts}
 cleanup() {
+    if [ -d "$artifacts" ]; then echo "test artifacts (dashboard screenshots): $artifacts"; fi
     scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"
     scripts/ceph.sh stop "$cephdir"; rm -rf "$cephdir"
     rm -rf "$basetemp"
