@@ -17,6 +17,7 @@ from strato.api import (
     identity,
     identity_admin,
     image,
+    lineage,
     network,
     server_tags,
     snapshot_schedules,
@@ -40,7 +41,7 @@ def build_app(services: object) -> FastAPI:
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, identity_admin, compute, compute_reads, image, volume,
                    volume_reads, volume_transfers, volume_qos, volume_backups, network,
-                   compute_proxies, server_tags, snapshot_schedules):
+                   compute_proxies, server_tags, snapshot_schedules, lineage):
         app.include_router(module.router)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501
 
