@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.compute.conftest import boot_ready, guest_server
+from strato.virt.qemu import QemuDriver
+from tests.compute.conftest import guest_server, wait_console
 from tests.support import Server
 from tests.tenants import Tenant, make_tenant
 
@@ -136,6 +137,27 @@ class Cloud:
                        headers={"Content-Type": "application/octet-stream"})
         assert r.status_code == 204, r.text
         return self.c.get(f"/image/v2/images/{image['id']}").json()
+
+    # servers
+    def nova(self, method: str, path: str, expect: int | None = None,
+             **kw: Any) -> httpx.Response:
+        r = self.c.request(method, f"/compute/v2.1{path}",
+                           headers={"OpenStack-API-Version": "compute 2.79"}, **kw)
+        assert expect is None or r.status_code == expect, r.text
+        return r
+
+    def boot(self, srv: Server, image_id: str) -> str:
+        flavor = next(f["id"] for f in self.nova("GET", "/flavors", 200).json()["flavors"]
+                      if f["name"] == "m1.tiny")
+        r = self.nova("POST", "/servers", 202, json={"server": {
+            "name": _uniq("srv"), "imageRef": image_id, "flavorRef": flavor,
+            "networks": "none"}})
+        sid = r.json()["server"]["id"]
+        _wait(self.c, f"/compute/v2.1/servers/{sid}", "server", "ACTIVE")
+        drv = QemuDriver(srv.state / "instances")
+        wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+        drv.wait_for_agent(sid)
+        return sid
 
     # volumes
     def volume(self, wait: str = "available", **fields: Any) -> dict[str, Any]:
@@ -334,3 +356,111 @@ def test_not_owner_of_a_public_image(a: Cloud, srv: Server) -> None:
     assert a.c.delete(f"/image/v2/images/{image['id']}").status_code == 403
     assert admin.blockers("images", image["id"])["deletable"]
     assert admin.c.delete(f"/image/v2/images/{image['id']}").status_code == 204
+
+
+def test_server_chain_deleted_disk_and_project_scope(srv: Server, a: Cloud, b: Cloud,
+                                                     tenant_a: Tenant) -> None:
+    """image -> server -> its snapshot image -> volume -> snapshot -> volume -> backup;
+    the deleted server's disk, kept for the image, is a ``store`` node; project B sees
+    none of it."""
+    admin = Cloud(srv, srv.token())
+    guest = admin.c.get("/image/v2/images?name=strato-guest").json()["images"][0]["id"]
+    sid = a.boot(srv, guest)
+    gi, sv = f"image:{guest}", f"server:{sid}"
+
+    # locked: 409 for the member, as the blocker says
+    a.nova("POST", f"/servers/{sid}/action", 202, json={"lock": None})
+    bl = a.blockers("servers", sid)
+    assert reasons(bl) == {"locked": []}
+    a.nova("DELETE", f"/servers/{sid}", 409)
+    a.nova("POST", f"/servers/{sid}/action", 202, json={"unlock": None})
+
+    r = a.nova("POST", f"/servers/{sid}/action", 202,
+               json={"createImage": {"name": _uniq("snap")}})
+    snap_id = r.json()["image_id"]
+    _wait(a.c, f"/image/v2/images/{snap_id}", "", "active")
+    si = f"image:{snap_id}"
+    g = a.lineage("servers", sid)
+    assert {(gi, sv, "boot"), (sv, si, "snapshot")} <= edges(g)
+    assert node(g, sv)["holds_data_for"] == [si]
+    assert sv in node(g, gi)["holds_data_for"]
+    assert node(g, sv)["location"].endswith(f"/vms/{sid}_disk")
+    assert node(g, gi)["project_id"] == admin.project_id  # public: an ordinary node
+
+    v3 = a.volume(imageRef=snap_id)
+    s3 = a.snapshot(v3["id"])
+    v4 = a.volume(snapshot_id=s3["id"])
+    bk = a.backup(v4["id"])
+    vo3, sn3, vo4, bkk = (f"volume:{v3['id']}", f"snapshot:{s3['id']}",
+                          f"volume:{v4['id']}", f"backup:{bk['id']}")
+
+    # attached (and with a snapshot): 400 from the real delete
+    a.nova("POST", f"/servers/{sid}/os-volume_attachments", 200,
+           json={"volumeAttachment": {"volumeId": v3["id"]}})
+    a.wait_volume(v3["id"], "in-use")
+    bl = a.blockers("volumes", v3["id"])
+    assert reasons(bl) == {"attached": [sv], "has_snapshots": [sn3]}
+    assert [x["reason"] for x in bl["blockers"]][0] == "attached"
+    r = a.c.delete(f"{a.v}/volumes/{v3['id']}")
+    assert r.status_code == 400 and "in-use" in r.json()["badRequest"]["message"]
+
+    # project B: 404 for every one of A's resources, opaque nodes only
+    secrets = [sid, snap_id, v3["id"], s3["id"], v4["id"], bk["id"], a.project_id,
+               v3["name"], v4["name"], s3["name"], bk["name"]]
+    for kind, rid in (("servers", sid), ("images", snap_id), ("volumes", v3["id"]),
+                      ("snapshots", s3["id"]), ("backups", bk["id"])):
+        for tail in ("", "/delete-blockers"):
+            r = b.c.get(f"/lineage/v1/{kind}/{rid}{tail}")
+            assert r.status_code == 404 and set(r.json()) == {"itemNotFound"}, r.text
+    body = b.c.get(f"/lineage/v1/images/{guest}").json()
+    g = check_graph(body)
+    hidden = [n for n in g["nodes"] if n["opaque"]]
+    assert [n["kind"] for n in hidden] == ["server"], g
+    assert hidden[0]["id"] in node(g, gi)["holds_data_for"]
+    assert not any(s in _json_text(body) for s in secrets), body
+    body = b.c.get(f"/lineage/v1/images/{guest}/delete-blockers").json()
+    bl = check_blockers(body, gi)
+    assert reasons(bl)["not_owner"] == [] and reasons(bl)["has_clones"] == ["opaque:1"]
+    assert not any(s in _json_text(body) for s in secrets), body
+
+    # the server goes (its disk carries the image: kept, not refused)
+    bl = a.blockers("servers", sid)
+    assert bl["deletable"] and bl["deferred"] == [si]
+    a.nova("DELETE", f"/servers/{sid}", 204)
+    _wait(a.c, f"/compute/v2.1/servers/{sid}", "server", "gone")
+    a.wait_volume(v3["id"], "available")
+
+    kept = f"store:vms/{sid}_disk.deleted"
+    g = a.lineage("volumes", v4["id"])
+    assert {(gi, kept, "clone"), (kept, si, "snapshot"), (si, vo3, "clone"),
+            (vo3, sn3, "snapshot"), (sn3, vo4, "clone"), (vo4, bkk, "backup")} <= edges(g)
+    store = node(g, kept)
+    assert store["status"] == "deleted-kept" and store["name"] == f"{sid}_disk.deleted"
+    assert store["holds_data_for"] == [si] and store["project_id"] == a.project_id
+    assert store["engine"] == "local" and store["location"].endswith(
+        f"/vms/{sid}_disk.deleted")
+    assert node(g, gi)["holds_data_for"] == [kept] or kept in node(g, gi)["holds_data_for"]
+
+    # B: the kept disk is A's, so opaque too
+    body = b.c.get(f"/lineage/v1/images/{guest}").json()
+    g = check_graph(body)
+    assert [n["kind"] for n in g["nodes"] if n["opaque"]] == ["store"], g
+    assert not any(s in _json_text(body) for s in secrets), body
+    # the admin sees it all
+    g = admin.lineage("images", guest)
+    assert kept in {n["id"] for n in g["nodes"]} and not any(n["opaque"] for n in g["nodes"])
+
+    # cleanup, leaf first; the kept disk goes with its last clone
+    a.c.delete(f"{a.v}/backups/{bk['id']}")
+    _wait(a.c, f"{a.v}/backups/{bk['id']}", "backup", "gone")
+    for vid in (v4["id"],):
+        a.c.delete(f"{a.v}/volumes/{vid}")
+        a.wait_volume(vid, "gone")
+    a.c.delete(f"{a.v}/snapshots/{s3['id']}")
+    _wait(a.c, f"{a.v}/snapshots/{s3['id']}", "snapshot", "gone")
+    a.c.delete(f"{a.v}/volumes/{v3['id']}")
+    a.wait_volume(v3["id"], "gone")
+    assert a.blockers("images", snap_id)["deletable"]
+    assert a.c.delete(f"/image/v2/images/{snap_id}").status_code == 204
+    g = admin.lineage("images", guest)
+    assert kept not in {n["id"] for n in g["nodes"]}
