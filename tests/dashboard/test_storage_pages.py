@@ -1,0 +1,280 @@
+"""The dashboard's storage pages and lineage view over HTTP, as a browser would use them
+(the session cookie, the CSRF token from the page, same-origin requests): the image
+upload streamed through the dashboard into Glance, the download, volumes and snapshots
+made through the forms, the delete refused with its reasons in place, CSRF, and project
+isolation. The real browser tests (part C) drive the same pages with chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.support import Server
+from tests.tenants import make_tenant
+
+MIB = 1 << 20
+
+
+@dataclass
+class Browser:
+    """An httpx client holding a dashboard session, sending what a browser sends."""
+
+    server: Server
+    client: httpx.Client
+    csrf: str
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(path)
+
+    def post(self, path: str, fields: dict[str, str] | None = None,
+             csrf: bool = True) -> httpx.Response:
+        data = dict(fields or {})
+        if csrf:
+            data["csrf_token"] = self.csrf
+        return self.client.post(path, data=data, headers={"Origin": self.server.url})
+
+    def upload(self, name: str, content: bytes | Iterator[bytes],
+               disk_format: str = "raw") -> str:
+        """What upload.js does: the JSON create, then the streamed PUT."""
+        headers = {"Origin": self.server.url, "X-CSRF-Token": self.csrf}
+        made = self.client.post("/dashboard/images", json={
+            "name": name, "disk_format": disk_format}, headers=headers)
+        assert made.status_code == 201, made.text
+        image = made.json()
+        assert image["upload"] == f"/dashboard/images/{image['id']}/file"
+        put = self.client.put(image["upload"], content=content, headers={
+            **headers, "Content-Type": "application/octet-stream"})
+        assert put.status_code == 200, put.text
+        return image["id"]
+
+
+def login(server: Server, user: str = "admin", password: str | None = None,
+          project: str = "admin") -> Browser:
+    client = httpx.Client(base_url=server.url, timeout=120)
+    page = client.get("/dashboard/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    answer = client.post("/dashboard/login", data={
+        "csrf_token": token, "username": user, "password": password or server.password,
+        "project": project, "domain": "Default"}, headers={"Origin": server.url})
+    assert answer.status_code == 303, answer.text
+    home = client.get("/dashboard/images")
+    assert home.status_code == 200
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', home.text).group(1)
+    return Browser(server, client, csrf)
+
+
+def follow(browser: Browser, answer: httpx.Response) -> httpx.Response:
+    assert answer.status_code == 303, answer.text
+    return browser.get(answer.headers["location"])
+
+
+def wait_done(browser: Browser, url: str, timeout: float = 120) -> dict:
+    """Poll a page's progress URL as dashboard.js does, until it says done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = browser.client.get(url, headers={"Accept": "application/json"}).json()
+        assert set(state) == {"status", "percent", "done", "text"}
+        if state["done"]:
+            return state
+        assert time.monotonic() < deadline, f"{url} never finished: {state}"
+        time.sleep(0.2)
+
+
+def flash(page: httpx.Response) -> str:
+    found = re.search(r'id="flash"[^>]*>(.*?)</p>', page.text, re.S)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def chunks(data: bytes, size: int = 256 << 10) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+@pytest.fixture(scope="module")
+def admin(server: Server) -> Iterator[Browser]:
+    browser = login(server)
+    yield browser
+    browser.client.close()
+
+
+@dataclass
+class Chain:
+    """image → volume (clone) → snapshot → volume, made through the dashboard's forms."""
+
+    image: str
+    data: bytes
+    volume: str
+    snapshot: str
+    volume2: str
+
+
+@pytest.fixture(scope="module")
+def chain(admin: Browser) -> Chain:
+    data = os.urandom(3 * MIB)
+    image = admin.upload("dash-chain-base", chunks(data))  # chunked: no Content-Length
+    page = follow(admin, admin.post(f"/dashboard/images/{image}/volume",
+                                    {"name": "dash-vol", "size": "1"}))
+    volume = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(page.url)).group(1)
+    assert 'id="volume-progress"' in page.text or "available" in page.text
+    assert wait_done(admin, f"/dashboard/volumes/{volume}/progress")["status"] == "available"
+    page = follow(admin, admin.post(f"/dashboard/volumes/{volume}/snapshot",
+                                    {"name": "dash-snap"}))
+    snapshot = re.search(r"/dashboard/snapshots/([0-9a-f-]{36})", str(page.url)).group(1)
+    assert wait_done(admin, f"/dashboard/snapshots/{snapshot}/progress")["status"] \
+        == "available"
+    page = follow(admin, admin.post(f"/dashboard/snapshots/{snapshot}/volume",
+                                    {"name": "dash-vol2", "size": "1"}))
+    volume2 = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(page.url)).group(1)
+    assert wait_done(admin, f"/dashboard/volumes/{volume2}/progress")["status"] \
+        == "available"
+    return Chain(image, data, volume, snapshot, volume2)
+
+
+def test_upload_streams_through_and_download_is_the_same(admin: Browser) -> None:
+    data = os.urandom(6 * MIB + 12345)
+    image_id = admin.upload("dash-upload", data)  # with Content-Length, as XHR sends it
+    with admin.server.client(admin.server.token()) as api:
+        shown = api.get(f"/image/v2/images/{image_id}").json()
+    assert shown["status"] == "active" and shown["size"] == len(data)
+    assert shown["checksum"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert shown["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    listing = admin.get("/dashboard/images")
+    assert f'<tr data-id="{image_id}">' in listing.text
+    page = admin.get(f"/dashboard/images/{image_id}")
+    assert re.search(r'id="image-status"[^>]*>active<', page.text)
+    assert shown["os_hash_value"] in page.text
+    assert f'href="/dashboard/images/{image_id}/download"' in page.text
+    digest = hashlib.sha512()
+    with admin.client.stream("GET", f"/dashboard/images/{image_id}/download") as down:
+        assert down.status_code == 200
+        assert down.headers["content-length"] == str(len(data))
+        assert "attachment" in down.headers["content-disposition"]
+        for piece in down.iter_bytes():
+            digest.update(piece)
+    assert digest.hexdigest() == shown["os_hash_value"]
+
+
+def test_volume_snapshot_chain_through_the_forms(admin: Browser, chain: Chain) -> None:
+    volumes = admin.get("/dashboard/volumes").text
+    for vid in (chain.volume, chain.volume2):
+        assert f'<tr data-id="{vid}">' in volumes
+    assert f'<tr data-id="{chain.snapshot}">' in admin.get("/dashboard/snapshots").text
+    page = admin.get(f"/dashboard/volumes/{chain.volume2}")
+    assert re.search(r'id="volume-status"[^>]*>available<', page.text)
+    assert f'href="/dashboard/snapshots/{chain.snapshot}"' in page.text
+    assert 'id="volume-progress"' not in page.text  # final: no polling
+    assert f'href="/dashboard/lineage/volumes/{chain.volume2}"' in page.text
+    page = admin.get(f"/dashboard/snapshots/{chain.snapshot}")
+    assert 'id="volume-from-snapshot"' in page.text
+    # the create page's every source: an empty volume, and a copy of a volume
+    empty = follow(admin, admin.post("/dashboard/volumes", {
+        "name": "dash-empty", "size": "1", "source": "none", "source_id": ""}))
+    vid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(empty.url)).group(1)
+    assert wait_done(admin, f"/dashboard/volumes/{vid}/progress")["status"] == "available"
+    new = admin.get(f"/dashboard/volumes/new?source=snapshot&source_id={chain.snapshot}")
+    assert f'<option value="{chain.snapshot}" selected>' in new.text
+    copy = follow(admin, admin.post("/dashboard/volumes", {
+        "name": "dash-copy", "size": "", "source": "volume", "source_id": vid}))
+    cid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(copy.url)).group(1)
+    assert wait_done(admin, f"/dashboard/volumes/{cid}/progress")["status"] == "available"
+    # the API's refusal in its own words, on the form's page
+    bad = follow(admin, admin.post("/dashboard/volumes", {
+        "name": "x", "size": "1", "source": "snapshot", "source_id": "nope"}))
+    assert "error" in flash(bad).lower() or "Error" in flash(bad)
+    for gone in (cid, vid):
+        answer = follow(admin, admin.post(f"/dashboard/volumes/{gone}/delete"))
+        assert "being deleted" in flash(answer)
+        wait_done(admin, f"/dashboard/volumes/{gone}/progress")
+
+
+def test_delete_refused_shows_the_apis_message_and_the_blockers(admin: Browser,
+                                                                chain: Chain) -> None:
+    """The base image's data carries the volume cloned from it: Glance answers 409."""
+    page = follow(admin, admin.post(f"/dashboard/images/{chain.image}/delete"))
+    assert str(page.url).endswith(f"/dashboard/images/{chain.image}")
+    assert 'class="flash flash-error"' in page.text and "in use" in flash(page)
+    assert '<section id="delete-blockers"' in page.text
+    assert re.search(r'id="image-status"[^>]*>active<', page.text)
+    # a volume with snapshots: Cinder refuses too, in its words
+    page = follow(admin, admin.post(f"/dashboard/volumes/{chain.volume}/delete"))
+    assert 'class="flash flash-error"' in page.text
+    assert '<section id="delete-blockers"' in page.text
+
+
+def test_csrf_is_required(admin: Browser, chain: Chain) -> None:
+    origin = {"Origin": admin.server.url}
+    c = admin.client
+    # the JSON create without the header, and with a wrong one
+    assert c.post("/dashboard/images", json={"name": "x"}, headers=origin).status_code == 403
+    assert c.post("/dashboard/images", json={"name": "x"}, headers={
+        **origin, "X-CSRF-Token": "forged"}).status_code == 403
+    # the upload without the header; from another origin with it
+    url = f"/dashboard/images/{chain.image}/file"
+    assert c.put(url, content=b"x" * 10, headers=origin).status_code == 403
+    assert c.put(url, content=b"x" * 10, headers={
+        "Origin": "http://evil.example", "X-CSRF-Token": admin.csrf}).status_code == 403
+    # forms without the field
+    for path in (f"/dashboard/images/{chain.image}/delete",
+                 f"/dashboard/images/{chain.image}/volume",
+                 f"/dashboard/volumes/{chain.volume}/snapshot",
+                 f"/dashboard/snapshots/{chain.snapshot}/delete",
+                 "/dashboard/volumes"):
+        assert admin.post(path, {"name": "x", "size": "1"}, csrf=False).status_code == 403
+    # nothing happened
+    assert f'<tr data-id="{chain.snapshot}">' in admin.get("/dashboard/snapshots").text
+    # the token never appears in a URL of a page
+    page = admin.get(f"/dashboard/images/{chain.image}").text
+    assert not re.search(r'(href|action|src)="[^"]*' + re.escape(admin.csrf), page)
+
+
+def test_another_project_never_sees_them(server: Server, chain: Chain) -> None:
+    tenant = make_tenant(server, "dashb2")
+    other = login(server, tenant.user, tenant.password, tenant.project)
+    try:
+        everything = (chain.image, chain.volume, chain.snapshot, chain.volume2)
+        for listing in ("/dashboard/images", "/dashboard/volumes", "/dashboard/snapshots",
+                        "/dashboard/lineage"):
+            page = other.get(listing)
+            assert page.status_code == 200
+            for rid in everything:
+                assert rid not in page.text, (listing, rid)
+        pages = [f"/dashboard/images/{chain.image}", f"/dashboard/volumes/{chain.volume}",
+                 f"/dashboard/snapshots/{chain.snapshot}",
+                 f"/dashboard/volumes/new?source=volume&source_id={chain.volume}",
+                 f"/dashboard/lineage/volumes/{chain.volume}",
+                 f"/dashboard/lineage/images/{chain.image}"]
+        for path in pages[:3] + pages[4:]:
+            page = other.get(path)
+            assert page.status_code == 404, (path, page.status_code)
+            assert 'id="error-message"' in page.text
+            assert "dash-vol" not in page.text and "dash-chain-base" not in page.text
+        assert other.get(f"/dashboard/images/{chain.image}/download").status_code == 404
+        # its actions are refused by the API (and nothing changes)
+        answer = follow(other, other.post(f"/dashboard/volumes/{chain.volume2}/delete"))
+        assert 'class="flash flash-error"' in answer.text
+        still = admin_get(server, f"/volume/v3/{admin_project_id(server)}/volumes/"
+                                  f"{chain.volume2}")
+        assert still["volume"]["status"] == "available"
+    finally:
+        other.client.close()
+
+
+def admin_get(server: Server, path: str) -> dict:
+    with server.client(server.token()) as api:
+        answer = api.get(path)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def admin_project_id(server: Server) -> str:
+    with server.client(server.token()) as api:
+        projects = api.get("/identity/v3/auth/projects").json()["projects"]
+    return next(p["id"] for p in projects if p["name"] == "admin")
