@@ -170,6 +170,7 @@ class Browser:
         self.shots = 0
         self.secrets: set[str] = set()  # every session token seen (and its cookie)
         self.visited: list[str] = []  # every URL the browser requested
+        self.statuses: dict[str, int] = {}  # the HTTP status of every page loaded
         self.checked: list[str] = []  # the pages checked, by name
         profile.mkdir(parents=True, exist_ok=True)
         options = webdriver.ChromeOptions()
@@ -305,18 +306,38 @@ class Browser:
     def page(self, name: str, *, error_page: bool = False) -> None:
         """The checks every page must pass, and its screenshot (taken first, so a failing
         page is still pictured). ``error_page``: the page is answered with a 4xx on
-        purpose (the browser logs that status; nothing else may be logged)."""
-        poll(f"{name} to load", lambda: self.driver.execute_script(
-            "return document.readyState === 'complete'"))
-        self.remember_session()
-        self.screenshot(name)
+        purpose (the browser logs that status; nothing else may be logged). A page that
+        reloads itself meanwhile (live progress reaching its end) is checked again."""
         self.checked.append(name)
         problems: list[str] = []
-        problems += self._console_errors(error_page)
-        problems += self._overflow()
-        problems += self._keyboard()
-        problems += self._secrets_shown()
-        assert not problems, f"page {name} ({self.path}):\n  " + "\n  ".join(problems)
+        for attempt in range(5):
+            poll(f"{name} to load", lambda: self.driver.execute_script(
+                "return document.readyState === 'complete'"))
+            self.driver.execute_script("window.__stratoPage = true")
+            self.remember_session()
+            shot = self.screenshot(name, again=attempt > 0)
+            try:
+                problems = self._console_errors(error_page) + self._overflow() \
+                    + self._keyboard() + self._secrets_shown()
+            except WebDriverException:
+                if self._same_document():
+                    raise
+                continue
+            if self._same_document():
+                break
+        assert not problems, (f"page {name} ({self.path}, {shot.name}):\n  "
+                              + "\n  ".join(problems))
+
+    def _same_document(self) -> bool:
+        try:
+            return bool(self.driver.execute_script("return window.__stratoPage === true"))
+        except WebDriverException:
+            return False
+
+    def status(self, url: str | None = None) -> int | None:
+        """The HTTP status the browser got for a page (the current one by default)."""
+        self._drain_requests()
+        return self.statuses.get(url or self.driver.current_url)
 
     def remember_session(self) -> None:
         raw = self.cookie("strato_session")
@@ -326,9 +347,11 @@ class Browser:
             if token:
                 self.secrets.add(token)
 
-    def screenshot(self, name: str) -> Path:
-        """The whole page (not only the window), as PNG."""
-        self.shots += 1
+    def screenshot(self, name: str, again: bool = False) -> Path:
+        """The whole page (not only the window), as PNG (``again``: in place of the
+        last one)."""
+        if not again:
+            self.shots += 1
         path = self.artifacts / f"{self.shots:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
         try:
             metrics = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
@@ -409,5 +432,9 @@ class Browser:
                 continue
             if message.get("method") == "Network.requestWillBeSent":
                 self.visited.append(message["params"]["request"]["url"])
+            elif message.get("method") == "Network.responseReceived":
+                response = message["params"]["response"]
+                if message["params"].get("type") == "Document":
+                    self.statuses[response["url"]] = int(response["status"])
             elif message.get("method") == "Page.frameNavigated":
                 self.visited.append(message["params"]["frame"]["url"])

@@ -87,7 +87,9 @@ def _problems(browser: Browser, path: str, error_page: bool = False) -> str:
 
 def test_a_clean_page_passes(checked: Browser) -> None:
     assert _problems(checked, "/clean") == ""
+    assert checked.status() == 200
     assert _problems(checked, "/missing", error_page=True) == ""
+    assert checked.status() == 404
 
 
 @pytest.mark.parametrize(("path", "words"), [

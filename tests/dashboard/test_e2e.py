@@ -343,6 +343,8 @@ def test_logout_revokes_the_token(cloud: Cloud, browser: Browser) -> None:
                          headers={"X-Auth-Token": token}).status_code == 401
     browser.go("/dashboard/servers", "after-logout-servers")
     assert browser.path == "/dashboard/login"
+    # the checks saw the browser's traffic: the pages and the live progress's requests
+    assert any(url.endswith("/progress") for url in browser.visited), browser.visited
 
 
 # ------------------------------------------------------------ the second project
@@ -409,6 +411,7 @@ def test_a_member_of_another_project_sees_none_of_it(cloud: Cloud,
                        (f"/dashboard/lineage/volumes/{volume}", "beta-a-lineage-volume")):
         browser.go(path, name, error_page=True)
         assert browser.find_all("#error-message"), f"{path}: no error page"
+        assert browser.status() == 404, f"{path}: HTTP {browser.status()}"
         none_of_a(name, ids=False)
 
     # and the lineage API itself, with bob's own token
