@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from selenium import webdriver
 from selenium.common.exceptions import (
@@ -170,15 +171,17 @@ class Browser:
         self.shots = 0
         self.secrets: set[str] = set()  # every session token seen (and its cookie)
         self.visited: list[str] = []  # every URL the browser requested
+        self._seen = 0  # how many of them the checks have looked at
         self.statuses: dict[str, int] = {}  # the HTTP status of every page loaded
         self.checked: list[str] = []  # the pages checked, by name
+        for tool in (CHROMIUM, CHROMEDRIVER):
+            assert Path(tool).exists(), f"{tool} is missing: run scripts/setup.sh --test"
         profile.mkdir(parents=True, exist_ok=True)
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for arg in (
             "--headless=new", f"--window-size={WIDTH},{HEIGHT}",
             f"--user-data-dir={profile / 'chromium'}",
-            "--no-sandbox",  # runs as root in CI
             "--disable-dev-shm-usage", "--disable-gpu",
             # loopback only: every other name resolves to nothing, no proxy is asked
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -191,6 +194,8 @@ class Browser:
             "--password-store=basic", "--lang=en-US",
         ):
             options.add_argument(arg)
+        if os.geteuid() == 0:  # chromium's sandbox refuses to run as root
+            options.add_argument("--no-sandbox")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         options.set_capability("unhandledPromptBehavior", "ignore")
         service = Service(CHROMEDRIVER, log_output=str(profile / "chromedriver.log"))
@@ -408,13 +413,16 @@ class Browser:
 
     def _secrets_shown(self) -> list[str]:
         """The session token (or its cookie) in no URL the browser requested, no link,
-        form action or poll URL, and nowhere in the page."""
+        form action or poll URL, and nowhere in the page; and no request left loopback."""
         self._drain_requests()
-        problems = []
+        new, self._seen = self.visited[self._seen:], len(self.visited)  # each told once
+        problems = [f"a request beyond loopback: {url[:200]}" for url in new
+                    if urlsplit(url).scheme not in ("data", "about", "chrome", "blob")
+                    and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1")]
         links = self.driver.execute_script(_LINKS_JS)
         source = self.html
         for secret in self.secrets:
-            for url in self.visited:
+            for url in new:
                 if secret in url:
                     problems.append(f"session token in a requested URL: {url[:200]}")
             for link in links:

@@ -30,6 +30,7 @@ PAGES = {
     "/untabbable": "<main><a href='/clean' tabindex='-1'>skip me</a><button>ok</button></main>",
     "/token-in-link": f"<main><a href='/clean?t={SECRET}'>a link</a></main>",
     "/token-in-page": f"<main><p>{SECRET}</p></main>",
+    "/offsite": "<main><img src='http://192.0.2.1/x.png' alt='x'></main>",
     "/missing": "<main><p id='error-message'>Error: not found</p></main>",
 }
 SCRIPTS = {"/boom.js": "undefined_function();"}
@@ -100,6 +101,7 @@ def test_a_clean_page_passes(checked: Browser) -> None:
     ("/untabbable", "tabindex=-1 on a control"),
     ("/token-in-link", "session token in a link or form"),
     ("/token-in-page", "session token in the page's HTML"),
+    ("/offsite", "a request beyond loopback: http://192.0.2.1/x.png"),
 ])
 def test_each_bad_page_fails_its_check(checked: Browser, path: str, words: str) -> None:
     problems = _problems(checked, path)
