@@ -15,6 +15,7 @@ pictured in the artifacts directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -328,6 +329,75 @@ def test_deleting_the_base_image_is_refused_with_the_reason(cloud: Cloud,
     assert cloud.names["first"] in clones.text or first[:8] in clones.text, clones.text
 
 
+# Every text the upload's status line shows, kept across the page change that follows.
+_RECORD_UPLOAD_JS = """
+const status = document.getElementById('upload-status');
+sessionStorage.setItem('strato-upload', '[]');
+new MutationObserver(() => {
+  const seen = JSON.parse(sessionStorage.getItem('strato-upload'));
+  seen.push(status.textContent);
+  sessionStorage.setItem('strato-upload', JSON.stringify(seen));
+}).observe(status, {childList: true, characterData: true, subtree: true});
+"""
+_DIGEST_JS = """
+const done = arguments[arguments.length - 1];
+fetch(arguments[0], {credentials: 'same-origin'})
+  .then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error('HTTP ' + r.status)))
+  .then((data) => crypto.subtle.digest('SHA-256', data).then((d) => done({
+    size: data.byteLength,
+    sha256: Array.from(new Uint8Array(d)).map((b) => b.toString(16).padStart(2, '0')).join('')})))
+  .catch((err) => done({error: String(err)}));
+"""
+
+
+def test_upload_an_image_with_progress_and_download_it(cloud: Cloud, browser: Browser,
+                                                       tmp_path: Path) -> None:
+    data = os.urandom(8 << 20)
+    disk = tmp_path / "upload.raw"
+    disk.write_bytes(data)
+    browser.go("/dashboard/images", "images")
+    browser.driver.execute_script(_RECORD_UPLOAD_JS)
+    name = _name("upload")
+    browser.fill("#image-name", name)
+    browser.choose("#disk-format", "raw")
+    browser.find("#image-file").send_keys(str(disk))
+    browser.submit("button#upload-submit", "uploaded-image")  # the script goes to its page
+    path = browser.path.split("?")[0]
+    assert path.startswith("/dashboard/images/") and path != "/dashboard/images/", path
+    cloud.names["upload"], cloud.ids["upload"] = name, path.rsplit("/", 1)[1]
+    said = json.loads(browser.driver.execute_script(
+        "return sessionStorage.getItem('strato-upload')") or "[]")
+    assert any(t.startswith("Uploading: ") and "%" in t for t in said), said
+    browser.wait_text("#image-status", "active")
+    with cloud.admin() as api:
+        image = api.get(f"/image/v2/images/{cloud.ids['upload']}").json()
+    assert image["size"] == len(data) and image["checksum"] == hashlib.md5(data).hexdigest()
+    link = browser.find("a#image-download").get_attribute("href")
+    assert link == f"{cloud.url}/dashboard/images/{cloud.ids['upload']}/download", link
+    got = browser.driver.execute_async_script(_DIGEST_JS, link)
+    assert got == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, got
+
+
+def test_attach_the_volume_to_the_second_server_and_detach_it(cloud: Cloud,
+                                                              browser: Browser) -> None:
+    second, volume = cloud.need("second", "volume")
+    browser.go(f"/dashboard/volumes/{volume}", "volume-before-attach")
+    browser.choose("#attach-server", second)
+    browser.submit("button#attach-submit", "volume-attaching")
+    browser.wait_text("#volume-status", "in-use", BOOT)
+    browser.page("volume-attached")
+    assert cloud.names["second"] in browser.find("dl.props").text
+    reasons = [b.get_attribute("data-reason")
+               for b in browser.find_all("section#delete-blockers li.blocker")]
+    assert "attached" in reasons, browser.find("section#delete-blockers").text
+    browser.go(f"/dashboard/servers/{second}", "server-second-with-volume")
+    assert cloud.names["volume"] in browser.find("table#server-volumes").text
+    browser.go(f"/dashboard/volumes/{volume}", "volume-before-detach")
+    browser.submit("button#detach-submit", "volume-detaching")
+    browser.wait_text("#volume-status", "available", BOOT)
+    browser.page("volume-detached")
+
+
 def test_logout_revokes_the_token(cloud: Cloud, browser: Browser) -> None:
     browser.go("/dashboard/servers", "servers-before-logout")
     token = cloud.token_of(browser.cookie("strato_session") or "")
@@ -373,8 +443,9 @@ def test_a_member_of_another_project_sees_none_of_it(cloud: Cloud,
                                                      browser: Browser) -> None:
     base, first, snapshot, second, volume = cloud.need("base", "first", "snapshot",
                                                        "second", "volume")
-    secret = {"id " + r: cloud.ids[r] for r in ("first", "snapshot", "second", "volume")}
-    secret |= {"name " + r: cloud.names[r] for r in ("first", "snapshot", "second", "volume")}
+    mine = [r for r in ("first", "snapshot", "second", "volume", "upload") if r in cloud.ids]
+    secret = {"id " + r: cloud.ids[r] for r in mine}
+    secret |= {"name " + r: cloud.names[r] for r in mine}
     bob = cloud.beta = _make_member(cloud)
     browser.login(bob["name"], bob["password"], bob["project"])
     assert browser.find("#project-name").text == bob["project"]
@@ -405,6 +476,9 @@ def test_a_member_of_another_project_sees_none_of_it(cloud: Cloud,
     for path, name in ((f"/dashboard/servers/{first}", "beta-a-server"),
                        (f"/dashboard/servers/{second}", "beta-a-second-server"),
                        (f"/dashboard/images/{snapshot}", "beta-a-image"),
+                       *([(f"/dashboard/images/{cloud.ids['upload']}", "beta-a-upload"),
+                          (f"/dashboard/images/{cloud.ids['upload']}/download",
+                           "beta-a-upload-download")] if "upload" in cloud.ids else []),
                        (f"/dashboard/volumes/{volume}", "beta-a-volume"),
                        (f"/dashboard/lineage/servers/{first}", "beta-a-lineage-server"),
                        (f"/dashboard/lineage/images/{snapshot}", "beta-a-lineage-image"),
