@@ -109,7 +109,15 @@ const els = Array.from(document.querySelectorAll(sel)).filter(shown);
 const negative = els.filter((el) => el.getAttribute('tabindex') !== null &&
                                     el.tabIndex < 0).map((el) => el.outerHTML.slice(0, 160));
 const state = {els: els, seen: new Set()};
-state.listener = (e) => { const i = state.els.indexOf(e.target); if (i >= 0) state.seen.add(i); };
+state.unringed = [];
+state.listener = (e) => {
+  const i = state.els.indexOf(e.target);
+  if (i < 0) return;
+  state.seen.add(i);
+  const cs = getComputedStyle(e.target);  // the focus must show (outline or a ring)
+  if (!((cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0) ||
+        cs.boxShadow !== 'none')) state.unringed.push(e.target.outerHTML.slice(0, 160));
+};
 document.addEventListener('focusin', state.listener, true);
 const start = document.createElement('span');
 start.tabIndex = 0; start.id = 'strato-test-tab-start';
@@ -139,7 +147,7 @@ state.els.forEach((el, i) => {
   missed.push(el.outerHTML.slice(0, 160));
 });
 delete window.__stratoKeyboard;
-return missed;
+return {missed: missed, unringed: state.unringed};
 """
 
 _LINKS_JS = """
@@ -172,6 +180,8 @@ class Browser:
         self.secrets: set[str] = set()  # every session token seen (and its cookie)
         self.visited: list[str] = []  # every URL the browser requested
         self._seen = 0  # how many of them the checks have looked at
+        self.documents: list[str] = []  # every page (document) the browser asked for
+        self._pages_seen = 0
         self.statuses: dict[str, int] = {}  # the HTTP status of every page loaded
         self.checked: list[str] = []  # the pages checked, by name
         for tool in (CHROMIUM, CHROMEDRIVER):
@@ -330,8 +340,19 @@ class Browser:
                 continue
             if self._same_document():
                 break
+        problems += self._unchecked_pages()
         assert not problems, (f"page {name} ({self.path}, {shot.name}):\n  "
                               + "\n  ".join(problems))
+
+    def _unchecked_pages(self) -> list[str]:
+        """Every page the browser loaded since the last check is this one (or this one
+        again: a page reloading itself while its operation ran): no page escapes the
+        checks."""
+        self._drain_requests()
+        here = self.driver.current_url.split("#")[0]
+        new, self._pages_seen = self.documents[self._pages_seen:], len(self.documents)
+        return [f"a page loaded without the checks: {url[:200]}" for url in new
+                if url.split("#")[0] != here and url.startswith(("http:", "https:"))]
 
     def _same_document(self) -> bool:
         try:
@@ -399,8 +420,8 @@ class Browser:
         return problems
 
     def _keyboard(self) -> list[str]:
-        """The Tab key walks through every visible control; none is taken out of the tab
-        order."""
+        """The Tab key walks through every visible control, each showing that it has the
+        focus; none is taken out of the tab order."""
         started = self.driver.execute_script(_KEYBOARD_START_JS, _INTERACTIVE)
         try:
             presses = started["count"] + 3
@@ -408,7 +429,8 @@ class Browser:
         finally:
             missed = self.driver.execute_script(_KEYBOARD_END_JS)
         problems = [f"tabindex=-1 on a control: {html}" for html in started["negative"]]
-        problems += [f"not reached with Tab: {html}" for html in missed]
+        problems += [f"not reached with Tab: {html}" for html in missed["missed"]]
+        problems += [f"no visible focus: {html}" for html in missed["unringed"]]
         return problems
 
     def _secrets_shown(self) -> list[str]:
@@ -442,7 +464,8 @@ class Browser:
                 self.visited.append(message["params"]["request"]["url"])
             elif message.get("method") == "Network.responseReceived":
                 response = message["params"]["response"]
-                if message["params"].get("type") == "Document":
+                if message["params"].get("type") == "Document":  # a page (after redirects)
                     self.statuses[response["url"]] = int(response["status"])
+                    self.documents.append(response["url"])
             elif message.get("method") == "Page.frameNavigated":
                 self.visited.append(message["params"]["frame"]["url"])

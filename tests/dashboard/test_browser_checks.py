@@ -30,6 +30,8 @@ PAGES = {
     "/untabbable": "<main><a href='/clean' tabindex='-1'>skip me</a><button>ok</button></main>",
     "/token-in-link": f"<main><a href='/clean?t={SECRET}'>a link</a></main>",
     "/token-in-page": f"<main><p>{SECRET}</p></main>",
+    "/no-focus-ring": "<main><link rel='stylesheet' href='/no-ring.css'>"
+                      "<a href='/clean'>a link</a></main>",
     "/offsite": "<main><img src='http://192.0.2.1/x.png' alt='x'></main>",
     "/missing": "<main><p id='error-message'>Error: not found</p></main>",
 }
@@ -44,6 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
             body, kind, status = SCRIPTS[path], "text/javascript", 200
         elif path == "/style.css":
             body, kind, status = STYLE, "text/css", 200
+        elif path == "/no-ring.css":
+            body, kind, status = "a:focus, a:focus-visible { outline: none; }", "text/css", 200
         elif path in PAGES:
             body = HEAD + '<link rel="stylesheet" href="/style.css"></head><body>' \
                 + PAGES[path] + "</body></html>"
@@ -101,6 +105,7 @@ def test_a_clean_page_passes(checked: Browser) -> None:
     ("/untabbable", "tabindex=-1 on a control"),
     ("/token-in-link", "session token in a link or form"),
     ("/token-in-page", "session token in the page's HTML"),
+    ("/no-focus-ring", "no visible focus: <a href=\"/clean\">"),
     ("/offsite", "a request beyond loopback: http://192.0.2.1/x.png"),
 ])
 def test_each_bad_page_fails_its_check(checked: Browser, path: str, words: str) -> None:
@@ -110,3 +115,10 @@ def test_each_bad_page_fails_its_check(checked: Browser, path: str, words: str) 
 
 def test_a_4xx_page_counts_unless_expected(checked: Browser) -> None:
     assert "status of 404" in _problems(checked, "/missing")
+
+
+def test_a_page_loaded_without_the_checks_is_caught(checked: Browser) -> None:
+    checked.driver.get(checked.base + "/token-in-page")  # not through go(): unchecked
+    problems = _problems(checked, "/clean")
+    assert f"a page loaded without the checks: {checked.base}/token-in-page" in problems
+    assert _problems(checked, "/clean") == ""  # told once

@@ -369,6 +369,7 @@ def test_upload_an_image_with_progress_and_download_it(cloud: Cloud, browser: Br
         "return sessionStorage.getItem('strato-upload')") or "[]")
     assert any(t.startswith("Uploading: ") and "%" in t for t in said), said
     browser.wait_text("#image-status", "active")
+    browser.page("uploaded-image-active")
     with cloud.admin() as api:
         image = api.get(f"/image/v2/images/{cloud.ids['upload']}").json()
     assert image["size"] == len(data) and image["checksum"] == hashlib.md5(data).hexdigest()
