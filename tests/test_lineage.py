@@ -519,3 +519,36 @@ def test_chain_shape_on_local(a: Cloud) -> None:
     assert engine == "local"
     assert shape[0][0] == "V2" and ("I", "V1", "clone") in shape[0][2]
     assert shape[2] == [("has_clones", ("V2",))] and shape[3] == [("has_clones", ("V1",))]
+
+
+def test_busy_is_what_the_real_delete_refuses(srv: Server) -> None:
+    """A volume or snapshot in a state the delete refuses (an admin's reset puts it
+    there, as a stuck operation would) is ``busy``; back in ``available`` it goes."""
+    admin = Cloud(srv, srv.token())
+    vol = admin.volume(size=1)
+    snap = admin.snapshot(vol["id"])
+    for status in ("maintenance", "attaching", "uploading"):
+        r = admin.c.post(f"{admin.v}/volumes/{vol['id']}/action",
+                         json={"os-reset_status": {"status": status}})
+        assert r.status_code == 202, r.text
+        bl = admin.blockers("volumes", vol["id"])
+        assert reasons(bl)["busy"] == [], bl
+        r = admin.c.delete(f"{admin.v}/volumes/{vol['id']}")
+        assert r.status_code == 400 and status in r.json()["badRequest"]["message"], r.text
+    admin.c.post(f"{admin.v}/volumes/{vol['id']}/action",
+                 json={"os-reset_status": {"status": "available"}})
+    r = admin.c.post(f"{admin.v}/snapshots/{snap['id']}/action",
+                     json={"os-reset_status": {"status": "backing-up"}})
+    assert r.status_code == 202, r.text
+    bl = admin.blockers("snapshots", snap["id"])
+    assert reasons(bl) == {"busy": []}
+    assert admin.c.delete(f"{admin.v}/snapshots/{snap['id']}").status_code == 400
+    admin.c.post(f"{admin.v}/snapshots/{snap['id']}/action",
+                 json={"os-reset_status": {"status": "available"}})
+    assert admin.blockers("snapshots", snap["id"])["deletable"]
+    assert admin.c.delete(f"{admin.v}/snapshots/{snap['id']}").status_code == 202
+    _wait(admin.c, f"{admin.v}/snapshots/{snap['id']}", "snapshot", "gone")
+    bl = admin.blockers("volumes", vol["id"])
+    assert bl["deletable"] and bl["blockers"] == [] and bl["deferred"] == []
+    assert admin.c.delete(f"{admin.v}/volumes/{vol['id']}").status_code == 202
+    admin.wait_volume(vol["id"], "gone")
