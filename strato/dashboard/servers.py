@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -25,20 +26,13 @@ NOVA = "/compute/v2.1"
 BOOT_SOURCES = (("image", "Image"), ("volume", "Volume"), ("snapshot", "Volume snapshot"))
 
 
-def status_text(server: dict[str, Any]) -> str:
-    """The status as people read it: "ACTIVE", or "ACTIVE (image_snapshot)" while a
-    task runs."""
-    task = server.get("OS-EXT-STS:task_state")
-    status = str(server.get("status", "UNKNOWN"))
-    return f"{status} ({task})" if task else status
-
-
 @router.get("/dashboard/servers", include_in_schema=False)
 async def servers(request: Request) -> Response:
     ctx = await page_context(request)
     listing = await ctx.api.get(f"{NOVA}/servers/detail")
     rows = sorted(listing["servers"], key=lambda s: (s.get("created") or ""), reverse=True)
-    return render(ctx, "servers.html", servers=rows, status_text=status_text)
+    return render(ctx, "servers.html", servers=rows,
+                  progress_of=server_page.progress_of)
 
 
 async def _optional(api: ApiClient, path: str, key: str,
@@ -74,9 +68,11 @@ async def new_server(request: Request) -> Response:
             _optional(ctx.api, "/networking/v2.0/networks", "networks"))
     flavors.sort(key=lambda f: (f.get("ram") or 0, f.get("vcpus") or 0, f.get("name", "")))
     images.sort(key=lambda i: str(i.get("name") or ""))
+    again = request.query_params  # the fields of a create the API refused
     return render(ctx, "server_new.html", sources=BOOT_SOURCES,
-                  source=request.query_params.get("source", "image"),
-                  preselect=request.query_params.get("id", ""),
+                  source=again.get("source", "image"), preselect=again.get("id", ""),
+                  again={k: again.get(k, "") for k in ("name", "flavor", "key_name",
+                                                        "network")},
                   images=images, volumes=volumes, snapshots=snapshots, flavors=flavors,
                   keypairs=[k["keypair"] for k in keypairs if "keypair" in k],
                   networks=networks,
@@ -118,7 +114,10 @@ async def create_server(request: Request) -> Response:
     except ApiError as exc:
         if exc.status == 401:
             raise
-        return failed(ctx, "/dashboard/servers/new", exc)
+        source = fields.get("boot_source", "image")
+        again = {"source": source, "id": fields.get(source, ""),
+                 **{k: fields.get(k, "") for k in ("name", "flavor", "key_name", "network")}}
+        return failed(ctx, "/dashboard/servers/new?" + urlencode(again), exc)
     server = answer.json()["server"]
     return done(ctx, f"/dashboard/servers/{server['id']}",
                 f"Server {fields.get('name', '').strip()} is being created.")
