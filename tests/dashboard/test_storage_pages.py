@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
+from tests.compute.conftest import boot_ready, guest_server
 from tests.support import Server
 from tests.tenants import make_tenant
 
@@ -408,3 +409,49 @@ def admin_project_id(server: Server) -> str:
     with server.client(server.token()) as api:
         projects = api.get("/identity/v3/auth/projects").json()["projects"]
     return next(p["id"] for p in projects if p["name"] == "admin")
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """One tiny running guest on its own server (the only test here that needs one)."""
+    with guest_server(tmp_path_factory.mktemp("dg"), {}) as srv:
+        yield srv, boot_ready(srv, "--image", "strato-guest", prefix="dash")
+
+
+def test_attach_and_detach_through_the_volume_page(guest: tuple[Server, str]) -> None:
+    srv, sid = guest
+    browser = login(srv)
+    try:
+        page = follow(browser, browser.post("/dashboard/volumes", {
+            "name": "dash-data", "size": "1", "source": "none", "source_id": ""}))
+        vid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(page.url)).group(1)
+        wait_done(browser, f"/dashboard/volumes/{vid}/progress")
+        page = browser.get(f"/dashboard/volumes/{vid}")
+        assert f'<option value="{sid}">' in section_of(page.text, "attach-form")
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/attach",
+                                            {"server_id": sid}))
+        assert "being attached" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] == "in-use"
+        page = browser.get(f"/dashboard/volumes/{vid}")
+        assert re.search(r'id="volume-status"[^>]*>in-use<', page.text)
+        assert f'href="/dashboard/servers/{sid}"' in page.text
+        assert 'id="detach-submit"' in page.text
+        assert 'data-reason="attached"' in section(page.text, "delete-blockers")
+        refused = follow(browser, browser.post(f"/dashboard/volumes/{vid}/delete"))
+        assert 'class="flash flash-error"' in refused.text
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/detach"))
+        assert "being detached" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] \
+            == "available"
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/delete"))
+        assert "being deleted" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] \
+            == "deleted"
+    finally:
+        browser.client.close()
+
+
+def section_of(text: str, form_id: str) -> str:
+    found = re.search(rf'<form [^>]*id="{form_id}".*?</form>', text, re.S)
+    assert found, f"no form#{form_id}"
+    return found.group(0)
