@@ -187,11 +187,28 @@ def test_volume_snapshot_chain_through_the_forms(admin: Browser, chain: Chain) -
         "name": "dash-copy", "size": "", "source": "volume", "source_id": vid}))
     cid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(copy.url)).group(1)
     assert wait_done(admin, f"/dashboard/volumes/{cid}/progress")["status"] == "available"
+    # from a backup (made with the API: the dashboard has no backup page)
+    pid = admin_project_id(admin.server)
+    with admin.server.client(admin.server.token()) as api:
+        made = api.post(f"/volume/v3/{pid}/backups", json={"backup": {
+            "volume_id": chain.volume, "name": "dash-backup"}})
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/volume/v3/{pid}/backups/{bid}").json()["backup"]["status"] \
+                != "available":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert f'<option value="{bid}">' in admin.get("/dashboard/volumes/new").text
+    restored = follow(admin, admin.post("/dashboard/volumes", {
+        "name": "dash-restored", "size": "", "source": "backup", "source_id": bid}))
+    rid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(restored.url)).group(1)
+    assert wait_done(admin, f"/dashboard/volumes/{rid}/progress")["status"] == "available"
     # the API's refusal in its own words, on the form's page
     bad = follow(admin, admin.post("/dashboard/volumes", {
         "name": "x", "size": "1", "source": "snapshot", "source_id": "nope"}))
     assert "error" in flash(bad).lower() or "Error" in flash(bad)
-    for gone in (cid, vid):
+    for gone in (cid, vid, rid):
         answer = follow(admin, admin.post(f"/dashboard/volumes/{gone}/delete"))
         assert "being deleted" in flash(answer)
         wait_done(admin, f"/dashboard/volumes/{gone}/progress")
@@ -281,14 +298,20 @@ def test_lineage_view_draws_the_chain(admin: Browser, chain: Chain) -> None:
     page = admin.get(f"/dashboard/lineage/volumes/{chain.volume2}")
     assert page.status_code == 200
     drawn = tree(page.text)
-    # nested as parent → child, each node once
-    assert drawn.parent == {image: None, vol: image, snap: vol, vol2: snap}
+    # nested as parent → child, each node once (other tests may add backups below)
+    chain_nodes = {image: None, vol: image, snap: vol, vol2: snap}
+    assert {n: drawn.parent.get(n, "missing") for n in chain_nodes} == chain_nodes
+    assert all(n.startswith("backup:") for n in set(drawn.parent) - set(chain_nodes))
     assert drawn.attrs[vol2].get("aria-current") == "true"
     assert all("aria-current" not in drawn.attrs[n] for n in (image, vol, snap))
-    relation = {n: drawn.classes(n).get("relation") for n in (image, vol, snap, vol2)}
-    assert relation[image] is None
-    texts = re.findall(r'<span class="relation">(\w+)</span>', page.text)
-    assert texts == ["clone", "snapshot", "clone"]
+
+    def relation(node: str) -> str | None:
+        found = re.search(rf'data-node="{re.escape(node)}"[^>]*>\s*<div class="node-box">'
+                          r'\s*<span class="relation">(\w+)</span>', page.text)
+        return found.group(1) if found else None
+
+    assert [relation(n) for n in (image, vol, snap, vol2)] == [
+        None, "clone", "snapshot", "clone"]
     # the data others need: the image (its clone vol) and the snapshot (its clone vol2)
     holds = {n for n in (image, vol, snap, vol2) if "holds" in drawn.classes(n)}
     assert holds == {image, snap}
