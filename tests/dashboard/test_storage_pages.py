@@ -462,6 +462,13 @@ def test_attach_and_detach_through_the_volume_page(guest: tuple[Server, str]) ->
         assert 'data-reason="attached"' in section(page.text, "delete-blockers")
         refused = follow(browser, browser.post(f"/dashboard/volumes/{vid}/delete"))
         assert 'class="flash flash-error"' in refused.text
+        # the server's lineage: the image it booted from above it
+        page = browser.get(f"/dashboard/lineage/servers/{sid}")
+        assert page.status_code == 200
+        drawn = tree(page.text)
+        assert drawn.attrs[f"server:{sid}"].get("aria-current") == "true"
+        assert (drawn.parent[f"server:{sid}"] or "").startswith("image:")
+        assert "strato-guest" in page.text
         page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/detach"))
         assert "being detached" in flash(page)
         assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] \
