@@ -129,4 +129,5 @@ async def lineage(request: Request, kind: str, resource_id: str) -> Response:
     return render(ctx, "lineage.html", kind=kind, node_kind=node_kind,
                   resource_id=resource_id, trees=build_tree(graph),
                   count=len(graph.get("nodes", [])), blockers=blockers,
+                  truncated=bool(graph.get("truncated")),
                   page=page_url(node_kind, resource_id))

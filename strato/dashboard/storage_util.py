@@ -76,33 +76,45 @@ def percent_of(value: Any) -> float | None:
 
 async def delete_blockers(ctx: PageContext, plural: str, resource_id: str) -> dict[str, Any]:
     """The lineage API's answer to "what blocks deleting this", shaped for
-    ``_blockers.html``: each blocker's nodes as (label, url) pairs. An answer the API
-    refused is shown as its message instead (the page stays usable)."""
+    ``lineage_blockers.html``: each blocker's nodes as labelled links (named from the
+    lineage graph when there is something to name). An answer the API refused is shown
+    as its message instead (the page stays usable)."""
+    base = f"/lineage/v1/{plural}/{quoted(resource_id)}"
     try:
-        answer = await ctx.api.get(f"/lineage/v1/{plural}/{quoted(resource_id)}"
-                                   "/delete-blockers")
+        answer = await ctx.api.get(base + "/delete-blockers")
     except ApiError as exc:
+        if exc.status == 401:
+            raise
         return {"error": exc.message, "blockers": [], "deferred": []}
     data = (answer or {}).get("delete_blockers") or {}
+    names: dict[str, dict[str, Any]] = {}
+    if data.get("blockers") or data.get("deferred"):
+        graph = await ctx.api.request("GET", base, check=False)
+        if graph.ok:
+            names = {str(n.get("id")): n for n in
+                     ((graph.json() or {}).get("lineage") or {}).get("nodes", [])}
     return {
         "error": None,
         "deletable": bool(data.get("deletable")),
         "blockers": [{"reason": b.get("reason", ""), "message": b.get("message", ""),
-                      "nodes": [node_ref(n) for n in b.get("nodes", [])]}
+                      "nodes": [node_ref(n, names.get(str(n))) for n in b.get("nodes", [])]}
                      for b in data.get("blockers", [])],
-        "deferred": [node_ref(n) for n in data.get("deferred", [])],
+        "deferred": [node_ref(n, names.get(str(n))) for n in data.get("deferred", [])],
     }
 
 
-def node_ref(node_id: str) -> dict[str, str | None]:
-    """A node named by id only (blockers list ids): a label and its resource page."""
+def node_ref(node_id: str, node: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """A node the blockers name by id: a label (its name and status when the graph
+    holds it) and links to its page and its lineage."""
     kind, rid = split_node(str(node_id))
-    if kind == "opaque":
+    if kind == "opaque" or (node or {}).get("opaque"):
         return {"label": "in use by another project", "url": None, "lineage": None}
+    label = f"{kind} {(node or {}).get('name') or rid}"
+    if node and node.get("status"):
+        label += f" ({node['status']})"
     if kind == "store":
         return {"label": f"kept data {rid}", "url": None, "lineage": None}
-    return {"label": f"{kind} {rid}", "url": page_url(kind, rid),
-            "lineage": lineage_url(kind, rid)}
+    return {"label": label, "url": page_url(kind, rid), "lineage": lineage_url(kind, rid)}
 
 
 def form_size(text: str | None) -> int | None:

@@ -13,10 +13,12 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
 import httpx
 import pytest
 
+from tests.compute.conftest import boot_ready, guest_server
 from tests.support import Server
 from tests.tenants import make_tenant
 
@@ -185,11 +187,28 @@ def test_volume_snapshot_chain_through_the_forms(admin: Browser, chain: Chain) -
         "name": "dash-copy", "size": "", "source": "volume", "source_id": vid}))
     cid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(copy.url)).group(1)
     assert wait_done(admin, f"/dashboard/volumes/{cid}/progress")["status"] == "available"
+    # from a backup (made with the API: the dashboard has no backup page)
+    pid = admin_project_id(admin.server)
+    with admin.server.client(admin.server.token()) as api:
+        made = api.post(f"/volume/v3/{pid}/backups", json={"backup": {
+            "volume_id": chain.volume, "name": "dash-backup"}})
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/volume/v3/{pid}/backups/{bid}").json()["backup"]["status"] \
+                != "available":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert f'<option value="{bid}">' in admin.get("/dashboard/volumes/new").text
+    restored = follow(admin, admin.post("/dashboard/volumes", {
+        "name": "dash-restored", "size": "", "source": "backup", "source_id": bid}))
+    rid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(restored.url)).group(1)
+    assert wait_done(admin, f"/dashboard/volumes/{rid}/progress")["status"] == "available"
     # the API's refusal in its own words, on the form's page
     bad = follow(admin, admin.post("/dashboard/volumes", {
         "name": "x", "size": "1", "source": "snapshot", "source_id": "nope"}))
     assert "error" in flash(bad).lower() or "Error" in flash(bad)
-    for gone in (cid, vid):
+    for gone in (cid, vid, rid):
         answer = follow(admin, admin.post(f"/dashboard/volumes/{gone}/delete"))
         assert "being deleted" in flash(answer)
         wait_done(admin, f"/dashboard/volumes/{gone}/progress")
@@ -203,10 +222,121 @@ def test_delete_refused_shows_the_apis_message_and_the_blockers(admin: Browser,
     assert 'class="flash flash-error"' in page.text and "in use" in flash(page)
     assert '<section id="delete-blockers"' in page.text
     assert re.search(r'id="image-status"[^>]*>active<', page.text)
+    # ... and why, in place: the lineage API names the clone, linked to its page
+    why = section(page.text, "delete-blockers")
+    assert '<li class="blocker" data-reason="has_clones">' in why
+    assert f'href="/dashboard/volumes/{chain.volume}"' in why and "dash-vol" in why
     # a volume with snapshots: Cinder refuses too, in its words
     page = follow(admin, admin.post(f"/dashboard/volumes/{chain.volume}/delete"))
     assert 'class="flash flash-error"' in page.text
     assert '<section id="delete-blockers"' in page.text
+
+
+class Tree(HTMLParser):
+    """The lineage tree as drawn: each ``li[data-node]``'s enclosing node, its
+    attributes, and the classes of the elements inside it (not inside its children)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []  # one entry per open <li>
+        self.parent: dict[str, str | None] = {}
+        self.attrs: dict[str, dict[str, str | None]] = {}
+        self.inside: dict[str, list[tuple[str, dict[str, str | None]]]] = {}
+        self.in_tree = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id") == "lineage-tree":
+            self.in_tree = 1
+            return
+        if not self.in_tree:
+            return
+        if tag == "ul":
+            self.in_tree += 1
+        current = next((n for n in reversed(self.stack) if n), None)
+        if tag == "li":
+            node = a.get("data-node")
+            if node:
+                self.parent[node] = current
+                self.attrs[node] = a
+                self.inside[node] = []
+            self.stack.append(node)
+        elif current:
+            self.inside[current].append((tag, a))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.in_tree:
+            return
+        if tag == "li" and self.stack:
+            self.stack.pop()
+        elif tag == "ul":
+            self.in_tree -= 1
+
+    def classes(self, node: str) -> dict[str, list[dict[str, str | None]]]:
+        out: dict[str, list[dict[str, str | None]]] = {}
+        for _, a in self.inside[node]:
+            for cls in (a.get("class") or "").split():
+                out.setdefault(cls, []).append(a)
+        return out
+
+
+def tree(text: str) -> Tree:
+    parsed = Tree()
+    parsed.feed(text)
+    return parsed
+
+
+def section(text: str, sid: str) -> str:
+    found = re.search(rf'<section id="{sid}".*?</section>', text, re.S)
+    assert found, f"no section#{sid}"
+    return found.group(0)
+
+
+def test_lineage_view_draws_the_chain(admin: Browser, chain: Chain) -> None:
+    image, vol = f"image:{chain.image}", f"volume:{chain.volume}"
+    snap, vol2 = f"snapshot:{chain.snapshot}", f"volume:{chain.volume2}"
+    page = admin.get(f"/dashboard/lineage/volumes/{chain.volume2}")
+    assert page.status_code == 200
+    drawn = tree(page.text)
+    # nested as parent → child, each node once (other tests may add backups below)
+    chain_nodes = {image: None, vol: image, snap: vol, vol2: snap}
+    assert {n: drawn.parent.get(n, "missing") for n in chain_nodes} == chain_nodes
+    assert all(n.startswith("backup:") for n in set(drawn.parent) - set(chain_nodes))
+    assert drawn.attrs[vol2].get("aria-current") == "true"
+    assert all("aria-current" not in drawn.attrs[n] for n in (image, vol, snap))
+
+    def relation(node: str) -> str | None:
+        found = re.search(rf'data-node="{re.escape(node)}"[^>]*>\s*<div class="node-box">'
+                          r'\s*<span class="relation">(\w+)</span>', page.text)
+        return found.group(1) if found else None
+
+    assert [relation(n) for n in (image, vol, snap, vol2)] == [
+        None, "clone", "snapshot", "clone"]
+    # the data others need: the image (its clone vol) and the snapshot (its clone vol2)
+    holds = {n for n in (image, vol, snap, vol2) if "holds" in drawn.classes(n)}
+    assert holds == {image, snap}
+    links = drawn.classes(image)
+    assert links["node-link"][0]["href"] == f"/dashboard/lineage/images/{chain.image}"
+    assert links["node-page"][0]["href"] == f"/dashboard/images/{chain.image}"
+    assert drawn.classes(snap)["node-page"][0]["href"] == \
+        f"/dashboard/snapshots/{chain.snapshot}"
+    assert "dash-chain-base" in page.text and "rbd://" in page.text
+    assert "Nothing blocks deleting this." in section(page.text, "delete-blockers")
+    # the base image's own view: the same tree, and why it cannot go
+    page = admin.get(f"/dashboard/lineage/images/{chain.image}")
+    assert tree(page.text).attrs[image].get("aria-current") == "true"
+    assert 'data-reason="has_clones"' in section(page.text, "delete-blockers")
+    # the picker: a GET form that goes to the graph
+    pick = admin.get("/dashboard/lineage")
+    assert 'id="lineage-kind"' in pick.text and 'id="lineage-id"' in pick.text
+    assert f"/dashboard/lineage/volumes/{chain.volume2}" in pick.text
+    go = admin.get(f"/dashboard/lineage?kind=snapshots&id={chain.snapshot}")
+    assert go.status_code == 303
+    assert go.headers["location"] == f"/dashboard/lineage/snapshots/{chain.snapshot}"
+    # an unknown kind and an unknown id: the error page, not a 500
+    assert admin.get(f"/dashboard/lineage/disks/{chain.volume}").status_code == 404
+    missing = admin.get("/dashboard/lineage/volumes/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404 and 'id="error-message"' in missing.text
 
 
 def test_csrf_is_required(admin: Browser, chain: Chain) -> None:
@@ -235,10 +365,34 @@ def test_csrf_is_required(admin: Browser, chain: Chain) -> None:
     assert not re.search(r'(href|action|src)="[^"]*' + re.escape(admin.csrf), page)
 
 
-def test_another_project_never_sees_them(server: Server, chain: Chain) -> None:
+def test_another_project_never_sees_them(server: Server, admin: Browser,
+                                         chain: Chain) -> None:
+    # a public image the admin's project cloned a volume from
+    public = admin.upload("dash-public", os.urandom(MIB))
+    with server.client(server.token()) as api:
+        made = api.patch(f"/image/v2/images/{public}", json=[
+            {"op": "replace", "path": "/visibility", "value": "public"}],
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+        assert made.status_code == 200, made.text
+    page = follow(admin, admin.post(f"/dashboard/images/{public}/volume",
+                                    {"name": "dash-secret-vol", "size": "1"}))
+    secret = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(page.url)).group(1)
+    wait_done(admin, f"/dashboard/volumes/{secret}/progress")
     tenant = make_tenant(server, "dashb2")
     other = login(server, tenant.user, tenant.password, tenant.project)
     try:
+        # the public image is theirs to see; the volume made from it is only "in use"
+        page = other.get(f"/dashboard/lineage/images/{public}")
+        assert page.status_code == 200
+        drawn = tree(page.text)
+        opaque = [n for n in drawn.attrs if n.startswith("opaque:")]
+        assert len(opaque) == 1 and drawn.parent[opaque[0]] == f"image:{public}"
+        assert "opaque" in (drawn.attrs[opaque[0]].get("class") or "")
+        assert "node-link" not in drawn.classes(opaque[0])
+        assert "in use by another project" in page.text
+        assert secret not in page.text and "dash-secret-vol" not in page.text
+        why = section(page.text, "delete-blockers")
+        assert secret not in why
         everything = (chain.image, chain.volume, chain.snapshot, chain.volume2)
         for listing in ("/dashboard/images", "/dashboard/volumes", "/dashboard/snapshots",
                         "/dashboard/lineage"):
@@ -278,3 +432,56 @@ def admin_project_id(server: Server) -> str:
     with server.client(server.token()) as api:
         projects = api.get("/identity/v3/auth/projects").json()["projects"]
     return next(p["id"] for p in projects if p["name"] == "admin")
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """One tiny running guest on its own server (the only test here that needs one)."""
+    with guest_server(tmp_path_factory.mktemp("dg"), {}) as srv:
+        yield srv, boot_ready(srv, "--image", "strato-guest", prefix="dash")
+
+
+def test_attach_and_detach_through_the_volume_page(guest: tuple[Server, str]) -> None:
+    srv, sid = guest
+    browser = login(srv)
+    try:
+        page = follow(browser, browser.post("/dashboard/volumes", {
+            "name": "dash-data", "size": "1", "source": "none", "source_id": ""}))
+        vid = re.search(r"/dashboard/volumes/([0-9a-f-]{36})", str(page.url)).group(1)
+        wait_done(browser, f"/dashboard/volumes/{vid}/progress")
+        page = browser.get(f"/dashboard/volumes/{vid}")
+        assert f'<option value="{sid}">' in section_of(page.text, "attach-form")
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/attach",
+                                            {"server_id": sid}))
+        assert "being attached" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] == "in-use"
+        page = browser.get(f"/dashboard/volumes/{vid}")
+        assert re.search(r'id="volume-status"[^>]*>in-use<', page.text)
+        assert f'href="/dashboard/servers/{sid}"' in page.text
+        assert 'id="detach-submit"' in page.text
+        assert 'data-reason="attached"' in section(page.text, "delete-blockers")
+        refused = follow(browser, browser.post(f"/dashboard/volumes/{vid}/delete"))
+        assert 'class="flash flash-error"' in refused.text
+        # the server's lineage: the image it booted from above it
+        page = browser.get(f"/dashboard/lineage/servers/{sid}")
+        assert page.status_code == 200
+        drawn = tree(page.text)
+        assert drawn.attrs[f"server:{sid}"].get("aria-current") == "true"
+        assert (drawn.parent[f"server:{sid}"] or "").startswith("image:")
+        assert "strato-guest" in page.text
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/detach"))
+        assert "being detached" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] \
+            == "available"
+        page = follow(browser, browser.post(f"/dashboard/volumes/{vid}/delete"))
+        assert "being deleted" in flash(page)
+        assert wait_done(browser, f"/dashboard/volumes/{vid}/progress")["status"] \
+            == "deleted"
+    finally:
+        browser.client.close()
+
+
+def section_of(text: str, form_id: str) -> str:
+    found = re.search(rf'<form [^>]*id="{form_id}".*?</form>', text, re.S)
+    assert found, f"no form#{form_id}"
+    return found.group(0)
