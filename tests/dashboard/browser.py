@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 from selenium import webdriver
 from selenium.common.exceptions import (
     NoAlertPresentException,
-    NoSuchElementException,
-    StaleElementReferenceException,
     WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
@@ -62,11 +60,12 @@ def poll(what: str, check: Callable[[], T | None], timeout: float = WAIT,
             answer = check()
             if answer:
                 return answer
-        except (NoSuchElementException, StaleElementReferenceException) as exc:
+        except WebDriverException as exc:  # the page changed under the lookup: again
             last = exc
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                 + (f" (last: {last.__class__.__name__})" if last else ""))
+                                 + (f" (last: {last.__class__.__name__}: "
+                                    f"{str(last.msg)[:200]})" if last else ""))
         time.sleep(every)
 
 
@@ -292,8 +291,8 @@ class Browser:
             try:
                 old.tag_name  # noqa: B018 - raises once the old document is gone
                 return False
-            except StaleElementReferenceException:
-                return True
+            except WebDriverException:
+                return True  # its node left the document
         poll(f"the page after clicking {target}", replaced)
         self.page(name, error_page=error_page)
 
