@@ -210,6 +210,9 @@ class Browser:
         service = Service(CHROMEDRIVER, log_output=str(profile / "chromedriver.log"))
         self.driver = webdriver.Chrome(options=options, service=service)
         self.driver.set_page_load_timeout(60)
+        # a stuck browser fails its command in 90 s, not Selenium's 120 (its log, in the
+        # artifacts, says which command)
+        self.driver.command_executor._client_config.timeout = 90
 
     def quit(self) -> None:
         try:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -33,7 +34,7 @@ import pytest
 from strato.config import load
 from strato.dashboard.session import Sessions
 from strato.virt.qemu import QemuDriver
-from tests.dashboard.browser import Browser, poll
+from tests.dashboard.browser import Browser, artifacts_dir, poll
 from tests.support import BIN, ROOT, Server, free_port, strato
 
 BOOT = 120.0  # a server ACTIVE and its guest up (the tiny guest takes ~4 s under TCG)
@@ -138,15 +139,20 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         yield Cloud(server, make, Sessions(conf.dashboard.key_repository))
     finally:
         _stop_make(server, make)
+        # the server's log next to the screenshots (a failure in CI is read from there)
+        if artifacts_dir().is_dir():
+            shutil.copy(root / "make-run.log", artifacts_dir() / "make-run.log")
 
 
 @pytest.fixture(scope="module")
 def browser(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    b = Browser(cloud.url, tmp_path_factory.mktemp("chromium"), cloud.token_of)
+    profile = tmp_path_factory.mktemp("chromium")
+    b = Browser(cloud.url, profile, cloud.token_of)
     try:
         yield b
     finally:
         b.quit()
+        shutil.copy(profile / "chromedriver.log", b.artifacts / "chromedriver.log")
 
 
 def _name(role: str) -> str:
