@@ -11,7 +11,6 @@ directory (``$STRATO_TEST_ARTIFACTS/dashboard`` or ``<repo>/test-artifacts/dashb
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -326,24 +325,26 @@ class Browser:
         purpose (the browser logs that status; nothing else may be logged). A page that
         reloads itself meanwhile (live progress reaching its end) is checked again."""
         self.checked.append(name)
-        problems: list[str] = []
+        problems: list[str] = ["the page never held still for its checks"]
+        shot = None
         for attempt in range(5):
-            poll(f"{name} to load", lambda: self.driver.execute_script(
-                "return document.readyState === 'complete'"))
-            self.driver.execute_script("window.__stratoPage = true")
-            self.remember_session()
-            shot = self.screenshot(name, again=attempt > 0)
             try:
-                problems = self._console_errors(error_page) + self._overflow() \
+                poll(f"{name} to load", lambda: self.driver.execute_script(
+                    "return document.readyState === 'complete'"))
+                self.driver.execute_script("window.__stratoPage = true")
+                self.remember_session()
+                shot = self.screenshot(name, again=attempt > 0)
+                found = self._console_errors(error_page) + self._overflow() \
                     + self._keyboard() + self._secrets_shown()
             except WebDriverException:
                 if self._same_document():
                     raise
-                continue
+                continue  # the page reloaded itself under the checks: once more
             if self._same_document():
+                problems = found
                 break
         problems += self._unchecked_pages()
-        assert not problems, (f"page {name} ({self.path}, {shot.name}):\n  "
+        assert not problems, (f"page {name} ({self.path}, {shot.name if shot else '-'}):\n  "
                               + "\n  ".join(problems))
 
     def _unchecked_pages(self) -> list[str]:
@@ -377,20 +378,21 @@ class Browser:
 
     def screenshot(self, name: str, again: bool = False) -> Path:
         """The whole page (not only the window), as PNG (``again``: in place of the
-        last one)."""
+        last one): the window grown to the page's height for the picture. WebDriver's
+        own screenshot only: DevTools' captureScreenshot beyond the viewport hangs the
+        browser for good when the page reloads itself meanwhile."""
         if not again:
             self.shots += 1
         path = self.artifacts / f"{self.shots:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+        grow = self.driver.execute_script(
+            "return document.documentElement.scrollHeight - window.innerHeight")
         try:
-            metrics = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
-            size = metrics.get("cssContentSize") or metrics["contentSize"]
-            height = min(max(int(size["height"]), HEIGHT), 6000)
-            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
-                "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}})
-            path.write_bytes(base64.b64decode(shot["data"]))
-        except (WebDriverException, KeyError):
+            if grow > 0:
+                self.driver.set_window_size(WIDTH, HEIGHT + min(int(grow), 5000))
             self.driver.save_screenshot(str(path))
+        finally:
+            if grow > 0:
+                self.driver.set_window_size(WIDTH, HEIGHT)
         return path
 
     def _console_errors(self, error_page: bool) -> list[str]:

@@ -5,6 +5,7 @@ clean page passes them all. A check that cannot fail would prove nothing."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,11 +33,16 @@ PAGES = {
     "/token-in-page": f"<main><p>{SECRET}</p></main>",
     "/no-focus-ring": "<main><link rel='stylesheet' href='/no-ring.css'>"
                       "<a href='/clean'>a link</a></main>",
+    "/reloading": "<main><script src='/reload.js'></script><p>working</p>"
+                  "<div class='tall'></div></main>",
     "/offsite": "<main><img src='http://192.0.2.1/x.png' alt='x'></main>",
     "/missing": "<main><p id='error-message'>Error: not found</p></main>",
 }
-SCRIPTS = {"/boom.js": "undefined_function();"}
-STYLE = "body { margin: 0; overflow-x: hidden; } pre.wide { overflow: auto; }"
+SCRIPTS = {"/boom.js": "undefined_function();",
+           # a page whose live progress ends again and again: it reloads itself
+           "/reload.js": "setTimeout(() => window.location.reload(), 250);"}
+STYLE = ("body { margin: 0; overflow-x: hidden; } pre.wide { overflow: auto; } "
+         ".tall { height: 3000px; }")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -115,6 +121,17 @@ def test_each_bad_page_fails_its_check(checked: Browser, path: str, words: str) 
 
 def test_a_4xx_page_counts_unless_expected(checked: Browser) -> None:
     assert "status of 404" in _problems(checked, "/missing")
+
+
+def test_a_page_reloading_itself_under_the_checks_never_hangs_them(checked: Browser) -> None:
+    """A screenshot taken while the page reloads itself once hung the browser for good;
+    the checks may fail such a page (it never holds still) but must come back."""
+    for _ in range(15):
+        start = time.monotonic()
+        _problems(checked, "/reloading")
+        assert time.monotonic() - start < 60
+    checked.driver.get(checked.base + "/clean")
+    _problems(checked, "/clean")  # the browser still answers
 
 
 def test_a_page_loaded_without_the_checks_is_caught(checked: Browser) -> None:
