@@ -46,7 +46,8 @@ class LineageAPI:
         if kind is None:
             raise BadRequest(f"Unknown resource kind {collection!r}: one of "
                              f"{', '.join(KINDS)}.")
-        self.policy.enforce(ctx, rule, {"project_id": ctx.project_id})
+        # "" for a token without a project: never equal to its (absent) project
+        self.policy.enforce(ctx, rule, {"project_id": ctx.project_id or ""})
         s = self.services
         if kind == "image":
             s.image.show(ctx, resource_id)
