@@ -568,3 +568,59 @@ def test_policy_defaults() -> None:
         unscoped = RequestContext(user_id="u", project_id=None, roles=["reader"])
         assert not enforcer.allowed(unscoped, rule, {"project_id": ""})
     assert '"lineage:show"' in enforcer.defaults_yaml()
+
+
+def test_volume_backed_server_snapshot(srv: Server, a: Cloud) -> None:
+    """The links only the records hold: a boot volume, a volume-backed server snapshot
+    image (its ``block_device_mapping`` names the Cinder snapshot), a volume created
+    from that image (a clone of the snapshot, a copy of the image)."""
+    admin = Cloud(srv, srv.token())
+    guest = admin.c.get("/image/v2/images?name=strato-guest").json()["images"][0]["id"]
+    root = a.volume(size=1, imageRef=guest)
+    flavor = next(f["id"] for f in a.nova("GET", "/flavors", 200).json()["flavors"]
+                  if f["name"] == "m1.tiny")
+    sid = a.nova("POST", "/servers", 202, json={"server": {
+        "name": _uniq("bfv"), "flavorRef": flavor, "imageRef": "", "networks": "none",
+        "block_device_mapping_v2": [{
+            "uuid": root["id"], "source_type": "volume", "destination_type": "volume",
+            "boot_index": "0", "delete_on_termination": False}]}}).json()["server"]["id"]
+    _wait(a.c, f"/compute/v2.1/servers/{sid}", "server", "ACTIVE")
+    drv = QemuDriver(srv.state / "instances")
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    image_id = a.nova("POST", f"/servers/{sid}/action", 202, json={
+        "createImage": {"name": _uniq("bfv-snap")}}).json()["image_id"]
+    image = _wait(a.c, f"/image/v2/images/{image_id}", "", "active")
+    snap_id = json.loads(image["block_device_mapping"])[0]["snapshot_id"]
+    im, sn, sv, vo, gi = (f"image:{image_id}", f"snapshot:{snap_id}", f"server:{sid}",
+                          f"volume:{root['id']}", f"image:{guest}")
+
+    g = a.lineage("images", image_id)
+    assert {(gi, vo, "clone"), (vo, sv, "boot"), (vo, sn, "snapshot"),
+            (sn, im, "snapshot"), (sv, im, "snapshot")} <= edges(g), g
+    assert node(g, im)["location"] is None and node(g, im)["engine"] is None
+    assert node(g, sn)["holds_data_for"] == [] and node(g, vo)["holds_data_for"] == []
+
+    v2 = a.volume(imageRef=image_id)
+    vo2 = f"volume:{v2['id']}"
+    g = a.lineage("volumes", v2["id"])
+    assert {(sn, vo2, "clone"), (im, vo2, "copy")} <= edges(g), g
+    assert node(g, sn)["holds_data_for"] == [vo2]
+    bl = a.blockers("snapshots", snap_id)
+    assert reasons(bl) == {"has_clones": [vo2]}
+    bl = a.blockers("volumes", root["id"])
+    assert set(reasons(bl)) == {"attached", "has_snapshots"} and \
+        reasons(bl)["attached"] == [sv]
+
+    a.c.delete(f"{a.v}/volumes/{v2['id']}")
+    a.wait_volume(v2["id"], "gone")
+    a.nova("DELETE", f"/servers/{sid}", 204)
+    _wait(a.c, f"/compute/v2.1/servers/{sid}", "server", "gone")
+    assert a.c.delete(f"/image/v2/images/{image_id}").status_code == 204
+    if a.c.get(f"{a.v}/snapshots/{snap_id}").status_code == 200:
+        a.c.delete(f"{a.v}/snapshots/{snap_id}")
+        _wait(a.c, f"{a.v}/snapshots/{snap_id}", "snapshot", "gone")
+    a.wait_volume(root["id"], "available")
+    assert a.blockers("volumes", root["id"])["deletable"]
+    a.c.delete(f"{a.v}/volumes/{root['id']}")
+    a.wait_volume(root["id"], "gone")
