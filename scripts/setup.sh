@@ -22,11 +22,13 @@ esac
 # compute (OVMF for UEFI guests, genisoimage for config drives, socat for the metadata
 # service's per-guest link); the network data plane (iproute2, nftables, dnsmasq);
 # PostgreSQL for the database tests; mmdebstrap and GRUB to
-# build the test cloud image from Debian's packages.
+# build the test cloud image from Debian's packages; Chromium and its WebDriver for the
+# dashboard's end-to-end tests.
 debs=(qemu-utils qemu-system-x86 busybox-static e2fsprogs cpio kmod ovmf genisoimage socat
       iproute2 nftables dnsmasq-base)
 [ "$test_deps" = 1 ] && debs+=(postgresql mmdebstrap grub-pc-bin grub-efi-amd64-bin mtools
-                               dosfstools fdisk iputils-ping openssh-client)
+                               dosfstools fdisk iputils-ping openssh-client
+                               chromium chromium-driver fonts-dejavu-core)
 
 missing=()
 for pkg in "${debs[@]}"; do

@@ -380,6 +380,12 @@ OPTIONS: tuple[Option, ...] = (
     # [identity]
     Option("identity", "password_min_length", "non_negative_int", "0",
            "Shortest password a user may be given."),
+    # [dashboard]
+    Option("dashboard", "enabled", "bool", "true",
+           "Serve the web dashboard at /dashboard (log in with a Keystone user)."),
+    Option("dashboard", "key_repository", "path", "$state_path/dashboard-keys",
+           "Fernet keys that encrypt the dashboard's session cookie (created when "
+           "missing; every API process of a deployment must share them)."),
 )
 
 _REF = re.compile(r"\$(\w+)|\$\{(\w+)\}")

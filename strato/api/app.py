@@ -10,6 +10,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from strato import dashboard
 from strato.api import (
     compute,
     compute_proxies,
@@ -43,6 +44,9 @@ def build_app(services: object) -> FastAPI:
                    volume_reads, volume_transfers, volume_qos, volume_backups, network,
                    compute_proxies, server_tags, snapshot_schedules, lineage):
         app.include_router(module.router)
+    conf = getattr(services, "conf", None)  # None: a route listing (tests, scripts)
+    if conf is not None and conf.dashboard.enabled:
+        dashboard.install(app, services)
     app.include_router(unimplemented.router)  # LAST: the reference's other routes, 501
 
     @app.get("/", include_in_schema=False)

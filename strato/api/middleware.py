@@ -54,6 +54,8 @@ def legacy_compute(scope: Scope) -> str | None:
 def is_public(method: str, path: str) -> bool:
     if method in ("GET", "HEAD") and path in _DISCOVERY:
         return True
+    if path == "/dashboard" or path.startswith("/dashboard/"):
+        return True  # the dashboard's own session (strato.dashboard) guards its pages
     return method == "POST" and path.rstrip("/") == "/identity/v3/auth/tokens"
 
 

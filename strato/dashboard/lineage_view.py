@@ -1,0 +1,7 @@
+"""Dashboard pages: lineage_view (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

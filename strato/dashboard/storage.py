@@ -1,0 +1,7 @@
+"""Dashboard pages: storage (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
