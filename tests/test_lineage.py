@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -624,3 +625,77 @@ def test_volume_backed_server_snapshot(srv: Server, a: Cloud) -> None:
     assert a.blockers("volumes", root["id"])["deletable"]
     a.c.delete(f"{a.v}/volumes/{root['id']}")
     a.wait_volume(root["id"], "gone")
+
+
+# ------------------------------------------------------------------ the walk's bounds
+def _walk_world(tmp: Path, depth: int) -> tuple[Any, Any, str]:
+    """A real local engine and SQLite database: an image record whose data carries a
+    chain of ``depth`` clones no record owns (``store`` nodes).  The services container
+    is a stand-in holding the real engine (a unit test of the walk alone)."""
+    from types import SimpleNamespace
+
+    from strato.db import Database, migrate
+    from strato.image.models import Image
+    from strato.storage import open_engine
+
+    url = f"sqlite:///{tmp}/walk.db"
+    migrate.upgrade(url)
+    db = Database(url)
+    engine = open_engine("local", root=tmp / "blocks")
+    image_id = str(uuid.uuid4())
+    engine.create("images", image_id, 1 << 20)
+    parent = ("images", image_id, "snap")
+    with engine.open("images", image_id) as img:
+        img.create_snap("snap")
+        img.protect_snap("snap")
+    for _ in range(depth):
+        name = f"volume-{uuid.uuid4()}.deleted"
+        engine.clone(*parent, "volumes", name)
+        with engine.open("volumes", name) as img:
+            img.create_snap("s")
+            img.protect_snap("s")
+        parent = ("volumes", name, "s")
+    with db.session() as s:
+        s.add(Image(id=image_id, name="base", status="active", owner="p1", size=1 << 20,
+                    visibility="private", location=engine.location("images", image_id,
+                                                                   "snap")))
+    services = SimpleNamespace(
+        stores=SimpleNamespace(by_pool={p: engine for p in ("images", "vms", "volumes")},
+                               vms_pool="vms", images_pool="images"),
+        image=SimpleNamespace(stores={}),
+        volume=SimpleNamespace(backends={"b": SimpleNamespace(pool="volumes")}))
+    return services, db, f"image:{image_id}"
+
+
+def test_walk_is_bounded_and_stops_at_what_the_caller_cannot_see(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from strato.context import RequestContext
+    from strato.lineage import graph as lineage_graph
+    from strato.lineage.api import render
+
+    services, db, start = _walk_world(tmp_path, 6)
+    admin = RequestContext(user_id="a", project_id="p0", roles=["admin"])
+    owner = RequestContext(user_id="u", project_id="p1", roles=["member"])
+
+    def walk(ctx: RequestContext) -> dict[str, Any]:
+        with db.session(readonly=True) as session:
+            return check_graph({"lineage": render(
+                lineage_graph.Walker(services, ctx, session).walk(start))})
+
+    g = walk(admin)
+    assert len(g["nodes"]) == 7 and not g["truncated"]
+    assert all(n["kind"] == "store" for n in g["nodes"][1:])
+    assert len(edges(g)) == 6 and {r for _, _, r in edges(g)} == {"clone"}
+    monkeypatch.setattr(lineage_graph, "MAX_NODES", 4)
+    g = walk(admin)
+    assert len(g["nodes"]) == 4 and g["truncated"]
+    monkeypatch.setattr(lineage_graph, "MAX_NODES", 300)
+    monkeypatch.setattr(lineage_graph, "MAX_DEPTH", 3)
+    g = walk(admin)
+    assert len(g["nodes"]) == 4 and g["truncated"]
+    monkeypatch.setattr(lineage_graph, "MAX_DEPTH", 64)
+    # nobody's known to own the kept clones: opaque to a project, and the walk stops
+    g = walk(owner)
+    assert [n["opaque"] for n in g["nodes"]] == [False, True]
+    assert g["nodes"][0]["holds_data_for"] == ["opaque:1"]
+    db.dispose()
