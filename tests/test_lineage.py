@@ -223,6 +223,16 @@ def test_route_errors(srv: Server, a: Cloud) -> None:
     assert r.status_code == 404 and set(r.json()) == {"itemNotFound"}, r.text
     r = httpx.get(f"{srv.url}/lineage/v1/volumes/{uuid.uuid4()}")  # no token
     assert r.status_code == 401 and set(r.json()) == {"unauthorized"}, r.text
+    # an unscoped token (a user with no project at all): the rules refuse it
+    name, password = _uniq("loner"), uuid.uuid4().hex
+    with srv.client(srv.token()) as admin:
+        r = admin.post("/identity/v3/users", json={"user": {"name": name,
+                                                             "password": password}})
+        assert r.status_code == 201, r.text
+    unscoped = srv.token(name, password, project=None)
+    r = httpx.get(f"{srv.url}/lineage/v1/volumes/{uuid.uuid4()}",
+                  headers={"X-Auth-Token": unscoped})
+    assert r.status_code == 403 and set(r.json()) == {"forbidden"}, r.text
 
 
 def test_volume_chain_and_its_blockers(a: Cloud) -> None:
@@ -256,6 +266,14 @@ def test_volume_chain_and_its_blockers(a: Cloud) -> None:
     # from the image down: the whole chain
     g = a.lineage("images", image["id"])
     assert {(im, vo1, "clone"), (sn1, vo2, "clone"), (vo2, bk1, "backup")} <= edges(g)
+    # from the middle and from the end: ancestors up to the image
+    g = a.lineage("snapshots", s1["id"])
+    assert g["root"] == sn1 and {(im, vo1, "clone"), (vo1, sn1, "snapshot"),
+                                 (sn1, vo2, "clone")} <= edges(g)
+    g = a.lineage("backups", b2["id"])
+    assert g["root"] == bk2 and {(im, vo1, "clone"), (sn1, vo2, "clone"),
+                                 (vo2, bk1, "backup"), (bk1, bk2, "backup")} <= edges(g)
+    assert node(g, bk2)["location"] is None and node(g, bk2)["engine"] is None
 
     # image: its data carries a clone -> 409
     bl = a.blockers("images", image["id"])
