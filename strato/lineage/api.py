@@ -73,7 +73,7 @@ class LineageAPI:
     def blockers(self, ctx: RequestContext, collection: str, resource_id: str
                  ) -> dict[str, Any]:
         start = self._start(ctx, collection, resource_id, "lineage:delete_blockers")
-        kind, rid = start.split(":", 1)
+        kind = start.split(":", 1)[0]
         with self.db.session(readonly=True) as session:
             walker = Walker(self.services, ctx, session)
             node = walker.node(start)
