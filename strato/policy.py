@@ -38,10 +38,11 @@ def all_rules() -> list[policy.RuleDefault]:
     from strato.compute.policies import RULES as COMPUTE
     from strato.identity.policies import RULES as IDENTITY
     from strato.image.policies import RULES as IMAGE
+    from strato.lineage.policies import RULES as LINEAGE
     from strato.network.policies import RULES as NETWORK
     from strato.volume.policies import RULES as VOLUME
 
-    return [*BASE_RULES, *IDENTITY, *IMAGE, *VOLUME, *BACKUP, *COMPUTE, *NETWORK]
+    return [*BASE_RULES, *IDENTITY, *IMAGE, *VOLUME, *BACKUP, *COMPUTE, *NETWORK, *LINEAGE]
 
 
 class Enforcer:

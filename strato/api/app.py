@@ -18,6 +18,7 @@ from strato.api import (
     identity,
     identity_admin,
     image,
+    lineage,
     network,
     server_tags,
     snapshot_schedules,
@@ -41,7 +42,7 @@ def build_app(services: object) -> FastAPI:
     app.add_middleware(RequestMiddleware, services=services)
     for module in (identity, identity_admin, compute, compute_reads, image, volume,
                    volume_reads, volume_transfers, volume_qos, volume_backups, network,
-                   compute_proxies, server_tags, snapshot_schedules):
+                   compute_proxies, server_tags, snapshot_schedules, lineage):
         app.include_router(module.router)
     conf = getattr(services, "conf", None)  # None: a route listing (tests, scripts)
     if conf is not None and conf.dashboard.enabled:

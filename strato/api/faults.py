@@ -14,7 +14,7 @@ _NOVA_NAMES = {
     501: "notImplemented", 503: "serviceUnavailable",
 }
 
-SERVICES = ("identity", "compute", "image", "volume", "networking")
+SERVICES = ("identity", "compute", "image", "volume", "networking", "lineage")
 
 
 def service_of(path: str) -> str:
@@ -43,8 +43,8 @@ def fault_body(service: str, status: int, message: str, kind: str | None = None)
         return {"NeutronError": {
             "type": kind or _NEUTRON_TYPES.get(status, "HTTPInternalServerError"),
             "message": message, "detail": ""}}
-    if service in ("compute", "volume"):
-        name = _NOVA_NAMES.get(status, "computeFault" if service == "compute" else "error")
+    if service in ("compute", "volume", "lineage"):  # lineage: compute's format
+        name = _NOVA_NAMES.get(status, "error" if service == "volume" else "computeFault")
         return {name: {"code": status, "message": message}}
     if service == "image":
         # What Glance's webob faults render as JSON.

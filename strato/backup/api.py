@@ -23,7 +23,7 @@ from sqlalchemy import exists, select, update
 from strato import events
 from strato.backup.models import Backup
 from strato.context import RequestContext
-from strato.exceptions import BadRequest, NotFound
+from strato.exceptions import BadRequest, NotFound, StratoError
 from strato.jobs.queue import enqueue
 from strato.volume.api import (
     VolumeAPI,
@@ -61,6 +61,22 @@ def set_status(session: Any, backup_id: str, expected: str, new: str,
         Backup.id == backup_id, Backup.status == expected).values(
         status=new, updated_at=datetime.now(UTC), **values))
     return result.rowcount == 1
+
+
+def delete_refusals(b: Backup, has_dependents: bool, force: bool = False
+                    ) -> list[tuple[str, StratoError]]:
+    """Why Cinder's backup delete refuses ``b`` now, as (reason, error) in the order the
+    delete checks them; [] when it may go.  Shared by the delete and the lineage API's
+    delete blockers.  ``has_dependents``: incremental backups are based on it."""
+    out: list[tuple[str, StratoError]] = []
+    allowed = FORCE_DELETABLE if force else DELETABLE
+    if b.status not in allowed:
+        out.append(("busy", BadRequest(f"Invalid backup: Backup status must be "
+                                       f"{' or '.join(allowed)}.")))
+    if has_dependents:
+        out.append(("has_dependent_backups", BadRequest(
+            "Invalid backup: Incremental backups exist for this backup.")))
+    return out
 
 
 def _bool(value: Any) -> bool:
@@ -262,13 +278,11 @@ class BackupAPI:
                 self._enforce(ctx, "volume_extension:backup_admin_actions:force_delete", b)
             else:
                 self._enforce(ctx, "backup:delete", b)
-            allowed = FORCE_DELETABLE if force else DELETABLE
-            if b.status not in allowed:
-                raise BadRequest(f"Invalid backup: Backup status must be "
-                                 f"{' or '.join(allowed)}.")
-            if session.scalar(select(exists().where(Backup.parent_id == b.id))):
-                raise BadRequest("Invalid backup: Incremental backups exist for this "
-                                 "backup.")
+            refusals = delete_refusals(
+                b, bool(session.scalar(select(exists().where(Backup.parent_id == b.id)))),
+                force)
+            if refusals:
+                raise refusals[0][1]
             if not set_status(session, b.id, b.status, "deleting"):
                 raise BadRequest(f"Backup {b.id} changed state; try again.")
             enqueue(session, "backup.delete", {"backup_id": b.id, "previous": b.status,

@@ -57,10 +57,19 @@ SELF_CHECKED = frozenset({"changePassword", "trigger_crash_dump"})
 _LOCK_273 = Obj({"locked_reason": Str(255, min=1)}, extra=None, nullable=True)
 
 
+def lock_refusal(ctx: RequestContext, inst: Instance) -> Conflict | None:
+    """The error Nova's ``check_instance_lock`` answers (None: not refused); shared with
+    the lineage API's delete blockers."""
+    if inst.locked and not ctx.is_admin:
+        return Conflict(f"Instance {inst.id} is locked")
+    return None
+
+
 def ensure_unlocked(ctx: RequestContext, inst: Instance) -> None:
     """Nova's ``check_instance_lock``: only an admin changes a locked server."""
-    if inst.locked and not ctx.is_admin:
-        raise Conflict(f"Instance {inst.id} is locked")
+    refused = lock_refusal(ctx, inst)
+    if refused is not None:
+        raise refused
 
 
 def check_action(api: ComputeAPI, ctx: RequestContext, server_id: str, name: str,

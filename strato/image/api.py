@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
-from strato.exceptions import BadRequest, Conflict, Forbidden, NotFound, OverLimit
+from strato.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OverLimit,
+    StratoError,
+)
 from strato.image.formats import CONTAINER_FORMATS, DISK_FORMATS
 from strato.image.models import Image, ImageMember, ImageProperty, ImageTag
 from strato.image.stores.base import ImageStore, InUseByStore, LeftBehind, NotFoundInStore
@@ -350,12 +357,10 @@ class ImageAPI:
         """
         with self.db.session() as session:
             image = self.load(session, ctx, image_id)
-            self.require_owner(ctx, image, "delete_image")
-            if image.protected:
-                raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
-            previous = image.status
-            if previous == "pending_delete":
-                raise Conflict(f"Image {image_id} is being deleted.")
+            self.policy.enforce(ctx, "delete_image", self._target(image))
+            refusals = self.delete_refusals(ctx, image)
+            if refusals:
+                raise refusals[0][1]
             self.start_delete(session, image)
         try:
             self.finish_delete(image_id)
@@ -365,6 +370,23 @@ class ImageAPI:
         except Exception as exc:  # noqa: BLE001 - the job finishes it; the client is done
             LOG.warning("image %s: delete not finished at once (%s: %s); job image.delete "
                         "will finish it", image_id, type(exc).__name__, exc)
+
+    @staticmethod
+    def delete_refusals(ctx: RequestContext, image: Image) -> list[tuple[str, StratoError]]:
+        """Why the delete refuses ``image`` before touching its data, as (reason, error)
+        in the order it checks them; [] when it goes on (clones that need the data still
+        refuse it then: the store's InUseByStore, 409).  Shared by the delete and the
+        lineage API's delete blockers."""
+        out: list[tuple[str, StratoError]] = []
+        if not ctx.is_admin and image.owner != ctx.project_id:
+            out.append(("not_owner", Forbidden(
+                f"You are not permitted to modify image {image.id}.")))
+        if image.protected:
+            out.append(("protected", Forbidden(
+                f"Image {image.id} is protected and cannot be deleted.")))
+        if image.status == "pending_delete":
+            out.append(("busy", Conflict(f"Image {image.id} is being deleted.")))
+        return out
 
     def start_delete(self, session: Session, image: Image) -> None:
         """``pending_delete`` and the job that finishes the delete, in the caller's

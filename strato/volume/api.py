@@ -22,7 +22,7 @@ from strato import events
 from strato.config import Config
 from strato.context import RequestContext
 from strato.db import Database
-from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit
+from strato.exceptions import BadRequest, Conflict, NotFound, OverLimit, StratoError
 from strato.image.api import ImageAPI
 from strato.image.models import Image
 from strato.jobs.queue import enqueue
@@ -478,18 +478,11 @@ class VolumeAPI:
         with self.db.session() as session:
             vol = self.get_volume_row(session, ctx, volume_id)
             self.policy.enforce(ctx, "volume:delete", {"project_id": vol.project_id})
-            if vol.status not in DELETABLE or vol.migration_status in MIGRATING:
-                raise BadRequest(f"Invalid volume: Volume status must be available or error "
-                                 f"or error_restoring or error_extending or error_managing "
-                                 f"or error_deleting "
-                                 f"and must not be migrating, attached, belong to a group, "
-                                 f"have snapshots or be disassociated from snapshots after "
-                                 f"volume transfer (status {vol.status}).")
             snaps = session.scalar(select(func.count()).select_from(Snapshot).where(
                 Snapshot.volume_id == volume_id))
-            if snaps and not cascade:
-                raise BadRequest(f"Invalid volume: Volume {volume_id} still has {snaps} "
-                                 "dependent snapshots.")
+            refusals = volume_delete_refusals(vol, snaps, cascade)
+            if refusals:
+                raise refusals[0][1]
             if snaps:
                 self._cascade_snapshots(session, volume_id)
             previous = vol.status
@@ -664,9 +657,9 @@ class VolumeAPI:
         with self.db.session() as session:
             snap = self.get_snapshot_row(session, ctx, snapshot_id)
             self.policy.enforce(ctx, "volume:delete_snapshot", {"project_id": snap.project_id})
-            if snap.status not in SNAPSHOT_DELETABLE:
-                raise BadRequest(f"Invalid snapshot: Snapshot status must be available or "
-                                 f"error (status {snap.status}).")
+            refusals = snapshot_delete_refusals(snap)
+            if refusals:
+                raise refusals[0][1]
             if not self.set_status(session, Snapshot, snapshot_id, snap.status, "deleting"):
                 raise BadRequest(f"Snapshot {snapshot_id} changed state; try again.")
             vol = session.get(Volume, snap.volume_id)
@@ -900,6 +893,36 @@ class VolumeAPI:
                 if row.resource in resources or row.resource.startswith(
                         ("volumes_", "gigabytes_", "snapshots_")):
                     session.delete(row)
+
+
+def volume_delete_refusals(vol: Volume, snapshots: int, cascade: bool = False
+                           ) -> list[tuple[str, StratoError]]:
+    """Why Cinder's delete refuses ``vol`` now, as (reason, error) in the order the delete
+    checks them; [] when it may go.  The one predicate the delete and the lineage API's
+    delete blockers share, so the two never disagree.  ``snapshots``: how many it has."""
+    out: list[tuple[str, StratoError]] = []
+    if vol.status not in DELETABLE or vol.migration_status in MIGRATING:
+        reason = "attached" if vol.status == "in-use" else "busy"
+        out.append((reason, BadRequest(
+            f"Invalid volume: Volume status must be available or error "
+            f"or error_restoring or error_extending or error_managing "
+            f"or error_deleting "
+            f"and must not be migrating, attached, belong to a group, "
+            f"have snapshots or be disassociated from snapshots after "
+            f"volume transfer (status {vol.status}).")))
+    if snapshots and not cascade:
+        out.append(("has_snapshots", BadRequest(
+            f"Invalid volume: Volume {vol.id} still has {snapshots} dependent snapshots.")))
+    return out
+
+
+def snapshot_delete_refusals(snap: Snapshot) -> list[tuple[str, StratoError]]:
+    """Why the snapshot delete refuses ``snap`` at once (its status); clones that need it
+    refuse later, in the job (``RBDDriver.snapshot_has_clones``), as Cinder's do."""
+    if snap.status in SNAPSHOT_DELETABLE:
+        return []
+    return [("busy", BadRequest(f"Invalid snapshot: Snapshot status must be available or "
+                                f"error (status {snap.status})."))]
 
 
 def _is_public_filter(value: str | None) -> bool | None:
