@@ -164,6 +164,33 @@ def test_upload_streams_through_and_download_is_the_same(admin: Browser) -> None
     assert digest.hexdigest() == shown["os_hash_value"]
 
 
+def test_a_queued_image_takes_its_data_on_its_own_page(admin: Browser) -> None:
+    """The plain form (no script) makes the record; its page offers the upload."""
+    page = follow(admin, admin.post("/dashboard/images", {"name": "dash-later",
+                                                           "disk_format": "raw"}))
+    image_id = re.search(r"/dashboard/images/([0-9a-f-]{36})", str(page.url)).group(1)
+    assert "not uploaded yet" in flash(page)
+    assert re.search(r'id="image-status"[^>]*>queued<', page.text)
+    assert f'data-upload="/dashboard/images/{image_id}/file"' in page.text
+    assert 'id="image-progress"' in page.text  # polls until the data is there
+    data = os.urandom(MIB)
+    put = admin.client.put(f"/dashboard/images/{image_id}/file", content=data, headers={
+        "Origin": admin.server.url, "X-CSRF-Token": admin.csrf,
+        "Content-Type": "application/octet-stream"})
+    assert put.status_code == 200, put.text
+    state = wait_done(admin, f"/dashboard/images/{image_id}/progress")
+    assert state["status"] == "active"
+    # a second upload: Glance's refusal comes back as JSON for upload.js to show
+    again = admin.client.put(f"/dashboard/images/{image_id}/file", content=data, headers={
+        "Origin": admin.server.url, "X-CSRF-Token": admin.csrf,
+        "Content-Type": "application/octet-stream"})
+    assert again.status_code == 409 and again.json()["error"]
+    with admin.client.stream("GET", f"/dashboard/images/{image_id}/download") as down:
+        assert down.read() == data
+    gone = follow(admin, admin.post(f"/dashboard/images/{image_id}/delete"))
+    assert "deleted" in flash(gone) and f'data-id="{image_id}"' not in gone.text
+
+
 def test_volume_snapshot_chain_through_the_forms(admin: Browser, chain: Chain) -> None:
     volumes = admin.get("/dashboard/volumes").text
     for vid in (chain.volume, chain.volume2):
