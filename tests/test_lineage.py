@@ -464,3 +464,91 @@ def test_server_chain_deleted_disk_and_project_scope(srv: Server, a: Cloud, b: C
     assert a.c.delete(f"/image/v2/images/{snap_id}").status_code == 204
     g = admin.lineage("images", guest)
     assert kept not in {n["id"] for n in g["nodes"]}
+
+
+# ------------------------------------------------------------------ the same on every engine
+def chain_shape(cloud: Cloud) -> tuple[str, tuple[Any, ...]]:
+    """image -> volume clone -> snapshot -> volume clone on ``cloud``'s server: its
+    engine, and the graphs' and blockers' shape with every id replaced by its role
+    (compared across engines); the resources are deleted again."""
+    image = cloud.upload(b"\x33" * (1 << 20))
+    v1 = cloud.volume(size=1, imageRef=image["id"])
+    s1 = cloud.snapshot(v1["id"])
+    v2 = cloud.volume(snapshot_id=s1["id"])
+    roles = {f"image:{image['id']}": "I", f"volume:{v1['id']}": "V1",
+             f"snapshot:{s1['id']}": "S1", f"volume:{v2['id']}": "V2"}
+    names = {image["id"]: "<I>", v1["id"]: "<V1>", s1["id"]: "<S1>", v2["id"]: "<V2>"}
+    shapes: list[Any] = []
+    engines: set[str] = set()
+    for kind, rid in (("volumes", v2["id"]), ("images", image["id"])):
+        g = cloud.lineage(kind, rid)
+        engines |= {n["engine"] for n in g["nodes"]}
+        assert len(engines) == 1, g
+        fsid = g["nodes"][0]["location"].split("/")[2]
+
+        def loc(text: str | None, fsid: str = fsid) -> str | None:
+            if text is None:
+                return None
+            for real, role in names.items():
+                text = text.replace(real, role)
+            return text.replace(fsid, "<fsid>")
+
+        shapes.append((
+            roles[g["root"]],
+            sorted((roles[n["id"]], n["kind"], n["status"], n["size"] if n["kind"] != "image"
+                    else "-", loc(n["location"]),
+                    tuple(sorted(roles[h] for h in n["holds_data_for"])))
+                   for n in g["nodes"]),
+            sorted((roles[e["from"]], roles[e["to"]], e["relation"]) for e in g["edges"])))
+    for kind, rid in (("snapshots", s1["id"]), ("images", image["id"])):
+        bl = cloud.blockers(kind, rid)
+        shapes.append(sorted((x["reason"], tuple(roles[n] for n in x["nodes"]))
+                             for x in bl["blockers"]))
+    cloud.c.delete(f"{cloud.v}/volumes/{v2['id']}")
+    cloud.wait_volume(v2["id"], "gone")
+    cloud.c.delete(f"{cloud.v}/snapshots/{s1['id']}")
+    _wait(cloud.c, f"{cloud.v}/snapshots/{s1['id']}", "snapshot", "gone")
+    cloud.c.delete(f"{cloud.v}/volumes/{v1['id']}")
+    cloud.wait_volume(v1["id"], "gone")
+    assert cloud.c.delete(f"/image/v2/images/{image['id']}").status_code == 204
+    return engines.pop(), tuple(shapes)
+
+
+def test_chain_shape_on_local(a: Cloud) -> None:
+    engine, shape = chain_shape(a)
+    assert engine == "local"
+    assert shape[0][0] == "V2" and ("I", "V1", "clone") in shape[0][2]
+    assert shape[2] == [("has_clones", ("V2",))] and shape[3] == [("has_clones", ("V1",))]
+
+
+def test_busy_is_what_the_real_delete_refuses(srv: Server) -> None:
+    """A volume or snapshot in a state the delete refuses (an admin's reset puts it
+    there, as a stuck operation would) is ``busy``; back in ``available`` it goes."""
+    admin = Cloud(srv, srv.token())
+    vol = admin.volume(size=1)
+    snap = admin.snapshot(vol["id"])
+    for status in ("maintenance", "attaching", "uploading"):
+        r = admin.c.post(f"{admin.v}/volumes/{vol['id']}/action",
+                         json={"os-reset_status": {"status": status}})
+        assert r.status_code == 202, r.text
+        bl = admin.blockers("volumes", vol["id"])
+        assert reasons(bl)["busy"] == [], bl
+        r = admin.c.delete(f"{admin.v}/volumes/{vol['id']}")
+        assert r.status_code == 400 and status in r.json()["badRequest"]["message"], r.text
+    admin.c.post(f"{admin.v}/volumes/{vol['id']}/action",
+                 json={"os-reset_status": {"status": "available"}})
+    r = admin.c.post(f"{admin.v}/snapshots/{snap['id']}/action",
+                     json={"os-reset_status": {"status": "backing-up"}})
+    assert r.status_code == 202, r.text
+    bl = admin.blockers("snapshots", snap["id"])
+    assert reasons(bl) == {"busy": []}
+    assert admin.c.delete(f"{admin.v}/snapshots/{snap['id']}").status_code == 400
+    admin.c.post(f"{admin.v}/snapshots/{snap['id']}/action",
+                 json={"os-reset_status": {"status": "available"}})
+    assert admin.blockers("snapshots", snap["id"])["deletable"]
+    assert admin.c.delete(f"{admin.v}/snapshots/{snap['id']}").status_code == 202
+    _wait(admin.c, f"{admin.v}/snapshots/{snap['id']}", "snapshot", "gone")
+    bl = admin.blockers("volumes", vol["id"])
+    assert bl["deletable"] and bl["blockers"] == [] and bl["deferred"] == []
+    assert admin.c.delete(f"{admin.v}/volumes/{vol['id']}").status_code == 202
+    admin.wait_volume(vol["id"], "gone")

@@ -154,8 +154,11 @@ class Walker:
             image = s.get(Image, rid)
             if image is None:
                 return None
+            # a block-store location only: a file store's path is the host's business
+            location = image.location if (image.location or "").startswith("rbd://") \
+                else None
             node = Node(key, kind, rid, image.name, image.status, image.size, image.owner,
-                        image.location, visible=self._image_visible(image))
+                        location, visible=self._image_visible(image))
             node.store = self._store_of_location(image.location)
             node.engine = self._engine_name(node.store) or (
                 image.store and self._kind_of_store(image.store))
