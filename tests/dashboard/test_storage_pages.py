@@ -10,6 +10,7 @@ import hashlib
 import html
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -527,3 +528,30 @@ def section_of(text: str, form_id: str) -> str:
     found = re.search(rf'<form [^>]*id="{form_id}".*?</form>', text, re.S)
     assert found, f"no form#{form_id}"
     return found.group(0)
+
+
+def test_an_upload_cut_off_leaves_the_image_queued(admin: Browser) -> None:
+    """The browser goes away mid-file: Glance sees the end of the stream as the client
+    leaving, and the record is queued again for a retry from its page."""
+    made = admin.client.post("/dashboard/images", json={"name": "dash-cut",
+                                                        "disk_format": "raw"},
+                             headers={"Origin": admin.server.url, "X-CSRF-Token": admin.csrf})
+    image_id = made.json()["id"]
+    cookie = "; ".join(f"{k}={v}" for k, v in admin.client.cookies.items())
+    with socket.create_connection(("127.0.0.1", admin.server.port)) as raw:
+        raw.sendall((f"PUT /dashboard/images/{image_id}/file HTTP/1.1\r\n"
+                     f"Host: 127.0.0.1:{admin.server.port}\r\n"
+                     f"Origin: {admin.server.url}\r\nX-CSRF-Token: {admin.csrf}\r\n"
+                     f"Cookie: {cookie}\r\nContent-Type: application/octet-stream\r\n"
+                     f"Content-Length: {10 * MIB}\r\n\r\n").encode())
+        raw.sendall(os.urandom(2 * MIB))
+        deadline = time.monotonic() + 30
+        while admin_get(admin.server, f"/image/v2/images/{image_id}")["status"] != "saving":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while admin_get(admin.server, f"/image/v2/images/{image_id}")["status"] != "queued":
+        assert time.monotonic() < deadline, "the image never went back to queued"
+        time.sleep(0.1)
+    page = admin.get(f"/dashboard/images/{image_id}")
+    assert f'data-upload="/dashboard/images/{image_id}/file"' in page.text
