@@ -552,3 +552,19 @@ def test_busy_is_what_the_real_delete_refuses(srv: Server) -> None:
     assert bl["deletable"] and bl["blockers"] == [] and bl["deferred"] == []
     assert admin.c.delete(f"{admin.v}/volumes/{vol['id']}").status_code == 202
     admin.wait_volume(vol["id"], "gone")
+
+
+def test_policy_defaults() -> None:
+    """Any role on a project may ask (the walk cuts the answer to that project); a token
+    without a project may not, unless it is an admin's."""
+    from strato.context import RequestContext
+    from strato.policy import Enforcer
+
+    enforcer = Enforcer()
+    for rule in ("lineage:show", "lineage:delete_blockers"):
+        for roles in (["reader"], ["member"], ["admin"]):
+            ctx = RequestContext(user_id="u", project_id="p1", roles=roles)
+            assert enforcer.allowed(ctx, rule), (rule, roles)
+        unscoped = RequestContext(user_id="u", project_id=None, roles=["reader"])
+        assert not enforcer.allowed(unscoped, rule, {"project_id": ""})
+    assert '"lineage:show"' in enforcer.defaults_yaml()
