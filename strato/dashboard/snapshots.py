@@ -97,5 +97,5 @@ async def delete_snapshot(request: Request, snapshot_id: str) -> Response:
     clones = [b for b in blockers["blockers"] if b["reason"] == "has_clones"]
     if clones:
         return failed(ctx, _page(snapshot_id), f"The delete was accepted, but the volume "
-                      f"service will refuse it: {clones[0]['message']}.")
+                      f"service will refuse it: {clones[0]['message'].rstrip('.')}.")
     return done(ctx, "/dashboard/snapshots", f"Snapshot {snapshot_id} is being deleted.")
