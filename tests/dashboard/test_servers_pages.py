@@ -1,0 +1,316 @@
+"""The dashboard's compute pages over HTTP, against a real server and ONE real guest
+booted through the create form: every page renders, power actions and createImage /
+createBackup go through the API with the user's token, refusals read as the service
+wrote them (never a 500), CSRF is required, and another project sees nothing.
+(The browser tests of part C drive the same pages in chromium.)"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from strato.virt.qemu import QemuDriver
+from tests.compute.conftest import Nova, guest_server, wait_console
+from tests.support import Server
+
+TIMEOUT = 120.0
+
+
+def _csrf(text: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
+
+
+def _flash(text: str) -> tuple[str, str] | None:
+    found = re.search(r'<p class="flash flash-(\w+)" id="flash"[^>]*>(.*?)</p>', text, re.S)
+    return (found.group(1), html.unescape(found.group(2))) if found else None
+
+
+def login(srv: Server, user: str = "admin", password: str | None = None,
+          project: str = "admin") -> httpx.Client:
+    """A browser-like client logged in through the dashboard's own form."""
+    client = httpx.Client(base_url=srv.url, timeout=60, headers={"Origin": srv.url})
+    page = client.get("/dashboard/login")
+    answer = client.post("/dashboard/login", data={
+        "csrf_token": _csrf(page.text), "username": user,
+        "password": password or srv.password, "project": project, "domain": "Default"})
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def submit(client: httpx.Client, path: str, data: dict[str, str] | None = None,
+           page: str | None = None) -> httpx.Response:
+    """POST a form with the session's CSRF token (read from a page, as a browser
+    would), answer the 303's page."""
+    token = _csrf(client.get(page or "/dashboard/servers").text)
+    answer = client.post(path, data={"csrf_token": token, **(data or {})})
+    assert answer.status_code == 303, (answer.status_code, answer.text)
+    return answer
+
+
+def poll_done(client: httpx.Client, sid: str, timeout: float = TIMEOUT) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        answer = client.get(f"/dashboard/servers/{sid}/progress",
+                            headers={"Accept": "application/json"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert set(body) >= {"status", "percent", "done", "text"}
+        if body["done"]:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"server {sid} still busy: {body}")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with guest_server(tmp_path_factory.mktemp("dsb"), {"compute": {
+            "sync_power_state_interval": "1"}}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def web(srv: Server) -> Iterator[httpx.Client]:
+    client = login(srv)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def nova(srv: Server) -> Nova:
+    return Nova(srv)
+
+
+@pytest.fixture(scope="module")
+def guest(srv: Server, web: httpx.Client, nova: Nova) -> str:
+    """The shared guest, booted through the create form from the tiny image."""
+    page = web.get("/dashboard/servers/new")
+    assert page.status_code == 200
+    image = re.search(r'<option value="([0-9a-f-]{36})"[^>]*>strato-guest ', page.text)
+    flavor = re.search(r'<option value="([^"]+)">m1.tiny ', page.text)
+    assert image and flavor, page.text
+    answer = submit(web, "/dashboard/servers/new", {
+        "name": "dash-guest", "boot_source": "image", "image": image.group(1),
+        "flavor": flavor.group(1), "key_name": ""}, page="/dashboard/servers/new")
+    sid = answer.headers["location"].rsplit("/", 1)[-1]
+    assert answer.headers["location"] == f"/dashboard/servers/{sid}"
+    nova.wait(sid, "ACTIVE")
+    wait_console(QemuDriver(srv.state / "instances"), sid, "STRATO-GUEST-READY bootcount=")
+    return sid
+
+
+def test_create_page_offers_what_exists(web: httpx.Client) -> None:
+    page = web.get("/dashboard/servers/new")
+    assert page.status_code == 200
+    for needle in ('id="server-create"', 'id="name"', 'id="boot-source"', 'id="image"',
+                   'id="volume"', 'id="snapshot"', 'id="flavor"', 'id="key-name"',
+                   'id="create-server"', '<option value="snapshot"', "strato-guest"):
+        assert needle in page.text, needle
+    assert 'id="network"' not in page.text  # this project has no network
+    assert "csrf_token" in page.text and "csrf_token=" not in page.text  # never in a URL
+
+
+def test_create_refused_in_the_services_words(web: httpx.Client) -> None:
+    answer = submit(web, "/dashboard/servers/new", {
+        "name": "no-flavor", "boot_source": "image", "image": str(uuid.uuid4()),
+        "flavor": "no-such-flavor"}, page="/dashboard/servers/new")
+    assert answer.headers["location"] == "/dashboard/servers/new"
+    page = web.get("/dashboard/servers/new")
+    kind, text = _flash(page.text)
+    assert kind == "error" and "no-such-flavor" in text, text
+
+
+def test_list_and_server_page(web: httpx.Client, guest: str) -> None:
+    listing = web.get("/dashboard/servers")
+    assert listing.status_code == 200
+    assert 'id="servers"' in listing.text and 'id="new-server"' in listing.text
+    row = re.search(rf'<tr data-id="{guest}">(.*?)</tr>', listing.text, re.S)
+    assert row and 'class="server-link"' in row.group(1)
+    assert re.search(r'<td class="status[^"]*">ACTIVE</td>', row.group(1))
+
+    page = web.get(f"/dashboard/servers/{guest}")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert re.search(r'id="server-status"[^>]*>ACTIVE<', text)
+    assert 'id="server-progress"' not in text  # resting: no poll
+    for needle in ('class="props"', 'id="action-start"', 'id="action-stop"',
+                   'id="action-reboot"', 'id="action-delete"', 'data-confirm=',
+                   'id="snapshot-form"', 'id="snapshot-name"', 'id="snapshot-submit"',
+                   'id="backup-form"', 'id="backup-name"', 'id="backup-type"',
+                   'id="backup-rotation"', 'id="backup-submit"', 'id="console-refresh"',
+                   'id="server-volumes"', 'id="actions"',
+                   f'id="lineage-link" href="/dashboard/lineage/servers/{guest}"',
+                   'id="server-image" href="/dashboard/images/', "m1.tiny"):
+        assert needle in text, needle
+    console = re.search(r'<pre class="console" id="console-log"[^>]*>(.*?)</pre>', text, re.S)
+    assert console and "STRATO-GUEST-READY" in console.group(1)
+    # the console asks for the last N lines
+    short = web.get(f"/dashboard/servers/{guest}", params={"lines": "3"}).text
+    tail = re.search(r'id="console-log"[^>]*>(.*?)</pre>', short, re.S).group(1)
+    assert 0 < len(tail.strip().splitlines()) <= 3
+    # the history: the create action with its events under it
+    create = re.search(r'<tr class="action" data-request-id="(req-[^"]+)">\s*<td[^>]*>'
+                       r'[^<]+</td>\s*<td>create</td>', text)
+    assert create, text
+    events = re.search(rf'<tr class="events" data-request-id="{create.group(1)}">(.*?)</tr>',
+                       text, re.S)
+    assert events and 'class="event"' in events.group(1)
+    assert "Success" in events.group(1)
+
+    done = poll_done(web, guest)
+    assert done == {"status": "ACTIVE", "task_state": None, "percent": None, "done": True,
+                    "text": "ACTIVE"}
+
+
+def test_csrf_is_required(srv: Server, web: httpx.Client, guest: str, nova: Nova) -> None:
+    bare = web.post(f"/dashboard/servers/{guest}/stop")
+    assert bare.status_code == 403
+    forged = web.post(f"/dashboard/servers/{guest}/stop", data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    token = _csrf(web.get("/dashboard/servers").text)
+    elsewhere = web.post(f"/dashboard/servers/{guest}/stop", data={"csrf_token": token},
+                         headers={"Origin": "http://evil.example"})
+    assert elsewhere.status_code == 403
+    assert nova.server(guest)["status"] == "ACTIVE"
+
+
+def test_power_actions_and_refusals(web: httpx.Client, guest: str, nova: Nova) -> None:
+    page = f"/dashboard/servers/{guest}"
+    answer = submit(web, f"{page}/stop", page=page)
+    assert answer.headers["location"] == page
+    shown = web.get(page).text
+    assert _flash(shown) == ("success", "The server is stopping.")
+    assert poll_done(web, guest)["status"] == "SHUTOFF"
+    assert nova.server(guest)["status"] == "SHUTOFF"
+
+    # a stop of a stopped server: the API's 409, in its words, on the page
+    submit(web, f"{page}/stop", page=page)
+    refused = web.get(page)
+    assert refused.status_code == 200
+    kind, text = _flash(refused.text)
+    assert kind == "error" and "Cannot 'stop' instance" in text and "stopped" in text, text
+
+    submit(web, f"{page}/start", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+    submit(web, f"{page}/reboot", page=page)
+    assert _flash(web.get(page).text) == ("success", "The server is rebooting.")
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+    # an action the page does not know is a flash too, never a 500
+    submit(web, f"{page}/explode", page=page)
+    assert _flash(web.get(page).text)[0] == "error"
+    history = web.get(page).text
+    for action in ("stop", "start", "reboot"):
+        assert f"<td>{action}</td>" in history, action
+
+
+def test_snapshot_creates_an_image(web: httpx.Client, guest: str, nova: Nova) -> None:
+    page = f"/dashboard/servers/{guest}"
+    answer = submit(web, f"{page}/snapshot", {"name": "dash-snap"}, page=page)
+    location = answer.headers["location"]
+    assert location.startswith("/dashboard/images/")
+    image_id = location.rsplit("/", 1)[-1]
+    deadline = time.monotonic() + TIMEOUT
+    image: dict = {}
+    while time.monotonic() < deadline:
+        image = nova.c.get(f"/image/v2/images/{image_id}").json()
+        if image.get("status") == "active":
+            break
+        time.sleep(0.3)
+    assert image.get("status") == "active" and image["name"] == "dash-snap", image
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+    assert "<td>createImage</td>" in web.get(page).text
+
+
+def test_backup_creates_an_image(web: httpx.Client, guest: str, nova: Nova) -> None:
+    page = f"/dashboard/servers/{guest}"
+    # a refusal first: the API's own words for a bad rotation
+    submit(web, f"{page}/backup", {"name": "b", "backup_type": "daily", "rotation": "-1"},
+           page=page)
+    kind, _ = _flash(web.get(page).text)
+    assert kind == "error"
+    answer = submit(web, f"{page}/backup", {"name": "dash-backup", "backup_type": "daily",
+                                            "rotation": "2"}, page=page)
+    assert answer.headers["location"] == page
+    kind, text = _flash(web.get(page).text)
+    assert kind == "success" and "as image" in text, text
+    image_id = re.search(r"as image ([0-9a-f-]{36})", text).group(1)
+    image = nova.c.get(f"/image/v2/images/{image_id}").json()
+    assert image["name"] == "dash-backup" and image.get("image_type") == "backup", image
+    assert image.get("backup_type") == "daily"
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+
+
+def test_boot_from_volume_shows_its_volume(srv: Server, web: httpx.Client, guest: str,
+                                           nova: Nova) -> None:
+    image_id = re.search(r'id="server-image" href="/dashboard/images/([0-9a-f-]{36})"',
+                         web.get(f"/dashboard/servers/{guest}").text).group(1)
+    vol = nova.c.post(f"/volume/v3/{nova.project_id}/volumes", json={"volume": {
+        "size": 1, "name": "dash-boot", "imageRef": image_id}})
+    assert vol.status_code == 202, vol.text
+    vid = vol.json()["volume"]["id"]
+    deadline = time.monotonic() + TIMEOUT
+    while nova.volume(vid).get("status") != "available":
+        assert time.monotonic() < deadline and nova.volume(vid).get("status") != "error"
+        time.sleep(0.3)
+    form_page = web.get("/dashboard/servers/new", params={"source": "volume", "id": vid})
+    assert re.search(rf'<option value="{vid}" selected>dash-boot', form_page.text)
+    flavor = re.search(r'<option value="([^"]+)">m1.tiny ', form_page.text).group(1)
+    answer = submit(web, "/dashboard/servers/new", {
+        "name": "dash-bfv", "boot_source": "volume", "volume": vid, "flavor": flavor},
+        page="/dashboard/servers/new")
+    sid = answer.headers["location"].rsplit("/", 1)[-1]
+    try:
+        assert poll_done(web, sid)["status"] == "ACTIVE"
+        page = web.get(f"/dashboard/servers/{sid}").text
+        assert f'id="server-boot-volume" href="/dashboard/volumes/{vid}"' in page
+        volumes = re.search(r'<table id="server-volumes">(.*?)</table>', page, re.S).group(1)
+        assert f'data-id="{vid}"' in volumes and "in-use" in volumes
+    finally:
+        submit(web, f"/dashboard/servers/{sid}/delete", page="/dashboard/servers")
+        nova.wait(sid, "gone")
+
+
+def test_another_project_sees_nothing(srv: Server, guest: str, nova: Nova) -> None:
+    admin = nova.c
+    name = f"dash-{uuid.uuid4().hex[:6]}"
+    project = admin.post("/identity/v3/projects", json={"project": {"name": name}}).json()
+    user = admin.post("/identity/v3/users", json={"user": {"name": name,
+                                                             "password": "pw"}}).json()
+    role = admin.get("/identity/v3/roles", params={"name": "member"}).json()["roles"][0]
+    admin.put(f"/identity/v3/projects/{project['project']['id']}/users/"
+              f"{user['user']['id']}/roles/{role['id']}")
+    other = login(srv, name, "pw", name)
+    try:
+        listing = other.get("/dashboard/servers")
+        assert listing.status_code == 200 and guest not in listing.text
+        page = other.get(f"/dashboard/servers/{guest}")
+        assert page.status_code == 404
+        assert 'id="error-message"' in page.text and "could not be found" in page.text
+        assert other.get(f"/dashboard/servers/{guest}/progress").json()["done"] is True
+        # an action on it: the API's 404 in words, and nothing happens
+        submit(other, f"/dashboard/servers/{guest}/stop")
+        after = other.get(f"/dashboard/servers/{guest}")
+        assert after.status_code == 404
+        kind, text = _flash(after.text)
+        assert kind == "error" and "could not be found" in text
+    finally:
+        other.close()
+    assert nova.server(guest)["status"] == "ACTIVE"
+
+
+def test_delete_through_the_form(web: httpx.Client, guest: str, nova: Nova) -> None:
+    answer = submit(web, f"/dashboard/servers/{guest}/delete",
+                    page=f"/dashboard/servers/{guest}")
+    assert answer.headers["location"] == "/dashboard/servers"
+    assert _flash(web.get("/dashboard/servers").text)[0] == "success"
+    nova.wait(guest, "gone")
+    assert poll_done(web, guest)["status"] == "DELETED"
+    assert web.get(f"/dashboard/servers/{guest}").status_code == 404
