@@ -32,6 +32,9 @@ MEASURED = frozenset({"BUILD", "REBUILD", "RESIZE", "MIGRATING"})
 HISTORY = 20
 CONSOLE_LINES = 50
 MAX_CONSOLE_LINES = 5000
+#: Nova's power_state numbers, for people
+POWER_NAMES = {0: "no state", 1: "running", 3: "paused", 4: "shut down", 6: "crashed",
+               7: "suspended"}
 POWER = {"start": ("os-start", "is starting"), "stop": ("os-stop", "is stopping"),
          "reboot": ("reboot", "is rebooting")}
 
@@ -133,7 +136,8 @@ async def server(request: Request, server_id: str) -> Response:
                   image=image, image_body=image_body, boot_volume=boot_volume,
                   console=console, console_err=console_err, lines=lines,
                   actions=actions, actions_err=actions_err,
-                  attachments=attachments, volumes_err=volumes_err)
+                  attachments=attachments, volumes_err=volumes_err,
+                  power_names=POWER_NAMES)
 
 
 @router.get("/dashboard/servers/{server_id}/progress", include_in_schema=False)

@@ -25,20 +25,13 @@ NOVA = "/compute/v2.1"
 BOOT_SOURCES = (("image", "Image"), ("volume", "Volume"), ("snapshot", "Volume snapshot"))
 
 
-def status_text(server: dict[str, Any]) -> str:
-    """The status as people read it: "ACTIVE", or "ACTIVE (image_snapshot)" while a
-    task runs."""
-    task = server.get("OS-EXT-STS:task_state")
-    status = str(server.get("status", "UNKNOWN"))
-    return f"{status} ({task})" if task else status
-
-
 @router.get("/dashboard/servers", include_in_schema=False)
 async def servers(request: Request) -> Response:
     ctx = await page_context(request)
     listing = await ctx.api.get(f"{NOVA}/servers/detail")
     rows = sorted(listing["servers"], key=lambda s: (s.get("created") or ""), reverse=True)
-    return render(ctx, "servers.html", servers=rows, status_text=status_text)
+    return render(ctx, "servers.html", servers=rows,
+                  progress_of=server_page.progress_of)
 
 
 async def _optional(api: ApiClient, path: str, key: str,

@@ -102,6 +102,16 @@ def guest(srv: Server, web: httpx.Client, nova: Nova) -> str:
         "flavor": flavor.group(1), "key_name": ""}, page="/dashboard/servers/new")
     sid = answer.headers["location"].rsplit("/", 1)[-1]
     assert answer.headers["location"] == f"/dashboard/servers/{sid}"
+    # while it builds, the list and its page poll its progress (and stop once it rests)
+    page, listing = web.get(f"/dashboard/servers/{sid}").text, web.get("/dashboard/servers").text
+    building = re.search(r'id="server-status"[^>]*>([^<]+)<', page).group(1)
+    polling = (f'id="server-progress" class="progress" data-poll="/dashboard/servers/{sid}/'
+               'progress" data-poll-done-reload') in page
+    assert polling == (building != "ACTIVE"), page
+    cell = re.search(rf'<tr data-id="{sid}">.*?<td class="status[^"]*">(.*?)</td>', listing,
+                     re.S).group(1)
+    assert (f'data-poll="/dashboard/servers/{sid}/progress"' in cell) == (
+        re.sub(r"<[^>]+>", "", cell).strip() != "ACTIVE"), cell
     nova.wait(sid, "ACTIVE")
     wait_console(QemuDriver(srv.state / "instances"), sid, "STRATO-GUEST-READY bootcount=")
     return sid
