@@ -258,34 +258,62 @@ def test_backup_creates_an_image(web: httpx.Client, guest: str, nova: Nova) -> N
     assert poll_done(web, guest)["status"] == "ACTIVE"
 
 
-def test_boot_from_volume_shows_its_volume(srv: Server, web: httpx.Client, guest: str,
-                                           nova: Nova) -> None:
+def _wait_cinder(nova: Nova, kind: str, rid: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        body = nova.c.get(f"/volume/v3/{nova.project_id}/{kind}s/{rid}").json()[kind]
+        if body["status"] == "available":
+            return
+        assert time.monotonic() < deadline and body["status"] != "error", body
+        time.sleep(0.3)
+
+
+def test_boot_from_volume_and_from_snapshot(web: httpx.Client, guest: str,
+                                            nova: Nova) -> None:
+    """Two servers from the create form: one on a volume made from the image, one on a
+    new volume from that volume's snapshot; each page links its boot volume (and the
+    snapshot it came from)."""
     image_id = re.search(r'id="server-image" href="/dashboard/images/([0-9a-f-]{36})"',
                          web.get(f"/dashboard/servers/{guest}").text).group(1)
     vol = nova.c.post(f"/volume/v3/{nova.project_id}/volumes", json={"volume": {
         "size": 1, "name": "dash-boot", "imageRef": image_id}})
     assert vol.status_code == 202, vol.text
     vid = vol.json()["volume"]["id"]
-    deadline = time.monotonic() + TIMEOUT
-    while nova.volume(vid).get("status") != "available":
-        assert time.monotonic() < deadline and nova.volume(vid).get("status") != "error"
-        time.sleep(0.3)
+    _wait_cinder(nova, "volume", vid)
+    snap = nova.c.post(f"/volume/v3/{nova.project_id}/snapshots", json={"snapshot": {
+        "volume_id": vid, "name": "dash-boot-snap"}})
+    assert snap.status_code == 202, snap.text
+    snap_id = snap.json()["snapshot"]["id"]
+    _wait_cinder(nova, "snapshot", snap_id)
+
     form_page = web.get("/dashboard/servers/new", params={"source": "volume", "id": vid})
     assert re.search(rf'<option value="{vid}" selected>dash-boot', form_page.text)
+    assert re.search(rf'<option value="{snap_id}"\s*>dash-boot-snap', form_page.text)
     flavor = re.search(r'<option value="([^"]+)">m1.tiny ', form_page.text).group(1)
-    answer = submit(web, "/dashboard/servers/new", {
-        "name": "dash-bfv", "boot_source": "volume", "volume": vid, "flavor": flavor},
-        page="/dashboard/servers/new")
-    sid = answer.headers["location"].rsplit("/", 1)[-1]
+    sids = []
     try:
-        assert poll_done(web, sid)["status"] == "ACTIVE"
-        page = web.get(f"/dashboard/servers/{sid}").text
+        for source, ref in (("volume", vid), ("snapshot", snap_id)):
+            answer = submit(web, "/dashboard/servers/new", {
+                "name": f"dash-{source}", "boot_source": source, source: ref,
+                "flavor": flavor}, page="/dashboard/servers/new")
+            sids.append(answer.headers["location"].rsplit("/", 1)[-1])
+        for sid in sids:
+            assert poll_done(web, sid)["status"] == "ACTIVE"
+        page = web.get(f"/dashboard/servers/{sids[0]}").text
         assert f'id="server-boot-volume" href="/dashboard/volumes/{vid}"' in page
+        assert 'id="server-image"' not in page
         volumes = re.search(r'<table id="server-volumes">(.*?)</table>', page, re.S).group(1)
         assert f'data-id="{vid}"' in volumes and "in-use" in volumes
+        page = web.get(f"/dashboard/servers/{sids[1]}").text
+        new_volume = re.search(r'id="server-boot-volume" href="/dashboard/volumes/'
+                               r'([0-9a-f-]{36})"', page).group(1)
+        assert new_volume != vid
+        assert f'href="/dashboard/snapshots/{snap_id}"' in page
     finally:
-        submit(web, f"/dashboard/servers/{sid}/delete", page="/dashboard/servers")
-        nova.wait(sid, "gone")
+        for sid in sids:
+            submit(web, f"/dashboard/servers/{sid}/delete", page="/dashboard/servers")
+        for sid in sids:
+            nova.wait(sid, "gone")
 
 
 def test_another_project_sees_nothing(srv: Server, guest: str, nova: Nova) -> None:
