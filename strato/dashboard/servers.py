@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -67,9 +68,11 @@ async def new_server(request: Request) -> Response:
             _optional(ctx.api, "/networking/v2.0/networks", "networks"))
     flavors.sort(key=lambda f: (f.get("ram") or 0, f.get("vcpus") or 0, f.get("name", "")))
     images.sort(key=lambda i: str(i.get("name") or ""))
+    again = request.query_params  # the fields of a create the API refused
     return render(ctx, "server_new.html", sources=BOOT_SOURCES,
-                  source=request.query_params.get("source", "image"),
-                  preselect=request.query_params.get("id", ""),
+                  source=again.get("source", "image"), preselect=again.get("id", ""),
+                  again={k: again.get(k, "") for k in ("name", "flavor", "key_name",
+                                                        "network")},
                   images=images, volumes=volumes, snapshots=snapshots, flavors=flavors,
                   keypairs=[k["keypair"] for k in keypairs if "keypair" in k],
                   networks=networks,
@@ -111,7 +114,10 @@ async def create_server(request: Request) -> Response:
     except ApiError as exc:
         if exc.status == 401:
             raise
-        return failed(ctx, "/dashboard/servers/new", exc)
+        source = fields.get("boot_source", "image")
+        again = {"source": source, "id": fields.get(source, ""),
+                 **{k: fields.get(k, "") for k in ("name", "flavor", "key_name", "network")}}
+        return failed(ctx, "/dashboard/servers/new?" + urlencode(again), exc)
     server = answer.json()["server"]
     return done(ctx, f"/dashboard/servers/{server['id']}",
                 f"Server {fields.get('name', '').strip()} is being created.")
