@@ -354,3 +354,50 @@ def test_delete_through_the_form(web: httpx.Client, guest: str, nova: Nova) -> N
     nova.wait(guest, "gone")
     assert poll_done(web, guest)["status"] == "DELETED"
     assert web.get(f"/dashboard/servers/{guest}").status_code == 404
+
+
+def test_create_page_offers_key_pairs(web: httpx.Client, nova: Nova) -> None:
+    """A key pair of the user is offered; a refused create keeps it chosen. (Networks:
+    this server runs the user-mode data plane, whose networking API answers 503: the
+    form says so and offers the user-mode NIC.)"""
+    key = nova.c.post("/compute/v2.1/os-keypairs", json={"keypair": {"name": "dash-key"}})
+    assert key.status_code in (200, 201), key.text
+    page = web.get("/dashboard/servers/new").text
+    assert '<option value="dash-key">dash-key</option>' in page
+    assert 'id="network"' not in page and "user-mode NIC" in page
+    answer = submit(web, "/dashboard/servers/new", {
+        "name": "n", "boot_source": "image", "image": "", "flavor": "no-such-flavor",
+        "key_name": "dash-key"}, page="/dashboard/servers/new")
+    again = web.get(answer.headers["location"]).text
+    assert '<option value="dash-key" selected>dash-key</option>' in again
+
+
+def test_create_body_and_progress_rules() -> None:
+    """The two rules the pages build on, without a server: the POST /servers body per
+    boot source, and when a status counts as done and what percent it shows."""
+    from strato.dashboard.server_page import progress_of
+    from strato.dashboard.servers import create_body
+
+    assert create_body({"name": " a ", "boot_source": "image", "image": "i", "flavor": "f",
+                        "network": ""}) == {"server": {
+        "name": "a", "flavorRef": "f", "imageRef": "i", "networks": "auto"}}
+    body = create_body({"name": "b", "boot_source": "snapshot", "snapshot": "s",
+                        "flavor": "f", "key_name": "k", "network": "n1"})["server"]
+    assert body["imageRef"] == "" and body["key_name"] == "k"
+    assert body["networks"] == [{"uuid": "n1"}]
+    assert body["block_device_mapping_v2"] == [{
+        "boot_index": 0, "uuid": "s", "source_type": "snapshot",
+        "destination_type": "volume", "delete_on_termination": True}]
+    assert create_body({"boot_source": "volume", "volume": "v", "network": "none"})[
+        "server"]["block_device_mapping_v2"][0]["delete_on_termination"] is False
+
+    building = progress_of({"status": "BUILD", "OS-EXT-STS:task_state": "spawning",
+                            "progress": 0})
+    assert building == {"status": "BUILD", "task_state": "spawning", "percent": 0,
+                        "done": False, "text": "BUILD (spawning)"}
+    # ACTIVE's progress (100) says nothing about a snapshot in flight
+    snapping = progress_of({"status": "ACTIVE", "OS-EXT-STS:task_state": "image_uploading",
+                            "progress": 100})
+    assert snapping["percent"] is None and snapping["done"] is False
+    assert progress_of({"status": "SHUTOFF", "OS-EXT-STS:task_state": None})["done"]
+    assert not progress_of({"status": "REBOOT", "OS-EXT-STS:task_state": None})["done"]
