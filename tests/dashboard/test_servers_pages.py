@@ -215,6 +215,14 @@ def test_power_actions_and_refusals(web: httpx.Client, guest: str, nova: Nova) -
     submit(web, f"{page}/reboot", page=page)
     assert _flash(web.get(page).text) == ("success", "The server is rebooting.")
     assert poll_done(web, guest)["status"] == "ACTIVE"
+    # the state actions offered by status: pause (ACTIVE), then unpause (PAUSED)
+    assert 'id="action-pause"' in web.get(page).text
+    submit(web, f"{page}/pause", page=page)
+    assert poll_done(web, guest)["status"] == "PAUSED"
+    paused = web.get(page).text
+    assert 'id="action-unpause"' in paused and 'id="action-pause"' not in paused
+    submit(web, f"{page}/unpause", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
     # an action the page does not know is a flash too, never a 500
     submit(web, f"{page}/explode", page=page)
     assert _flash(web.get(page).text)[0] == "error"
