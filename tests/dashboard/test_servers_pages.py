@@ -223,6 +223,11 @@ def test_power_actions_and_refusals(web: httpx.Client, guest: str, nova: Nova) -
     assert 'id="action-unpause"' in paused and 'id="action-pause"' not in paused
     submit(web, f"{page}/unpause", page=page)
     assert poll_done(web, guest)["status"] == "ACTIVE"
+    submit(web, f"{page}/suspend", page=page)
+    assert poll_done(web, guest)["status"] == "SUSPENDED"
+    assert 'id="action-resume"' in web.get(page).text
+    submit(web, f"{page}/resume", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
     # an action the page does not know is a flash too, never a 500
     submit(web, f"{page}/explode", page=page)
     assert _flash(web.get(page).text)[0] == "error"
@@ -352,6 +357,16 @@ def test_another_project_sees_nothing(srv: Server, guest: str, nova: Nova) -> No
     finally:
         other.close()
     assert nova.server(guest)["status"] == "ACTIVE"
+
+
+def test_shelve_and_unshelve(web: httpx.Client, guest: str) -> None:
+    page = f"/dashboard/servers/{guest}"
+    submit(web, f"{page}/shelve", page=page)
+    assert poll_done(web, guest)["status"] in ("SHELVED", "SHELVED_OFFLOADED")
+    shelved = web.get(page).text
+    assert 'id="action-unshelve"' in shelved and 'id="action-shelve"' not in shelved
+    submit(web, f"{page}/unshelve", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
 
 
 def test_delete_through_the_form(web: httpx.Client, guest: str, nova: Nova) -> None:
