@@ -424,3 +424,39 @@ def test_create_body_and_progress_rules() -> None:
     assert snapping["percent"] is None and snapping["done"] is False
     assert progress_of({"status": "SHUTOFF", "OS-EXT-STS:task_state": None})["done"]
     assert not progress_of({"status": "REBOOT", "OS-EXT-STS:task_state": None})["done"]
+
+
+def test_create_on_a_network(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On the Linux data plane, with a network in the project: the form offers it
+    (first, chosen), the server is made on it, its page shows the port's address.
+    The data plane of this test (``dataplane_id`` "dsb") is torn down on the way out."""
+    with guest_server(tmp_path_factory.mktemp("dsn"), {"network": {
+            "dataplane": "linux", "dataplane_id": "dsb"}}) as server:
+        nova = Nova(server)
+        net = nova.c.post("/networking/v2.0/networks", json={"network": {"name": "dash-n"}})
+        assert net.status_code == 201, net.text
+        net_id = net.json()["network"]["id"]
+        sub = nova.c.post("/networking/v2.0/subnets", json={"subnet": {
+            "network_id": net_id, "cidr": "10.77.0.0/24", "ip_version": 4}})
+        assert sub.status_code == 201, sub.text
+        client = login(server)
+        try:
+            page = client.get("/dashboard/servers/new").text
+            select = re.search(r'<select id="network" name="network">\s*<option value="'
+                               r'([^"]+)"[^>]*>dash-n', page)
+            assert select and select.group(1) == net_id, page
+            assert '<option value="none">No network</option>' in page
+            image = re.search(r'<option value="([0-9a-f-]{36})"[^>]*>strato-guest ', page)
+            flavor = re.search(r'<option value="([^"]+)">m1.tiny ', page)
+            answer = submit(client, "/dashboard/servers/new", {
+                "name": "dash-net-guest", "boot_source": "image", "image": image.group(1),
+                "flavor": flavor.group(1), "network": net_id}, page="/dashboard/servers/new")
+            sid = answer.headers["location"].rsplit("/", 1)[-1]
+            assert poll_done(client, sid)["status"] == "ACTIVE"
+            shown = client.get(f"/dashboard/servers/{sid}").text
+            assert re.search(r'<span class="mono">10\.77\.0\.\d+</span> <span class="hint">'
+                             r'\(dash-n, fixed\)', shown), shown
+            submit(client, f"/dashboard/servers/{sid}/delete", page="/dashboard/servers")
+            nova.wait(sid, "gone")
+        finally:
+            client.close()
