@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -222,6 +223,16 @@ def test_route_errors(srv: Server, a: Cloud) -> None:
     assert r.status_code == 404 and set(r.json()) == {"itemNotFound"}, r.text
     r = httpx.get(f"{srv.url}/lineage/v1/volumes/{uuid.uuid4()}")  # no token
     assert r.status_code == 401 and set(r.json()) == {"unauthorized"}, r.text
+    # an unscoped token (a user with no project at all): the rules refuse it
+    name, password = _uniq("loner"), uuid.uuid4().hex
+    with srv.client(srv.token()) as admin:
+        r = admin.post("/identity/v3/users", json={"user": {"name": name,
+                                                             "password": password}})
+        assert r.status_code == 201, r.text
+    unscoped = srv.token(name, password, project=None)
+    r = httpx.get(f"{srv.url}/lineage/v1/volumes/{uuid.uuid4()}",
+                  headers={"X-Auth-Token": unscoped})
+    assert r.status_code == 403 and set(r.json()) == {"forbidden"}, r.text
 
 
 def test_volume_chain_and_its_blockers(a: Cloud) -> None:
@@ -255,6 +266,14 @@ def test_volume_chain_and_its_blockers(a: Cloud) -> None:
     # from the image down: the whole chain
     g = a.lineage("images", image["id"])
     assert {(im, vo1, "clone"), (sn1, vo2, "clone"), (vo2, bk1, "backup")} <= edges(g)
+    # from the middle and from the end: ancestors up to the image
+    g = a.lineage("snapshots", s1["id"])
+    assert g["root"] == sn1 and {(im, vo1, "clone"), (vo1, sn1, "snapshot"),
+                                 (sn1, vo2, "clone")} <= edges(g)
+    g = a.lineage("backups", b2["id"])
+    assert g["root"] == bk2 and {(im, vo1, "clone"), (sn1, vo2, "clone"),
+                                 (vo2, bk1, "backup"), (bk1, bk2, "backup")} <= edges(g)
+    assert node(g, bk2)["location"] is None and node(g, bk2)["engine"] is None
 
     # image: its data carries a clone -> 409
     bl = a.blockers("images", image["id"])
@@ -552,3 +571,149 @@ def test_busy_is_what_the_real_delete_refuses(srv: Server) -> None:
     assert bl["deletable"] and bl["blockers"] == [] and bl["deferred"] == []
     assert admin.c.delete(f"{admin.v}/volumes/{vol['id']}").status_code == 202
     admin.wait_volume(vol["id"], "gone")
+
+
+def test_policy_defaults() -> None:
+    """Any role on a project may ask (the walk cuts the answer to that project); a token
+    without a project may not, unless it is an admin's."""
+    from strato.context import RequestContext
+    from strato.policy import Enforcer
+
+    enforcer = Enforcer()
+    for rule in ("lineage:show", "lineage:delete_blockers"):
+        for roles in (["reader"], ["member"], ["admin"]):
+            ctx = RequestContext(user_id="u", project_id="p1", roles=roles)
+            assert enforcer.allowed(ctx, rule), (rule, roles)
+        unscoped = RequestContext(user_id="u", project_id=None, roles=["reader"])
+        assert not enforcer.allowed(unscoped, rule, {"project_id": ""})
+    assert '"lineage:show"' in enforcer.defaults_yaml()
+
+
+def test_volume_backed_server_snapshot(srv: Server, a: Cloud) -> None:
+    """The links only the records hold: a boot volume, a volume-backed server snapshot
+    image (its ``block_device_mapping`` names the Cinder snapshot), a volume created
+    from that image (a clone of the snapshot, a copy of the image)."""
+    admin = Cloud(srv, srv.token())
+    guest = admin.c.get("/image/v2/images?name=strato-guest").json()["images"][0]["id"]
+    root = a.volume(size=1, imageRef=guest)
+    flavor = next(f["id"] for f in a.nova("GET", "/flavors", 200).json()["flavors"]
+                  if f["name"] == "m1.tiny")
+    sid = a.nova("POST", "/servers", 202, json={"server": {
+        "name": _uniq("bfv"), "flavorRef": flavor, "imageRef": "", "networks": "none",
+        "block_device_mapping_v2": [{
+            "uuid": root["id"], "source_type": "volume", "destination_type": "volume",
+            "boot_index": "0", "delete_on_termination": False}]}}).json()["server"]["id"]
+    _wait(a.c, f"/compute/v2.1/servers/{sid}", "server", "ACTIVE")
+    drv = QemuDriver(srv.state / "instances")
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    image_id = a.nova("POST", f"/servers/{sid}/action", 202, json={
+        "createImage": {"name": _uniq("bfv-snap")}}).json()["image_id"]
+    image = _wait(a.c, f"/image/v2/images/{image_id}", "", "active")
+    snap_id = json.loads(image["block_device_mapping"])[0]["snapshot_id"]
+    im, sn, sv, vo, gi = (f"image:{image_id}", f"snapshot:{snap_id}", f"server:{sid}",
+                          f"volume:{root['id']}", f"image:{guest}")
+
+    g = a.lineage("images", image_id)
+    assert {(gi, vo, "clone"), (vo, sv, "boot"), (vo, sn, "snapshot"),
+            (sn, im, "snapshot"), (sv, im, "snapshot")} <= edges(g), g
+    assert node(g, im)["location"] is None and node(g, im)["engine"] is None
+    assert node(g, sn)["holds_data_for"] == [] and node(g, vo)["holds_data_for"] == []
+
+    v2 = a.volume(imageRef=image_id)
+    vo2 = f"volume:{v2['id']}"
+    g = a.lineage("volumes", v2["id"])
+    assert {(sn, vo2, "clone"), (im, vo2, "copy")} <= edges(g), g
+    assert node(g, sn)["holds_data_for"] == [vo2]
+    bl = a.blockers("snapshots", snap_id)
+    assert reasons(bl) == {"has_clones": [vo2]}
+    bl = a.blockers("volumes", root["id"])
+    assert set(reasons(bl)) == {"attached", "has_snapshots"} and \
+        reasons(bl)["attached"] == [sv]
+
+    a.c.delete(f"{a.v}/volumes/{v2['id']}")
+    a.wait_volume(v2["id"], "gone")
+    a.nova("DELETE", f"/servers/{sid}", 204)
+    _wait(a.c, f"/compute/v2.1/servers/{sid}", "server", "gone")
+    assert a.c.delete(f"/image/v2/images/{image_id}").status_code == 204
+    if a.c.get(f"{a.v}/snapshots/{snap_id}").status_code == 200:
+        a.c.delete(f"{a.v}/snapshots/{snap_id}")
+        _wait(a.c, f"{a.v}/snapshots/{snap_id}", "snapshot", "gone")
+    a.wait_volume(root["id"], "available")
+    assert a.blockers("volumes", root["id"])["deletable"]
+    a.c.delete(f"{a.v}/volumes/{root['id']}")
+    a.wait_volume(root["id"], "gone")
+
+
+# ------------------------------------------------------------------ the walk's bounds
+def _walk_world(tmp: Path, depth: int) -> tuple[Any, Any, str]:
+    """A real local engine and SQLite database: an image record whose data carries a
+    chain of ``depth`` clones no record owns (``store`` nodes).  The services container
+    is a stand-in holding the real engine (a unit test of the walk alone)."""
+    from types import SimpleNamespace
+
+    from strato.db import Database, migrate
+    from strato.image.models import Image
+    from strato.storage import open_engine
+
+    url = f"sqlite:///{tmp}/walk.db"
+    migrate.upgrade(url)
+    db = Database(url)
+    engine = open_engine("local", root=tmp / "blocks")
+    image_id = str(uuid.uuid4())
+    engine.create("images", image_id, 1 << 20)
+    parent = ("images", image_id, "snap")
+    with engine.open("images", image_id) as img:
+        img.create_snap("snap")
+        img.protect_snap("snap")
+    for _ in range(depth):
+        name = f"volume-{uuid.uuid4()}.deleted"
+        engine.clone(*parent, "volumes", name)
+        with engine.open("volumes", name) as img:
+            img.create_snap("s")
+            img.protect_snap("s")
+        parent = ("volumes", name, "s")
+    with db.session() as s:
+        s.add(Image(id=image_id, name="base", status="active", owner="p1", size=1 << 20,
+                    visibility="private", location=engine.location("images", image_id,
+                                                                   "snap")))
+    services = SimpleNamespace(
+        stores=SimpleNamespace(by_pool={p: engine for p in ("images", "vms", "volumes")},
+                               vms_pool="vms", images_pool="images"),
+        image=SimpleNamespace(stores={}),
+        volume=SimpleNamespace(backends={"b": SimpleNamespace(pool="volumes")}))
+    return services, db, f"image:{image_id}"
+
+
+def test_walk_is_bounded_and_stops_at_what_the_caller_cannot_see(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from strato.context import RequestContext
+    from strato.lineage import graph as lineage_graph
+    from strato.lineage.api import render
+
+    services, db, start = _walk_world(tmp_path, 6)
+    admin = RequestContext(user_id="a", project_id="p0", roles=["admin"])
+    owner = RequestContext(user_id="u", project_id="p1", roles=["member"])
+
+    def walk(ctx: RequestContext) -> dict[str, Any]:
+        with db.session(readonly=True) as session:
+            return check_graph({"lineage": render(
+                lineage_graph.Walker(services, ctx, session).walk(start))})
+
+    g = walk(admin)
+    assert len(g["nodes"]) == 7 and not g["truncated"]
+    assert all(n["kind"] == "store" for n in g["nodes"][1:])
+    assert len(edges(g)) == 6 and {r for _, _, r in edges(g)} == {"clone"}
+    monkeypatch.setattr(lineage_graph, "MAX_NODES", 4)
+    g = walk(admin)
+    assert len(g["nodes"]) == 4 and g["truncated"]
+    monkeypatch.setattr(lineage_graph, "MAX_NODES", 300)
+    monkeypatch.setattr(lineage_graph, "MAX_DEPTH", 3)
+    g = walk(admin)
+    assert len(g["nodes"]) == 4 and g["truncated"]
+    monkeypatch.setattr(lineage_graph, "MAX_DEPTH", 64)
+    # nobody's known to own the kept clones: opaque to a project, and the walk stops
+    g = walk(owner)
+    assert [n["opaque"] for n in g["nodes"]] == [False, True]
+    assert g["nodes"][0]["holds_data_for"] == ["opaque:1"]
+    db.dispose()

@@ -117,7 +117,7 @@ async def image_page(request: Request, image_id: str) -> Response:
     ctx = await page_context(request)
     image = await ctx.api.get(f"{IMAGES}/{quoted(image_id)}")
     blockers = await delete_blockers(ctx, "images", image_id)
-    size = image.get("size") or 0
+    size = max(image.get("size") or 0, image.get("virtual_size") or 0)  # qcow2: virtual
     default_gib = max(1, math.ceil(size / GIB), int(image.get("min_disk") or 0))
     return render(ctx, "image.html", image=image, blockers=blockers,
                   default_gib=default_gib, final=image.get("status") in FINAL)

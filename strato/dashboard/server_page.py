@@ -35,8 +35,16 @@ MAX_CONSOLE_LINES = 5000
 #: Nova's power_state numbers, for people
 POWER_NAMES = {0: "no state", 1: "running", 3: "paused", 4: "shut down", 6: "crashed",
                7: "suspended"}
+#: the form's action -> (the API's action, what the flash says)
 POWER = {"start": ("os-start", "is starting"), "stop": ("os-stop", "is stopping"),
-         "reboot": ("reboot", "is rebooting")}
+         "reboot": ("reboot", "is rebooting"), "pause": ("pause", "is pausing"),
+         "unpause": ("unpause", "is unpausing"), "suspend": ("suspend", "is suspending"),
+         "resume": ("resume", "is resuming"), "shelve": ("shelve", "is being shelved"),
+         "unshelve": ("unshelve", "is being unshelved")}
+#: the state actions offered beside start/stop/reboot/delete, by status
+MORE = {"ACTIVE": ("pause", "suspend", "shelve"), "SHUTOFF": ("shelve",),
+        "PAUSED": ("unpause",), "SUSPENDED": ("resume",), "SHELVED": ("unshelve",),
+        "SHELVED_OFFLOADED": ("unshelve",)}
 
 
 def progress_of(server: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +145,9 @@ async def server(request: Request, server_id: str) -> Response:
                   console=console, console_err=console_err, lines=lines,
                   actions=actions, actions_err=actions_err,
                   attachments=attachments, volumes_err=volumes_err,
-                  power_names=POWER_NAMES)
+                  power_names=POWER_NAMES,
+                  more=MORE.get(body.get("status", "")
+                                if body.get("OS-EXT-STS:task_state") is None else "", ()))
 
 
 @router.get("/dashboard/servers/{server_id}/progress", include_in_schema=False)
@@ -225,7 +235,8 @@ async def backup(request: Request, server_id: str) -> Response:
 
 @router.post("/dashboard/servers/{server_id}/{action}", include_in_schema=False)
 async def power(request: Request, server_id: str, action: str) -> Response:
-    """start, stop, reboot (soft, or hard with ``type=HARD``)."""
+    """start, stop, reboot (soft, or hard with ``type=HARD``), pause/unpause,
+    suspend/resume, shelve/unshelve."""
     ctx = await page_context(request)
     fields = await form(request)
     page = f"/dashboard/servers/{server_id}"

@@ -68,6 +68,10 @@ async def new_server(request: Request) -> Response:
             _optional(ctx.api, "/networking/v2.0/networks", "networks"))
     flavors.sort(key=lambda f: (f.get("ram") or 0, f.get("vcpus") or 0, f.get("name", "")))
     images.sort(key=lambda i: str(i.get("name") or ""))
+    # the project's own networks first (the default choice), external ones last
+    networks.sort(key=lambda n: (bool(n.get("router:external")),
+                                 n.get("project_id") != ctx.session.project_id,
+                                 str(n.get("name") or "")))
     again = request.query_params  # the fields of a create the API refused
     return render(ctx, "server_new.html", sources=BOOT_SOURCES,
                   source=again.get("source", "image"), preselect=again.get("id", ""),

@@ -16,6 +16,7 @@ from strato.dashboard.storage_util import (
     percent_of,
     poll,
     quoted,
+    user_messages,
     volume_path,
 )
 from strato.dashboard.volumes import create_and_show
@@ -44,7 +45,8 @@ async def snapshot_page(request: Request, snapshot_id: str) -> Response:
         volume_path(ctx, f"/snapshots/{quoted(snapshot_id)}")))["snapshot"]
     blockers = await delete_blockers(ctx, "snapshots", snapshot_id)
     return render(ctx, "snapshot.html", snapshot=snap, blockers=blockers,
-                  busy=snap.get("status") in BUSY, progress=snap.get(PROGRESS))
+                  busy=snap.get("status") in BUSY, progress=snap.get(PROGRESS),
+                  messages=await user_messages(ctx, snap["id"]))
 
 
 @router.get("/dashboard/snapshots/{snapshot_id}/progress", include_in_schema=False)
@@ -81,11 +83,19 @@ async def volume_from_snapshot(request: Request, snapshot_id: str) -> Response:
 
 @router.post("/dashboard/snapshots/{snapshot_id}/delete", include_in_schema=False)
 async def delete_snapshot(request: Request, snapshot_id: str) -> Response:
+    """Cinder accepts the delete of a snapshot with clones (202) and refuses it later
+    (the snapshot goes back to available, with a user message): then the page of the
+    snapshot, with its blockers, is where the user learns why."""
     ctx = await page_context(request)
+    blockers = await delete_blockers(ctx, "snapshots", snapshot_id)
     try:
         await ctx.api.delete(volume_path(ctx, f"/snapshots/{quoted(snapshot_id)}"))
     except ApiError as exc:
         if exc.status == 401:
             raise
         return failed(ctx, _page(snapshot_id), exc)
+    clones = [b for b in blockers["blockers"] if b["reason"] == "has_clones"]
+    if clones:
+        return failed(ctx, _page(snapshot_id), f"The delete was accepted, but the volume "
+                      f"service will refuse it: {clones[0]['message'].rstrip('.')}.")
     return done(ctx, "/dashboard/snapshots", f"Snapshot {snapshot_id} is being deleted.")

@@ -117,6 +117,19 @@ def node_ref(node_id: str, node: dict[str, Any] | None = None) -> dict[str, str 
     return {"label": label, "url": page_url(kind, rid), "lineage": lineage_url(kind, rid)}
 
 
+async def user_messages(ctx: PageContext, resource_id: str) -> list[dict[str, Any]]:
+    """The volume service's user messages about this resource, newest first (why a
+    volume went to error, why a snapshot's delete was refused)."""
+    answer = await ctx.api.request("GET", volume_path(ctx, "/messages"), query={
+        "resource_uuid": resource_id, "sort": "created_at:desc", "limit": 10},
+        check=False)
+    if not answer.ok:
+        if answer.status == 401:
+            raise ApiError(answer)
+        return []
+    return list((answer.json() or {}).get("messages", []))
+
+
 def form_size(text: str | None) -> int | None:
     """A size in GiB from a form (None: not given); ValueError for anything else."""
     text = (text or "").strip()

@@ -15,6 +15,7 @@ from strato.dashboard.storage_util import (
     form_size,
     poll,
     quoted,
+    user_messages,
     volume_path,
 )
 from strato.dashboard.web import PageContext, done, failed, form, page_context, render
@@ -121,6 +122,7 @@ async def volume_page(request: Request, volume_id: str) -> Response:
                   attachable=[s for s in servers if s["id"] not in attached],
                   snapshots=snapshots, blockers=blockers,
                   busy=volume.get("status") in BUSY,
+                  messages=await user_messages(ctx, volume["id"]),
                   image=(volume.get("volume_image_metadata") or {}).get("image_id"))
 
 

@@ -46,7 +46,8 @@ class LineageAPI:
         if kind is None:
             raise BadRequest(f"Unknown resource kind {collection!r}: one of "
                              f"{', '.join(KINDS)}.")
-        self.policy.enforce(ctx, rule, {"project_id": ctx.project_id})
+        # "" for a token without a project: never equal to its (absent) project
+        self.policy.enforce(ctx, rule, {"project_id": ctx.project_id or ""})
         s = self.services
         if kind == "image":
             s.image.show(ctx, resource_id)
@@ -72,7 +73,7 @@ class LineageAPI:
     def blockers(self, ctx: RequestContext, collection: str, resource_id: str
                  ) -> dict[str, Any]:
         start = self._start(ctx, collection, resource_id, "lineage:delete_blockers")
-        kind, rid = start.split(":", 1)
+        kind = start.split(":", 1)[0]
         with self.db.session(readonly=True) as session:
             walker = Walker(self.services, ctx, session)
             node = walker.node(start)
@@ -106,8 +107,9 @@ class LineageAPI:
             snap = parse_location(node.location).snapshot
         clones = self._clones(walker, node, snap) if snap else []
         if clones:  # the store's InUseByStore: the delete answers 409
-            found.append(("has_clones", f"{len(clones)} disks are copy-on-write clones "
-                          "of its data", clones))
+            found.append(("has_clones", f"{_count(len(clones), 'disk')} copy-on-write "
+                          f"{'clone' if len(clones) == 1 else 'clones'} of its data",
+                          clones))
         return found, []
 
     def _volume_blockers(self, ctx: RequestContext, session: Any, walker: Walker,
@@ -140,9 +142,10 @@ class LineageAPI:
                 self.services.volume.backend_of(vol.host))
         if driver is not None and driver.snapshot_has_clones(vol.id, snap.id):
             clones = self._clones(walker, node, node.snap)
-            found.append(("has_clones", f"{len(clones)} volumes are copy-on-write clones "
-                          "of it: the delete is accepted, then refused by the volume "
-                          "service (the snapshot stays available)", clones))
+            found.append(("has_clones", f"{_count(len(clones), 'volume')} copy-on-write "
+                          f"{'clone' if len(clones) == 1 else 'clones'} of it: the delete "
+                          "is accepted, then refused by the volume service (the snapshot "
+                          "stays available)", clones))
         return found, []
 
     def _server_blockers(self, ctx: RequestContext, session: Any, walker: Walker,
@@ -163,6 +166,11 @@ class LineageAPI:
                 Backup.parent_id == b.id))] if reason == "has_dependent_backups" else []
             found.append((reason, err.message, keys))
         return found, []
+
+
+def _count(n: int, noun: str) -> str:
+    """Say "1 disk is a" or "2 disks are"."""
+    return f"1 {noun} is a" if n == 1 else f"{n} {noun}s are"
 
 
 class _Names:

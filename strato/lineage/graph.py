@@ -108,6 +108,7 @@ class Walker:
             self.backend_pools[name] = backend.pool
         self._nodes: dict[str, Node | None] = {}
         self._owner: dict[str, str | None] = {}
+        self._listed: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------ names <-> records
     def node_for(self, pool: str, name: str, snap: str | None = None) -> str:
@@ -263,13 +264,16 @@ class Walker:
         return getattr(found, "kind", store_id)
 
     def _exists(self, store: Store) -> bool:
-        engine = self._engine(store[0])
-        if engine is None:
-            return False
-        try:
-            return engine.exists(*store)
-        except errors.Error:
-            return False
+        """Whether the store has the image: each pool listed once per walk (on rbd an
+        existence check is a listing)."""
+        pool, name = store
+        if pool not in self._listed:
+            engine = self._engine(pool)
+            try:
+                self._listed[pool] = set(engine.list(pool)) if engine is not None else set()
+            except errors.Error:
+                self._listed[pool] = set()
+        return name in self._listed[pool]
 
     def _locate(self, node: Node) -> None:
         if node.store is None:

@@ -215,6 +215,19 @@ def test_power_actions_and_refusals(web: httpx.Client, guest: str, nova: Nova) -
     submit(web, f"{page}/reboot", page=page)
     assert _flash(web.get(page).text) == ("success", "The server is rebooting.")
     assert poll_done(web, guest)["status"] == "ACTIVE"
+    # the state actions offered by status: pause (ACTIVE), then unpause (PAUSED)
+    assert 'id="action-pause"' in web.get(page).text
+    submit(web, f"{page}/pause", page=page)
+    assert poll_done(web, guest)["status"] == "PAUSED"
+    paused = web.get(page).text
+    assert 'id="action-unpause"' in paused and 'id="action-pause"' not in paused
+    submit(web, f"{page}/unpause", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+    submit(web, f"{page}/suspend", page=page)
+    assert poll_done(web, guest)["status"] == "SUSPENDED"
+    assert 'id="action-resume"' in web.get(page).text
+    submit(web, f"{page}/resume", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
     # an action the page does not know is a flash too, never a 500
     submit(web, f"{page}/explode", page=page)
     assert _flash(web.get(page).text)[0] == "error"
@@ -346,6 +359,16 @@ def test_another_project_sees_nothing(srv: Server, guest: str, nova: Nova) -> No
     assert nova.server(guest)["status"] == "ACTIVE"
 
 
+def test_shelve_and_unshelve(web: httpx.Client, guest: str) -> None:
+    page = f"/dashboard/servers/{guest}"
+    submit(web, f"{page}/shelve", page=page)
+    assert poll_done(web, guest)["status"] in ("SHELVED", "SHELVED_OFFLOADED")
+    shelved = web.get(page).text
+    assert 'id="action-unshelve"' in shelved and 'id="action-shelve"' not in shelved
+    submit(web, f"{page}/unshelve", page=page)
+    assert poll_done(web, guest)["status"] == "ACTIVE"
+
+
 def test_delete_through_the_form(web: httpx.Client, guest: str, nova: Nova) -> None:
     answer = submit(web, f"/dashboard/servers/{guest}/delete",
                     page=f"/dashboard/servers/{guest}")
@@ -354,3 +377,86 @@ def test_delete_through_the_form(web: httpx.Client, guest: str, nova: Nova) -> N
     nova.wait(guest, "gone")
     assert poll_done(web, guest)["status"] == "DELETED"
     assert web.get(f"/dashboard/servers/{guest}").status_code == 404
+
+
+def test_create_page_offers_key_pairs(web: httpx.Client, nova: Nova) -> None:
+    """A key pair of the user is offered; a refused create keeps it chosen. (Networks:
+    this server runs the user-mode data plane, whose networking API answers 503: the
+    form says so and offers the user-mode NIC.)"""
+    key = nova.c.post("/compute/v2.1/os-keypairs", json={"keypair": {"name": "dash-key"}})
+    assert key.status_code in (200, 201), key.text
+    page = web.get("/dashboard/servers/new").text
+    assert '<option value="dash-key">dash-key</option>' in page
+    assert 'id="network"' not in page and "user-mode NIC" in page
+    answer = submit(web, "/dashboard/servers/new", {
+        "name": "n", "boot_source": "image", "image": "", "flavor": "no-such-flavor",
+        "key_name": "dash-key"}, page="/dashboard/servers/new")
+    again = web.get(answer.headers["location"]).text
+    assert '<option value="dash-key" selected>dash-key</option>' in again
+
+
+def test_create_body_and_progress_rules() -> None:
+    """The two rules the pages build on, without a server: the POST /servers body per
+    boot source, and when a status counts as done and what percent it shows."""
+    from strato.dashboard.server_page import progress_of
+    from strato.dashboard.servers import create_body
+
+    assert create_body({"name": " a ", "boot_source": "image", "image": "i", "flavor": "f",
+                        "network": ""}) == {"server": {
+        "name": "a", "flavorRef": "f", "imageRef": "i", "networks": "auto"}}
+    body = create_body({"name": "b", "boot_source": "snapshot", "snapshot": "s",
+                        "flavor": "f", "key_name": "k", "network": "n1"})["server"]
+    assert body["imageRef"] == "" and body["key_name"] == "k"
+    assert body["networks"] == [{"uuid": "n1"}]
+    assert body["block_device_mapping_v2"] == [{
+        "boot_index": 0, "uuid": "s", "source_type": "snapshot",
+        "destination_type": "volume", "delete_on_termination": True}]
+    assert create_body({"boot_source": "volume", "volume": "v", "network": "none"})[
+        "server"]["block_device_mapping_v2"][0]["delete_on_termination"] is False
+
+    building = progress_of({"status": "BUILD", "OS-EXT-STS:task_state": "spawning",
+                            "progress": 0})
+    assert building == {"status": "BUILD", "task_state": "spawning", "percent": 0,
+                        "done": False, "text": "BUILD (spawning)"}
+    # ACTIVE's progress (100) says nothing about a snapshot in flight
+    snapping = progress_of({"status": "ACTIVE", "OS-EXT-STS:task_state": "image_uploading",
+                            "progress": 100})
+    assert snapping["percent"] is None and snapping["done"] is False
+    assert progress_of({"status": "SHUTOFF", "OS-EXT-STS:task_state": None})["done"]
+    assert not progress_of({"status": "REBOOT", "OS-EXT-STS:task_state": None})["done"]
+
+
+def test_create_on_a_network(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On the Linux data plane, with a network in the project: the form offers it
+    (first, chosen), the server is made on it, its page shows the port's address.
+    The data plane of this test (``dataplane_id`` "dsb") is torn down on the way out."""
+    with guest_server(tmp_path_factory.mktemp("dsn"), {"network": {
+            "dataplane": "linux", "dataplane_id": "dsb"}}) as server:
+        nova = Nova(server)
+        net = nova.c.post("/networking/v2.0/networks", json={"network": {"name": "dash-n"}})
+        assert net.status_code == 201, net.text
+        net_id = net.json()["network"]["id"]
+        sub = nova.c.post("/networking/v2.0/subnets", json={"subnet": {
+            "network_id": net_id, "cidr": "10.77.0.0/24", "ip_version": 4}})
+        assert sub.status_code == 201, sub.text
+        client = login(server)
+        try:
+            page = client.get("/dashboard/servers/new").text
+            select = re.search(r'<select id="network" name="network">\s*<option value="'
+                               r'([^"]+)"[^>]*>dash-n', page)
+            assert select and select.group(1) == net_id, page
+            assert '<option value="none">No network</option>' in page
+            image = re.search(r'<option value="([0-9a-f-]{36})"[^>]*>strato-guest ', page)
+            flavor = re.search(r'<option value="([^"]+)">m1.tiny ', page)
+            answer = submit(client, "/dashboard/servers/new", {
+                "name": "dash-net-guest", "boot_source": "image", "image": image.group(1),
+                "flavor": flavor.group(1), "network": net_id}, page="/dashboard/servers/new")
+            sid = answer.headers["location"].rsplit("/", 1)[-1]
+            assert poll_done(client, sid)["status"] == "ACTIVE"
+            shown = client.get(f"/dashboard/servers/{sid}").text
+            assert re.search(r'<span class="mono">10\.77\.0\.\d+</span> <span class="hint">'
+                             r'\(dash-n, fixed\)', shown), shown
+            submit(client, f"/dashboard/servers/{sid}/delete", page="/dashboard/servers")
+            nova.wait(sid, "gone")
+        finally:
+            client.close()

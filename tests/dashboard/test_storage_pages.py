@@ -10,6 +10,7 @@ import hashlib
 import html
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,6 +165,33 @@ def test_upload_streams_through_and_download_is_the_same(admin: Browser) -> None
     assert digest.hexdigest() == shown["os_hash_value"]
 
 
+def test_a_queued_image_takes_its_data_on_its_own_page(admin: Browser) -> None:
+    """The plain form (no script) makes the record; its page offers the upload."""
+    page = follow(admin, admin.post("/dashboard/images", {"name": "dash-later",
+                                                           "disk_format": "raw"}))
+    image_id = re.search(r"/dashboard/images/([0-9a-f-]{36})", str(page.url)).group(1)
+    assert "not uploaded yet" in flash(page)
+    assert re.search(r'id="image-status"[^>]*>queued<', page.text)
+    assert f'data-upload="/dashboard/images/{image_id}/file"' in page.text
+    assert 'id="image-progress"' in page.text  # polls until the data is there
+    data = os.urandom(MIB)
+    put = admin.client.put(f"/dashboard/images/{image_id}/file", content=data, headers={
+        "Origin": admin.server.url, "X-CSRF-Token": admin.csrf,
+        "Content-Type": "application/octet-stream"})
+    assert put.status_code == 200, put.text
+    state = wait_done(admin, f"/dashboard/images/{image_id}/progress")
+    assert state["status"] == "active"
+    # a second upload: Glance's refusal comes back as JSON for upload.js to show
+    again = admin.client.put(f"/dashboard/images/{image_id}/file", content=data, headers={
+        "Origin": admin.server.url, "X-CSRF-Token": admin.csrf,
+        "Content-Type": "application/octet-stream"})
+    assert again.status_code == 409 and again.json()["error"]
+    with admin.client.stream("GET", f"/dashboard/images/{image_id}/download") as down:
+        assert down.read() == data
+    gone = follow(admin, admin.post(f"/dashboard/images/{image_id}/delete"))
+    assert "deleted" in flash(gone) and f'data-id="{image_id}"' not in gone.text
+
+
 def test_volume_snapshot_chain_through_the_forms(admin: Browser, chain: Chain) -> None:
     volumes = admin.get("/dashboard/volumes").text
     for vid in (chain.volume, chain.volume2):
@@ -229,7 +257,22 @@ def test_delete_refused_shows_the_apis_message_and_the_blockers(admin: Browser,
     # a volume with snapshots: Cinder refuses too, in its words
     page = follow(admin, admin.post(f"/dashboard/volumes/{chain.volume}/delete"))
     assert 'class="flash flash-error"' in page.text
-    assert '<section id="delete-blockers"' in page.text
+    assert 'data-reason="has_snapshots"' in section(page.text, "delete-blockers")
+    # a snapshot with a clone: Cinder accepts (202) and refuses later; the page says so
+    # at once, and then shows the volume service's own message
+    page = follow(admin, admin.post(f"/dashboard/snapshots/{chain.snapshot}/delete"))
+    assert str(page.url).endswith(f"/dashboard/snapshots/{chain.snapshot}")
+    assert "will refuse it" in flash(page)
+    assert 'data-reason="has_clones"' in section(page.text, "delete-blockers")
+    deadline = time.monotonic() + 60
+    while True:  # deleting → available again (the refusal), then the message is there
+        state = wait_done(admin, f"/dashboard/snapshots/{chain.snapshot}/progress")
+        assert state["status"] == "available"
+        page = admin.get(f"/dashboard/snapshots/{chain.snapshot}")
+        if 'id="messages"' in page.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert 'id="messages"' in page.text
 
 
 class Tree(HTMLParser):
@@ -485,3 +528,30 @@ def section_of(text: str, form_id: str) -> str:
     found = re.search(rf'<form [^>]*id="{form_id}".*?</form>', text, re.S)
     assert found, f"no form#{form_id}"
     return found.group(0)
+
+
+def test_an_upload_cut_off_leaves_the_image_queued(admin: Browser) -> None:
+    """The browser goes away mid-file: Glance sees the end of the stream as the client
+    leaving, and the record is queued again for a retry from its page."""
+    made = admin.client.post("/dashboard/images", json={"name": "dash-cut",
+                                                        "disk_format": "raw"},
+                             headers={"Origin": admin.server.url, "X-CSRF-Token": admin.csrf})
+    image_id = made.json()["id"]
+    cookie = "; ".join(f"{k}={v}" for k, v in admin.client.cookies.items())
+    with socket.create_connection(("127.0.0.1", admin.server.port)) as raw:
+        raw.sendall((f"PUT /dashboard/images/{image_id}/file HTTP/1.1\r\n"
+                     f"Host: 127.0.0.1:{admin.server.port}\r\n"
+                     f"Origin: {admin.server.url}\r\nX-CSRF-Token: {admin.csrf}\r\n"
+                     f"Cookie: {cookie}\r\nContent-Type: application/octet-stream\r\n"
+                     f"Content-Length: {10 * MIB}\r\n\r\n").encode())
+        raw.sendall(os.urandom(2 * MIB))
+        deadline = time.monotonic() + 30
+        while admin_get(admin.server, f"/image/v2/images/{image_id}")["status"] != "saving":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while admin_get(admin.server, f"/image/v2/images/{image_id}")["status"] != "queued":
+        assert time.monotonic() < deadline, "the image never went back to queued"
+        time.sleep(0.1)
+    page = admin.get(f"/dashboard/images/{image_id}")
+    assert f'data-upload="/dashboard/images/{image_id}/file"' in page.text

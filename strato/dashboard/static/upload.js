@@ -3,6 +3,8 @@
 // 2. XHR PUT /dashboard/images/{id}/file sends the file itself (the server streams it
 //    into Glance, never holding it whole), upload.onprogress drives the bar;
 // 3. on success the browser goes to the image's page.
+// On a queued image's own page the form carries data-upload (the record exists): step 1
+// is skipped.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -29,22 +31,26 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!file) { say("Error: choose a file first."); return; }
     button.disabled = true;
     bar.value = 0;
-    say("Creating the image record…");
     let created;
-    try {
-      const answer = await fetch("/dashboard/images", {
-        method: "POST", credentials: "same-origin",
-        headers: {"Content-Type": "application/json", "Accept": "application/json",
-                  "X-CSRF-Token": token()},
-        body: JSON.stringify({name: document.getElementById("image-name").value,
-                              disk_format: document.getElementById("disk-format").value}),
-      });
-      created = await answer.json();
-      if (!answer.ok) throw new Error(created.error || ("HTTP " + answer.status));
-    } catch (err) {
-      say("Error: " + err.message);
-      button.disabled = false;
-      return;
+    if (form.hasAttribute("data-upload")) {
+      created = {upload: form.getAttribute("data-upload"), page: form.getAttribute("data-page")};
+    } else {
+      say("Creating the image record…");
+      try {
+        const answer = await fetch("/dashboard/images", {
+          method: "POST", credentials: "same-origin",
+          headers: {"Content-Type": "application/json", "Accept": "application/json",
+                    "X-CSRF-Token": token()},
+          body: JSON.stringify({name: document.getElementById("image-name").value,
+                                disk_format: document.getElementById("disk-format").value}),
+        });
+        created = await answer.json();
+        if (!answer.ok) throw new Error(created.error || ("HTTP " + answer.status));
+      } catch (err) {
+        say("Error: " + err.message);
+        button.disabled = false;
+        return;
+      }
     }
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", created.upload);
