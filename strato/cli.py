@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     conf = _conf(args)
     setup_logging(conf, args.debug)
-    return serve(conf)
+    return serve(conf, compute=not args.no_compute)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -304,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
                 "Run the API and, in the same process, the job workers (embedded default).")
     p.add_argument("--port", type=int, help="override [DEFAULT] bind_port")
     p.add_argument("--host", help="override [DEFAULT] bind_host")
+    p.add_argument("--no-compute", action="store_true",
+                   help="no compute agent here: this host runs no guests (scale-out, "
+                   "with `strato worker` on the compute hosts)")
     p.add_argument("--debug", action="store_true", help="log at DEBUG level")
 
     p = command("worker", cmd_worker, "Run job workers only (scale-out: one per host or "

@@ -69,7 +69,11 @@ def websocket_support() -> bool:
     return AutoWebSocketsProtocol is not None
 
 
-def serve(conf: Config) -> int:
+def serve(conf: Config, compute: bool = True) -> int:
+    """The API and its embedded job workers; with ``compute`` (the default, one box)
+    also this host's compute agent and its ``host:`` jobs.  Without it (scale-out: the
+    API on a machine that runs no guests) the workers claim only ``any`` and the volume
+    backends' jobs, and this host is not registered as a compute node."""
     from strato.api.app import build_app
     from strato.cli import _check_schema
     from strato.service import Services
@@ -81,9 +85,12 @@ def serve(conf: Config) -> int:
 
     # this host's networks and routers as the tables say, before guests re-attach
     services.network.sync_host()
-    agent = ComputeAgent(services)
-    agent.start()  # re-attach to running guests, resolve half-done tasks, sync power
-    pool = make_pool(conf, services)
+    agent = ComputeAgent(services) if compute else None
+    if agent is not None:
+        agent.start()  # re-attach to running guests, resolve half-done tasks, sync power
+    targets = None if compute else [
+        t for t in worker_targets(conf) if t != f"host:{conf.DEFAULT.host}"]
+    pool = make_pool(conf, services, targets)
     app = build_app(services)
 
     @contextlib.asynccontextmanager
@@ -96,7 +103,8 @@ def serve(conf: Config) -> int:
         finally:
             LOG.info("stopping job workers after their current step")
             pool.stop()
-            agent.stop()
+            if agent is not None:
+                agent.stop()
             services.close()
             LOG.info("stopped")
 
