@@ -125,3 +125,75 @@ def test_three_hosts_spread_route_and_go_down(cluster: Cluster, pg_url: str) -> 
     down = {s["Host"]: s["State"] for s in api.openstack_json(
         "compute", "service", "list", "--service", "nova-compute")}  # type: ignore[union-attr]
     assert down == {"host1": "up", "host2": "down", "host3": "up"}
+
+
+def job_rows(pg_url: str, sql: str, *args: object) -> list[tuple]:
+    url = make_url(pg_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         dbname=url.database) as conn:
+        return list(conn.execute(sql, args))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_what_is_still_single_host(pg_url: str, tmp_path: Path) -> None:
+    """Today's behaviour that issue 20 must change, pinned so that the change is seen:
+    console output is refused off the API's host, a server that found no host is
+    deleted by a job for the API's host (which runs no worker), the hypervisor
+    figures are the machine's, and a job for a dead host waits for it (and runs once
+    its worker is back: the agent re-attaches the guest that outlived it)."""
+    c = Cluster(tmp_path, pg_url, hosts=2, extra_conf={"compute": {
+        "sync_power_state_interval": "1", "quota_ram": "-1", "quota_cores": "-1"}})
+    c.setup()
+    c.start()
+    try:
+        api = c.api
+        c.wait_hosts_up()
+        s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                               "--image", "strato-guest", "--wait", "one")
+        sid = str(s["id"])  # type: ignore[index]
+        host = c.host_of(sid)
+        wait_console(host.driver(), sid, "STRATO-GUEST-READY bootcount=")
+        # 1. console output is read by the API from its own instances directory
+        out = api.openstack("console", "log", "show", sid, check=False)
+        print("console log show:", out.returncode, out.stderr.strip()[-200:])
+        assert out.returncode != 0 and "get_console_output" in out.stderr
+        # 2. the hypervisor figures: every host reports the whole machine
+        hyps = api.openstack_json("--os-compute-api-version", "2.27", "hypervisor", "list",
+                                  "--long")
+        print("hypervisors at 2.27:", hyps)
+        # 3. a server no host could take is deleted by a job for host:api
+        api.openstack("flavor", "create", "--ram", str(1 << 24), "--vcpus", "1",
+                      "--disk", "1", "huge")
+        bad = api.openstack_json("server", "create", "--flavor", "huge", "--nic", "none",
+                                 "--image", "strato-guest", "novalid")
+        bid = str(bad["id"])  # type: ignore[index]
+        deadline = time.monotonic() + 30
+        while api.openstack_json("server", "show", bid)["status"] != "ERROR":  # type: ignore[index]
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        api.openstack("server", "delete", bid)
+        time.sleep(8)
+        left = job_rows(pg_url, "SELECT name, target, state FROM jobs WHERE "
+                        "payload->>'instance_id' = %s", bid)
+        print("delete of a server without host:", left)
+        assert left == [("compute.delete", "host:api", "pending")]
+        # 4. a job for a host whose worker died waits for it; the guest outlived it
+        pid = host.driver().pid(sid)
+        host.kill9()
+        assert pid is not None and host.driver().pid(sid) == pid
+        api.openstack("server", "stop", sid)
+        time.sleep(8)
+        waiting = job_rows(pg_url, "SELECT name, target, state FROM jobs WHERE "
+                           "payload->>'instance_id' = %s AND name = 'compute.power'", sid)
+        print("stop while the host is dead:", waiting)
+        assert waiting == [("compute.power", f"host:{host.name}", "pending")]
+        t0 = time.monotonic()
+        host.start()
+        deadline = t0 + 60
+        while api.openstack_json("server", "show", sid)["status"] != "SHUTOFF":  # type: ignore[index]
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        print(f"stop ran {time.monotonic() - t0:.1f}s after the worker came back")
+        api.openstack("server", "delete", "--wait", sid)
+    finally:
+        c.stop()
