@@ -104,6 +104,11 @@ OPTIONS: tuple[Option, ...] = (
            "empty means http://<bind_host>:<bind_port>."),
     Option("DEFAULT", "host", "str", "localhost",
            "Name of this host: compute jobs and guests are keyed by it."),
+    Option("DEFAULT", "report_interval", "positive_int", "10",
+           "Seconds between two heartbeats of this host's compute agent (Nova's)."),
+    Option("DEFAULT", "service_down_time", "positive_int", "60",
+           "Seconds without a heartbeat after which a compute service is reported down "
+           "(Nova's; keep it well above report_interval)."),
     Option("DEFAULT", "region_name", "str", "RegionOne", "Region shown in the catalog."),
     Option("DEFAULT", "debug", "bool", "false", "Log at DEBUG level."),
     Option("DEFAULT", "log_file", "str", "", "Log to this file instead of standard error."),

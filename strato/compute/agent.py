@@ -176,9 +176,10 @@ class ComputeAgent:
         return changed
 
     def _heartbeat(self) -> None:
-        from strato.compute.hosts import HEARTBEAT_SECONDS, heartbeat
+        from strato.compute.hosts import heartbeat
 
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        # [DEFAULT] report_interval; os-services reads [DEFAULT] service_down_time
+        while not self._stop.wait(self.services.conf.DEFAULT.report_interval):
             try:
                 heartbeat(self.services.db, self.host)
             except Exception:  # noqa: BLE001 - the next beat tries again

@@ -37,10 +37,6 @@ from strato.validation import query_int
 P = "os_compute_api:"
 COMPUTE = "nova-compute"
 INTERNAL = ("nova-scheduler", "nova-conductor")
-#: Nova's ``service_down_time``: a compute agent silent this long is down
-SERVICE_DOWN_SECONDS = 60
-#: how often a compute agent refreshes its heartbeat
-HEARTBEAT_SECONDS = 10
 _NS = uuid.UUID("8f0b6f0e-5b1b-4a51-9a38-3f3c1cbbd0a1")
 
 
@@ -190,7 +186,8 @@ class Hosts:
             return True  # it runs in the process answering
         if node is None or node.updated_at is None:
             return False
-        return utcnow() - node.updated_at < timedelta(seconds=SERVICE_DOWN_SECONDS)
+        return utcnow() - node.updated_at < timedelta(
+            seconds=self.conf.DEFAULT.service_down_time)
 
     def _updated(self, rec: ServiceRecord, node: ComputeNode | None) -> datetime | None:
         if rec.binary == COMPUTE:

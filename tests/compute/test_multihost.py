@@ -28,8 +28,12 @@ def pg_url(db_url: str) -> str:
 
 @pytest.fixture
 def cluster(pg_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, pg_url, hosts=3, extra_conf={"compute": {
-        "sync_power_state_interval": "1", "quota_ram": "-1", "quota_cores": "-1"}})
+    # heartbeats every second, down after 5 s without one (Nova's defaults: 10 s, 60 s;
+    # measured with them: reported down 51.7 s after kill -9)
+    c = Cluster(tmp_path, pg_url, hosts=3, extra_conf={
+        "DEFAULT": {"report_interval": "1", "service_down_time": "5"},
+        "compute": {"sync_power_state_interval": "1", "quota_ram": "-1",
+                    "quota_cores": "-1"}})
     c.setup()
     c.start()
     try:
@@ -121,6 +125,7 @@ def test_three_hosts_spread_route_and_go_down(cluster: Cluster, pg_url: str) -> 
         time.sleep(1)
     took = time.monotonic() - t0
     print(f"host2 reported down {took:.1f}s after kill -9")
+    assert 3 < took < 15, took  # service_down_time = 5, report_interval = 1
     assert rows == {"host1": "up", "host2": "down", "host3": "up"}
     down = {s["Host"]: s["State"] for s in api.openstack_json(
         "compute", "service", "list", "--service", "nova-compute")}  # type: ignore[union-attr]
