@@ -144,7 +144,8 @@ def test_what_is_still_single_host(pg_url: str, tmp_path: Path) -> None:
     """Today's behaviour that issue 20 must change, pinned so that the change is seen:
     console output is refused off the API's host, a server that found no host is
     deleted by a job for the API's host (which runs no worker), the hypervisor
-    figures are the machine's, and a job for a dead host waits for it (and runs once
+    figures are the machine's, a hard affinity group fails its second member when the
+    spread chose another host, and a job for a dead host waits for it (and runs once
     its worker is back: the agent re-attaches the guest that outlived it)."""
     c = Cluster(tmp_path, pg_url, hosts=2, extra_conf={"compute": {
         "sync_power_state_interval": "1", "quota_ram": "-1", "quota_cores": "-1"}})
@@ -182,7 +183,30 @@ def test_what_is_still_single_host(pg_url: str, tmp_path: Path) -> None:
                         "payload->>'instance_id' = %s", bid)
         print("delete of a server without host:", left)
         assert left == [("compute.delete", "host:api", "pending")]
-        # 4. a job for a host whose worker died waits for it; the guest outlived it
+        # 4. the server group policy is checked after the host is chosen, not as a
+        # filter: two members of an affinity group, room for both on either host, and
+        # the second fails (the spread put it on the other host)
+        group = api.openstack_json("server", "group", "create", "--policy", "affinity",
+                                   "aff")
+        members = []
+        for name in ("aff-a", "aff-b"):
+            m = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic",
+                                   "none", "--image", "strato-guest", "--hint",
+                                   f"group={group['id']}", name)  # type: ignore[index]
+            members.append(str(m["id"]))  # type: ignore[index]
+        deadline = time.monotonic() + 60
+        while True:
+            shown = [api.openstack_json("server", "show", m) for m in members]
+            if all(x["status"] in ("ACTIVE", "ERROR") for x in shown):  # type: ignore[index]
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        print("affinity members:", [(x["status"], x.get("OS-EXT-SRV-ATTR:host"),  # type: ignore
+                                     x.get("fault")) for x in shown])  # type: ignore
+        assert [x["status"] for x in shown] == ["ACTIVE", "ERROR"]  # type: ignore[index]
+        api.openstack("server", "delete", "--wait", members[0])
+        api.openstack("server", "delete", members[1])  # hostless: never done (see 3.)
+        # 5. a job for a host whose worker died waits for it; the guest outlived it
         pid = host.driver().pid(sid)
         host.kill9()
         assert pid is not None and host.driver().pid(sid) == pid
