@@ -159,7 +159,10 @@ class QemuDriver:
             paths.suspend_image.unlink(missing_ok=True)
             return self._launch(spec)
 
-    def _launch(self, spec: GuestSpec, incoming: str | None = None) -> int:
+    def _launch(self, spec: GuestSpec, incoming: str | None = None,
+                paused: bool = False) -> int:
+        """``paused``: QEMU held at ``-S`` (an incoming migration's destination stays
+        paused after the switch-over until ``migration.finish`` runs it)."""
         paths = self.paths(spec.uuid)
         if self.resolve is not None and any(d.source for d in spec.disks):
             spec = spec.with_disks([
@@ -185,7 +188,7 @@ class QemuDriver:
             argv = process.build_command(spec, paths, places, incoming=incoming,
                                          nic_fds=fds)
             throttled = [d for d in spec.disks if d.throttle]
-            if throttled and incoming is None:
+            if (throttled and incoming is None) or paused:
                 argv.append("-S")  # limits in place before the guest's first I/O
             pid = process.spawn(argv, paths, pass_fds=tuple(fds.values()))
         finally:
