@@ -7,7 +7,8 @@ the last room on a host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -77,3 +78,50 @@ def choose(hosts: list[HostState], want: Want) -> str:
     if not fit:
         raise NoValidHost("No valid host was found. There are not enough hosts available.")
     return max(fit, key=lambda h: (h.free_ram_mb, h.host)).host
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """What one placement asks for (Nova's RequestSpec): a new server, or a move of
+    ``instance_id`` (cold/live migration, resize, evacuation, unshelve)."""
+
+    want: Want
+    #: the server being placed (a move: its own usage is not counted twice)
+    instance_id: str | None = None
+    project_id: str | None = None
+    #: availability zone the server must land in (None: any)
+    zone: str | None = None
+    #: a host the caller named (admin's ``zone:host``, migrate/evacuate ``host``):
+    #: only that host is considered; still filtered unless ``force`` (Nova's force)
+    requested_host: str | None = None
+    force: bool = False
+    #: hosts never chosen (a move's source host)
+    ignore_hosts: frozenset[str] = frozenset()
+    #: the server group the server is a member of (its policy filters/weighs)
+    group_id: str | None = None
+    #: os:scheduler_hints as validated by the API (same_host, different_host, ...)
+    hints: Mapping[str, Any] = field(default_factory=dict)
+    #: the flavor's extra specs (aggregate metadata filter)
+    extra_specs: Mapping[str, str] = field(default_factory=dict)
+
+
+def select_destination(session: Session, conf: Any, spec: RequestSpec) -> str:
+    """The host for ``spec``, inside the caller's transaction: node rows are locked
+    (``FOR UPDATE``) until it commits, so the caller records its claim (``inst.host``,
+    or a migration's ``dest_compute``) in the same transaction. NoValidHost if none."""
+    from strato.compute.hosts import host_zone
+
+    candidates = [h for h in host_states(session, conf) if h.host not in spec.ignore_hosts]
+    if spec.zone:
+        candidates = [h for h in candidates if host_zone(session, h.host) == spec.zone]
+    if spec.requested_host:
+        candidates = [h for h in candidates if h.host == spec.requested_host]
+    host = choose(candidates, spec.want)
+    if spec.group_id is not None and spec.instance_id is not None:
+        from strato.compute.server_groups import check_host
+        from strato.compute.reads_models import ServerGroup
+
+        g = session.get(ServerGroup, spec.group_id)
+        if g is not None:
+            host = check_host(session, g, spec.instance_id, host)
+    return host
