@@ -118,8 +118,8 @@ def select_destination(session: Session, conf: Any, spec: RequestSpec) -> str:
         candidates = [h for h in candidates if h.host == spec.requested_host]
     host = choose(candidates, spec.want)
     if spec.group_id is not None and spec.instance_id is not None:
-        from strato.compute.server_groups import check_host
         from strato.compute.reads_models import ServerGroup
+        from strato.compute.server_groups import check_host
 
         g = session.get(ServerGroup, spec.group_id)
         if g is not None:
