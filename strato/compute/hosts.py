@@ -153,6 +153,20 @@ def host_usage(session: Session) -> dict[str, Usage]:
     return out
 
 
+def host_is_up(session: Session, conf: Any, host: str) -> bool:
+    """Whether ``host``'s compute service is up: heartbeat within ``[DEFAULT]
+    service_down_time`` and not forced down (evacuation wants it down; the scheduler
+    skips it when down)."""
+    node = session.scalar(select(ComputeNode).where(ComputeNode.host == host))
+    rec = session.scalar(select(ServiceRecord).where(
+        ServiceRecord.host == host, ServiceRecord.binary == COMPUTE))
+    if rec is not None and rec.forced_down:
+        return False
+    if node is None or node.updated_at is None:
+        return False
+    return utcnow() - node.updated_at < timedelta(seconds=conf.DEFAULT.service_down_time)
+
+
 class Hosts:
     """os-services and os-hypervisors over the compute nodes and service records."""
 

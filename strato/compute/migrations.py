@@ -25,12 +25,19 @@ SERVER_RULE = P + "servers:migrations:index"
 
 
 def record(session: Session, ctx: RequestContext, instance_id: str, host: str | None,
-           old_flavor: str, new_flavor: str) -> int:
-    """A new resize migration, ``pre-migrating``; its id."""
-    row = Migration(instance_uuid=instance_id, source_compute=host, dest_compute=host,
-                    source_node=host, dest_node=host, dest_host=None,
+           old_flavor: str, new_flavor: str, *, dest: str | None = None,
+           migration_type: str = "resize", status: str = "pre-migrating") -> int:
+    """A new migration record (``host`` the source, ``dest`` the destination: the
+    source when None, a same-host resize); its id.  ``migration_type`` is Nova's:
+    ``resize``, ``migration`` (cold), ``live-migration``, ``evacuation``.  Recorded in
+    the transaction that chose ``dest``: the scheduler counts an unfinished
+    migration's flavor on its destination (the claim)."""
+    dest = host if dest is None else dest
+    row = Migration(instance_uuid=instance_id, source_compute=host, dest_compute=dest,
+                    source_node=host, dest_node=dest, dest_host=None,
                     old_flavor_id=old_flavor, new_flavor_id=new_flavor,
-                    status="pre-migrating", project_id=ctx.project_id, user_id=ctx.user_id)
+                    migration_type=migration_type,
+                    status=status, project_id=ctx.project_id, user_id=ctx.user_id)
     session.add(row)
     session.flush()
     return int(row.id)
