@@ -125,3 +125,28 @@ def select_destination(session: Session, conf: Any, spec: RequestSpec) -> str:
         if g is not None:
             host = check_host(session, g, spec.instance_id, host)
     return host
+
+
+def spec_for_instance(session: Session, inst: Any, *, flavor: dict[str, Any] | None = None,
+                      requested_host: str | None = None, force: bool = False,
+                      ignore_source: bool = True) -> RequestSpec:
+    """The RequestSpec of a move of ``inst`` (migrate, resize to ``flavor``, evacuate,
+    live migration, unshelve): the flavor it will run with, the zone it was *asked*
+    for at boot, its server group and hints as remembered at create
+    (``system_metadata["scheduler_hints"]`` / ``["requested_zone"]``); its own host is
+    ignored unless ``ignore_source`` is false (a same-host resize)."""
+    from strato.compute.reads_models import ServerGroupMember
+
+    fl = flavor if flavor is not None else inst.flavor
+    meta = inst.system_metadata or {}
+    group = session.scalar(select(ServerGroupMember.group_id).where(
+        ServerGroupMember.instance_uuid == inst.id))
+    return RequestSpec(
+        want=Want(fl["memory_mb"], fl["vcpus"], (fl.get("root_gb") or 0)
+                  if inst.image_ref else 0),
+        instance_id=inst.id, project_id=inst.project_id,
+        zone=meta.get("requested_zone") or None, requested_host=requested_host,
+        force=force,
+        ignore_hosts=frozenset({inst.host}) if ignore_source and inst.host else frozenset(),
+        group_id=group, hints=dict(meta.get("scheduler_hints") or {}),
+        extra_specs=dict(fl.get("extra_specs") or {}))
