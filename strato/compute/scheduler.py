@@ -157,14 +157,15 @@ def _flavor(session: Session, inst: Instance, key: str, flavor_id: str | None,
     return inst.flavor or {}
 
 
-def host_states(session: Session, conf: Any, exclude: str | None = None
-                ) -> list[HostState]:
+def host_states(session: Session, conf: Any, exclude: str | None = None,
+                lock: bool = True) -> list[HostState]:
     """Every registered compute host with what it holds, its node row locked until the
-    caller's transaction ends. ``exclude``: a server whose own usage (its row and its
-    unfinished migrations) is not counted (the one being moved)."""
+    caller's transaction ends (``lock``; a read-only view passes False). ``exclude``:
+    a server whose own usage (its row and its unfinished migrations) is not counted
+    (the one being moved)."""
     c = conf.compute
-    nodes = list(session.scalars(select(ComputeNode).order_by(ComputeNode.host)
-                                 .with_for_update()))
+    query = select(ComputeNode).order_by(ComputeNode.host)
+    nodes = list(session.scalars(query.with_for_update() if lock else query))
     services = {r.host: r for r in session.scalars(select(ServiceRecord).where(
         ServiceRecord.binary == "nova-compute"))}
     aggs = list(session.scalars(select(Aggregate).order_by(Aggregate.id)))
