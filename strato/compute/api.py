@@ -35,7 +35,7 @@ from strato.compute.flavors import FlavorAPI
 from strato.compute.hosts import host_zone, zones_of_compute_hosts
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.limits import Limits, class_limits
-from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
+from strato.compute.models import BlockDevice, ComputeNode, Flavor, Instance, InstanceAction
 from strato.compute.scheduler import (
     DEFAULT_ZONE,
     NoValidHost,
@@ -227,6 +227,7 @@ class ComputeAPI:
             if zone and zone not in zones_of_compute_hosts(session):
                 raise BadRequest(f"The requested availability zone {zone} is not "
                                  "available")
+            _requested_destination(session, ctx, ref, version)
         if 0 <= meta_limit < len(metadata):  # Nova's MetadataLimitExceeded
             raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         _requested_hostname(ref, version)
@@ -402,11 +403,14 @@ class ComputeAPI:
             if zone:
                 meta["requested_zone"] = zone
             inst.system_metadata = meta
+            # 2.74 host / hypervisor_hostname: a host the filters still check
+            wanted = (ref.get("host") or ref.get("hypervisor_hostname")) \
+                if version >= (2, 74) else None
             spec = RequestSpec(
                 want=want_of(snap, bool(image_ref)), instance_id=instance_id,
                 project_id=ctx.project_id, zone=zone or None,
                 # "zone:host[:node]": an admin's forced host (Nova skips the filters)
-                requested_host=forced.split(":")[0] or None, force=bool(forced),
+                requested_host=forced.split(":")[0] or wanted or None, force=bool(forced),
                 group_id=server_group, hints=hints,
                 extra_specs=dict(snap.get("extra_specs") or {}))
             inst.availability_zone = zone or DEFAULT_ZONE
@@ -801,6 +805,30 @@ def _filtered(row: Any, key: str) -> str:
 
 
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$")
+
+
+def _requested_destination(session: Session, ctx: RequestContext, ref: dict[str, Any],
+                           version: Version) -> None:
+    """2.74: ``host`` and/or ``hypervisor_hostname`` (admin) name a compute host the
+    scheduler must use, filters applied (not forced, unlike ``zone:host``)."""
+    given = {k: ref[k] for k in ("host", "hypervisor_hostname") if k in ref}
+    if not given:
+        return
+    if version < (2, 74):
+        raise BadRequest("Invalid input for field/attribute server. Additional properties "
+                         f"are not allowed ({', '.join(given)} was unexpected)")
+    for key, value in given.items():
+        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+            raise BadRequest(f"Invalid input for field/attribute {key}.")
+    if not ctx.is_admin:
+        raise Forbidden("Policy doesn't allow compute:servers:create:requested_destination "
+                        "to be performed.")
+    host, node = given.get("host"), given.get("hypervisor_hostname")
+    if host is not None and session.get(ComputeNode, host) is None:
+        raise BadRequest(f"Compute host {host} could not be found.")
+    if node is not None and (session.get(ComputeNode, node) is None
+                             or (host is not None and node != host)):
+        raise BadRequest(f"Compute host {host or node}, node {node} could not be found.")
 
 
 def _requested_hostname(ref: dict[str, Any], version: Version) -> str | None:

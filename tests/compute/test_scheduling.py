@@ -286,3 +286,25 @@ def test_spec_for_instance_remembers_create(session: Session, conf: Any) -> None
         select_destination(s, conf, sp)
     assert select_destination(s, conf, spec_for_instance(s, inst, ignore_source=False)) \
         == "h2"
+
+
+def test_scheduler_hints_schema() -> None:
+    """Nova's schema for os:scheduler_hints: known keys checked, others kept."""
+    from strato.compute.scheduler_hints import parse
+    from strato.exceptions import BadRequest
+
+    g, a = str(uuid.uuid4()), str(uuid.uuid4())
+    assert parse({"os:scheduler_hints": {"group": g, "same_host": a, "x": [1]}}) == {
+        "group": g, "same_host": a, "x": [1]}
+    assert parse({"OS-SCH-HNT:scheduler_hints": {"group": [g],
+                                                 "different_host": [a, g]}}) == {
+        "group": g, "different_host": [a, g]}
+    assert parse({"server": {}}) == {}
+    assert parse({"os:scheduler_hints": {"query": '[">=", "$free_ram_mb", 1024]',
+                                         "cidr": "/24", "build_near_host_ip": "10.0.0.1",
+                                         "target_cell": "cell1"}})["cidr"] == "/24"
+    for bad in ([], {"group": "x"}, {"group": 1}, {"same_host": [a, "x"]},
+                {"different_host": 3}, {"query": 5}, {"cidr": "10.0.0.0/8"},
+                {"build_near_host_ip": "300.1.1.1"}, {"target_cell": ""}):
+        with pytest.raises(BadRequest):
+            parse({"os:scheduler_hints": bad})

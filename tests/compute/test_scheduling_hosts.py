@@ -252,6 +252,20 @@ def test_groups_and_hints(cluster: Cluster, api: Api) -> None:
     third = api.host_of(api.boot(different_host=[a, b]))
     assert third not in (ha, hb) and third in HOSTS
 
+    # 2.74: an admin names the host; the filters still apply (host1 disabled: ERROR)
+    assert api.host_of(create(srv, "--host", "host3", version="2.74")) == "host3"
+    srv.openstack("compute", "service", "set", "--disable", "host1", "nova-compute")
+    r = api.http.post("/compute/v2.1/servers", json={"server": {
+        "name": "sch-74", "flavorRef": "1", "networks": "none", "imageRef": api.image,
+        "host": "host1"}}, headers={"X-OpenStack-Nova-API-Version": "2.74"})
+    assert r.status_code == 202, r.text
+    assert api.server(r.json()["server"]["id"])["status"] == "ERROR"
+    srv.openstack("compute", "service", "set", "--enable", "host1", "nova-compute")
+    r = api.http.post("/compute/v2.1/servers", json={"server": {
+        "name": "sch-74", "flavorRef": "1", "networks": "none", "imageRef": api.image,
+        "host": "nowhere"}}, headers={"X-OpenStack-Nova-API-Version": "2.74"})
+    assert r.status_code == 400 and "nowhere" in r.text, r.text
+
     # malformed hints: Nova's schema, 400 before anything is made
     for hints in ({"group": "not-a-uuid"}, {"same_host": 5}, {"cidr": "10.0.0.0/24"},
                   {"build_near_host_ip": "nope"}, "group"):
@@ -280,14 +294,26 @@ def test_concurrent_creates_never_overcommit(cluster: Cluster, api: Api) -> None
                                 "--vcpus", "1", "sch-half")
     image = str(srv.openstack_json("image", "show", "strato-guest")["id"])  # type: ignore[index]
     n = expected + 6
-    token = srv.token()
+    # one project each: the quota engine locks a project's usage rows, which would
+    # serialize one project's creates before they reach the scheduler
+    tokens = []
+    with srv.client(srv.token()) as c:
+        uid = c.post("/identity/v3/users", json={"user": {
+            "name": "racer", "password": "pw-racer"}}).json()["user"]["id"]
+        role = c.get("/identity/v3/roles", params={"name": "member"}).json()["roles"][0]
+        for i in range(n):
+            pid = c.post("/identity/v3/projects", json={"project": {
+                "name": f"race-{i}"}}).json()["project"]["id"]
+            assert c.put(f"/identity/v3/projects/{pid}/users/{uid}/roles/{role['id']}"
+                         ).status_code == 204
+            tokens.append(srv.token("racer", "pw-racer", f"race-{i}"))
     start = threading.Barrier(n)
     ids: list[str] = []
     errors: list[str] = []
 
     def boot(i: int) -> None:
         with httpx.Client(base_url=srv.url, timeout=60, headers={
-                "X-Auth-Token": token, "X-OpenStack-Nova-API-Version": "2.37"}) as c:
+                "X-Auth-Token": tokens[i], "X-OpenStack-Nova-API-Version": "2.37"}) as c:
             start.wait()
             r = c.post("/compute/v2.1/servers", json={"server": {
                 "name": f"race-{i}", "flavorRef": flavor["id"],  # type: ignore[index]
