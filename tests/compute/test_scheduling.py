@@ -48,9 +48,39 @@ def conf() -> Any:
                               ("compute", "cpu_allocation_ratio", "1.0")])
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def sched_db(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """One database per engine for the module: every test rolls its rows back."""
+    from sqlalchemy.engine import make_url
+
+    from strato.db import migrate
+    from tests.conftest import PG_URL, REQUIRE_PG, _pg_admin
+
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sched')}/strato.db"
+    else:
+        if not PG_URL:
+            if REQUIRE_PG:
+                pytest.fail("STRATO_TEST_PG_URL is not set but PostgreSQL is required")
+            pytest.skip("no PostgreSQL server (run the suite with `make test`)")
+        name = f"strato_test_{uuid.uuid4().hex[:12]}"
+        with _pg_admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+    if name is not None:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def session(db: Database) -> Iterator[Session]:
-    with db.session() as s:
+def session(sched_db: Database) -> Iterator[Session]:
+    with sched_db.session() as s:
         for h in ("h1", "h2", "h3"):
             s.add(ComputeNode(host=h, memory_mb=8192, vcpus=4, local_gb=100,
                               updated_at=utcnow()))
