@@ -44,10 +44,10 @@ def hypervisor_uuid(host: str) -> str:
     return str(uuid.uuid5(_NS, "compute-node:" + host))
 
 
-def heartbeat(db: Any, host: str, instances_path: Any = None) -> None:
+def heartbeat(db: Any, host: str, conf: Any = None) -> None:
     """The compute agent's sign of life, read by the service and hypervisor views, with
     the host's facts (its uptime, CPU, QEMU, free disk) the API cannot see itself."""
-    facts = host_facts(instances_path)
+    facts = host_facts(conf)
     with db.session() as session:
         node = session.get(ComputeNode, host)
         if node is not None:
@@ -132,17 +132,30 @@ def uptime_text() -> str:
             f"  0 users,  load average: {', '.join(load)}")
 
 
-def host_facts(instances_path: Any = None) -> dict[str, Any]:
-    """What this host's agent reports of it (os-hypervisors' uptime, cpu_info,
-    hypervisor_version, disk_available_least)."""
+def host_facts(conf: Any = None) -> dict[str, Any]:
+    """What this host's agent reports of it: os-hypervisors' uptime, cpu_info,
+    hypervisor_version, disk_available_least, and what the host keeps for itself
+    (its own ``[compute] reserved_host_memory_mb`` / ``reserved_host_disk_mb``, as
+    Nova's compute reports its inventory's reserved amounts)."""
     facts: dict[str, Any] = {"uptime": uptime_text(), "cpu_info": cpu_info(),
                              "hypervisor_version": qemu_version()}
-    if instances_path is not None:
+    if conf is not None:
+        c = conf.compute
+        facts["reserved_host_memory_mb"] = c.reserved_host_memory_mb
+        facts["reserved_host_disk_mb"] = c.reserved_host_disk_mb
         try:
-            facts["disk_available_least"] = shutil.disk_usage(instances_path).free >> 30
+            facts["disk_available_least"] = shutil.disk_usage(c.instances_path).free >> 30
         except OSError:
             pass
     return facts
+
+
+def reserved(node: Any, conf: Any) -> tuple[int, int]:
+    """(RAM MiB, disk MiB) the host keeps for itself: as its agent reported, else this
+    process's options."""
+    facts = node.facts or {}
+    return (int(facts.get("reserved_host_memory_mb", conf.compute.reserved_host_memory_mb)),
+            int(facts.get("reserved_host_disk_mb", conf.compute.reserved_host_disk_mb)))
 
 
 @dataclass
@@ -159,9 +172,8 @@ def host_usage(session: Session, conf: Any) -> dict[str, Usage]:
     ``memory_mb_used`` includes ``reserved_host_memory_mb``)."""
     from strato.compute.scheduler import host_states
 
-    c = conf.compute
-    return {h.host: Usage(h.used_ram_mb + c.reserved_host_memory_mb, h.used_vcpus,
-                          h.used_disk_gb + -(-c.reserved_host_disk_mb // 1024),
+    return {h.host: Usage(h.used_ram_mb + h.reserved_ram_mb, h.used_vcpus,
+                          h.used_disk_gb + -(-h.reserved_disk_mb // 1024),
                           len(h.instance_ids))
             for h in host_states(session, conf, lock=False)}
 

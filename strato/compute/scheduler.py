@@ -73,6 +73,9 @@ class HostState:
     used_ram_mb: int = 0
     used_vcpus: int = 0
     used_disk_gb: int = 0
+    #: what the host keeps for itself (its agent's reserved_host_*_mb)
+    reserved_ram_mb: int = 0
+    reserved_disk_mb: int = 0
     #: live servers on it (SameHost/DifferentHost filters)
     instance_ids: set[str] = field(default_factory=set)
     #: its aggregates' metadata: key → every value
@@ -163,6 +166,8 @@ def host_states(session: Session, conf: Any, exclude: str | None = None,
     caller's transaction ends (``lock``; a read-only view passes False). ``exclude``:
     a server whose own usage (its row and its unfinished migrations) is not counted
     (the one being moved)."""
+    from strato.compute.hosts import reserved
+
     c = conf.compute
     query = select(ComputeNode).order_by(ComputeNode.host)
     nodes = list(session.scalars(query.with_for_update() if lock else query))
@@ -184,14 +189,16 @@ def host_states(session: Session, conf: Any, exclude: str | None = None,
         ram_ratio = _ratio(c.ram_allocation_ratio, metas, "ram_allocation_ratio")
         cpu_ratio = _ratio(c.cpu_allocation_ratio, metas, "cpu_allocation_ratio")
         disk_ratio = _ratio(c.disk_allocation_ratio, metas, "disk_allocation_ratio")
+        ram_kept, disk_kept = reserved(n, conf)
         states_by_host[n.host] = HostState(
             n.host, zone=zone,
             up=not (rec is not None and rec.forced_down) and n.updated_at is not None
             and now - n.updated_at < down_after,
             disabled=rec is not None and bool(rec.disabled),
-            total_ram_mb=n.memory_mb * ram_ratio - c.reserved_host_memory_mb,
+            total_ram_mb=n.memory_mb * ram_ratio - ram_kept,
             total_vcpus=n.vcpus * cpu_ratio,
-            total_disk_gb=n.local_gb * disk_ratio - c.reserved_host_disk_mb / 1024,
+            total_disk_gb=n.local_gb * disk_ratio - disk_kept / 1024,
+            reserved_ram_mb=ram_kept, reserved_disk_mb=disk_kept,
             aggregate_metadata=agg_meta)
 
     def add(host: str | None, flavor: Mapping[str, Any], image_backed: bool) -> None:

@@ -151,6 +151,12 @@ def test_allocation_ratios_and_aggregate_override(session: Session, conf: Any) -
     states = {h.host: h for h in host_states(s, conf)}
     assert states["h2"].free_ram_mb == 4096 and states["h2"].free_vcpus == 8
     assert states["h1"].free_vcpus == 4
+    # the host's own reserved RAM, as its agent reported it, beats this process's
+    node = s.get(ComputeNode, "h3")
+    assert node is not None
+    node.facts = {"reserved_host_memory_mb": 1024}
+    s.flush()
+    assert free(s, conf)["h3"] == 8192 * 1.5 - 1024
 
 
 def test_compute_filter_disabled_forced_down_and_stale(session: Session, conf: Any) -> None:
