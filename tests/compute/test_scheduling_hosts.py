@@ -212,13 +212,29 @@ def group(srv: Server, policy: str, version: str = "2.15") -> str:
     return str(g["id"])  # type: ignore[index]
 
 
+def http_group(api: Api, policy: str) -> str:
+    r = api.http.post("/compute/v2.1/os-server-groups", json={"server_group": {
+        "name": f"g-{uuid.uuid4().hex[:6]}", "policy": policy}},
+        headers={"X-OpenStack-Nova-API-Version": "2.64"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["server_group"]["id"])
+
+
+def set_service(api: Api, host: str, status: str) -> None:
+    sid = next(s["id"] for s in api.get("/os-services?binary=nova-compute", "2.53")[
+        "services"] if s["host"] == host)
+    r = api.http.put(f"/compute/v2.1/os-services/{sid}", json={"status": status},
+                     headers={"X-OpenStack-Nova-API-Version": "2.53"})
+    assert r.status_code == 200, r.text
+
+
 def test_groups_and_hints(cluster: Cluster, api: Api) -> None:
     """affinity: every member on one host (the spread used to pick another host for
     the second member and fail it); anti-affinity: three hosts, a fourth member refused
     with Nova's fault; soft anti-affinity: the fourth allowed; same_host /
     different_host hints; a malformed hint is a 400."""
     srv = cluster.api
-    aff = group(srv, "affinity")
+    aff = http_group(api, "affinity")
     hosts = {api.host_of(create(srv, "--hint", f"group={aff}")),
              *(api.host_of(api.boot(group=aff)) for _ in range(2))}
     assert len(hosts) == 1 and None not in hosts, hosts
@@ -226,14 +242,14 @@ def test_groups_and_hints(cluster: Cluster, api: Api) -> None:
     anti = group(srv, "anti-affinity")
     members = [api.boot(group=anti) for _ in range(3)]
     assert sorted(str(api.host_of(m)) for m in members) == HOSTS
-    fourth = create(srv, "--hint", f"group={anti}")  # the CLI shows the fault
+    fourth = api.boot(group=anti)
     s = api.server(fourth)
     assert s["status"] == "ERROR" and s["OS-EXT-SRV-ATTR:host"] is None
     assert s["fault"]["message"] == NO_HOST and s["fault"]["code"] == 500
     shown = srv.openstack_json("server", "show", fourth)
     assert NO_HOST in str(shown["fault"])  # type: ignore[index]
 
-    soft = group(srv, "soft-anti-affinity")
+    soft = http_group(api, "soft-anti-affinity")
     placed = [api.host_of(api.boot(group=soft)) for _ in range(4)]
     assert sorted(set(placed)) == HOSTS and None not in placed, placed
 
@@ -254,13 +270,13 @@ def test_groups_and_hints(cluster: Cluster, api: Api) -> None:
 
     # 2.74: an admin names the host; the filters still apply (host1 disabled: ERROR)
     assert api.host_of(create(srv, "--host", "host3", version="2.74")) == "host3"
-    srv.openstack("compute", "service", "set", "--disable", "host1", "nova-compute")
+    set_service(api, "host1", "disabled")
     r = api.http.post("/compute/v2.1/servers", json={"server": {
         "name": "sch-74", "flavorRef": "1", "networks": "none", "imageRef": api.image,
         "host": "host1"}}, headers={"X-OpenStack-Nova-API-Version": "2.74"})
     assert r.status_code == 202, r.text
     assert api.server(r.json()["server"]["id"])["status"] == "ERROR"
-    srv.openstack("compute", "service", "set", "--enable", "host1", "nova-compute")
+    set_service(api, "host1", "enabled")
     r = api.http.post("/compute/v2.1/servers", json={"server": {
         "name": "sch-74", "flavorRef": "1", "networks": "none", "imageRef": api.image,
         "host": "nowhere"}}, headers={"X-OpenStack-Nova-API-Version": "2.74"})
