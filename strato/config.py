@@ -333,6 +333,22 @@ OPTIONS: tuple[Option, ...] = (
            "Keypairs per user; the limit is the project's (-1: no limit)."),
     Option("compute", "force_config_drive", "bool", "false",
            "Give every new server a config drive, whether it asked for one or not."),
+    # [filter_scheduler] (Nova's)
+    Option("filter_scheduler", "enabled_filters", "list",
+           "ComputeFilter,AvailabilityZoneFilter,RamFilter,CoreFilter,DiskFilter,"
+           "AggregateInstanceExtraSpecsFilter,ServerGroupAntiAffinityFilter,"
+           "ServerGroupAffinityFilter,SameHostFilter,DifferentHostFilter",
+           "Filters a host must pass to take a server, in order (Nova's names)."),
+    Option("filter_scheduler", "ram_weight_multiplier", "float", "1.0",
+           "Weight of free RAM (positive: spread servers; negative: stack them)."),
+    Option("filter_scheduler", "cpu_weight_multiplier", "float", "0.0",
+           "Weight of free vCPUs (positive: spread; negative: stack). Nova's default is "
+           "1.0; here 0: free RAM alone spreads, and a soft (anti-)affinity group's "
+           "weight at its default multiplier always outweighs it."),
+    Option("filter_scheduler", "soft_affinity_weight_multiplier", "float", "1.0",
+           "Weight of a soft-affinity group's members already on a host (>= 0)."),
+    Option("filter_scheduler", "soft_anti_affinity_weight_multiplier", "float", "1.0",
+           "Weight against a soft-anti-affinity group's members on a host (>= 0)."),
     # [serial_console]
     Option("serial_console", "enabled", "bool", "true",
            "Offer guests' serial consoles over a websocket (remote-consoles, "

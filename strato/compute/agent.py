@@ -78,7 +78,9 @@ class ComputeAgent:
             self.metadata.stop()
 
     def register(self) -> None:
-        """This host's capacity, for the scheduler."""
+        """This host's capacity, for the scheduler, and its facts (os-hypervisors)."""
+        from strato.compute.hosts import host_facts
+
         path = self.services.conf.compute.instances_path
         os.makedirs(path, exist_ok=True)
         disk_gb = shutil.disk_usage(path).total >> 30
@@ -89,6 +91,7 @@ class ComputeAgent:
                 session.add(node)
             node.memory_mb, node.vcpus = _host_memory_mb(), os.cpu_count() or 1
             node.local_gb, node.updated_at = disk_gb, now()
+            node.facts = host_facts(self.services.conf)
 
     def _instances(self) -> list[Instance]:
         with self.services.db.session(readonly=True) as session:
@@ -181,7 +184,7 @@ class ComputeAgent:
         # [DEFAULT] report_interval; os-services reads [DEFAULT] service_down_time
         while not self._stop.wait(self.services.conf.DEFAULT.report_interval):
             try:
-                heartbeat(self.services.db, self.host)
+                heartbeat(self.services.db, self.host, self.services.conf)
             except Exception:  # noqa: BLE001 - the next beat tries again
                 LOG.exception("compute heartbeat failed")
 

@@ -25,6 +25,7 @@ from strato.compute import (
     console_tokens,
     guestinfo,
     listing,
+    scheduler_hints,
     schedules,
     server_groups,
     states,
@@ -34,8 +35,14 @@ from strato.compute.flavors import FlavorAPI
 from strato.compute.hosts import host_zone, zones_of_compute_hosts
 from strato.compute.keypairs import KeyPair, KeyPairs
 from strato.compute.limits import Limits, class_limits
-from strato.compute.models import BlockDevice, Flavor, Instance, InstanceAction
-from strato.compute.scheduler import NoValidHost, Want, choose, host_states
+from strato.compute.models import BlockDevice, ComputeNode, Flavor, Instance, InstanceAction
+from strato.compute.scheduler import (
+    DEFAULT_ZONE,
+    NoValidHost,
+    RequestSpec,
+    select_destination,
+    want_of,
+)
 from strato.compute.views import (
     Version,
     default_hostname,
@@ -209,6 +216,7 @@ class ComputeAPI:
             raise BadRequest("Invalid input for field/attribute server. Additional "
                              "properties are not allowed ('tags' was unexpected)")
         server_tags.check_tags(ref.get("tags") or [])
+        hints = scheduler_hints.parse(body)
         with self.db.session(readonly=True) as session:
             meta_limit = Limits(self).project_limits(session, ctx.project_id or "")[
                 "metadata_items"]
@@ -219,6 +227,7 @@ class ComputeAPI:
             if zone and zone not in zones_of_compute_hosts(session):
                 raise BadRequest(f"The requested availability zone {zone} is not "
                                  "available")
+            _requested_destination(session, ctx, ref, version)
         if 0 <= meta_limit < len(metadata):  # Nova's MetadataLimitExceeded
             raise Forbidden(f"Maximum number of metadata items exceeds {meta_limit}")
         _requested_hostname(ref, version)
@@ -314,7 +323,7 @@ class ComputeAPI:
         return self._create_record(ctx, instance_id, name, description, metadata, label,
                                    flavor, image_ref, kernel, mappings, ref, version, guest,
                                    boot_meta=boot, requests=requests, groups=groups,
-                                   server_group=server_groups.hinted_group(body))
+                                   hints=hints)
 
     def _create_record(self, ctx: RequestContext, instance_id: str, name: str | None,
                        description: str | None, metadata: dict[str, str], network: str,
@@ -324,11 +333,15 @@ class ComputeAPI:
                        boot_meta: dict[str, str] | None = None,
                        requests: list[NetRequest] | None = None,
                        groups: list[str] | None = None,
-                       server_group: str | None = None) -> dict[str, Any]:
+                       hints: dict[str, Any] | None = None) -> dict[str, Any]:
         """``requests``: the guest's ports to allocate (none: the user-mode NIC, whose
         MAC the instance keeps, unless ``network`` is "none": no NIC at all); they are
         made in the transaction of the record.
-        ``server_group``: the group the server joins (its policy constrains the host)."""
+        ``hints``: the validated ``os:scheduler_hints``; the server joins their ``group``
+        (its policy constrains the host); they and the zone asked for are kept in the
+        system metadata for the server's moves."""
+        hints = dict(hints or {})
+        server_group = hints.get("group")
         snap = flavor_snapshot(flavor)
         inst = Instance(
             id=instance_id, name=name, project_id=ctx.project_id, user_id=ctx.user_id,
@@ -373,33 +386,38 @@ class ComputeAPI:
             self.record_action(session, ctx, inst, "create")
             events.emit(session, "compute", "compute.instance.create.start", instance_id,
                         ctx.project_id, name=name)
-            want = Want(snap["memory_mb"], snap["vcpus"],
-                        snap["root_gb"] if image_ref else 0)
             try:
                 inst.reservations = self.quota.reserve(session, ctx.project_id,
                                                        instance_deltas(snap))
             except OverLimit as exc:  # Nova answers 403 to a server over quota
                 raise Forbidden(f"Quota exceeded: {exc.message}") from None
-            group = None
             if server_group is not None:
-                group = server_groups.join(
+                server_groups.join(
                     session, ctx, server_group, instance_id,
                     Limits(self).project_limits(session, ctx.project_id or "")[
                         "server_group_members"])
             zone, _, forced = (ref.get("availability_zone") or "").partition(":")
+            meta = dict(inst.system_metadata or {})
+            if hints:
+                meta["scheduler_hints"] = hints
+            if zone:
+                meta["requested_zone"] = zone
+            inst.system_metadata = meta
+            # 2.74 host / hypervisor_hostname: a host the filters still check
+            wanted = (ref.get("host") or ref.get("hypervisor_hostname")) \
+                if version >= (2, 74) else None
+            spec = RequestSpec(
+                want=want_of(snap, bool(image_ref)), instance_id=instance_id,
+                project_id=ctx.project_id, zone=zone or None,
+                # "zone:host[:node]": an admin's forced host (Nova skips the filters)
+                requested_host=forced.split(":")[0] or wanted or None, force=bool(forced),
+                group_id=server_group, hints=hints,
+                extra_specs=dict(snap.get("extra_specs") or {}))
+            inst.availability_zone = zone or DEFAULT_ZONE
             try:
-                candidates = host_states(session, self.conf)
-                if zone:  # Nova's AvailabilityZoneFilter
-                    known = {h.host: host_zone(session, h.host) for h in candidates}
-                    candidates = [h for h in candidates if known[h.host] == zone]
-                    inst.availability_zone = zone
-                if forced:  # "zone:host" (Nova lets an admin's policy name the host)
-                    candidates = [h for h in candidates if h.host == forced.split(":")[0]]
-                host = choose(candidates, want)
-                if not zone:  # the server is in its host's zone
-                    inst.availability_zone = host_zone(session, host)
-                if group is not None:
-                    host = server_groups.check_host(session, group, instance_id, host)
+                host = select_destination(session, self.conf, spec)
+                # the server is in the zone it asked for, else in its host's
+                inst.availability_zone = zone or host_zone(session, host)
             except NoValidHost as exc:
                 inst.vm_state, inst.task_state = states.ERROR, None
                 inst.fault = {"code": 500, "message": str(exc), "created": iso(now()),
@@ -787,6 +805,30 @@ def _filtered(row: Any, key: str) -> str:
 
 
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$")
+
+
+def _requested_destination(session: Session, ctx: RequestContext, ref: dict[str, Any],
+                           version: Version) -> None:
+    """2.74: ``host`` and/or ``hypervisor_hostname`` (admin) name a compute host the
+    scheduler must use, filters applied (not forced, unlike ``zone:host``)."""
+    given = {k: ref[k] for k in ("host", "hypervisor_hostname") if k in ref}
+    if not given:
+        return
+    if version < (2, 74):
+        raise BadRequest("Invalid input for field/attribute server. Additional properties "
+                         f"are not allowed ({', '.join(given)} was unexpected)")
+    for key, value in given.items():
+        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+            raise BadRequest(f"Invalid input for field/attribute {key}.")
+    if not ctx.is_admin:
+        raise Forbidden("Policy doesn't allow compute:servers:create:requested_destination "
+                        "to be performed.")
+    host, node = given.get("host"), given.get("hypervisor_hostname")
+    if host is not None and session.get(ComputeNode, host) is None:
+        raise BadRequest(f"Compute host {host} could not be found.")
+    if node is not None and (session.get(ComputeNode, node) is None
+                             or (host is not None and node != host)):
+        raise BadRequest(f"Compute host {host or node}, node {node} could not be found.")
 
 
 def _requested_hostname(ref: dict[str, Any], version: Version) -> str | None:

@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from strato.compute import states
 from strato.compute.models import ComputeNode, Instance
 from strato.compute.reads_models import Aggregate, ServiceRecord
 from strato.compute.views import Version, iso_us
 from strato.context import RequestContext
 from strato.db.base import utcnow
-from strato.exceptions import BadRequest, Conflict, NotFound, NotSupported
+from strato.exceptions import BadRequest, NotFound, NotSupported
 from strato.validation import query_int
 
 P = "os_compute_api:"
@@ -45,12 +44,15 @@ def hypervisor_uuid(host: str) -> str:
     return str(uuid.uuid5(_NS, "compute-node:" + host))
 
 
-def heartbeat(db: Any, host: str) -> None:
-    """The compute agent's sign of life, read by the service and hypervisor views."""
+def heartbeat(db: Any, host: str, conf: Any = None) -> None:
+    """The compute agent's sign of life, read by the service and hypervisor views, with
+    the host's facts (its uptime, CPU, QEMU, free disk) the API cannot see itself."""
+    facts = host_facts(conf)
     with db.session() as session:
         node = session.get(ComputeNode, host)
         if node is not None:
             node.updated_at = utcnow()
+            node.facts = facts
 
 
 def host_zone(session: Session, host: str, default: str = "nova") -> str:
@@ -130,6 +132,32 @@ def uptime_text() -> str:
             f"  0 users,  load average: {', '.join(load)}")
 
 
+def host_facts(conf: Any = None) -> dict[str, Any]:
+    """What this host's agent reports of it: os-hypervisors' uptime, cpu_info,
+    hypervisor_version, disk_available_least, and what the host keeps for itself
+    (its own ``[compute] reserved_host_memory_mb`` / ``reserved_host_disk_mb``, as
+    Nova's compute reports its inventory's reserved amounts)."""
+    facts: dict[str, Any] = {"uptime": uptime_text(), "cpu_info": cpu_info(),
+                             "hypervisor_version": qemu_version()}
+    if conf is not None:
+        c = conf.compute
+        facts["reserved_host_memory_mb"] = c.reserved_host_memory_mb
+        facts["reserved_host_disk_mb"] = c.reserved_host_disk_mb
+        try:
+            facts["disk_available_least"] = shutil.disk_usage(c.instances_path).free >> 30
+        except OSError:
+            pass
+    return facts
+
+
+def reserved(node: Any, conf: Any) -> tuple[int, int]:
+    """(RAM MiB, disk MiB) the host keeps for itself: as its agent reported, else this
+    process's options."""
+    facts = node.facts or {}
+    return (int(facts.get("reserved_host_memory_mb", conf.compute.reserved_host_memory_mb)),
+            int(facts.get("reserved_host_disk_mb", conf.compute.reserved_host_disk_mb)))
+
+
 @dataclass
 class Usage:
     memory_mb: int = 0
@@ -138,19 +166,16 @@ class Usage:
     running: int = 0
 
 
-def host_usage(session: Session) -> dict[str, Usage]:
-    """What the live guests of each host take (as the scheduler counts it)."""
-    ram = func.coalesce(func.sum(Instance.flavor["memory_mb"].as_integer()), 0)
-    cpus = func.coalesce(func.sum(Instance.flavor["vcpus"].as_integer()), 0)
-    disk = func.coalesce(func.sum(case((Instance.image_ref != "",
-                                        Instance.flavor["root_gb"].as_integer()), else_=0)), 0)
-    out: dict[str, Usage] = {}
-    for host, r, v, d, n in session.execute(
-            select(Instance.host, ram, cpus, disk, func.count())
-            .where(Instance.deleted.is_(False), Instance.vm_state != states.ERROR,
-                   Instance.host.is_not(None)).group_by(Instance.host)):
-        out[host] = Usage(int(r), int(v), int(d), int(n))
-    return out
+def host_usage(session: Session, conf: Any) -> dict[str, Usage]:
+    """What each host holds as the scheduler counts it (live servers and unfinished
+    migrations' claims), plus what the host keeps for itself (Nova's
+    ``memory_mb_used`` includes ``reserved_host_memory_mb``)."""
+    from strato.compute.scheduler import host_states
+
+    return {h.host: Usage(h.used_ram_mb + h.reserved_ram_mb, h.used_vcpus,
+                          h.used_disk_gb + -(-h.reserved_disk_mb // 1024),
+                          len(h.instance_ids))
+            for h in host_states(session, conf, lock=False)}
 
 
 def host_is_up(session: Session, conf: Any, host: str) -> bool:
@@ -368,19 +393,18 @@ class Hosts:
         if detail:
             body.update({
                 "hypervisor_type": node.hypervisor_type,
-                "hypervisor_version": qemu_version(),
+                "hypervisor_version": self._fact(node, "hypervisor_version", qemu_version),
                 "host_ip": self.conf.DEFAULT.bind_host if node.host == self.conf.DEFAULT.host
                 else node.host,
                 "service": {"host": rec.host,
                             "id": rec.uuid if version >= (2, 53) else rec.id,
                             "disabled_reason": rec.disabled_reason}})
             if version >= (2, 88):
-                body["uptime"] = uptime_text() if node.host == self.conf.DEFAULT.host \
-                    else None
+                body["uptime"] = self._fact(node, "uptime", uptime_text)
             else:
-                used = (usage if usage is not None else host_usage(session)).get(
+                used = (usage if usage is not None else host_usage(session, self.conf)).get(
                     node.host, Usage())
-                info = cpu_info()
+                info = self._fact(node, "cpu_info", cpu_info)
                 body.update({
                     "vcpus": node.vcpus, "memory_mb": node.memory_mb,
                     "local_gb": node.local_gb, "vcpus_used": used.vcpus,
@@ -396,7 +420,18 @@ class Hosts:
                 body["servers"] = found
         return body
 
+    def _fact(self, node: ComputeNode, key: str, local: Any) -> Any:
+        """A fact the host's agent reported; this process's own when it is that host
+        (an agent of an older strato reported none)."""
+        facts = node.facts or {}
+        if key in facts:
+            return facts[key]
+        return local() if node.host == self.conf.DEFAULT.host else None
+
     def _disk_least(self, node: ComputeNode) -> int:
+        least = (node.facts or {}).get("disk_available_least")
+        if least is not None:
+            return int(least)
         if node.host != self.conf.DEFAULT.host:
             return node.local_gb
         try:
@@ -446,7 +481,7 @@ class Hosts:
             more = limit is not None and len(nodes) > limit
             if limit is not None:
                 nodes = nodes[:limit]
-            usage = host_usage(session) if detail else None
+            usage = host_usage(session, self.conf) if detail else None
             body: dict[str, Any] = {"hypervisors": [
                 self.hypervisor_view(session, r, n, version, detail, servers, usage)
                 for r, n in nodes]}
@@ -484,9 +519,11 @@ class Hosts:
         with self.db.session() as session:
             r, n = self._one(session, hyp_id, version)
             body = self.hypervisor_view(session, r, n, version, False, False)
-            if n.host != self.conf.DEFAULT.host:
-                raise Conflict(f"Uptime of host {n.host} is only known to its own agent.")
-            body["uptime"] = uptime_text()
+            uptime = self._fact(n, "uptime", uptime_text)
+            if not uptime:  # Nova: the driver cannot tell (osc shows the rest)
+                raise NotSupported(f"The uptime of host {n.host} is unknown: its "
+                                     "agent has not reported it.")
+            body["uptime"] = uptime
             return body
 
     def statistics(self, ctx: RequestContext, version: Version) -> dict[str, Any]:
@@ -498,7 +535,7 @@ class Hosts:
                 "running_vms", "disk_available_least")
         total = dict.fromkeys(keys, 0)
         with self.db.session() as session:
-            usage = host_usage(session)
+            usage = host_usage(session, self.conf)
             nodes = self._nodes(session)
             for r, n in nodes:
                 view = self.hypervisor_view(session, r, n, (2, 1), True, False, usage)
@@ -553,7 +590,7 @@ class OsHosts:
         self._check(ctx, "show", version)
         with self.h.db.session() as session:
             _, n = self._node(session, host)
-            used = host_usage(session).get(host, Usage())
+            used = host_usage(session, self.h.conf).get(host, Usage())
             per: dict[str, list[int]] = {}
             for pid, flavor, image in session.execute(select(
                     Instance.project_id, Instance.flavor, Instance.image_ref).where(

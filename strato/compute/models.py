@@ -174,6 +174,9 @@ class ComputeNode(Base):
     local_gb: Mapped[int] = mapped_column(Integer)
     hypervisor_type: Mapped[str] = mapped_column(String(32), default="QEMU")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: what its agent reports with each heartbeat (hosts.host_facts): uptime,
+    #: cpu_info, hypervisor_version, disk_available_least
+    facts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class ConsoleAuthToken(Base):

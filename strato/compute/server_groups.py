@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from strato.compute.models import Instance
 from strato.compute.reads_models import ServerGroup, ServerGroupMember
-from strato.compute.scheduler import NoValidHost
 from strato.compute.views import Version
 from strato.context import RequestContext
 from strato.db.base import utcnow
@@ -47,20 +46,10 @@ def view(session: Session, g: ServerGroup, version: Version) -> dict[str, Any]:
 
 def hinted_group(body: Any) -> str | None:
     """The group a server create names in ``os:scheduler_hints`` (None: none)."""
-    hints = body.get("os:scheduler_hints") if isinstance(body, dict) else None
-    if hints is None:
-        hints = body.get("OS-SCH-HNT:scheduler_hints") if isinstance(body, dict) else None
-    if hints is None:
-        return None
-    if not isinstance(hints, dict):
-        raise BadRequest("Invalid input for field/attribute os:scheduler_hints.")
-    group = hints.get("group")
-    if group is None:
-        return None
-    if not isinstance(group, str) or len(group) > 36:
-        raise BadRequest("Invalid input for field/attribute group: must be a server "
-                         "group's UUID.")
-    return group
+    from strato.compute.scheduler_hints import parse
+
+    group = parse(body).get("group")
+    return None if group is None else str(group)
 
 
 def join(session: Session, ctx: RequestContext, group_id: str, instance_id: str,
@@ -75,24 +64,6 @@ def join(session: Session, ctx: RequestContext, group_id: str, instance_id: str,
         raise Forbidden("Quota exceeded, too many servers in group")
     session.add(ServerGroupMember(group_id=group_id, instance_uuid=instance_id))
     return g
-
-
-def check_host(session: Session, g: ServerGroup, instance_id: str, host: str) -> str:
-    """Nova's ServerGroup(Anti)AffinityFilter for the host the scheduler chose:
-    NoValidHost when the group's hard policy forbids it (soft policies only weigh)."""
-    others = [h for i, h in session.execute(
-        select(Instance.id, Instance.host).join(
-            ServerGroupMember, ServerGroupMember.instance_uuid == Instance.id)
-        .where(ServerGroupMember.group_id == g.id, Instance.deleted.is_(False),
-               Instance.host.is_not(None))) if i != instance_id]
-    if g.policy == "anti-affinity":
-        limit = int((g.rules or {}).get("max_server_per_host", 1))
-        if sum(1 for h in others if h == host) >= limit:
-            raise NoValidHost("No valid host was found. There are not enough hosts "
-                              "available.")
-    elif g.policy == "affinity" and any(h != host for h in others):
-        raise NoValidHost("No valid host was found. There are not enough hosts available.")
-    return host
 
 
 class ServerGroups:

@@ -18,6 +18,7 @@ disks are, so a crash at any step converges when the job runs again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import suppress
 from typing import Any
@@ -30,7 +31,7 @@ from strato.compute.api import ComputeAPI, P, ctx_from, ctx_payload, now, state_
 from strato.compute.hosts import host_zone, zones_of_compute_hosts
 from strato.compute.manager import _event, _load, _set, _spec, instance_lock, vm_state_for
 from strato.compute.models import ComputeNode, Instance
-from strato.compute.scheduler import NoValidHost, Want, choose, host_states
+from strato.compute.scheduler import NoValidHost, select_destination, spec_for_instance
 from strato.compute.snapshot_api import _image_backed_body
 from strato.compute.snapshot_manager import _standard, disk_snap, sweep_disk_snaps, undo
 from strato.compute.views import Version, iso
@@ -190,16 +191,14 @@ class Shelve:
         return zone, host
 
     def _schedule(self, session: Any, inst: Instance, zone: Any, host: str | None) -> str:
-        fl = inst.flavor
-        want = Want(fl["memory_mb"], fl["vcpus"], fl.get("root_gb") or 0 if inst.image_ref
-                    else 0)
-        candidates = host_states(session, self.api.conf)
-        if isinstance(zone, str):
-            candidates = [h for h in candidates if host_zone(session, h.host) == zone]
-        if host:
-            candidates = [h for h in candidates if h.host == host]
+        """The host an offloaded server comes back on: the zone it is pinned to (or
+        the one the unshelve names), the host an admin named (2.91; still filtered),
+        its group's policy and its boot's hints (Nova's RequestSpec)."""
+        spec = dataclasses.replace(
+            spec_for_instance(session, inst, requested_host=host, ignore_source=False),
+            zone=zone if isinstance(zone, str) else None)
         try:
-            return choose(candidates, want)
+            return select_destination(session, self.api.conf, spec)
         except NoValidHost as exc:
             raise Conflict(f"No valid host was found to unshelve {inst.id}: {exc}") \
                 from None
