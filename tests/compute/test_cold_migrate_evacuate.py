@@ -1,0 +1,316 @@
+"""Moves between two compute hosts (two ``strato worker`` processes, tests/multihost.py)
+on PostgreSQL and Ceph, through the real `openstack` client: a resize that lands on
+the other host (confirm: the source let go, the data kept; revert: back on the source
+with the old flavor and the disk exactly as before), a cold migration to a named host,
+and the evacuation of a server whose host was killed (with its QEMU) onto the other
+host on the same RBD disk — refused while the host is up — after which the dead host,
+restarted, does not keep the evacuated guest.  One cluster and one guest for the
+module: each test continues from where the previous one left the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.compute.conftest import wait_console
+from tests.multihost import Cluster, Host
+from tests.storage.conftest import ceph_conf
+
+PG_URL = os.environ.get("STRATO_TEST_PG_URL")
+GiB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("several hosts share one PostgreSQL (STRATO_TEST_PG_URL)")
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _pg_admin
+
+    name = f"strato_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    conf = ceph_conf()
+    c = Cluster(tmp_path_factory.mktemp("mv"), pg_url, hosts=2, extra_conf={
+        # heartbeats every second, down after 5 s without one
+        "DEFAULT": {"report_interval": "1", "service_down_time": "5"},
+        "storage": {"engine": "rbd"},
+        "glance_store": {"rbd_store_ceph_conf": conf},
+        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
+        "compute": {"images_rbd_ceph_conf": conf, "sync_power_state_interval": "1",
+                    "quota_ram": "-1", "quota_cores": "-1"}})
+    c.setup()
+    c.start()
+    try:
+        c.wait_hosts_up()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def server(cluster: Cluster) -> str:
+    """One image-backed server (m1.tiny: 512 MiB, 1 vCPU, 1 GiB) with a marker file."""
+    api = cluster.api
+    for name, ram, vcpus, disk in (("mv-big", 640, 2, 2), ("mv-bigger", 768, 2, 3)):
+        api.openstack("flavor", "create", "--ram", str(ram), "--vcpus", str(vcpus),
+                      "--disk", str(disk), name)
+    s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                           "--image", "strato-guest", "--wait", f"mv-{uuid.uuid4().hex[:6]}")
+    sid = str(s["id"])  # type: ignore[index]
+    ready(cluster, sid)
+    sh(cluster, sid, "echo one > /mnt/root/marker; sync")
+    return sid
+
+
+# ---------------------------------------------------------------- helpers
+def running_on(cluster: Cluster, sid: str) -> Host:
+    """The one host whose QEMU runs the server (in VERIFY_RESIZE the source keeps the
+    stopped guest's directory for a revert)."""
+    hosts = [h for h in cluster.hosts.values() if h.driver().pid(sid) is not None]
+    assert len(hosts) == 1, [h.name for h in hosts]
+    return hosts[0]
+
+
+def ready(cluster: Cluster, sid: str) -> Host:
+    """The host whose QEMU runs the server, once its guest has booted and its agent
+    answers; it is the one the API names."""
+    host = running_on(cluster, sid)
+    assert show(cluster, sid)["OS-EXT-SRV-ATTR:host"] == host.name
+    drv = host.driver()
+    assert drv.pid(sid) is not None
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    return host
+
+
+def sh(cluster: Cluster, sid: str, script: str) -> str:
+    with running_on(cluster, sid).driver().agent(sid) as ga:
+        res = ga.sh(script)
+        assert res.exitcode == 0, res
+        return res.stdout.decode()
+
+
+def show(cluster: Cluster, sid: str) -> dict[str, Any]:
+    return cluster.api.openstack_json("server", "show", sid)  # type: ignore[return-value]
+
+
+def wait_status(cluster: Cluster, sid: str, status: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = show(cluster, sid)
+        if s["status"] == status and s["OS-EXT-STS:task_state"] is None:
+            return s
+        assert s["status"] != "ERROR", s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.5)
+
+
+def migrations_of(cluster: Cluster, sid: str) -> list[dict[str, Any]]:
+    """``os-migrations`` of the server, newest first (the admin's view)."""
+    rows = cluster.api.openstack_json("server", "migration", "list", "--server", sid)
+    return rows  # type: ignore[return-value]
+
+
+def events_of(cluster: Cluster, sid: str, action: str) -> dict[str, tuple[str, str]]:
+    """The events of the server's latest ``action``: name -> (result, host)."""
+    actions = cluster.api.openstack_json("server", "event", "list", sid)
+    req = next(a["Request ID"] for a in actions if a["Action"] == action)  # type: ignore[union-attr]
+    shown = cluster.api.openstack_json("server", "event", "show", sid, req)
+    return {e["event"]: (e["result"], e.get("host", "")) for e in shown["events"]}  # type: ignore[index]
+
+
+def rbd(*args: str) -> str:
+    return subprocess.run(["rbd", "-c", ceph_conf(), *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def disk_info(sid: str) -> dict[str, Any]:
+    return json.loads(rbd("info", "--format", "json", f"vms/{sid}_disk"))
+
+
+def disk_snaps(sid: str) -> set[str]:
+    return {s["name"] for s in json.loads(rbd("snap", "ls", "--format", "json",
+                                              f"vms/{sid}_disk"))}
+
+
+def other(cluster: Cluster, host: Host) -> Host:
+    return next(h for h in cluster.hosts.values() if h.name != host.name)
+
+
+# ---------------------------------------------------------------- tests
+def test_resize_moves_to_the_other_host_and_confirm(cluster: Cluster, server: str) -> None:
+    t0 = time.monotonic()
+    sid, src = server, running_on(cluster, server)
+    cluster.api.openstack("server", "resize", "--flavor", "mv-big", "--wait", sid)
+    s = wait_status(cluster, sid, "VERIFY_RESIZE")
+    dest = ready(cluster, sid)
+    assert dest.name != src.name, "allow_resize_to_same_host is false: another host"
+    assert s["flavor"]["name"] == "mv-big"
+    # the guest runs on the same RBD image, grown, with its data
+    assert disk_info(sid)["size"] == 2 * GiB
+    assert sh(cluster, sid, "cat /mnt/root/marker").strip() == "one"
+    assert sh(cluster, sid, "nproc").strip() == "2"
+    assert src.driver().pid(sid) is None  # stopped on the source, kept for a revert
+    m = migrations_of(cluster, sid)[0]
+    assert (m["Source Compute"], m["Dest Compute"], m["Type"], m["Status"]) == (
+        src.name, dest.name, "resize", "finished"), m
+    ev = events_of(cluster, sid, "resize")
+    assert ev["compute_prep_resize"] == ("Success", src.name), ev
+    assert ev["compute_resize_instance"] == ("Success", src.name), ev
+    assert ev["compute_finish_resize"] == ("Success", dest.name), ev
+
+    cluster.api.openstack("server", "resize", "confirm", sid)
+    s = wait_status(cluster, sid, "ACTIVE")
+    assert s["OS-EXT-SRV-ATTR:host"] == dest.name and s["flavor"]["name"] == "mv-big"
+    deadline = time.monotonic() + 30
+    while sid in src.driver().list_instances():  # the source's guest directory goes
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert migrations_of(cluster, sid)[0]["Status"] == "confirmed"
+    assert not {n for n in disk_snaps(sid) if n.startswith("resize-")}
+    ev = events_of(cluster, sid, "confirmResize")
+    assert ev["compute_confirm_resize"] == ("Success", src.name), ev
+    assert sh(cluster, sid, "cat /mnt/root/marker").strip() == "one"
+    print(f"resize across hosts + confirm: {time.monotonic() - t0:.1f}s")
+
+
+def test_resize_revert_returns_to_the_source_as_before(cluster: Cluster,
+                                                       server: str) -> None:
+    t0 = time.monotonic()
+    sid, src = server, running_on(cluster, server)
+    sh(cluster, sid, "echo two > /mnt/root/marker; sync")
+    before = disk_info(sid)["size"]
+    cluster.api.openstack("server", "resize", "--flavor", "mv-bigger", "--wait", sid)
+    wait_status(cluster, sid, "VERIFY_RESIZE")
+    dest = ready(cluster, sid)
+    assert dest.name != src.name
+    assert disk_info(sid)["size"] == 3 * GiB
+    sh(cluster, sid, "echo three > /mnt/root/marker; sync")  # undone by the revert
+
+    cluster.api.openstack("server", "resize", "revert", sid)
+    s = wait_status(cluster, sid, "ACTIVE")
+    assert s["OS-EXT-SRV-ATTR:host"] == src.name and s["flavor"]["name"] == "mv-big"
+    back = ready(cluster, sid)
+    assert back.name == src.name
+    assert sid not in dest.driver().list_instances()  # the destination let it go
+    assert disk_info(sid)["size"] == before
+    assert sh(cluster, sid, "cat /mnt/root/marker").strip() == "two"
+    m = migrations_of(cluster, sid)[0]
+    assert (m["Source Compute"], m["Dest Compute"], m["Status"]) == (
+        src.name, dest.name, "reverted"), m
+    ev = events_of(cluster, sid, "revertResize")
+    assert ev["compute_revert_resize"] == ("Success", dest.name), ev
+    assert ev["compute_finish_revert_resize"] == ("Success", src.name), ev
+    print(f"resize across hosts + revert: {time.monotonic() - t0:.1f}s")
+
+
+def test_cold_migrate_to_a_named_host(cluster: Cluster, server: str) -> None:
+    t0 = time.monotonic()
+    api, sid = cluster.api, server
+    src = running_on(cluster, sid)
+    dest = other(cluster, src)
+    same = api.openstack("server", "migrate", "--host", src.name, sid, check=False)
+    assert same.returncode != 0 and "Cannot migrate to the host where the server " \
+        "resides" in same.stderr, same.stderr
+    nohost = api.openstack("server", "migrate", "--host", "nowhere", sid, check=False)
+    assert nohost.returncode != 0 and "Compute host nowhere could not be found" \
+        in nohost.stderr, nohost.stderr
+
+    api.openstack("server", "migrate", "--host", dest.name, "--wait", sid)
+    wait_status(cluster, sid, "VERIFY_RESIZE")
+    assert ready(cluster, sid).name == dest.name
+    m = migrations_of(cluster, sid)[0]
+    assert (m["Source Compute"], m["Dest Compute"], m["Type"], m["Status"]) == (
+        src.name, dest.name, "migration", "finished"), m
+    api.openstack("server", "migrate", "confirm", sid)
+    s = wait_status(cluster, sid, "ACTIVE")
+    assert s["OS-EXT-SRV-ATTR:host"] == dest.name and s["flavor"]["name"] == "mv-big"
+    assert sh(cluster, sid, "cat /mnt/root/marker").strip() == "two"
+    assert migrations_of(cluster, sid)[0]["Status"] == "confirmed"
+    print(f"cold migrate --host + confirm: {time.monotonic() - t0:.1f}s")
+
+
+def test_evacuate_a_dead_host(cluster: Cluster, server: str) -> None:
+    t0 = time.monotonic()
+    api, sid = cluster.api, server
+    dead = running_on(cluster, sid)
+    alive = other(cluster, dead)
+    sh(cluster, sid, "echo four > /mnt/root/marker; sync")
+
+    refused = api.openstack("server", "evacuate", sid, check=False)
+    assert refused.returncode != 0 and f"Compute service of {dead.name} is still in " \
+        "use" in refused.stderr, refused.stderr
+
+    # the host dies with its guests (their directories stay, as after a power cut)
+    pid = dead.driver().pid(sid)
+    assert pid is not None
+    dead.kill9()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        rows = {r["Hypervisor Hostname"]: r["State"]
+                for r in api.openstack_json("hypervisor", "list")}  # type: ignore[union-attr]
+        if rows[dead.name] == "down":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+    t_down = time.monotonic()
+
+    api.openstack("server", "evacuate", "--wait", sid)
+    s = wait_status(cluster, sid, "ACTIVE")
+    assert s["OS-EXT-SRV-ATTR:host"] == alive.name
+    drv = alive.driver()
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    with drv.agent(sid) as ga:  # the same RBD disk: what was written before is there
+        assert ga.sh("cat /mnt/root/marker").stdout.decode().strip() == "four"
+    m = migrations_of(cluster, sid)[0]
+    assert (m["Source Compute"], m["Dest Compute"], m["Type"], m["Status"]) == (
+        dead.name, alive.name, "evacuation", "done"), m
+    ev = events_of(cluster, sid, "evacuate")
+    assert ev["compute_rebuild_instance"] == ("Success", alive.name), ev
+    took = time.monotonic() - t_down
+    assert sid in dead.driver().list_instances()  # the dead host's leftovers, still
+
+    # the dead host comes back: its agent destroys the evacuated guest, never its disk
+    dead.start()
+    cluster.wait_hosts_up()
+    deadline = time.monotonic() + 30
+    while sid in dead.driver().list_instances():
+        assert time.monotonic() < deadline, "the evacuated guest stayed on its old host"
+        time.sleep(0.3)
+    assert dead.driver().pid(sid) is None
+    assert migrations_of(cluster, sid)[0]["Status"] == "completed"
+    time.sleep(2)  # a few power syncs of both hosts
+    s = show(cluster, sid)
+    assert (s["status"], s["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", alive.name), s
+    assert drv.pid(sid) is not None
+    with drv.agent(sid) as ga:
+        assert ga.sh("cat /mnt/root/marker").stdout.decode().strip() == "four"
+    print(f"evacuate: {took:.1f}s from host down to ACTIVE elsewhere; "
+          f"all {time.monotonic() - t0:.1f}s")
+
+
+def test_tidy(cluster: Cluster, server: str) -> None:
+    """The server goes with its disk; no guest stays on either host."""
+    cluster.api.openstack("server", "delete", "--wait", server)
+    for h in cluster.hosts.values():
+        assert server not in h.driver().list_instances(), h.name
+    assert f"{server}_disk" not in rbd("ls", "-p", "vms").split()
