@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import update
@@ -44,6 +45,7 @@ from strato.context import RequestContext
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.virt.qemu import PowerState
+from strato.virt.qemu.errors import InstanceNotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -75,8 +77,14 @@ def start_here(services: Any, rctx: RequestContext, inst: Instance,
 
 
 def _let_go(services: Any, instance_id: str) -> None:
-    """The guest gone from this host (its QEMU killed: what it wrote since the move is
-    rolled back anyway; its directory removed); the disks are the store's and stay."""
+    """The guest gone from this host, its directory removed; the disks are the
+    store's and stay.  QEMU is told to quit (no guest shutdown: what it wrote since
+    the move is rolled back anyway), never killed first: a killed librbd client keeps
+    the image's exclusive lock until its watch times out, and the source's rollback
+    needs that lock now."""
+    with suppress(InstanceNotFound):
+        if services.virt.pid(instance_id) is not None:
+            services.virt.stop(instance_id, 0)
     services.virt.destroy(instance_id)
 
 

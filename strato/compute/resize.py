@@ -168,7 +168,9 @@ class Resizes:
                     raise BadRequest(f"Compute host {host} could not be found.")
             flavor = dict(inst.flavor)
             dest = _place(session, self.api.conf, inst, flavor, requested_host=host)
-            self._start(session, ctx, inst, "migrate", flavor, flavor, dest, [], {})
+            # no growth, nothing freed (the keys a resize has: quota calls need them)
+            self._start(session, ctx, inst, "migrate", flavor, flavor, dest, [],
+                        {"cores": 0, "ram": 0})
 
     def _start(self, session: Any, ctx: RequestContext, inst: Instance, label: str,
                old: dict[str, Any], new: dict[str, Any], dest: str, ids: list[Any],
