@@ -170,7 +170,35 @@ def other(cluster: Cluster, host: Host) -> Host:
 
 
 # ---------------------------------------------------------------- tests
-def test_resize_moves_to_the_other_host_and_confirm(cluster: Cluster, server: str) -> None:
+def test_refusals_per_microversion(cluster: Cluster, nova: Nova, server: str) -> None:
+    """Nova's bodies and refusals for migrate and evacuate, checked before anything
+    moves (the server's host is up)."""
+    sid, host = server, running_on(cluster, server).name
+
+    def act(version: str, body: dict, status: int, text: str) -> None:
+        r = Nova(cluster.api, version).req("POST", f"/servers/{sid}/action", json=body)
+        assert r.status_code == status, (body, version, r.text)
+        assert text in r.json()[next(iter(r.json()))]["message"], (body, r.text)
+
+    act("2.56", {"migrate": {"host": host, "bogus": 1}}, 400, "bogus")
+    act("2.56", {"migrate": {"host": host}}, 400, "Cannot migrate to the host where")
+    act("2.56", {"migrate": {"host": "nowhere"}}, 400, "Compute host nowhere could not")
+    act("2.1", {"evacuate": {}}, 400, "onSharedStorage")
+    act("2.1", {"evacuate": {"onSharedStorage": True, "adminPass": "x"}}, 400,
+        "admin password can't be changed on existing disk")
+    act("2.14", {"evacuate": {"onSharedStorage": False}}, 400, "onSharedStorage")
+    act("2.29", {"evacuate": {"force": True}}, 400, "Can't force to a non-provided")
+    act("2.68", {"evacuate": {"host": host, "force": True}}, 400, "force")
+    act("2.14", {"evacuate": {"host": "nowhere"}}, 404, "Compute host nowhere not found.")
+    act("2.14", {"evacuate": {"host": host}}, 400, "The target host can't be the same one.")
+    act("2.14", {"evacuate": {}}, 400, f"Compute service of {host} is still in use.")
+    act("2.92", {"evacuate": {"adminPass": "pw"}}, 400, "is still in use")
+    assert migrations_of(cluster, sid) == []  # nothing was recorded
+    assert nova.server(sid)["status"] == "ACTIVE"
+
+
+def test_resize_moves_to_the_other_host_and_confirm(cluster: Cluster, nova: Nova,
+                                                    server: str) -> None:
     t0 = time.monotonic()
     sid, src = server, running_on(cluster, server)
     cluster.api.openstack("server", "resize", "--flavor", "mv-big", "--wait", sid)
@@ -185,6 +213,10 @@ def test_resize_moves_to_the_other_host_and_confirm(cluster: Cluster, server: st
     assert src.driver().pid(sid) is None  # stopped on the source, kept for a revert
     m = migrations_of(cluster, sid)[0]
     assert moved(m) == (src.name, dest.name, "resize", "finished"), m
+    for action in ({"migrate": None}, {"evacuate": {}}, {"resize": {"flavorRef": "1"}}):
+        r = nova.req("POST", f"/servers/{sid}/action", json=action)
+        assert r.status_code == 409, r.text  # VERIFY_RESIZE: only confirm or revert
+        assert "vm_state resized" in r.json()["conflictingRequest"]["message"]
     ev = events_of(cluster, sid, "resize")
     assert ev["compute_prep_resize"] == ("Success", src.name), ev
     assert ev["compute_resize_instance"] == ("Success", src.name), ev
