@@ -53,6 +53,7 @@ class ComputeAgent:
         # before anything looks at the guests: the ones evacuated while this host was
         # down run elsewhere now (Nova's _destroy_evacuated_instances)
         self.evacuated = evacuate.destroy_evacuated(self.services, self.host)
+        evacuate.destroy_strays(self.services, self.host)
         found = self.driver.reattach()
         # the guests' metadata sockets, at the paths their QEMU already forwards to
         self.metadata = MetadataServer(self.services)

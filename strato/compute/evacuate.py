@@ -286,3 +286,34 @@ def destroy_evacuated(services: Any, host: str) -> set[str]:
                     migrations.set_status(session, mid, "completed")
         done.add(instance_id)
     return done
+
+
+def destroy_strays(services: Any, host: str) -> set[str]:
+    """At the agent's start, after :func:`destroy_evacuated`: local guests of deleted
+    servers (Nova reaps those too), and of servers that moved away from this host for
+    good (a migration from here ``confirmed``/``completed``/``done`` and the server
+    elsewhere, in no task and not in VERIFY_RESIZE from here), are destroyed — never
+    their disks.  A renamed host or a server merely listed elsewhere keeps its guest:
+    only the records' word that it left is taken.  Returns the ids destroyed."""
+    drv = services.virt
+    gone: set[str] = set()
+    for instance_id in drv.list_instances():
+        with services.db.session(readonly=True) as session:
+            inst = session.get(Instance, instance_id)
+            if inst is not None and not inst.deleted:
+                left = inst.host != host and inst.task_state is None and not (
+                    inst.vm_state == states.RESIZED
+                    and (inst.system_metadata or {}).get("resize_source") == host)
+                if not left or session.scalar(select(Migration.id).where(
+                        Migration.instance_uuid == instance_id,
+                        Migration.source_compute == host,
+                        Migration.status.in_(("confirmed", "completed", "done")))
+                        .limit(1)) is None:
+                    continue
+        with instance_lock(instance_id):
+            LOG.info("instance %s is not %s's (%s): destroying its local guest (its disks "
+                     "stay)", instance_id, host, "deleted" if inst is None or inst.deleted
+                     else f"on {inst.host}")
+            drv.destroy(instance_id)
+        gone.add(instance_id)
+    return gone
