@@ -193,6 +193,21 @@ def test_refusals_per_microversion(cluster: Cluster, nova: Nova, server: str) ->
     act("2.14", {"evacuate": {"host": host}}, 400, "The target host can't be the same one.")
     act("2.14", {"evacuate": {}}, 400, f"Compute service of {host} is still in use.")
     act("2.92", {"evacuate": {"adminPass": "pw"}}, 400, "is still in use")
+    # admin-only: a member of the server's own project is forbidden both
+    ks = cluster.api.client(nova.token)
+    project = ks.get("/identity/v3/projects?name=admin").json()["projects"][0]["id"]
+    role = ks.get("/identity/v3/roles?name=member").json()["roles"][0]["id"]
+    name, password = f"mv-member-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    user = ks.post("/identity/v3/users", json={"user": {
+        "name": name, "password": password, "domain_id": "default"}}).json()["user"]["id"]
+    assert ks.put(f"/identity/v3/projects/{project}/users/{user}/roles/{role}") \
+        .status_code == 204
+    member = cluster.api.client(cluster.api.token(name, password))
+    for body in ({"migrate": None}, {"evacuate": {}}):
+        r = member.post(f"/compute/v2.1/servers/{sid}/action", json=body,
+                        headers={"OpenStack-API-Version": "compute 2.88"})
+        assert r.status_code == 403, r.text
+        assert "os_compute_api:os-" in r.json()["forbidden"]["message"]
     assert migrations_of(cluster, sid) == []  # nothing was recorded
     assert nova.server(sid)["status"] == "ACTIVE"
 
