@@ -375,9 +375,29 @@ def test_evacuate_a_dead_host(cluster: Cluster, server: str) -> None:
           f"all {time.monotonic() - t0:.1f}s")
 
 
-def test_tidy(cluster: Cluster, server: str) -> None:
-    """The server goes with its disk; no guest stays on either host."""
-    cluster.api.openstack("server", "delete", "--wait", server)
+def test_delete_in_verify_resize_then_the_source_restarts(cluster: Cluster,
+                                                         server: str) -> None:
+    """A stopped server resized to the other host (defined there, not started) and
+    deleted in VERIFY_RESIZE: the delete cleans the destination and the disk; the
+    source's stale guest directory goes when its worker restarts.  Nothing is left."""
+    api, sid = cluster.api, server
+    src = running_on(cluster, sid)
+    api.openstack("server", "stop", sid)
+    wait_status(cluster, sid, "SHUTOFF")
+    api.openstack("server", "resize", "--flavor", "mv-bigger", "--wait", sid)
+    dest = cluster.hosts[show(cluster, sid)["OS-EXT-SRV-ATTR:host"]]
+    assert dest.name != src.name
+    assert sid in src.driver().list_instances() and sid in dest.driver().list_instances()
+    api.openstack("server", "delete", "--wait", sid)
+    assert sid not in dest.driver().list_instances()
+    assert f"{sid}_disk" not in rbd("ls", "-p", "vms").split()
+    assert sid in src.driver().list_instances()  # the source was not told
+    src.stop()
+    src.start()
+    cluster.wait_hosts_up()
+    deadline = time.monotonic() + 30
+    while sid in src.driver().list_instances():
+        assert time.monotonic() < deadline, "the deleted server's guest stayed"
+        time.sleep(0.3)
     for h in cluster.hosts.values():
-        assert server not in h.driver().list_instances(), h.name
-    assert f"{server}_disk" not in rbd("ls", "-p", "vms").split()
+        assert h.driver().list_instances() == [], h.name
