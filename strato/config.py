@@ -109,6 +109,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("DEFAULT", "service_down_time", "positive_int", "60",
            "Seconds without a heartbeat after which a compute service is reported down "
            "(Nova's; keep it well above report_interval)."),
+    Option("DEFAULT", "allow_resize_to_same_host", "bool", "false",
+           "Let a resize pick the server's own host (Nova's).  Either way a cloud whose "
+           "only compute host is the server's resizes on it."),
     Option("DEFAULT", "region_name", "str", "RegionOne", "Region shown in the catalog."),
     Option("DEFAULT", "debug", "bool", "false", "Log at DEBUG level."),
     Option("DEFAULT", "log_file", "str", "", "Log to this file instead of standard error."),

@@ -35,6 +35,8 @@ def load_handlers() -> None:
     """Import the modules whose ``@handler`` functions workers run."""
     import strato.backup.manager  # noqa: F401
     import strato.compute.backup  # noqa: F401
+    import strato.compute.cold_migrate  # noqa: F401
+    import strato.compute.evacuate  # noqa: F401
     import strato.compute.guestops  # noqa: F401
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401

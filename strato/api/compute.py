@@ -20,6 +20,7 @@ from strato.api.unimplemented import (
 from strato.compute import (
     backup,
     consoles,
+    evacuate,
     guestops,
     locks,
     migrations,
@@ -291,9 +292,13 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in rebuild.ACTIONS:
         return FastJSON(await _run(rebuild.Rebuild(api).action, ctx, server_id, name, args,
                                    _version(request)), status_code=202)
-    if name in resize.ACTIONS:
-        await _run(resize.Resizes(api).action, ctx, server_id, name, args)
+    if name in resize.ACTIONS:  # resize, migrate (cold), confirm, revert
+        await _run(resize.Resizes(api).action, ctx, server_id, name, args, _version(request))
         return Response(status_code=204 if name == "confirmResize" else 202)
+    if name in evacuate.ACTIONS:  # Nova answers 200 (adminPass before 2.14)
+        out = await _run(evacuate.Evacuate(api).action, ctx, server_id, name, args,
+                         _version(request))
+        return FastJSON(out) if out is not None else Response(status_code=200)
     if name in rescue.ACTIONS:
         out = await _run(rescue.Rescue(api).action, ctx, server_id, name, args,
                          _version(request))

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from strato.compute import resize, states
+from strato.compute import evacuate, resize, states
 from strato.compute.api import now
 from strato.compute.manager import instance_lock, vm_state_for
 from strato.compute.metadata_server import MetadataServer
@@ -45,9 +45,15 @@ class ComputeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metadata: MetadataServer | None = None
+        #: servers evacuated from this host: their guests here were destroyed at start
+        self.evacuated: set[str] = set()
 
     def start(self) -> None:
         self.register()
+        # before anything looks at the guests: the ones evacuated while this host was
+        # down run elsewhere now (Nova's _destroy_evacuated_instances)
+        self.evacuated = evacuate.destroy_evacuated(self.services, self.host)
+        evacuate.destroy_strays(self.services, self.host)
         found = self.driver.reattach()
         # the guests' metadata sockets, at the paths their QEMU already forwards to
         self.metadata = MetadataServer(self.services)
@@ -110,7 +116,7 @@ class ComputeAgent:
         """After a restart: no task state is left half done without a job to finish it."""
         busy = self._with_jobs()
         for inst in self._instances():
-            if inst.task_state is None or inst.id in busy:
+            if inst.task_state is None or inst.id in busy or inst.id in self.evacuated:
                 continue
             LOG.info("instance %s: resolving task %s left by a restart", inst.id,
                      inst.task_state)

@@ -1,9 +1,11 @@
-"""Nova's migration records (``os-migrations``): one row per resize on this cloud.
+"""Nova's migration records (``os-migrations``): one row per move of a server.
 
-strato resizes on the host the server runs on, so source and destination are the same
-host; the record follows Nova's statuses for a resize: ``pre-migrating`` (accepted),
-``migrating``, ``post-migrating``, ``finished`` (VERIFY_RESIZE), then ``confirming`` →
-``confirmed`` or ``reverting`` → ``reverted``, or ``error``.
+A resize or cold migration (``resize`` / ``migration``; source and destination are the
+same host only for a same-host resize) follows Nova's statuses: ``pre-migrating``
+(accepted, the destination claimed), ``migrating``, ``post-migrating``, ``finished``
+(VERIFY_RESIZE), then ``confirming`` → ``confirmed`` or ``reverting`` → ``reverted``, or
+``error``.  An evacuation: ``accepted`` → ``pre-migrating`` → ``done`` (``completed``
+once the returning source has destroyed its leftover guest), or ``failed``.
 """
 
 from __future__ import annotations

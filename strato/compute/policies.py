@@ -13,6 +13,8 @@ RULES = [
         "create", "update", "delete", "start", "stop", "reboot", "resize", "confirm_resize",
         "revert_resize")),
     RuleDefault(f"{P}os-migrations:index", ADMIN),
+    RuleDefault(f"{P}os-migrate-server:migrate", ADMIN),  # cold migration (resize.py)
+    RuleDefault(f"{P}os-evacuate", ADMIN),  # evacuate.py
     RuleDefault(f"{P}servers:migrations:index", ADMIN),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
     RuleDefault(f"{P}servers:create_image", MEMBER),

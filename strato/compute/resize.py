@@ -1,21 +1,28 @@
-"""Same-host resize: ``resize``, ``confirmResize``, ``revertResize`` and the automatic
-confirm (``[compute] resize_confirm_window``).
+"""Resize and cold migration: ``resize``, ``migrate``, ``confirmResize``,
+``revertResize`` and the automatic confirm (``[compute] resize_confirm_window``).
 
-The API checks and records (task ``resize_prep``, a ``pre-migrating`` migration, the
-quota of the growth reserved, old and new flavor in the system metadata) and enqueues
-``compute.resize``.  The job walks Nova's task states, each step idempotent so a
-restart continues where a kill stopped it:
+The API checks, picks the destination with the scheduler and records in one
+transaction (task ``resize_prep``, a ``pre-migrating`` migration whose ``dest_compute``
+is the claim, the quota of the growth reserved, old and new flavor, source and
+destination in the system metadata) and enqueues ``compute.resize`` on the source host.
+A ``migrate`` is the same move with the same flavor (migration type ``migration``).
+The job walks Nova's task states, each step idempotent so a restart continues where a
+kill stopped it:
 
 - ``resize_prep``: the guest is stopped (its vCPUs and RAM change with the restart);
 - ``resize_migrating``: a block-store snapshot of the root disk, so a revert gets the
   old disk back exactly (the engines' ``rollback_to_snap``);
 - ``resize_migrated``: the root disk grown to the new flavor;
 - ``resize_finish``: the new flavor in the guest's spec and the record, the guest
-  started again if it ran → ``resized`` (VERIFY_RESIZE).
+  started again if it ran → ``resized`` (VERIFY_RESIZE).  When the destination is
+  another host, ``compute.finish_resize`` does this step there
+  (:mod:`strato.compute.cold_migrate`) on the same disks and the server's host flips.
 
-Confirm drops the snapshot; revert (``resize_reverting``) rolls the disk back to it,
-drops it and restarts the guest with the old flavor.  A failure before VERIFY_RESIZE
-does the same as a revert and leaves the server as it was, with a fault.
+Confirm drops the snapshot (and, after a move, the source's guest directory, on the
+source host); revert (``resize_reverting``) rolls the disk back to it, drops it and
+restarts the guest with the old flavor (after a move: the destination lets the guest
+go, then the source restarts it).  A failure before VERIFY_RESIZE does the same as a
+revert and leaves the server as it was, on its host, with a fault.
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ from strato import events
 from strato.compute import disks, migrations, ports, states
 from strato.compute.api import ComputeAPI, P, ctx_payload, now, state_message
 from strato.compute.manager import _event, _fault, _load, _set, instance_lock, vm_state_for
-from strato.compute.models import Instance
-from strato.compute.views import flavor_snapshot
+from strato.compute.models import ComputeNode, Instance
+from strato.compute.scheduler import NoValidHost
+from strato.compute.views import Version, flavor_snapshot
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict
 from strato.jobs.queue import enqueue
@@ -47,15 +55,18 @@ from strato.virt.qemu.errors import InstanceNotFound
 
 LOG = logging.getLogger(__name__)
 
-ACTIONS = ("resize", "confirmResize", "revertResize")
+ACTIONS = ("resize", "confirmResize", "revertResize", "migrate")
 RULES = {"resize": P + "servers:resize", "confirmResize": P + "servers:confirm_resize",
-         "revertResize": P + "servers:revert_resize"}
+         "revertResize": P + "servers:revert_resize",
+         "migrate": P + "os-migrate-server:migrate"}
 #: the job's steps, in order
 STEPS = (states.RESIZE_PREP, states.RESIZE_MIGRATING, states.RESIZE_MIGRATED,
          states.RESIZE_FINISH)
 #: the system metadata keys a resize in flight keeps
 KEYS = ("old_flavor", "new_flavor", "old_vm_state", "resize_snap", "resize_reservations",
-        "resize_down", "migration_id")
+        "resize_down", "migration_id", "resize_source", "resize_dest")
+#: ``migrate``'s ``host`` (2.56)
+MIGRATE_HOST_VERSION = (2, 56)
 DISK_CONFIGS = ("AUTO", "MANUAL")
 #: seconds between ACPI power-off requests while the guest does not go
 SHUTDOWN_RETRY = 5.0
@@ -72,9 +83,12 @@ class Resizes:
         self.api = api
         self.db = api.db
 
-    def action(self, ctx: RequestContext, server_id: str, name: str, args: Any) -> None:
+    def action(self, ctx: RequestContext, server_id: str, name: str, args: Any,
+               version: Version = (2, 1)) -> None:
         if name == "resize":
             self.resize(ctx, server_id, args)
+        elif name == "migrate":
+            self.migrate(ctx, server_id, args, version)
         elif name == "confirmResize":
             self.finish(ctx, server_id, "confirmResize", states.RESIZE_CONFIRMING,
                         "compute.resize_confirm", "confirming")
@@ -113,31 +127,77 @@ class Resizes:
               "ram": max(0, new["memory_mb"] - old["memory_mb"])}
         down = {"cores": max(0, old["vcpus"] - new["vcpus"]),
                 "ram": max(0, old["memory_mb"] - new["memory_mb"])}
+        same_host = bool(self.api.conf.DEFAULT.allow_resize_to_same_host)
         with self.db.session() as session:
             inst = self.api.get_row(session, ctx, server_id)
             if inst.vm_state not in (states.ACTIVE, states.STOPPED) \
                     or inst.task_state is not None:
                 raise Conflict(state_message("resize", inst))
             ids = self.api.quota.reserve(session, inst.project_id, up)
-            mid = migrations.record(session, ctx, inst.id, inst.host, inst.flavor_id,
-                                    flavor.id)
-            meta = {k: v for k, v in (inst.system_metadata or {}).items() if k not in KEYS}
-            meta.update(old_flavor=old, new_flavor=new, old_vm_state=inst.vm_state,
-                        resize_snap=snap_name(mid), resize_reservations=ids,
-                        resize_down=down, migration_id=mid)
-            done = session.execute(update(Instance).where(
-                Instance.id == inst.id, Instance.vm_state == inst.vm_state,
-                Instance.task_state.is_(None)).values(
-                task_state=states.RESIZE_PREP, system_metadata=meta, updated_at=now())
-            ).rowcount
-            if not done:
-                raise Conflict(state_message("resize", inst))
-            self.api.record_action(session, ctx, inst, "resize")
-            events.emit(session, "compute", "compute.instance.resize.prep.start", inst.id,
-                        inst.project_id, new_flavor=flavor.id)
-            enqueue(session, "compute.resize", {"instance_id": inst.id,
-                                                "ctx": ctx_payload(ctx)},
-                    target=f"host:{inst.host}", max_attempts=5)
+            dest = _place(session, self.api.conf, inst, new, same_host=same_host,
+                          only_host_fallback=True)
+            self._start(session, ctx, inst, "resize", old, new, dest, ids, down)
+
+    def migrate(self, ctx: RequestContext, server_id: str, args: Any,
+                version: Version) -> None:
+        """Nova's cold migration (admin): the resize flow with the same flavor to
+        another host, the scheduler's or (2.56) the one named."""
+        host = None
+        if version >= MIGRATE_HOST_VERSION and args is not None:
+            if not isinstance(args, dict):
+                raise BadRequest(f"Invalid input for field/attribute migrate. Value: "
+                                 f"{args!r}. {args!r} is not of type 'object', 'null'")
+            extra = set(args) - {"host"}
+            if extra:
+                raise BadRequest("Additional properties are not allowed "
+                                 f"({', '.join(sorted(extra))} were unexpected)")
+            host = args.get("host")
+            if host is not None and (not isinstance(host, str) or not host.strip()
+                                     or len(host) > 255):
+                raise BadRequest(f"Invalid input for field/attribute host. Value: {host!r}.")
+        with self.db.session() as session:
+            inst = self.api.get_row(session, ctx, server_id, RULES["migrate"])
+            self.api._check_lock(ctx, inst)
+            if inst.vm_state not in (states.ACTIVE, states.STOPPED) \
+                    or inst.task_state is not None:
+                raise Conflict(state_message("migrate", inst))
+            if host is not None:
+                if host == inst.host:
+                    raise BadRequest("Cannot migrate to the host where the server resides.")
+                if session.get(ComputeNode, host) is None:
+                    raise BadRequest(f"Compute host {host} could not be found.")
+            flavor = dict(inst.flavor)
+            dest = _place(session, self.api.conf, inst, flavor, requested_host=host)
+            # no growth, nothing freed (the keys a resize has: quota calls need them)
+            self._start(session, ctx, inst, "migrate", flavor, flavor, dest, [],
+                        {"cores": 0, "ram": 0})
+
+    def _start(self, session: Any, ctx: RequestContext, inst: Instance, label: str,
+               old: dict[str, Any], new: dict[str, Any], dest: str, ids: list[Any],
+               down: dict[str, int]) -> None:
+        """The claim (a migration record to ``dest``), the task state and the job on
+        the source host, in the caller's transaction (the scheduler's)."""
+        mid = migrations.record(session, ctx, inst.id, inst.host, old["id"], new["id"],
+                                dest=dest,
+                                migration_type="resize" if label == "resize" else "migration")
+        meta = {k: v for k, v in (inst.system_metadata or {}).items() if k not in KEYS}
+        meta.update(old_flavor=old, new_flavor=new, old_vm_state=inst.vm_state,
+                    resize_snap=snap_name(mid), resize_reservations=ids,
+                    resize_down=down, migration_id=mid, resize_source=inst.host,
+                    resize_dest=dest)
+        done = session.execute(update(Instance).where(
+            Instance.id == inst.id, Instance.vm_state == inst.vm_state,
+            Instance.task_state.is_(None)).values(
+            task_state=states.RESIZE_PREP, system_metadata=meta, updated_at=now())
+        ).rowcount
+        if not done:
+            raise Conflict(state_message(label, inst))
+        self.api.record_action(session, ctx, inst, label)
+        events.emit(session, "compute", "compute.instance.resize.prep.start", inst.id,
+                    inst.project_id, new_flavor=new["id"], dest=dest)
+        enqueue(session, "compute.resize", {"instance_id": inst.id,
+                                            "ctx": ctx_payload(ctx)},
+                target=f"host:{inst.host}", max_attempts=5)
 
     def finish(self, ctx: RequestContext, server_id: str, label: str, task: str,
                job: str, status: str) -> None:
@@ -150,19 +210,56 @@ class Resizes:
             request(session, inst, ctx, label, task, job, status)
 
 
+def _place(session: Any, conf: Any, inst: Instance, flavor: dict[str, Any], *,
+           requested_host: str | None = None, same_host: bool = False,
+           only_host_fallback: bool = False) -> str:
+    """The destination of a resize/migration, chosen inside the caller's transaction
+    (the claim is its migration record).  The source is a candidate when
+    ``same_host`` (``allow_resize_to_same_host``); with ``only_host_fallback`` a cloud
+    whose one compute host is the server's resizes there (a single-box strato)."""
+    from strato.compute.scheduler import select_destination, spec_for_instance
+
+    def pick(ignore_source: bool) -> str:
+        return select_destination(session, conf, spec_for_instance(
+            session, inst, flavor=flavor, requested_host=requested_host,
+            ignore_source=ignore_source))
+
+    try:
+        return pick(not same_host)
+    except NoValidHost as exc:
+        hosts = set(session.scalars(select(ComputeNode.host)))
+        if same_host or not only_host_fallback or requested_host or hosts - {inst.host}:
+            raise BadRequest(str(exc)) from None
+    try:
+        return pick(False)
+    except NoValidHost as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _moved(meta: dict[str, Any]) -> bool:
+    """A move between two hosts (not a same-host resize)."""
+    return bool(meta.get("resize_dest")) and meta.get("resize_dest") != meta.get(
+        "resize_source")
+
+
 def request(session: Any, inst: Instance, ctx: RequestContext, label: str, task: str,
             job: str, status: str) -> bool:
     """Move a resized server to ``task`` and enqueue ``job`` (the API and the automatic
-    confirm); False when it is no longer in VERIFY_RESIZE."""
+    confirm); False when it is no longer in VERIFY_RESIZE.  A confirm runs on the
+    source host (it cleans the source), a revert on the server's host (the
+    destination lets the guest go first)."""
     done = session.execute(update(Instance).where(
         Instance.id == inst.id, Instance.vm_state == states.RESIZED,
         Instance.task_state.is_(None)).values(task_state=task, updated_at=now())).rowcount
     if not done:
         raise Conflict(state_message(label, inst))
+    meta = inst.system_metadata or {}
     ComputeAPI.record_action(session, ctx, inst, label)
-    migrations.set_status(session, (inst.system_metadata or {}).get("migration_id"), status)
+    migrations.set_status(session, meta.get("migration_id"), status)
+    target = meta["resize_source"] if job == "compute.resize_confirm" and _moved(meta) \
+        else inst.host
     enqueue(session, job, {"instance_id": inst.id, "ctx": ctx_payload(ctx)},
-            target=f"host:{inst.host}", max_attempts=5)
+            target=f"host:{target}", max_attempts=5)
     return True
 
 
@@ -268,6 +365,8 @@ def resize_job(ctx: JobContext) -> dict[str, Any]:
             return {"skipped": f"not resizing ({inst.task_state})"}
         new, snap, mid = meta["new_flavor"], meta["resize_snap"], meta["migration_id"]
         task = inst.task_state
+        if task == states.RESIZE_FINISH and _moved(meta):
+            return {"skipped": "finishing on " + meta["resize_dest"]}
         try:
             if task == states.RESIZE_PREP:
                 _event(services, instance_id, rctx_req, "compute_prep_resize")
@@ -298,6 +397,14 @@ def resize_job(ctx: JobContext) -> dict[str, Any]:
                             disk.resize(new["root_gb"] << 30)
                 crash.fault("resize", "after-grow")
                 _event(services, instance_id, rctx_req, "compute_resize_instance", "Success")
+                if _moved(meta):  # the destination finishes: one transaction with the step
+                    with services.db.session() as session:
+                        if not _set(session, instance_id, task,
+                                    task_state=states.RESIZE_FINISH):
+                            raise _Lost(f"instance {instance_id} left {task}")
+                        enqueue(session, "compute.finish_resize", dict(ctx.payload),
+                                target=f"host:{meta['resize_dest']}", max_attempts=5)
+                    return {"migrated": instance_id, "dest": meta["resize_dest"]}
                 _advance(services, instance_id, task, states.RESIZE_FINISH)
                 task = states.RESIZE_FINISH
             _event(services, instance_id, rctx_req, "compute_finish_resize")
@@ -336,9 +443,11 @@ def _drop_reservations(services: Any, meta: dict[str, Any]) -> None:
 
 
 def _fail(services: Any, ctx: JobContext, inst: Instance, task: str,
-          exc: BaseException) -> dict[str, Any]:
-    """Back to the old flavor and disk, the old power state, the growth's quota back."""
-    meta, fault = _meta(inst), _fault(exc)
+          exc: BaseException | None, fault: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Back to the old flavor and disk, the old power state, the growth's quota back
+    (on the source host; ``fault``: what failed on the destination)."""
+    meta = _meta(inst)
+    fault = fault if fault is not None else _fault(exc or RuntimeError("resize failed"))
     try:
         _restore_disk(services, inst.id, meta["resize_snap"])
         _apply_flavor(services, inst.id, meta["old_flavor"],
@@ -360,12 +469,14 @@ def _fail(services: Any, ctx: JobContext, inst: Instance, task: str,
     event = {states.RESIZE_PREP: "compute_prep_resize",
              states.RESIZE_FINISH: "compute_finish_resize"}.get(task, "compute_resize_instance")
     _event(services, inst.id, request_id, event, "Error", fault["details"], fault["message"])
-    return {"error": str(exc)}
+    return {"error": fault["message"]}
 
 
 @handler("compute.resize_confirm")
 def confirm_job(ctx: JobContext) -> dict[str, Any]:
-    """The saved snapshot goes; the server is ACTIVE or SHUTOFF as its guest is."""
+    """The saved snapshot goes; the server is ACTIVE or SHUTOFF as its guest is.  After
+    a move this runs on the source host: the guest's directory there goes too (never
+    the disks: the destination runs on them)."""
     services, instance_id = ctx.services, ctx.payload["instance_id"]
     request_id = ctx.payload["ctx"].get("request_id")
     with instance_lock(instance_id):
@@ -376,6 +487,8 @@ def confirm_job(ctx: JobContext) -> dict[str, Any]:
         _event(services, instance_id, request_id, "compute_confirm_resize")
         try:
             _drop_snap(services, instance_id, meta.get("resize_snap", ""))
+            if _moved(meta) and services.conf.DEFAULT.host != inst.host:
+                services.virt.destroy(instance_id)
         except Exception as exc:  # noqa: BLE001 - still VERIFY_RESIZE: may be retried
             LOG.warning("instance %s: confirm failed: %s", instance_id, exc)
             with services.db.session() as session:
@@ -384,7 +497,9 @@ def confirm_job(ctx: JobContext) -> dict[str, Any]:
             _event(services, instance_id, request_id, "compute_confirm_resize", "Error",
                    str(exc))
             return {"error": str(exc)}
-        p = services.virt.power_state(instance_id)
+        # after a move the guest runs elsewhere: its host's last report is the truth
+        p = PowerState(inst.power_state or 0) if services.conf.DEFAULT.host != inst.host \
+            else services.virt.power_state(instance_id)
         vm_state = states.ACTIVE if p == PowerState.RUNNING else vm_state_for(
             p, states.STOPPED)
         with services.db.session() as session:
@@ -408,6 +523,10 @@ def revert_job(ctx: JobContext) -> dict[str, Any]:
         if inst is None or inst.deleted or inst.task_state != states.RESIZE_REVERTING:
             return {"skipped": "not reverting"}
         meta = _meta(inst)
+        if _moved(meta):
+            from strato.compute import cold_migrate
+
+            return cold_migrate.revert_here(ctx, inst, meta)
         old = meta["old_flavor"]
         _event(services, instance_id, request_id, "compute_revert_resize")
         try:
@@ -427,22 +546,29 @@ def revert_job(ctx: JobContext) -> dict[str, Any]:
             _event(services, instance_id, request_id, "compute_finish_revert_resize",
                    "Error", fault["details"], fault["message"])
             return {"error": str(exc)}
-        new = meta["new_flavor"]
-        with services.db.session() as session:
-            if not _set(session, instance_id, states.RESIZE_REVERTING,
-                        vm_state=meta["old_vm_state"], task_state=None,
-                        power_state=int(power), flavor=old, flavor_id=old["id"],
-                        system_metadata=_cleared(meta)):
-                return {"skipped": "state changed during the revert"}
-            quota = services.compute.quota  # usage back to the old flavor's
-            grew = {"cores": max(0, new["vcpus"] - old["vcpus"]),
-                    "ram": max(0, new["memory_mb"] - old["memory_mb"])}
-            quota.release(session, inst.project_id, grew)
-            quota.release(session, inst.project_id,
-                          {k: -v for k, v in (meta.get("resize_down") or {}).items()})
-            migrations.set_status(session, meta.get("migration_id"), "reverted")
-            events.emit(session, "compute", "compute.instance.resize.revert.end",
-                        instance_id, inst.project_id)
+        return reverted(services, inst, meta, power, request_id)
+
+
+def reverted(services: Any, inst: Instance, meta: dict[str, Any], power: PowerState,
+             request_id: str | None) -> dict[str, Any]:
+    """The record of a finished revert: the old flavor and vm_state, the quota back
+    (the caller holds the instance lock)."""
+    instance_id, old, new = inst.id, meta["old_flavor"], meta["new_flavor"]
+    with services.db.session() as session:
+        if not _set(session, instance_id, states.RESIZE_REVERTING,
+                    vm_state=meta["old_vm_state"], task_state=None,
+                    power_state=int(power), flavor=old, flavor_id=old["id"],
+                    system_metadata=_cleared(meta)):
+            return {"skipped": "state changed during the revert"}
+        quota = services.compute.quota  # usage back to the old flavor's
+        grew = {"cores": max(0, new["vcpus"] - old["vcpus"]),
+                "ram": max(0, new["memory_mb"] - old["memory_mb"])}
+        quota.release(session, inst.project_id, grew)
+        quota.release(session, inst.project_id,
+                      {k: -v for k, v in (meta.get("resize_down") or {}).items()})
+        migrations.set_status(session, meta.get("migration_id"), "reverted")
+        events.emit(session, "compute", "compute.instance.resize.revert.end",
+                    instance_id, inst.project_id)
     _event(services, instance_id, request_id, "compute_finish_revert_resize", "Success")
     return {"reverted": instance_id}
 
@@ -488,15 +614,34 @@ def start_auto_confirm(services: Any, host: str, stop: threading.Event) -> None:
 
 def reconcile(services: Any, inst: Instance) -> bool:
     """After a restart, a resize task whose job is gone gets a job again (the steps
-    continue or undo from where they are); True when handled."""
-    job = {states.RESIZE_CONFIRMING: "compute.resize_confirm",
-           states.RESIZE_REVERTING: "compute.resize_revert"}.get(
-        inst.task_state or "", "compute.resize" if inst.task_state in STEPS else "")
-    if not job:
+    continue or undo from where they are), on the host that step runs on (a move's
+    finish on its destination, its confirm on its source); True when handled."""
+    from strato.jobs.models import PENDING, RUNNING, Job
+
+    task, meta = inst.task_state or "", _meta(inst)
+    moved, here = _moved(meta), inst.host
+    if task == states.RESIZE_FINISH and moved:
+        job, here = "compute.finish_resize", meta["resize_dest"]
+    elif task in STEPS:
+        job = "compute.resize"
+    elif task == states.RESIZE_CONFIRMING:
+        job = "compute.resize_confirm"
+        here = meta["resize_source"] if moved else here
+    elif task == states.RESIZE_REVERTING:
+        job = "compute.resize_finish_revert" if moved and inst.host == meta[
+            "resize_source"] else "compute.resize_revert"
+    else:
         return False
     with services.db.session() as session:
-        enqueue(session, job, {"instance_id": inst.id, "ctx": {
-            "user_id": inst.user_id, "project_id": inst.project_id, "roles": ["admin"],
-            "request_id": None}}, target=f"host:{inst.host}", max_attempts=5)
+        queued = session.scalar(select(Job.id).where(
+            Job.state.in_((PENDING, RUNNING)), Job.name.like("compute.%"),
+            Job.payload["instance_id"].as_string() == inst.id).limit(1))
+        if queued is None:
+            enqueue(session, job, {"instance_id": inst.id, "ctx": {
+                "user_id": inst.user_id, "project_id": inst.project_id, "roles": ["admin"],
+                "request_id": None}}, target=f"host:{here}", max_attempts=5)
     return True
 
+
+# the cross-host steps' handlers (compute.finish_resize, ...) register with this module
+from strato.compute import cold_migrate  # noqa: E402,F401
