@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from strato.compute import resize, states
+from strato.compute import resize, routing, states
 from strato.compute.api import now
 from strato.compute.manager import instance_lock, vm_state_for
 from strato.compute.metadata_server import MetadataServer
@@ -48,6 +48,7 @@ class ComputeAgent:
 
     def start(self) -> None:
         self.register()
+        routing.reap_deleted(self.services)  # deleted while this host was down
         found = self.driver.reattach()
         # the guests' metadata sockets, at the paths their QEMU already forwards to
         self.metadata = MetadataServer(self.services)

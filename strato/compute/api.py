@@ -25,6 +25,7 @@ from strato.compute import (
     console_tokens,
     guestinfo,
     listing,
+    routing,
     schedules,
     server_groups,
     states,
@@ -696,7 +697,7 @@ class ComputeAPI:
                         inst.project_id)
             enqueue(session, "compute.delete", {"instance_id": inst.id,
                                                 "ctx": ctx_payload(ctx)},
-                    target=f"host:{inst.host or self.conf.DEFAULT.host}", max_attempts=5)
+                    target=routing.delete_target(session, self.conf, inst), max_attempts=5)
 
     @staticmethod
     def _check_lock(ctx: RequestContext, inst: Instance) -> None:
