@@ -714,6 +714,7 @@ class ComputeAPI:
             self._check_lock(ctx, inst)
             if inst.vm_state not in allowed or inst.task_state is not None:
                 raise Conflict(state_message(label, inst))
+            routing.require_host(inst)  # ERROR without a host: no one to run it
             done = session.execute(update(Instance).where(
                 Instance.id == inst.id, Instance.vm_state == inst.vm_state,
                 Instance.task_state.is_(None)).values(task_state=task, updated_at=now())

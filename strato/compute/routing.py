@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from strato.compute.models import Instance
+from strato.exceptions import Conflict
 from strato.jobs.models import PENDING, RUNNING, Job
 from strato.jobs.queue import ANY, enqueue
 from strato.jobs.worker import Handler, JobContext
@@ -47,6 +48,14 @@ GUEST_JOBS = frozenset({
 def target_for(inst: Instance) -> str:
     """The target of a job for ``inst``: its host, or ``any`` when it has none."""
     return f"host:{inst.host}" if inst.host else ANY
+
+
+def require_host(inst: Instance) -> None:
+    """Nova's ``check_instance_host``: an action that needs the guest's host is 409
+    ``InstanceNotReady`` on a server that never got one (its job would wait for a host
+    that does not exist)."""
+    if not inst.host:
+        raise Conflict(f"Instance {inst.id} is not ready")
 
 
 def delete_target(session: Session, conf: Any, inst: Instance) -> str:

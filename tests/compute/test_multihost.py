@@ -104,18 +104,23 @@ def show(cluster: Cluster, sid: str) -> dict[str, Any]:
 
 def wait_status(cluster: Cluster, sids: list[str], status: str = "ACTIVE",
                 timeout: float = BOOT_TIMEOUT) -> dict[str, dict[str, Any]]:
-    """Until every server is ``status`` (ERROR fails at once unless asked for)."""
+    """Until every server is ``status`` with no task (ERROR fails at once unless asked
+    for).  Polled over REST: a CLI process per poll would cost a core-second each."""
+    nova = Nova(cluster.api, "2.79")
     deadline = time.monotonic() + timeout
     while True:
-        rows = {r["ID"]: r for r in cluster.api.openstack_json(  # type: ignore[union-attr]
-            "server", "list", "--long", "--all-projects")}
-        now = {s: rows.get(s, {}).get("Status") for s in sids}
-        if all(v == status for v in now.values()):
-            return {s: show(cluster, s) for s in sids}
-        bad = {s: v for s, v in now.items() if v == "ERROR" and status != "ERROR"}
-        assert not bad, {s: show(cluster, s).get("fault") for s in bad}
+        r = nova.req("GET", "/servers/detail", params={"all_tenants": "1"})
+        assert r.status_code == 200, r.text
+        rows = {s["id"]: s for s in r.json()["servers"]}
+        now = {s: (rows[s]["status"], rows[s]["OS-EXT-STS:task_state"]) if s in rows
+               else None for s in sids}
+        if all(v == (status, None) for v in now.values()):
+            return {s: rows[s] for s in sids}
+        bad = {s: rows[s].get("fault") for s, v in now.items()
+               if v and v[0] == "ERROR" and status != "ERROR"}
+        assert not bad, bad
         assert time.monotonic() < deadline, now
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def create(cluster: Cluster, n: int, *extra: str) -> list[str]:
@@ -152,8 +157,7 @@ def action(cluster: Cluster, *args: str) -> None:
     proc = cluster.api.openstack(*args, check=False)
     if proc.returncode != 0:
         text = proc.stdout + proc.stderr
-        if re.search(r"no such action|not implemented|HTTP 501|HTTP 404|"
-                     r"Unsupported action|is not supported", text, re.I):
+        if re.search(r"\b501\b|not ?implemented", text, re.I):
             raise Missing(f"openstack {' '.join(args)}: {text.strip()}")
         raise AssertionError(f"openstack {' '.join(args)} failed:\n{text}")
 
@@ -184,6 +188,10 @@ def test_hostless_server_is_deleted(cluster: Cluster, pg_url: str) -> None:
         shown = wait_status(cluster, [sid], "ERROR", timeout=60)[sid]
         assert "No valid host" in json.dumps(shown.get("fault")), shown
         assert host_attr(shown) is None
+        # actions that need its host are Nova's InstanceNotReady, not a job for no one
+        proc = api.openstack("server", "stop", sid, check=False)
+        assert proc.returncode != 0 and f"Instance {sid} is not ready" in proc.stderr, \
+            proc.stderr
         t0 = time.monotonic()
         api.openstack("server", "delete", "--wait", sid)
         print(f"hostless server deleted in {time.monotonic() - t0:.1f}s")
@@ -271,6 +279,18 @@ def test_console_log_from_any_host(cluster: Cluster, group: dict[str, Any]) -> N
         assert "STRATO-GUEST-READY bootcount=1" in out
         tail = cluster.api.openstack("console", "log", "show", "--lines", "3", m).stdout
         assert 0 < len(tail.rstrip("\n").split("\n")) <= 3, tail
+
+
+def test_password_change_refused_clearly(cluster: Cluster, group: dict[str, Any]) -> None:
+    """changePassword talks to the guest agent synchronously and its password may not
+    travel in a job row: for a guest on another host than the API's it is refused
+    before any state changes (Nova's 501), not reported as a guest that is not running."""
+    sid = group["members"][0]
+    r = Nova(cluster.api).req("POST", f"/servers/{sid}/action",
+                              json={"changePassword": {"adminPass": "mh-Secret-1"}})
+    assert r.status_code == 501, r.text
+    assert "is not this API's host" in r.text
+    assert show(cluster, sid)["OS-EXT-STS:task_state"] is None
 
 
 def test_misrouted_job_runs_where_the_guest_is(cluster: Cluster, group: dict[str, Any],
