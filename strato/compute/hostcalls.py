@@ -40,12 +40,19 @@ def call(db: Any, conf: Any, inst: Instance, name: str, payload: dict[str, Any],
     operation in faults (Nova's words: ``Cannot 'get_console_output' instance …``)."""
     if not inst.host:
         raise Conflict(f"Instance {inst.id} is not ready")
+    return call_host(db, conf, inst.host, name, {"instance_id": inst.id, **payload},
+                     f"Cannot '{what}' instance {inst.id}", timeout)
+
+
+def call_host(db: Any, conf: Any, host: str, name: str, payload: dict[str, Any],
+              subject: str, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """Run job ``name`` on compute host ``host`` and return its result; ``subject``
+    opens the faults' messages."""
     with db.session() as session:
-        if not host_is_up(session, conf, inst.host):
-            raise Conflict(f"Cannot '{what}' instance {inst.id}: the compute service of "
-                           f"its host {inst.host} is down.")
-        job_id = enqueue(session, name, {"instance_id": inst.id, **payload},
-                         target=f"host:{inst.host}", max_attempts=1).id
+        if not host_is_up(session, conf, host):
+            raise Conflict(f"{subject}: the compute service of its host {host} is down.")
+        job_id = enqueue(session, name, payload, target=f"host:{host}",
+                         max_attempts=1).id
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -56,20 +63,29 @@ def call(db: Any, conf: Any, inst: Instance, name: str, payload: dict[str, Any],
             if state == DONE:
                 return dict(result or {})
             if state == FAILED:
-                raise ServiceUnavailable(f"Cannot '{what}' instance {inst.id}: its host "
-                                         f"{inst.host} failed to answer ({error}).")
+                raise ServiceUnavailable(f"{subject}: its host {host} failed to answer "
+                                         f"({error}).")
             if time.monotonic() >= deadline:
                 with db.session() as session:  # not started yet: it never will be
                     session.execute(update(Job).where(
                         Job.id == job_id, Job.state == PENDING).values(
                         state=FAILED, error="the API stopped waiting"))
-                raise ServiceUnavailable(f"Cannot '{what}' instance {inst.id}: its host "
-                                         f"{inst.host} did not answer in {timeout:.0f}s.")
+                raise ServiceUnavailable(f"{subject}: its host {host} did not answer in "
+                                         f"{timeout:.0f}s.")
             time.sleep(_POLL)
     finally:
         with db.session() as session:  # an answer is read once: keep no copy of it
             session.execute(delete(Job).where(Job.id == job_id, Job.state.in_(
                 (DONE, FAILED))))
+
+
+@handler("compute.host_uptime")
+def host_uptime(ctx: JobContext) -> dict[str, Any]:
+    """This host's ``uptime`` line (os-hypervisors' uptime of a host that is not the
+    API's: ``call_host(..., "compute.host_uptime", {}, ...)["uptime"]``)."""
+    from strato.compute.hosts import uptime_text
+
+    return {"uptime": uptime_text()}
 
 
 @handler("compute.console_output")

@@ -134,16 +134,19 @@ def test_host_call_answers_refuses_and_times_out(db: Database) -> None:
     def console(ctx: JobContext) -> dict[str, Any]:
         return {"output": f"log of {ctx.payload['instance_id']} {ctx.payload['length']}"}
 
-    w = Worker(db, ["host:h"], handlers={"compute.console_output": console},
+    w = Worker(db, ["host:h"], handlers={"compute.console_output": console,
+                                         "compute.host_uptime": hostcalls.host_uptime},
                services=_Services(db), poll_interval=0.05)
     t = threading.Thread(target=w.run, daemon=True)
     t.start()
     try:
         out = hostcalls.call(db, conf, inst, "compute.console_output", {"length": 3},
                              "get_console_output")
+        up = hostcalls.call_host(db, conf, "h", "compute.host_uptime", {}, "uptime")
     finally:
         w.stop()
         t.join(5)
     assert out == {"output": f"log of {sid} 3"}
+    assert " up " in up["uptime"] and "load average" in up["uptime"], up
     with db.session(readonly=True) as session:  # the answer is not kept
         assert list(session.scalars(select(Job))) == []
