@@ -322,10 +322,10 @@ def test_misrouted_job_runs_where_the_guest_is(cluster: Cluster, group: dict[str
     wait_console(cluster.hosts[here].driver(), sid, "STRATO-GUEST-READY bootcount=2")
 
 
-def test_volume_attach_on_the_guest_host(cluster: Cluster, group: dict[str, Any],
-                                         pg_url: str) -> None:
+def test_volume_and_snapshot_on_the_guest_host(cluster: Cluster, group: dict[str, Any],
+                                               pg_url: str) -> None:
     """The API runs no compute: the attach job runs on the guest's host, whose QEMU
-    opens the Ceph volume; detach likewise."""
+    opens the Ceph volume; detach and a snapshot likewise."""
     api, sid = cluster.api, group["members"][1]
     host = cluster.host_of(sid)
     vol = api.openstack_json("volume", "create", "--size", "1",
@@ -346,8 +346,13 @@ def test_volume_attach_on_the_guest_host(cluster: Cluster, group: dict[str, Any]
         time.sleep(0.5)
     wait_guest_serial(host.driver(), sid, vid[:20], present=False)
     api.openstack("volume", "delete", vid)
+    snap = f"mh-snap-{uuid.uuid4().hex[:4]}"  # a live snapshot: QEMU on that host too
+    api.openstack("server", "image", "create", "--wait", "--name", snap, sid)
+    api.openstack("image", "delete", snap)
+    names = {j[1] for j in jobs_of(pg_url, sid)}
+    assert {"compute.attach_volume", "compute.detach_volume", "compute.snapshot"} <= names
     for job_id, name, target, state, _ in jobs_of(pg_url, sid):
-        if name in ("compute.attach_volume", "compute.detach_volume"):
+        if name in ("compute.attach_volume", "compute.detach_volume", "compute.snapshot"):
             assert (target, state) == (f"host:{host.name}", "done"), (name, target, state)
             assert ran_on(cluster, job_id, name) == [host.name]
 
