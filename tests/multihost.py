@@ -182,3 +182,15 @@ class Cluster:
                     return time.monotonic() - t0
                 assert time.monotonic() - t0 < timeout, rows
                 time.sleep(0.2)
+
+    def wait_hosts_up(self, timeout: float = 60) -> list[dict]:
+        """Until ``hypervisor list`` (the client) shows every host up; its rows."""
+        deadline = time.monotonic() + timeout
+        rows: list = []
+        while time.monotonic() < deadline:
+            rows = self.api.openstack_json("hypervisor", "list")  # type: ignore[assignment]
+            if sorted(r["Hypervisor Hostname"] for r in rows if r["State"] == "up") \
+                    == sorted(self.hosts):
+                return rows
+            time.sleep(0.5)
+        raise AssertionError(f"hosts not all up: {rows}")
