@@ -32,12 +32,14 @@ def worker_targets(conf: Config) -> list[str]:
 
 
 def load_handlers() -> None:
-    """Import the modules whose ``@handler`` functions workers run."""
+    """Import the modules whose ``@handler`` functions workers run, then guard the
+    guest jobs: each runs only on the host its guest is on (``compute.routing``)."""
     import strato.backup.manager  # noqa: F401
     import strato.compute.backup  # noqa: F401
     import strato.compute.cold_migrate  # noqa: F401
     import strato.compute.evacuate  # noqa: F401
     import strato.compute.guestops  # noqa: F401
+    import strato.compute.hostcalls  # noqa: F401
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401
     import strato.compute.rescue  # noqa: F401
@@ -49,6 +51,10 @@ def load_handlers() -> None:
     import strato.jobs.builtin  # noqa: F401
     import strato.volume.manager  # noqa: F401
     import strato.volume.migration  # noqa: F401
+    from strato.compute import routing
+    from strato.jobs.worker import HANDLERS
+
+    routing.install(HANDLERS)
 
 
 def make_pool(conf: Config, services: object, targets: list[str] | None = None) -> WorkerPool:

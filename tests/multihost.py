@@ -6,13 +6,19 @@ snapshot staging and network state, all on one PostgreSQL.
 
 What the hosts share stands for what Ceph gives a real deployment: the API's
 ``state_path`` (block store ``[storage] local_path``, Glance's file store, the fernet
-keys).  On the ``rbd`` engine the same harness needs only the Ceph options in the API's
-conf (every worker copies it): the instance disks are then truly shared, which live
-migration and evacuation need (a spike: see /work/prompts/i20-H-findings.md).
+keys).  ``Cluster(ceph=...)`` puts images, volumes and instance disks on the Ceph
+cluster instead (the rbd options go into the API's conf, which every worker copies):
+the instance disks are then truly shared, as live migration and evacuation need.
+
+A dead host is ``Host.kill9()``: its worker AND the QEMUs it ran die at once (a machine
+that loses power takes its guests with it); ``Host.start()`` brings it back.  Every
+process logs to its own file (``api/server.log``, ``hostN/worker.log``).  ``stop()``
+leaves no process and no guest behind, whatever state a failed test left.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -62,9 +68,24 @@ class Host:
                 self.proc.wait()
 
     def kill9(self) -> None:
+        """The host dies: its worker and every guest it runs, SIGKILL, no clean-up (the
+        guests' directories stay, as on a machine that lost power)."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        drv = self.driver()
+        for sid in drv.list_instances():
+            pid = drv.pid(sid)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while drv.list_running():  # SIGKILL is asynchronous: until they are gone
+            assert time.monotonic() < deadline, drv.list_running()
+            time.sleep(0.05)
+
+    def guests(self) -> list[str]:
+        """The instances whose QEMU runs on this host."""
+        return self.driver().list_running()
 
     def destroy_guests(self) -> None:
         drv = self.driver()
@@ -76,8 +97,18 @@ class Cluster:
     """The API process and its compute hosts (``hosts`` by name)."""
 
     def __init__(self, root: Path, db_url: str, hosts: int = 3,
-                 extra_conf: dict[str, dict[str, str]] | None = None) -> None:
-        extra = {k: dict(v) for k, v in (extra_conf or {}).items()}
+                 extra_conf: dict[str, dict[str, str]] | None = None,
+                 ceph: str | None = None) -> None:
+        """``ceph``: a ceph.conf; images, volumes and instance disks go on that cluster
+        (as tests/compute/test_ceph_e2e.py runs one host)."""
+        extra: dict[str, dict[str, str]] = {}
+        if ceph:
+            extra = {"storage": {"engine": "rbd"},
+                     "glance_store": {"rbd_store_ceph_conf": ceph},
+                     "volume": {"rbd_ceph_conf": ceph, "enabled_backends": "ceph:volumes"},
+                     "compute": {"images_rbd_ceph_conf": ceph}}
+        for k, v in (extra_conf or {}).items():
+            extra.setdefault(k, {}).update(v)
         extra.setdefault("database", {})["connection"] = db_url
         extra.setdefault("DEFAULT", {}).setdefault("host", "api")
         self.root = root
@@ -112,19 +143,48 @@ class Cluster:
             h.start()
 
     def stop(self) -> None:
-        for h in self.hosts.values():
-            h.stop()
-        self.api.stop()
-        for h in self.hosts.values():
-            h.destroy_guests()
+        """Every process and guest gone, even after a failed test: workers first (no
+        job starts a guest meanwhile), the API, then whatever QEMU is left."""
+        errors: list[BaseException] = []
+        for step in [*(h.stop for h in self.hosts.values()), self.api.stop,
+                     *(h.destroy_guests for h in self.hosts.values())]:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - clean up the rest, then raise
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def host_of(self, server_id: str) -> Host:
-        for h in self.hosts.values():
-            if server_id in h.driver().list_instances():
-                return h
-        raise AssertionError(f"no host runs {server_id}")
+        """The host whose QEMU runs the server (exactly one)."""
+        found = [h for h in self.hosts.values() if server_id in h.guests()]
+        assert len(found) == 1, f"{server_id} runs on {[h.name for h in found]}"
+        return found[0]
+
+    def wait_host_state(self, host: str, state: str, timeout: float = 60) -> float:
+        """Until os-hypervisors says ``host`` is ``state``; the seconds it took (polled
+        over REST every 0.2 s: a CLI process per poll would blur the measure)."""
+        t0 = time.monotonic()
+        with self.api.client(self.api.token()) as c:
+            while True:
+                r = c.get("/compute/v2.1/os-hypervisors",
+                          headers={"OpenStack-API-Version": "compute 2.53"})
+                assert r.status_code == 200, r.text
+                rows = {h["hypervisor_hostname"]: h["state"]
+                        for h in r.json()["hypervisors"]}
+                if rows.get(host) == state:
+                    return time.monotonic() - t0
+                assert time.monotonic() - t0 < timeout, rows
+                time.sleep(0.2)
 
     def wait_hosts_up(self, timeout: float = 60) -> list[dict]:
+        """Until ``hypervisor list`` (the client) shows every host up; its rows."""
         deadline = time.monotonic() + timeout
         rows: list = []
         while time.monotonic() < deadline:

@@ -25,6 +25,7 @@ from strato.compute import (
     console_tokens,
     guestinfo,
     listing,
+    routing,
     scheduler_hints,
     schedules,
     server_groups,
@@ -714,7 +715,7 @@ class ComputeAPI:
                         inst.project_id)
             enqueue(session, "compute.delete", {"instance_id": inst.id,
                                                 "ctx": ctx_payload(ctx)},
-                    target=f"host:{inst.host or self.conf.DEFAULT.host}", max_attempts=5)
+                    target=routing.delete_target(session, self.conf, inst), max_attempts=5)
 
     @staticmethod
     def _check_lock(ctx: RequestContext, inst: Instance) -> None:
@@ -731,6 +732,7 @@ class ComputeAPI:
             self._check_lock(ctx, inst)
             if inst.vm_state not in allowed or inst.task_state is not None:
                 raise Conflict(state_message(label, inst))
+            routing.require_host(inst)  # ERROR without a host: no one to run it
             done = session.execute(update(Instance).where(
                 Instance.id == inst.id, Instance.vm_state == inst.vm_state,
                 Instance.task_state.is_(None)).values(task_state=task, updated_at=now())

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from strato.compute import states
+from strato.compute import hostcalls, routing, states
 from strato.compute.api import ComputeAPI, P, ctx_payload, now
 from strato.compute.models import BlockDevice, Instance, InstanceAction, InstanceActionEvent
 from strato.compute.views import Version, attachment_view, iso_us
@@ -185,7 +185,7 @@ class ServerExtras:
             enqueue(session, "compute.detach_volume", {
                 "instance_id": server_id, "bdm_id": b.id, "ctx": ctx_payload(ctx),
                 "request_id": ctx.request_id}, max_attempts=3,
-                target=f"host:{inst.host or self.api.conf.DEFAULT.host}")  # offloaded: any
+                target=routing.target_for(inst))  # offloaded: any
 
     # ------------------------------------------------------------ console
     def console_output(self, ctx: RequestContext, server_id: str, args: Any,
@@ -203,11 +203,17 @@ class ServerExtras:
                 length = None
         with self.db.session(readonly=True) as session:
             inst = self.api.get_row(session, ctx, server_id, P + "os-console-output")
-            if inst.vm_state == states.BUILDING or inst.host != self.api.conf.DEFAULT.host:
+            if inst.vm_state == states.BUILDING:
                 raise Conflict(f"Cannot 'get_console_output' instance {inst.id} while it "
                                f"is in vm_state {inst.vm_state}")
+            session.expunge(inst)
         # one line more than asked: a log ending in a newline ends in an empty "line"
-        text = driver.console_output(server_id, None if length is None else length + 1)
+        lines = None if length is None else length + 1
+        if hostcalls.runs_here(self.api.conf, inst):
+            text = driver.console_output(server_id, lines)
+        else:  # the log is on the guest's host: its worker reads it
+            text = hostcalls.call(self.db, self.api.conf, inst, "compute.console_output",
+                                  {"length": lines}, "get_console_output")["output"]
         return {"output": nova_console_text(text, length)}
 
     # ------------------------------------------------------------ instance actions

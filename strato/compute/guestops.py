@@ -27,7 +27,7 @@ from oslo_policy.policy import RuleDefault
 from sqlalchemy import update
 
 from strato import events
-from strato.compute import locks, states
+from strato.compute import hostcalls, locks, states
 from strato.compute.api import ComputeAPI, now, state_message
 from strato.compute.manager import _event, _load, _set, instance_lock
 from strato.compute.models import Instance
@@ -117,6 +117,11 @@ class GuestOps:
             locks.ensure_unlocked(ctx, inst)
             if inst.vm_state != states.ACTIVE or inst.task_state is not None:
                 raise Conflict(state_message("changePassword", inst))
+            if not hostcalls.runs_here(self.api.conf, inst):
+                # the agent's socket is on the guest's host, and the password may not
+                # travel in a job row: refused before any state changes (scale-out gap)
+                raise NotSupported(f"Unable to set password on instance: its host "
+                                   f"{inst.host} is not this API's host.")
             done = session.execute(update(Instance).where(
                 Instance.id == inst.id, Instance.vm_state == states.ACTIVE,
                 Instance.task_state.is_(None)).values(
