@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from strato import events
-from strato.compute import configdrive, disks, guestinfo, migrations, states
+from strato.compute import configdrive, disks, guestinfo, migrations, routing, states
 from strato.compute.api import ComputeAPI, P, ctx_from, ctx_payload, now, state_message
 from strato.compute.manager import _event, _fault, _load, _set, _spec, instance_lock
 from strato.compute.migration_models import Migration
@@ -201,6 +201,8 @@ def evacuate_job(ctx: JobContext) -> dict[str, Any]:
                     _to(session, instance_id, task, host=here,
                         task_state=states.REBUILD_BLOCK_DEVICE_MAPPING)
                     migrations.set_status(session, mid, "pre-migrating")
+                    # what was queued for the dead host follows the guest
+                    routing.retarget_pending(session, instance_id, here)
                 inst.host, task = here, states.REBUILD_BLOCK_DEVICE_MAPPING
             if task == states.REBUILD_BLOCK_DEVICE_MAPPING:
                 # volumes keep their attachments; _spec reconnects them to this host
