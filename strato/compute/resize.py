@@ -177,8 +177,8 @@ class Resizes:
                down: dict[str, int]) -> None:
         """The claim (a migration record to ``dest``), the task state and the job on
         the source host, in the caller's transaction (the scheduler's)."""
-        mid = migrations.record(session, ctx, inst.id, inst.host, old["id"], new["id"],
-                                dest=dest,
+        mid = migrations.record(session, ctx, inst.id, inst.host, inst.flavor_id,
+                                new.get("id") or inst.flavor_id, dest=dest,
                                 migration_type="resize" if label == "resize" else "migration")
         meta = {k: v for k, v in (inst.system_metadata or {}).items() if k not in KEYS}
         meta.update(old_flavor=old, new_flavor=new, old_vm_state=inst.vm_state,
