@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -29,22 +30,32 @@ def _pg_admin() -> psycopg.Connection:
                            dbname=url.database, autocommit=True)
 
 
+@contextlib.contextmanager
+def pg_database(prefix: str = "strato_test") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the test server, dropped afterwards; its
+    URL.  Without a server: skipped, or failed when `make test` requires PostgreSQL."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("STRATO_TEST_PG_URL is not set but PostgreSQL is required")
+        pytest.skip("no PostgreSQL server (run the suite with `make test`)")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each engine (PostgreSQL: a fresh database per test)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/strato.db"
         return
-    if not PG_URL:
-        if REQUIRE_PG:
-            pytest.fail("STRATO_TEST_PG_URL is not set but PostgreSQL is required")
-        pytest.skip("no PostgreSQL server (run the suite with `make test`)")
-    name = f"strato_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

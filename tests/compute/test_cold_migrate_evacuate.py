@@ -21,39 +21,26 @@ from typing import Any
 import pytest
 
 from tests.compute.conftest import Nova, wait_console
+from tests.conftest import pg_database
 from tests.multihost import Cluster, Host
 from tests.storage.conftest import ceph_conf
 
-PG_URL = os.environ.get("STRATO_TEST_PG_URL")
 GiB = 1 << 30
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("several hosts share one PostgreSQL (STRATO_TEST_PG_URL)")
-    from sqlalchemy.engine import make_url
-
-    from tests.conftest import _pg_admin
-
-    name = f"strato_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database() as url:  # several hosts share one PostgreSQL
+        yield url
 
 
 @pytest.fixture(scope="module")
 def cluster(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    conf = ceph_conf()
-    c = Cluster(tmp_path_factory.mktemp("mv"), pg_url, hosts=2, extra_conf={
+    c = Cluster(tmp_path_factory.mktemp("mv"), pg_url, hosts=2, ceph=ceph_conf(),
+                extra_conf={
         # heartbeats every second, down after 5 s without one
         "DEFAULT": {"report_interval": "1", "service_down_time": "5"},
-        "storage": {"engine": "rbd"},
-        "glance_store": {"rbd_store_ceph_conf": conf},
-        "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
-        "compute": {"images_rbd_ceph_conf": conf, "sync_power_state_interval": "1",
+        "compute": {"sync_power_state_interval": "1",
                     "quota_ram": "-1", "quota_cores": "-1"}})
     c.setup()
     c.start()

@@ -31,7 +31,7 @@ from strato.compute.models import Instance
 from strato.db import Database
 from strato.jobs.queue import enqueue
 from tests.compute.conftest import Nova, wait_console, wait_guest_serial
-from tests.conftest import PG_URL, _pg_admin
+from tests.conftest import pg_database
 from tests.multihost import Cluster, Host
 from tests.storage.conftest import ceph_conf
 
@@ -46,14 +46,8 @@ class Missing(Exception):  # noqa: N818 - a marker: the API lacks an operation
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the module (several hosts share one)."""
-    if not PG_URL:
-        pytest.skip("several hosts share one PostgreSQL (set STRATO_TEST_PG_URL)")
-    name = f"strato_mh_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database("strato_mh") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ unfinished migrations, as the API and the agents write them."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -52,30 +53,16 @@ def conf() -> Any:
 def sched_db(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """One database per engine for the module: every test rolls its rows back."""
-    from sqlalchemy.engine import make_url
-
     from strato.db import migrate
-    from tests.conftest import PG_URL, REQUIRE_PG, _pg_admin
+    from tests.conftest import pg_database
 
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sched')}/strato.db"
-    else:
-        if not PG_URL:
-            if REQUIRE_PG:
-                pytest.fail("STRATO_TEST_PG_URL is not set but PostgreSQL is required")
-            pytest.skip("no PostgreSQL server (run the suite with `make test`)")
-        name = f"strato_test_{uuid.uuid4().hex[:12]}"
-        with _pg_admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
-    if name is not None:
-        with _pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path_factory.mktemp('sched')}/strato.db"
+               if request.param == "sqlite" else stack.enter_context(pg_database()))
+        migrate.upgrade(url)
+        database = Database(url)
+        yield database
+        database.dispose()
 
 
 @pytest.fixture

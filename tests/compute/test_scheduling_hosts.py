@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import pg_database
 from tests.multihost import Cluster
 from tests.support import Server
 
@@ -30,16 +31,11 @@ HOSTS = ["host1", "host2", "host3"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from tests.conftest import PG_URL, _pg_admin
+    with pg_database() as url:  # several hosts share one PostgreSQL
+        yield from _cluster(tmp_path_factory, url)
 
-    if not PG_URL:
-        pytest.skip("several hosts share one PostgreSQL")
-    from sqlalchemy.engine import make_url
 
-    name = f"strato_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+def _cluster(tmp_path_factory: pytest.TempPathFactory, url: str) -> Iterator[Cluster]:
     c = Cluster(Path(tmp_path_factory.mktemp("sch")), url, hosts=3, extra_conf={
         "DEFAULT": {"report_interval": "1", "service_down_time": "3600"},
         "compute": {"reserved_host_memory_mb": "0", "ram_allocation_ratio": "1.0",
@@ -51,8 +47,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
-        with _pg_admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Api:
