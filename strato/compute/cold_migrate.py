@@ -26,9 +26,6 @@ import os
 from contextlib import suppress
 from typing import Any
 
-from sqlalchemy import update
-
-from strato import events
 from strato.compute import configdrive, migrations, states
 from strato.compute.api import ctx_from
 from strato.compute.manager import _event, _fault, _load, _set, _spec, instance_lock
@@ -39,6 +36,7 @@ from strato.compute.resize import (
     _meta,
     _restore_disk,
     _stop_guest,
+    commit_finish,
     reverted,
 )
 from strato.context import RequestContext
@@ -117,19 +115,7 @@ def finish_job(ctx: JobContext) -> dict[str, Any]:
                         {**ctx.payload, "fault": fault, "task": states.RESIZE_FINISH},
                         target=f"host:{source}", max_attempts=5)
             return {"error": fault["message"]}
-        with services.db.session() as session:
-            finished = _set(session, instance_id, states.RESIZE_FINISH,
-                            vm_state=states.RESIZED, task_state=None, power_state=int(power),
-                            flavor=new, flavor_id=new["id"], host=here)
-            if finished:  # one transaction with the state: the growth is in use now
-                quota = services.compute.quota
-                quota.commit(session, list(meta.get("resize_reservations") or []))
-                quota.release(session, inst.project_id, meta.get("resize_down") or {})
-                session.execute(update(Instance).where(Instance.id == instance_id).values(
-                    system_metadata={**meta, "resize_reservations": []}))
-                migrations.set_status(session, mid, "finished")
-                events.emit(session, "compute", "compute.instance.finish_resize.end",
-                            instance_id, inst.project_id, new_flavor=new["id"], host=here)
+        finished = commit_finish(services, inst, meta, mid, new, power, host=here)
         if not finished:  # deleted meanwhile (on the source): nothing of it stays here
             _let_go(services, instance_id)
             _drop_reservations(services, meta)

@@ -26,14 +26,21 @@ from sqlalchemy import select, update
 from strato import events
 from strato.compute import configdrive, disks, guestinfo, migrations, routing, states
 from strato.compute.api import ComputeAPI, P, ctx_from, ctx_payload, now, state_message
-from strato.compute.manager import _event, _fault, _load, _set, _spec, instance_lock
+from strato.compute.manager import (
+    _event,
+    _fault,
+    _load,
+    _set,
+    _spec,
+    forget_admin_pass,
+    instance_lock,
+)
 from strato.compute.migration_models import Migration
 from strato.compute.models import BlockDevice, ComputeNode, Instance
 from strato.compute.reads_models import ServiceRecord
 from strato.compute.views import Version
 from strato.context import RequestContext
 from strato.exceptions import BadRequest, Conflict, NotFound
-from strato.jobs.models import Job
 from strato.jobs.queue import enqueue
 from strato.jobs.worker import JobContext, handler
 from strato.validation import Bool, Obj, Str, validate
@@ -169,14 +176,6 @@ def _to(session: Any, instance_id: str, expect: str, **values: Any) -> None:
         raise RuntimeError(f"instance {instance_id} left {expect} during the evacuation")
 
 
-def _forget_admin_pass(services: Any, ctx: JobContext) -> None:
-    if "admin_pass" not in ctx.payload:
-        return
-    ctx.payload = {k: v for k, v in ctx.payload.items() if k != "admin_pass"}
-    with services.db.session() as session:
-        session.execute(update(Job).where(Job.id == ctx.job_id).values(payload=ctx.payload))
-
-
 @handler("compute.evacuate")
 def evacuate_job(ctx: JobContext) -> dict[str, Any]:
     """Rebuild the server here (the destination) on its own disks."""
@@ -216,7 +215,7 @@ def evacuate_job(ctx: JobContext) -> dict[str, Any]:
                                   inst.flavor["root_gb"])
             if configdrive.required(services, inst):
                 configdrive.write(services, instance_id, ctx.payload.get("admin_pass"))
-            _forget_admin_pass(services, ctx)
+            forget_admin_pass(services, ctx)
             if services.metadata_server is not None:
                 services.metadata_server.watch(instance_id)
             if drv.pid(instance_id) is None:
@@ -232,7 +231,7 @@ def evacuate_job(ctx: JobContext) -> dict[str, Any]:
             power = drv.power_state(instance_id)
         except Exception as exc:  # noqa: BLE001 - every failure ends in ERROR with a fault
             LOG.warning("instance %s: evacuation to %s failed: %s", instance_id, here, exc)
-            _forget_admin_pass(services, ctx)
+            forget_admin_pass(services, ctx)
             fault = _fault(exc)
             with services.db.session() as session:
                 row = session.get(Instance, instance_id)

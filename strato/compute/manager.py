@@ -256,7 +256,7 @@ def build(ctx: JobContext) -> dict[str, Any]:
             power = drv.power_state(instance_id)
         except Exception as exc:  # noqa: BLE001 - every failure ends in ERROR, cleaned up
             LOG.warning("instance %s: build failed: %s", instance_id, exc)
-            _forget_admin_pass(services, ctx)
+            forget_admin_pass(services, ctx)
             _fail_build(services, rctx, instance_id, exc)
             return {"error": str(exc)}
         with services.db.session() as session:
@@ -292,10 +292,12 @@ def _config_drive(services: Any, ctx: JobContext, inst: Instance) -> None:
         # a retried build whose password is already gone keeps the drive it wrote
         if admin_pass is not None or not configdrive.path(services, inst.id).exists():
             configdrive.write(services, inst.id, admin_pass)
-    _forget_admin_pass(services, ctx)
+    forget_admin_pass(services, ctx)
 
 
-def _forget_admin_pass(services: Any, ctx: JobContext) -> None:
+def forget_admin_pass(services: Any, ctx: JobContext) -> None:
+    """Drop the admin password from the job's stored payload once the config drive
+    holds it (it never stays in the job table)."""
     if "admin_pass" not in ctx.payload:
         return
     ctx.payload = {k: v for k, v in ctx.payload.items() if k != "admin_pass"}

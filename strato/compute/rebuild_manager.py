@@ -24,9 +24,16 @@ from sqlalchemy import update
 from strato import events
 from strato.compute import configdrive, disks, states
 from strato.compute.api import ctx_from, now
-from strato.compute.manager import _event, _fault, _load, _set, _spec, instance_lock
+from strato.compute.manager import (
+    _event,
+    _fault,
+    _load,
+    _set,
+    _spec,
+    forget_admin_pass,
+    instance_lock,
+)
 from strato.compute.models import BlockDevice, Instance
-from strato.jobs.models import Job
 from strato.jobs.worker import JobContext, handler
 from strato.storage import crash
 from strato.storage.refs import DELETED
@@ -54,14 +61,6 @@ def _power_off(services: Any, instance_id: str, timeout: float) -> None:
 def _to(session: Any, instance_id: str, expect: str, task: str) -> None:
     if not _set(session, instance_id, expect, task_state=task):
         raise RuntimeError(f"instance {instance_id} left {expect} during the rebuild")
-
-
-def _forget_admin_pass(services: Any, ctx: JobContext) -> None:
-    if "admin_pass" not in ctx.payload:
-        return
-    ctx.payload = {k: v for k, v in ctx.payload.items() if k != "admin_pass"}
-    with services.db.session() as session:
-        session.execute(update(Job).where(Job.id == ctx.job_id).values(payload=ctx.payload))
 
 
 @handler("compute.rebuild")
@@ -106,7 +105,7 @@ def rebuild(ctx: JobContext) -> dict[str, Any]:
                                         .values(config_drive="True"))
                     inst.config_drive = "True"
                 configdrive.write(services, instance_id, ctx.payload.get("admin_pass"))
-            _forget_admin_pass(services, ctx)
+            forget_admin_pass(services, ctx)
             if services.metadata_server is not None:
                 services.metadata_server.watch(instance_id)
             if drv.pid(instance_id) is None:
@@ -122,7 +121,7 @@ def rebuild(ctx: JobContext) -> dict[str, Any]:
             power = drv.power_state(instance_id)
         except Exception as exc:  # noqa: BLE001 - every failure ends in ERROR with a fault
             LOG.warning("instance %s: rebuild failed: %s", instance_id, exc)
-            _forget_admin_pass(services, ctx)
+            forget_admin_pass(services, ctx)
             fault = _fault(exc)
             with services.db.session() as session:
                 row = session.get(Instance, instance_id)

@@ -351,6 +351,28 @@ class _Lost(Exception):  # noqa: N818 - a signal
 
 
 @handler("compute.resize")
+def commit_finish(services: Any, inst: Instance, meta: dict[str, Any], mid: Any,
+                  new: dict[str, Any], power: Any, **values: Any) -> bool:
+    """The end of a resize's finish, same host or not (``values``: ``host=`` the
+    destination): VERIFY_RESIZE with the new flavor, the quota growth committed, the
+    migration ``finished`` -- one transaction.  False when the server left
+    ``resize_finish`` meanwhile (deleted)."""
+    with services.db.session() as session:
+        finished = _set(session, inst.id, states.RESIZE_FINISH,
+                        vm_state=states.RESIZED, task_state=None, power_state=int(power),
+                        flavor=new, flavor_id=new["id"], **values)
+        if finished:  # one transaction with the state: the growth is in use now
+            quota = services.compute.quota
+            quota.commit(session, list(meta.get("resize_reservations") or []))
+            quota.release(session, inst.project_id, meta.get("resize_down") or {})
+            session.execute(update(Instance).where(Instance.id == inst.id).values(
+                system_metadata={**meta, "resize_reservations": []}))
+            migrations.set_status(session, mid, "finished")
+            events.emit(session, "compute", "compute.instance.finish_resize.end",
+                        inst.id, inst.project_id, new_flavor=new["id"], **values)
+    return bool(finished)
+
+
 def resize_job(ctx: JobContext) -> dict[str, Any]:
     services, instance_id = ctx.services, ctx.payload["instance_id"]
     rctx_req = ctx.payload["ctx"].get("request_id")
@@ -416,19 +438,7 @@ def resize_job(ctx: JobContext) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - undone: the server as it was, a fault
             LOG.warning("instance %s: resize failed: %s", instance_id, exc)
             return _fail(services, ctx, inst, task, exc)
-        with services.db.session() as session:
-            finished = _set(session, instance_id, states.RESIZE_FINISH,
-                            vm_state=states.RESIZED, task_state=None, power_state=int(power),
-                            flavor=new, flavor_id=new["id"])
-            if finished:  # one transaction with the state: the growth is in use now
-                quota = services.compute.quota
-                quota.commit(session, list(meta.get("resize_reservations") or []))
-                quota.release(session, inst.project_id, meta.get("resize_down") or {})
-                session.execute(update(Instance).where(Instance.id == instance_id).values(
-                    system_metadata={**meta, "resize_reservations": []}))
-                migrations.set_status(session, mid, "finished")
-                events.emit(session, "compute", "compute.instance.finish_resize.end",
-                            instance_id, inst.project_id, new_flavor=new["id"])
+        finished = commit_finish(services, inst, meta, mid, new, power)
         if not finished:  # deleted meanwhile
             _drop_reservations(services, meta)
             return {"skipped": "state changed during the resize"}
