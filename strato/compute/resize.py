@@ -350,7 +350,6 @@ class _Lost(Exception):  # noqa: N818 - a signal
     """The instance left the state the job drives (deleted meanwhile)."""
 
 
-@handler("compute.resize")
 def commit_finish(services: Any, inst: Instance, meta: dict[str, Any], mid: Any,
                   new: dict[str, Any], power: Any, **values: Any) -> bool:
     """The end of a resize's finish, same host or not (``values``: ``host=`` the
@@ -373,6 +372,7 @@ def commit_finish(services: Any, inst: Instance, meta: dict[str, Any], mid: Any,
     return bool(finished)
 
 
+@handler("compute.resize")
 def resize_job(ctx: JobContext) -> dict[str, Any]:
     services, instance_id = ctx.services, ctx.payload["instance_id"]
     rctx_req = ctx.payload["ctx"].get("request_id")
