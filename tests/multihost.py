@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strato.virt.qemu import QemuDriver
-from tests.support import BIN, Server, free_port, strato
+from tests.support import BIN, Server, free_port, strato, terminate
 
 
 @dataclass
@@ -58,14 +58,8 @@ class Host:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def kill9(self) -> None:
         """The host dies: its worker and every guest it runs, SIGKILL, no clean-up (the

@@ -29,6 +29,19 @@ def strato(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
                           check=check, **kw)
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process we started and wait for it; SIGKILL when it does not go in
+    ``timeout`` seconds.  Nothing when it has already exited."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class Server:
     """A `strato serve` process on its own state directory and port."""
@@ -100,13 +113,8 @@ class Server:
         ``strato network teardown`` once the process is gone, so a test run leaves no
         namespace, device, rule or dnsmasq behind (``teardown=False``: a restart test
         that wants the guests' networking to outlive the process)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc)
         if teardown:
             self.network_teardown()
         return self.proc.returncode if self.proc else None
