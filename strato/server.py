@@ -36,6 +36,7 @@ def load_handlers() -> None:
     import strato.backup.manager  # noqa: F401
     import strato.compute.backup  # noqa: F401
     import strato.compute.guestops  # noqa: F401
+    import strato.compute.live_migration_manager  # noqa: F401
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401
     import strato.compute.rescue  # noqa: F401
