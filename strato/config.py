@@ -309,6 +309,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "live_migration_downtime", "non_negative_int", "300",
            "Longest pause (ms) of a live-migrated guest at the switch-over (Nova's "
            "[libvirt] live_migration_downtime)."),
+    Option("compute", "live_migration_bandwidth", "non_negative_int", "0",
+           "Most MiB/s a live migration's memory copy may use (0: unlimited; Nova's "
+           "[libvirt] live_migration_bandwidth)."),
     Option("compute", "live_migration_completion_timeout", "non_negative_int", "800",
            "Seconds a live migration may run before it is aborted (Nova's [libvirt] "
            "live_migration_completion_timeout)."),

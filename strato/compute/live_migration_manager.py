@@ -48,7 +48,7 @@ from strato.compute.models import Instance
 from strato.jobs import queue
 from strato.jobs.models import DONE, FAILED
 from strato.jobs.queue import enqueue
-from strato.jobs.worker import JobContext, PermanentError, handler
+from strato.jobs.worker import Interrupted, JobContext, LeaseLost, PermanentError, handler
 from strato.storage import errors
 from strato.virt.qemu import DiskSpec, GuestSpec, PowerState, migration
 from strato.virt.qemu.errors import VirtError
@@ -64,6 +64,10 @@ def migrating_name(instance_id: str) -> str:
     """The destination's new root disk of a block migration until the source's goes
     (on one machine both hosts see one local store)."""
     return f"{disks.root_name(instance_id)}.migrating"
+
+
+#: QEMU's migration statuses of a migration under way
+_ACTIVE = ("active", "setup", "device", "pre-switchover", "cancelling", "wait-unplug")
 
 
 class _Aborted(Exception):  # noqa: N818 - a signal
@@ -125,15 +129,18 @@ def live_migration_job(ctx: JobContext) -> dict[str, Any]:
         drv = services.virt
         live = _live(inst)
         qstatus, mstatus = migration.source_status(drv, instance_id)
-        fresh = ctx.attempt == 1 and not p.get("resolve") and mstatus is None
+        # a QEMU that came here by migration reports that one as completed: a first
+        # attempt is fresh unless QEMU is migrating or migrated (a released job's rerun)
+        fresh = ctx.attempt == 1 and not p.get("resolve") and qstatus != "postmigrate" \
+            and mstatus not in _ACTIVE
         if not fresh:
             LOG.info("instance %s: live migration %s resumed: QEMU %s, migration %s",
                      instance_id, mid, qstatus, mstatus)
             if qstatus == "postmigrate" and mstatus == "completed":
                 return _switch_over(services, ctx, inst, live, p, {"status": "completed"})
-            if mstatus in ("active", "setup", "device", "pre-switchover") \
-                    and live.get("incoming"):
-                return _follow(services, ctx, inst, live, p, _incoming(live["incoming"]))
+            if mstatus in _ACTIVE and live.get("incoming"):
+                return _follow(services, ctx, inst, live, p, _incoming(live["incoming"]),
+                               start=False)
             if qstatus is None:
                 return _lost(services, ctx, inst, live, p)
             return _rollback(services, ctx, inst, live, p,
@@ -148,6 +155,8 @@ def live_migration_job(ctx: JobContext) -> dict[str, Any]:
                                 sync=sync)
             _set_status(services, mid, "running")
             return _follow(services, ctx, inst, live, p, incoming, sync)
+        except (Interrupted, LeaseLost):
+            raise
         except Exception as exc:  # noqa: BLE001 - rolled back: the guest stays here
             LOG.warning("instance %s: live migration %s failed: %s", instance_id, mid, exc)
             return _rollback(services, ctx, inst, _live_now(services, instance_id), p, exc)
@@ -253,21 +262,23 @@ class _Control:
 
 def _follow(services: Any, ctx: JobContext, inst: Instance, live: dict[str, Any],
             p: dict[str, Any], incoming: migration.Incoming,
-            sync: dict[str, str] | None = None) -> dict[str, Any]:
-    """Mirror (block), migrate (or follow a migration QEMU is already running), then
-    the switch-over -- or the rollback."""
+            sync: dict[str, str] | None = None, start: bool = True) -> dict[str, Any]:
+    """Mirror (block), migrate (``start``; else follow the migration QEMU is already
+    running), then the switch-over -- or the rollback."""
     drv, conf = services.virt, services.conf.compute
     control = _Control(services, ctx, inst.id, float(conf.live_migration_completion_timeout))
     try:
-        qstatus, mstatus = migration.source_status(drv, inst.id)
-        if mstatus in (None, "none", "cancelled", "failed"):
+        if start:
             if incoming.block:
                 migration.mirror(drv, inst.id, incoming, sync=sync, control=control)
-            info = migration.migrate(drv, inst.id, incoming,
+            bw = int(conf.live_migration_bandwidth) << 20 or migration.DEFAULT_BANDWIDTH
+            info = migration.migrate(drv, inst.id, incoming, bandwidth=bw,
                                      downtime_ms=int(conf.live_migration_downtime),
                                      control=control)
         else:
             info = _wait_running(drv, inst.id, incoming, control)
+    except (Interrupted, LeaseLost):
+        raise  # the worker stops: QEMU goes on, the job's rerun follows it
     except Exception as exc:  # noqa: BLE001 - rolled back: the guest stays here
         aborted = isinstance(exc, migration.MigrationCancelled) and control.answer == "abort"
         LOG.warning("instance %s: live migration failed%s: %s", inst.id,

@@ -263,7 +263,10 @@ def migrate(src: QemuDriver, uuid: str, incoming: Incoming,
             if ask == "force" and not forced:
                 forced = True
                 with contextlib.suppress(QMPError):
-                    mon.execute("migrate-set-parameters", {"downtime-limit": FORCE_DOWNTIME_MS})
+                    # paused: the rest goes at full speed, in one last pass
+                    mon.execute("migrate-set-parameters", {
+                        "downtime-limit": FORCE_DOWNTIME_MS,
+                        "max-bandwidth": DEFAULT_BANDWIDTH})
                 if mon.execute("query-status")["status"] == "running":
                     mon.execute("stop")
             time.sleep(poll)

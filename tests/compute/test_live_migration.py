@@ -1,0 +1,365 @@
+"""Live migration between two compute hosts (two ``strato worker`` processes beside one
+API process on PostgreSQL, tests/multihost.py), through the real ``openstack`` client.
+
+Ceph (shared storage, the default a deployment of several hosts has): a guest writing an
+increasing counter to its console and its disk every ~20 ms moves to the other host;
+the counter never goes back or skips, the guest never boots again, the instance's
+host flips, the source QEMU is gone, and a snapshot after the move runs on the new
+host.  ``server migration list/show`` show the figures while it runs; an abort leaves
+the guest on its host; force-complete finishes a migration that would take long.
+The local engine (block migration over NBD) gets the same proof in one more test.
+The migration's bandwidth is held at 16 MiB/s so a migration lasts a few seconds:
+long enough to watch, abort and force it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from strato.virt.qemu import QemuDriver
+from tests.compute.conftest import Nova, wait_console
+from tests.multihost import Cluster, Host
+from tests.virt.test_migration import TICKER, Ticks
+
+PG_URL = os.environ.get("STRATO_TEST_PG_URL")
+CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},
+        "compute": {"sync_power_state_interval": "1", "quota_ram": "-1",
+                    "quota_cores": "-1", "live_migration_bandwidth": "16"}}
+
+
+def _pg() -> psycopg.Connection:
+    url = make_url(PG_URL)
+    return psycopg.connect(host=url.host, port=url.port, user=url.username,
+                           dbname=url.database, autocommit=True)
+
+
+@pytest.fixture
+def fresh_pg() -> Iterator[str]:
+    yield from _database()
+
+
+@pytest.fixture(scope="module")
+def module_pg() -> Iterator[str]:
+    yield from _database()
+
+
+def _database() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("several hosts share one PostgreSQL (STRATO_TEST_PG_URL)")
+    name = f"strato_lm_{uuid.uuid4().hex[:10]}"
+    with _pg() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with _pg() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _cluster(root: Path, db: str, extra: dict[str, dict[str, str]]) -> Iterator[Cluster]:
+    conf = {k: dict(v) for k, v in CONF.items()}
+    for section, values in extra.items():
+        conf.setdefault(section, {}).update(values)
+    c = Cluster(root, db, hosts=2, extra_conf=conf)
+    c.setup()
+    c.start()
+    try:
+        c.wait_hosts_up()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def ceph(module_pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from tests.storage.conftest import ceph_conf
+
+    conf = ceph_conf()
+    with _cluster(tmp_path_factory.mktemp("lmc"), module_pg, {
+            "storage": {"engine": "rbd"},
+            "glance_store": {"rbd_store_ceph_conf": conf},
+            "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
+            "compute": {"images_rbd_ceph_conf": conf}}) as c:
+        yield c
+
+
+def other(cluster: Cluster, host: str) -> str:
+    return next(h for h in cluster.hosts if h != host)
+
+
+def boot_ticking(cluster: Cluster, name: str = "lm") -> tuple[str, Host]:
+    """A server whose guest writes ``TICK n`` to its console and ``n`` to a file on
+    its disk every ~20 ms."""
+    api = cluster.api
+    s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                           "--image", "strato-guest", "--wait",
+                           f"{name}-{uuid.uuid4().hex[:6]}")
+    sid = str(s["id"])  # type: ignore[index]
+    host = cluster.host_of(sid)
+    drv = host.driver()
+    wait_console(drv, sid, "STRATO-GUEST-READY bootcount=")
+    drv.wait_for_agent(sid)
+    with drv.agent(sid) as ga:
+        ga.sh("echo before-move >/mnt/root/marker && sync")
+        ga.exec("/bin/sh", ["-c", f"setsid sh -c '{TICKER}' </dev/null >/dev/null 2>&1 &"])
+    wait_console(drv, sid, "TICK 3")
+    return sid, host
+
+
+def show(cluster: Cluster, sid: str) -> dict[str, Any]:
+    return cluster.api.openstack_json("server", "show", sid)  # type: ignore[return-value]
+
+
+def wait_settled(cluster: Cluster, sid: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = show(cluster, sid)
+        if s["OS-EXT-STS:task_state"] is None and s["status"] != "MIGRATING":
+            return s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.3)
+
+
+def migrations_of(cluster: Cluster, sid: str) -> list[dict[str, Any]]:
+    return cluster.api.openstack_json(  # type: ignore[return-value]
+        "--os-compute-api-version", "2.80", "server", "migration", "list",
+        "--server", sid)
+
+
+def wait_running_migration(cluster: Cluster, sid: str, timeout: float = 60) -> dict[str, Any]:
+    """``server migration list`` until the server's live migration is ``running`` with
+    figures; the row."""
+    deadline = time.monotonic() + timeout
+    nova = Nova(cluster.api, "2.80")
+    while True:
+        r = nova.req("GET", f"/servers/{sid}/migrations")
+        assert r.status_code == 200, r.text
+        rows = r.json()["migrations"]
+        if rows and rows[0]["status"] == "running" and rows[0]["memory_total_bytes"]:
+            return dict(rows[0])
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+
+
+def jobs_of(db: str, instance_id: str) -> list[tuple[int, str, str, str]]:
+    url = make_url(db)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         dbname=url.database) as conn:
+        return list(conn.execute(
+            "SELECT id, name, target, state FROM jobs WHERE payload->>'instance_id' = %s "
+            "ORDER BY id", (instance_id,)))
+
+
+def ran_on(cluster: Cluster, job_id: int, name: str) -> list[str]:
+    pat = re.compile(rf"job {job_id} {re.escape(name)} \(attempt")
+    return [h.name for h in cluster.hosts.values()
+            if h.log.exists() and pat.search(h.log.read_text())]
+
+
+def assert_moved(cluster: Cluster, sid: str, src: Host, dest: Host, ticks: Ticks,
+                 moved_at: int) -> None:
+    """One guest, never restarted, now only on ``dest``, its counter unbroken."""
+    ticks.wait_past(moved_at + 25)
+    ticks.stop()
+    nums = sorted(ticks.seen)
+    assert nums == list(range(nums[0], nums[-1] + 1)), "a tick was lost or repeated"
+    assert sid not in src.driver().list_instances()
+    drv = dest.driver()
+    assert drv.qmp(sid, "query-status")["status"] == "running"
+    out = drv.console_output(sid).replace("\r", "")
+    assert "bootcount=2" not in out and "TICK 1\n" not in out  # not booted again there
+    with drv.agent(sid) as ga:  # the disk came along: read past the page cache
+        res = ga.sh("sync; echo 3 >/proc/sys/vm/drop_caches; cat /mnt/root/marker "
+                    "/mnt/root/ticks")
+    assert res.exitcode == 0, res.stderr
+    marker, on_disk = res.stdout.decode().split()
+    assert marker == "before-move" and int(on_disk) >= moved_at
+
+
+def test_live_migration_on_ceph_keeps_the_guest_running(ceph: Cluster,
+                                                        module_pg: str) -> None:
+    t0 = time.monotonic()
+    api = ceph.api
+    sid, src = boot_ticking(ceph)
+    dest = ceph.hosts[other(ceph, src.name)]
+    ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
+    try:
+        api.openstack("server", "migrate", "--live-migration", "--host", dest.name, sid)
+        # while it runs: MIGRATING, and the migration with its figures
+        row = wait_running_migration(ceph, sid)
+        assert row["source_compute"] == src.name and row["dest_compute"] == dest.name
+        assert row["memory_total_bytes"] >= 100 << 20  # m1.tiny: 128 MiB (+ ROMs)
+        shown = api.openstack_json("--os-compute-api-version", "2.80", "server",
+                                   "migration", "show", sid, str(row["id"]))
+        assert shown["Status"] == "running"  # type: ignore[index]
+        assert show(ceph, sid)["status"] == "MIGRATING"
+        s = wait_settled(ceph, sid)
+        moved_at = ticks.last()
+        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
+        assert_moved(ceph, sid, src, dest, ticks, moved_at)
+    finally:
+        ticks.stop()
+    # the record, the action and its events (Nova's names)
+    nova = Nova(api, "2.80")
+    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
+        "migrations"] if x["migration_type"] == "live-migration"]
+    assert [(x["status"], x["source_compute"], x["dest_compute"]) for x in m] == [
+        ("completed", src.name, dest.name)]
+    assert nova.req("GET", f"/servers/{sid}/migrations").json()["migrations"] == []
+    actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
+        "instanceActions"]
+    lm = next(a for a in actions if a["action"] == "live-migration")
+    events = nova.req("GET", f"/servers/{sid}/os-instance-actions/{lm['request_id']}"
+                      ).json()["instanceAction"]["events"]
+    got = {(e["event"], e["result"], e["host"]) for e in events}
+    assert got == {("compute_live_migration", "Success", src.name),
+                   ("compute_pre_live_migration", "Success", dest.name),
+                   ("compute_post_live_migration_at_destination", "Success", dest.name)}
+    # jobs follow the guest: a snapshot now runs on the new host
+    api.openstack("server", "image", "create", "--wait", "--name", f"lm-{sid[:6]}", sid)
+    snaps = [(j, n, t) for j, n, t, st in jobs_of(module_pg, sid) if n == "compute.snapshot"]
+    assert snaps and all(t == f"host:{dest.name}" for _, _, t in snaps), snaps
+    assert all(ran_on(ceph, j, n) == [dest.name] for j, n, _ in snaps)
+    print(f"live migration on Ceph: {time.monotonic() - t0:.1f}s")
+    api.openstack("server", "delete", "--wait", sid)
+    assert sid not in dest.driver().list_instances()
+
+
+def test_abort_and_force_complete(ceph: Cluster) -> None:
+    api = ceph.api
+    sid, src = boot_ticking(ceph, "lma")
+    dest = ceph.hosts[other(ceph, src.name)]
+    # RAM made non-zero (a tmpfs file): at 16 MiB/s the copy takes ~10 s
+    with src.driver().agent(sid) as ga:
+        res = ga.sh("mkdir -p /fill && mount -t tmpfs -o size=90% tmpfs /fill && "
+                    "dd if=/dev/urandom of=/fill/f bs=1M count=64 2>&1", timeout=120)
+    assert res.exitcode == 0, res.stdout
+    # abort: the guest stays where it is, running, nothing on the other host
+    ticks = Ticks(src.driver().paths(sid).console)
+    try:
+        api.openstack("server", "migrate", "--live-migration", sid)
+        row = wait_running_migration(ceph, sid)
+        api.openstack("--os-compute-api-version", "2.24", "server", "migration", "abort",
+                      sid, str(row["id"]))
+        s = wait_settled(ceph, sid)
+        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == src.name
+        at = ticks.last()
+        ticks.wait_past(at + 10)
+    finally:
+        ticks.stop()
+    nums = sorted(ticks.seen)
+    assert nums == list(range(nums[0], nums[-1] + 1))
+    assert src.driver().qmp(sid, "query-status")["status"] == "running"
+    deadline = time.monotonic() + 30
+    while sid in dest.driver().list_instances():  # the rollback job there
+        assert time.monotonic() < deadline, "the destination kept the aborted guest"
+        time.sleep(0.2)
+    nova = Nova(api, "2.80")
+    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
+        "migrations"] if x["migration_type"] == "live-migration"]
+    assert [x["status"] for x in m] == ["cancelled"]
+    # force-complete: the guest is paused until it is over there, then runs again
+    api.openstack("server", "migrate", "--live-migration", sid)
+    row = wait_running_migration(ceph, sid)
+    r = nova.req("POST", f"/servers/{sid}/migrations/{row['id']}/action", "2.22",
+                 json={"force_complete": None})
+    assert r.status_code == 202, r.text
+    s = wait_settled(ceph, sid, 60)
+    assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
+    deadline = time.monotonic() + 30
+    drv = dest.driver()
+    while drv.qmp(sid, "query-status")["status"] != "running":
+        assert time.monotonic() < deadline, "force-complete left the guest paused"
+        time.sleep(0.2)
+    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
+        "migrations"] if x["migration_type"] == "live-migration"]
+    assert sorted(x["status"] for x in m) == ["cancelled", "completed"]
+    api.openstack("server", "delete", "--wait", sid)
+
+
+def test_refusals(ceph: Cluster) -> None:
+    """Nova's 400/403/409 for live migrations it refuses; nothing recorded for them."""
+    api = ceph.api
+    s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
+                           "--image", "strato-guest", "--wait", "lmr")
+    sid = str(s["id"])  # type: ignore[index]
+    host = show(ceph, sid)["OS-EXT-SRV-ATTR:host"]
+    nova = Nova(api, "2.92")
+
+    def live(body: dict[str, Any], version: str = "2.92") -> Any:
+        return nova.req("POST", f"/servers/{sid}/action", version,
+                        json={"os-migrateLive": body})
+
+    r = live({"host": host, "block_migration": "auto"})
+    assert r.status_code == 400 and "to current host" in r.text, r.text
+    r = live({"host": "nowhere", "block_migration": "auto"})
+    assert r.status_code == 400 and "Compute host nowhere could not be found" in r.text
+    r = live({"host": None, "block_migration": True})
+    assert r.status_code == 400 and "shared storage" in r.text, r.text
+    r = live({"host": None, "block_migration": "auto", "force": True})  # gone in 2.68
+    assert r.status_code == 400 and "force" in r.text, r.text
+    r = live({"host": None, "block_migration": "auto", "disk_over_commit": False}, "2.25")
+    assert r.status_code == 400, r.text
+    r = live({"host": None, "block_migration": "auto"}, "2.24")  # "auto" from 2.25
+    assert r.status_code == 400, r.text
+    r = live({"block_migration": False})
+    assert r.status_code == 400 and "'host' is a required property" in r.text
+    api.openstack("server", "stop", sid)
+    deadline = time.monotonic() + 60
+    while show(ceph, sid)["status"] != "SHUTOFF":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    r = live({"host": None, "block_migration": "auto"})
+    assert r.status_code == 409 and "vm_state stopped" in r.text, r.text
+    r = nova.req("GET", f"/servers/{sid}/migrations/1", "2.80")
+    assert r.status_code == 404
+    assert nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()["migrations"] == []
+    api.openstack("server", "delete", "--wait", sid)
+
+
+def test_block_migration_on_the_local_engine(fresh_pg: str, tmp_path: Path) -> None:
+    """The disk on the local engine: mirrored over NBD to a new image (a copy-on-write
+    child of the same image: only the top layer is copied); the source's disk goes and
+    the new one takes the instance's root disk name."""
+    t0 = time.monotonic()
+    with _cluster(tmp_path, fresh_pg, {}) as c:
+        sid, src = boot_ticking(c, "lmb")
+        dest = c.hosts[other(c, src.name)]
+        ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
+        try:
+            c.api.openstack("server", "migrate", "--live-migration", "--block-migration",
+                            sid)
+            s = wait_settled(c, sid)
+            moved_at = ticks.last()
+            assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name, s
+            assert_moved(c, sid, src, dest, ticks, moved_at)
+        finally:
+            ticks.stop()
+        pool = c.api.state / "blocks" / "pools" / "vms"
+        deadline = time.monotonic() + 30
+        while sorted(p.name for p in pool.glob(f"{sid}*")) != [f"{sid}_disk.json"]:
+            assert time.monotonic() < deadline, sorted(p.name for p in pool.glob(f"{sid}*"))
+            time.sleep(0.2)
+        spec = QemuDriver(dest.instances).spec(sid)
+        assert [d.source for d in spec.disks] == [f"vms/{sid}_disk"]
+        # and back again, with the host chosen by the scheduler
+        ticks = Ticks(dest.driver().paths(sid).console, src.driver().paths(sid).console)
+        try:
+            c.api.openstack("server", "migrate", "--live-migration", sid)
+            s = wait_settled(c, sid)
+            assert s["OS-EXT-SRV-ATTR:host"] == src.name, s
+            assert_moved(c, sid, dest, src, ticks, ticks.last())
+        finally:
+            ticks.stop()
+        c.api.openstack("server", "delete", "--wait", sid)
+    print(f"block migration on the local engine: {time.monotonic() - t0:.1f}s")
