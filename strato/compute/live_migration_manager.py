@@ -12,7 +12,7 @@ Nova's RPC calls between the two computes are jobs here, each on its host's queu
    the block store: a copy-on-write child of the same parent, so only the top layer is
    mirrored), QEMU started with ``-incoming``.
 3. At the switch-over (QEMU's migration ``completed``, the source ``postmigrate``) one
-   transaction moves the instance: ``host``/``node`` = destination, task cleared,
+   transaction moves the instance: ``host`` = destination, task cleared,
    record ``completed``, ``compute.post_live_migration_at_destination`` enqueued there.
    The source QEMU and its directory go (and the source disk of a block migration).
 4. Any failure or an abort before the switch-over: the migration cancelled, the guest
@@ -322,7 +322,7 @@ def _switch_over(services: Any, ctx: JobContext, inst: Instance, live: dict[str,
         done = session.execute(update(Instance).where(
             Instance.id == inst.id, Instance.task_state == states.MIGRATING,
             Instance.host == inst.host).values(
-            host=dest, node=dest, task_state=None, vm_state=was, power_state=int(power),
+            host=dest, task_state=None, vm_state=was, power_state=int(power),
             system_metadata=meta, updated_at=now())).rowcount
         if done:
             migrations.set_status(session, mid, "completed")
@@ -363,6 +363,10 @@ def _rollback(services: Any, ctx: JobContext, inst: Instance, live: dict[str, An
     if incoming is None and live.get("incoming"):
         incoming = _incoming(live["incoming"])
     drv = services.virt
+    if migration.source_status(drv, inst.id) == ("postmigrate", "completed"):
+        # past the switch-over: the guest runs over there; never resume this copy.
+        # The job's retry commits the switch-over.
+        raise VirtError(f"the switch-over of {inst.id} failed after the migration: {exc}")
     migration.abort_source(drv, inst.id, incoming)
     was = live.get("vm_state") or states.ACTIVE
     if was == states.ACTIVE:
@@ -597,7 +601,7 @@ def resolve_job(ctx: JobContext) -> dict[str, Any]:
             if st in ("running", "paused"):
                 session.execute(update(Instance).where(
                     Instance.id == instance_id, Instance.task_state == states.MIGRATING)
-                    .values(host=here, node=here, task_state=None, system_metadata=meta,
+                    .values(host=here, task_state=None, system_metadata=meta,
                             vm_state=states.ACTIVE if st == "running" else states.PAUSED,
                             power_state=int(drv.power_state(instance_id)),
                             updated_at=now()))

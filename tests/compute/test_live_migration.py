@@ -116,6 +116,15 @@ def boot_ticking(cluster: Cluster, name: str = "lm") -> tuple[str, Host]:
     return sid, host
 
 
+def fill_ram(host: Host, sid: str, mib: int) -> None:
+    """``mib`` MiB of the guest's RAM made non-zero (a tmpfs file): zero pages cost a
+    migration nothing."""
+    with host.driver().agent(sid) as ga:
+        res = ga.sh("mkdir -p /fill && mount -t tmpfs -o size=90% tmpfs /fill && "
+                    f"dd if=/dev/urandom of=/fill/f bs=1M count={mib} 2>&1", timeout=120)
+    assert res.exitcode == 0, res.stdout
+
+
 def show(cluster: Cluster, sid: str) -> dict[str, Any]:
     return cluster.api.openstack_json("server", "show", sid)  # type: ignore[return-value]
 
@@ -192,17 +201,19 @@ def test_live_migration_on_ceph_keeps_the_guest_running(ceph: Cluster,
     api = ceph.api
     sid, src = boot_ticking(ceph)
     dest = ceph.hosts[other(ceph, src.name)]
+    fill_ram(src, sid, 48)  # ~3 s at 16 MiB/s: long enough to look at it
     ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
     try:
         api.openstack("server", "migrate", "--live-migration", "--host", dest.name, sid)
         # while it runs: MIGRATING, and the migration with its figures
         row = wait_running_migration(ceph, sid)
+        assert Nova(api).server(sid)["status"] == "MIGRATING"
         assert row["source_compute"] == src.name and row["dest_compute"] == dest.name
         assert row["memory_total_bytes"] >= 100 << 20  # m1.tiny: 128 MiB (+ ROMs)
+        # by its uuid: OSC 10.5 swaps server and migration in the by-id call to the SDK
         shown = api.openstack_json("--os-compute-api-version", "2.80", "server",
-                                   "migration", "show", sid, str(row["id"]))
-        assert shown["Status"] == "running"  # type: ignore[index]
-        assert show(ceph, sid)["status"] == "MIGRATING"
+                                   "migration", "show", sid, row["uuid"])
+        assert shown["ID"] == row["id"]  # type: ignore[index]
         s = wait_settled(ceph, sid)
         moved_at = ticks.last()
         assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
@@ -239,11 +250,7 @@ def test_abort_and_force_complete(ceph: Cluster) -> None:
     api = ceph.api
     sid, src = boot_ticking(ceph, "lma")
     dest = ceph.hosts[other(ceph, src.name)]
-    # RAM made non-zero (a tmpfs file): at 16 MiB/s the copy takes ~10 s
-    with src.driver().agent(sid) as ga:
-        res = ga.sh("mkdir -p /fill && mount -t tmpfs -o size=90% tmpfs /fill && "
-                    "dd if=/dev/urandom of=/fill/f bs=1M count=64 2>&1", timeout=120)
-    assert res.exitcode == 0, res.stdout
+    fill_ram(src, sid, 64)  # at 16 MiB/s the copy takes ~5 s
     # abort: the guest stays where it is, running, nothing on the other host
     ticks = Ticks(src.driver().paths(sid).console)
     try:
@@ -271,9 +278,8 @@ def test_abort_and_force_complete(ceph: Cluster) -> None:
     # force-complete: the guest is paused until it is over there, then runs again
     api.openstack("server", "migrate", "--live-migration", sid)
     row = wait_running_migration(ceph, sid)
-    r = nova.req("POST", f"/servers/{sid}/migrations/{row['id']}/action", "2.22",
-                 json={"force_complete": None})
-    assert r.status_code == 202, r.text
+    api.openstack("--os-compute-api-version", "2.22", "server", "migration", "force",
+                  "complete", sid, str(row["id"]))
     s = wait_settled(ceph, sid, 60)
     assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
     deadline = time.monotonic() + 30

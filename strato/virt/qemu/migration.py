@@ -373,6 +373,9 @@ def resume_source(src: QemuDriver, uuid: str) -> None:
     """After ``abort_source``: the guest runs again on the source (a failed migration's
     ``postmigrate``/paused source, or force-complete's pause)."""
     with contextlib.suppress(Exception), src._lock(uuid), _monitor(src, uuid) as mon:
+        if mon.execute("query-migrate").get("status") == "completed" \
+                and mon.execute("query-status")["status"] == "postmigrate":
+            return  # the guest runs on the destination: never two of it
         if mon.execute("query-status")["status"] in ("postmigrate", "paused",
                                                      "finish-migrate"):
             mon.execute("cont")
