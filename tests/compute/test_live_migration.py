@@ -1,26 +1,25 @@
 """Live migration between two compute hosts (two ``strato worker`` processes beside one
 API process on PostgreSQL, tests/multihost.py), through the real ``openstack`` client.
 
-Ceph (shared storage, the default a deployment of several hosts has): a guest writing an
-increasing counter to its console and its disk every ~20 ms moves to the other host;
-the counter never goes back or skips, the guest never boots again, the instance's
-host flips, the source QEMU is gone, and a snapshot after the move runs on the new
-host.  ``server migration list/show`` show the figures while it runs; an abort leaves
-the guest on its host; force-complete finishes a migration that would take long.
-The local engine (block migration over NBD) gets the same proof in one more test.
-The migration's bandwidth is held at 16 MiB/s so a migration lasts a few seconds:
-long enough to watch, abort and force it.
+One cluster: Glance images and Cinder volumes on Ceph, instance disks on the local
+engine.  So a server booted from a Ceph volume moves on shared storage (the destination
+QEMU opens the same RBD image), and an image-backed server's disk is block-migrated
+(mirrored over NBD to a new image in the block store).  In both, a guest writing an
+increasing counter to its console and its disk every ~20 ms moves to the other host:
+the counter never goes back or skips, the guest never boots again, the instance's host
+flips, the source QEMU is gone.  ``server migration list/show`` show the figures while
+it runs; an abort leaves the guest where it is; force-complete finishes a migration;
+a snapshot after the move runs on the new host.  The migration's bandwidth is held at
+16 MiB/s so a migration lasts a few seconds: long enough to watch, abort and force it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,17 +43,8 @@ def _pg() -> psycopg.Connection:
                            dbname=url.database, autocommit=True)
 
 
-@pytest.fixture
-def fresh_pg() -> Iterator[str]:
-    yield from _database()
-
-
 @pytest.fixture(scope="module")
 def module_pg() -> Iterator[str]:
-    yield from _database()
-
-
-def _database() -> Iterator[str]:
     if not PG_URL:
         pytest.skip("several hosts share one PostgreSQL (STRATO_TEST_PG_URL)")
     name = f"strato_lm_{uuid.uuid4().hex[:10]}"
@@ -65,12 +55,16 @@ def _database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextlib.contextmanager
-def _cluster(root: Path, db: str, extra: dict[str, dict[str, str]]) -> Iterator[Cluster]:
-    conf = {k: dict(v) for k, v in CONF.items()}
-    for section, values in extra.items():
-        conf.setdefault(section, {}).update(values)
-    c = Cluster(root, db, hosts=2, extra_conf=conf)
+@pytest.fixture(scope="module")
+def cluster(module_pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from tests.storage.conftest import ceph_conf
+
+    conf = ceph_conf()
+    extra = {k: dict(v) for k, v in CONF.items()}
+    extra.update({"storage": {"engine": "rbd", "vms_engine": "local"},
+                  "glance_store": {"rbd_store_ceph_conf": conf},
+                  "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"}})
+    c = Cluster(tmp_path_factory.mktemp("lm"), module_pg, hosts=2, extra_conf=extra)
     c.setup()
     c.start()
     try:
@@ -80,29 +74,16 @@ def _cluster(root: Path, db: str, extra: dict[str, dict[str, str]]) -> Iterator[
         c.stop()
 
 
-@pytest.fixture(scope="module")
-def ceph(module_pg: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from tests.storage.conftest import ceph_conf
-
-    conf = ceph_conf()
-    with _cluster(tmp_path_factory.mktemp("lmc"), module_pg, {
-            "storage": {"engine": "rbd"},
-            "glance_store": {"rbd_store_ceph_conf": conf},
-            "volume": {"rbd_ceph_conf": conf, "enabled_backends": "ceph:volumes"},
-            "compute": {"images_rbd_ceph_conf": conf}}) as c:
-        yield c
-
-
 def other(cluster: Cluster, host: str) -> str:
     return next(h for h in cluster.hosts if h != host)
 
 
-def boot_ticking(cluster: Cluster, name: str = "lm") -> tuple[str, Host]:
+def boot_ticking(cluster: Cluster, name: str, *args: str) -> tuple[str, Host]:
     """A server whose guest writes ``TICK n`` to its console and ``n`` to a file on
     its disk every ~20 ms."""
     api = cluster.api
     s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
-                           "--image", "strato-guest", "--wait",
+                           "--image", "strato-guest", *args, "--wait",
                            f"{name}-{uuid.uuid4().hex[:6]}")
     sid = str(s["id"])  # type: ignore[index]
     host = cluster.host_of(sid)
@@ -195,73 +176,66 @@ def assert_moved(cluster: Cluster, sid: str, src: Host, dest: Host, ticks: Ticks
     assert marker == "before-move" and int(on_disk) >= moved_at
 
 
-def test_live_migration_on_ceph_keeps_the_guest_running(ceph: Cluster,
-                                                        module_pg: str) -> None:
+def live_migrations(cluster: Cluster, sid: str) -> list[dict[str, Any]]:
+    nova = Nova(cluster.api, "2.80")
+    return [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
+        "migrations"] if x["migration_type"] == "live-migration"]
+
+
+def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> None:
+    """A server booted from a Ceph volume: its disk is shared storage."""
     t0 = time.monotonic()
-    api = ceph.api
-    sid, src = boot_ticking(ceph)
-    dest = ceph.hosts[other(ceph, src.name)]
+    api = cluster.api
+    sid, src = boot_ticking(cluster, "lmv", "--boot-from-volume", "1")
+    dest = cluster.hosts[other(cluster, src.name)]
     fill_ram(src, sid, 48)  # ~3 s at 16 MiB/s: long enough to look at it
     ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
     try:
         api.openstack("server", "migrate", "--live-migration", "--host", dest.name, sid)
         # while it runs: MIGRATING, and the migration with its figures
-        row = wait_running_migration(ceph, sid)
+        row = wait_running_migration(cluster, sid)
         assert Nova(api).server(sid)["status"] == "MIGRATING"
         assert row["source_compute"] == src.name and row["dest_compute"] == dest.name
         assert row["memory_total_bytes"] >= 100 << 20  # m1.tiny: 128 MiB (+ ROMs)
+        assert 0 < row["memory_processed_bytes"] < row["memory_total_bytes"]
         # by its uuid: OSC 10.5 swaps server and migration in the by-id call to the SDK
         shown = api.openstack_json("--os-compute-api-version", "2.80", "server",
                                    "migration", "show", sid, row["uuid"])
         assert shown["ID"] == row["id"]  # type: ignore[index]
-        s = wait_settled(ceph, sid)
+        s = wait_settled(cluster, sid)
         moved_at = ticks.last()
-        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
-        assert_moved(ceph, sid, src, dest, ticks, moved_at)
+        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name, s
+        assert_moved(cluster, sid, src, dest, ticks, moved_at)
     finally:
         ticks.stop()
     # the record, the action and its events (Nova's names)
-    nova = Nova(api, "2.80")
-    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
-        "migrations"] if x["migration_type"] == "live-migration"]
+    m = live_migrations(cluster, sid)
     assert [(x["status"], x["source_compute"], x["dest_compute"]) for x in m] == [
         ("completed", src.name, dest.name)]
+    nova = Nova(api, "2.80")
     assert nova.req("GET", f"/servers/{sid}/migrations").json()["migrations"] == []
     actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
         "instanceActions"]
     lm = next(a for a in actions if a["action"] == "live-migration")
     events = nova.req("GET", f"/servers/{sid}/os-instance-actions/{lm['request_id']}"
                       ).json()["instanceAction"]["events"]
-    got = {(e["event"], e["result"], e["host"]) for e in events}
-    assert got == {("compute_live_migration", "Success", src.name),
-                   ("compute_pre_live_migration", "Success", dest.name),
-                   ("compute_post_live_migration_at_destination", "Success", dest.name)}
-    # jobs follow the guest: a snapshot now runs on the new host
-    api.openstack("server", "image", "create", "--wait", "--name", f"lm-{sid[:6]}", sid)
-    snaps = [(j, n, t) for j, n, t, st in jobs_of(module_pg, sid) if n == "compute.snapshot"]
-    assert snaps and all(t == f"host:{dest.name}" for _, _, t in snaps), snaps
-    assert all(ran_on(ceph, j, n) == [dest.name] for j, n, _ in snaps)
-    print(f"live migration on Ceph: {time.monotonic() - t0:.1f}s")
-    api.openstack("server", "delete", "--wait", sid)
-    assert sid not in dest.driver().list_instances()
+    assert {(e["event"], e["result"], e["host"]) for e in events} == {
+        ("compute_live_migration", "Success", src.name),
+        ("compute_pre_live_migration", "Success", dest.name),
+        ("compute_post_live_migration_at_destination", "Success", dest.name)}
 
-
-def test_abort_and_force_complete(ceph: Cluster) -> None:
-    api = ceph.api
-    sid, src = boot_ticking(ceph, "lma")
-    dest = ceph.hosts[other(ceph, src.name)]
-    fill_ram(src, sid, 64)  # at 16 MiB/s the copy takes ~5 s
-    # abort: the guest stays where it is, running, nothing on the other host
+    # abort on the way back: the guest stays where it is, running; nothing over there
+    src, dest = dest, src
     ticks = Ticks(src.driver().paths(sid).console)
     try:
         api.openstack("server", "migrate", "--live-migration", sid)
-        row = wait_running_migration(ceph, sid)
+        row = wait_running_migration(cluster, sid)
+        assert row["dest_compute"] == dest.name  # the scheduler's choice: the other one
         api.openstack("--os-compute-api-version", "2.24", "server", "migration", "abort",
                       sid, str(row["id"]))
-        s = wait_settled(ceph, sid)
-        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == src.name
-        at = ticks.last()
-        ticks.wait_past(at + 10)
+        s = wait_settled(cluster, sid)
+        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == src.name, s
+        ticks.wait_past(ticks.last() + 10)
     finally:
         ticks.stop()
     nums = sorted(ticks.seen)
@@ -271,35 +245,75 @@ def test_abort_and_force_complete(ceph: Cluster) -> None:
     while sid in dest.driver().list_instances():  # the rollback job there
         assert time.monotonic() < deadline, "the destination kept the aborted guest"
         time.sleep(0.2)
-    nova = Nova(api, "2.80")
-    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
-        "migrations"] if x["migration_type"] == "live-migration"]
-    assert [x["status"] for x in m] == ["cancelled"]
-    # force-complete: the guest is paused until it is over there, then runs again
+    assert [x["status"] for x in live_migrations(cluster, sid)] == ["cancelled",
+                                                                     "completed"]
+    # force-complete: paused until it runs over there, then running again
     api.openstack("server", "migrate", "--live-migration", sid)
-    row = wait_running_migration(ceph, sid)
+    row = wait_running_migration(cluster, sid)
     api.openstack("--os-compute-api-version", "2.22", "server", "migration", "force",
                   "complete", sid, str(row["id"]))
-    s = wait_settled(ceph, sid, 60)
-    assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name
-    deadline = time.monotonic() + 30
+    s = wait_settled(cluster, sid, 60)
+    assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name, s
     drv = dest.driver()
+    deadline = time.monotonic() + 30
     while drv.qmp(sid, "query-status")["status"] != "running":
         assert time.monotonic() < deadline, "force-complete left the guest paused"
         time.sleep(0.2)
-    m = [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
-        "migrations"] if x["migration_type"] == "live-migration"]
-    assert sorted(x["status"] for x in m) == ["cancelled", "completed"]
+    assert sid not in src.driver().list_instances()
+    assert [x["status"] for x in live_migrations(cluster, sid)][0] == "completed"
+    forced = [a for a in Nova(api).req("GET", f"/servers/{sid}/os-instance-actions").json()[
+        "instanceActions"] if a["action"] in ("live_migration_abort",
+                                              "live_migration_force_complete")]
+    assert sorted(a["action"] for a in forced) == ["live_migration_abort",
+                                                   "live_migration_force_complete"]
     api.openstack("server", "delete", "--wait", sid)
+    print(f"shared storage, abort, force-complete: {time.monotonic() - t0:.1f}s")
 
 
-def test_refusals(ceph: Cluster) -> None:
+def test_block_migration_on_the_local_engine(cluster: Cluster, module_pg: str) -> None:
+    """An image-backed server, its disk on the local engine: mirrored over NBD to a new
+    image; the source's disk goes and the new one takes the root disk's name; a
+    snapshot afterwards runs on the new host."""
+    t0 = time.monotonic()
+    api = cluster.api
+    sid, src = boot_ticking(cluster, "lmb")
+    dest = cluster.hosts[other(cluster, src.name)]
+    ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
+    try:
+        api.openstack("server", "migrate", "--live-migration", "--block-migration", sid)
+        s = wait_settled(cluster, sid)
+        moved_at = ticks.last()
+        assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name, s
+        assert_moved(cluster, sid, src, dest, ticks, moved_at)
+    finally:
+        ticks.stop()
+    pool = cluster.api.state / "blocks" / "pools" / "vms"
+    deadline = time.monotonic() + 30
+    while sorted(p.name for p in pool.glob(f"{sid}*")) != [f"{sid}_disk.json"]:
+        assert time.monotonic() < deadline, sorted(p.name for p in pool.glob(f"{sid}*"))
+        time.sleep(0.2)
+    spec = QemuDriver(dest.instances).spec(sid)
+    assert [d.source for d in spec.disks] == [f"vms/{sid}_disk"]
+    assert [(x["status"], x["dest_compute"]) for x in live_migrations(cluster, sid)] == [
+        ("completed", dest.name)]
+    # jobs follow the guest: a snapshot now runs on the new host
+    api.openstack("server", "image", "create", "--wait", "--name", f"lm-{sid[:6]}", sid)
+    snaps = [(j, n, t) for j, n, t, _ in jobs_of(module_pg, sid) if n == "compute.snapshot"]
+    assert snaps and all(t == f"host:{dest.name}" for _, _, t in snaps), snaps
+    assert all(ran_on(cluster, j, n) == [dest.name] for j, n, _ in snaps)
+    api.openstack("server", "delete", "--wait", sid)
+    assert sid not in dest.driver().list_instances()
+    assert not list(pool.glob(f"{sid}*"))
+    print(f"block migration on the local engine: {time.monotonic() - t0:.1f}s")
+
+
+def test_refusals(cluster: Cluster) -> None:
     """Nova's 400/403/409 for live migrations it refuses; nothing recorded for them."""
-    api = ceph.api
+    api = cluster.api
     s = api.openstack_json("server", "create", "--flavor", "m1.tiny", "--nic", "none",
                            "--image", "strato-guest", "--wait", "lmr")
     sid = str(s["id"])  # type: ignore[index]
-    host = show(ceph, sid)["OS-EXT-SRV-ATTR:host"]
+    host = show(cluster, sid)["OS-EXT-SRV-ATTR:host"]
     nova = Nova(api, "2.92")
 
     def live(body: dict[str, Any], version: str = "2.92") -> Any:
@@ -310,19 +324,19 @@ def test_refusals(ceph: Cluster) -> None:
     assert r.status_code == 400 and "to current host" in r.text, r.text
     r = live({"host": "nowhere", "block_migration": "auto"})
     assert r.status_code == 400 and "Compute host nowhere could not be found" in r.text
-    r = live({"host": None, "block_migration": True})
-    assert r.status_code == 400 and "shared storage" in r.text, r.text
+    r = live({"host": None, "block_migration": False})  # a local disk
+    assert r.status_code == 400 and "is not on shared storage" in r.text, r.text
     r = live({"host": None, "block_migration": "auto", "force": True})  # gone in 2.68
     assert r.status_code == 400 and "force" in r.text, r.text
     r = live({"host": None, "block_migration": "auto", "disk_over_commit": False}, "2.25")
     assert r.status_code == 400, r.text
     r = live({"host": None, "block_migration": "auto"}, "2.24")  # "auto" from 2.25
     assert r.status_code == 400, r.text
-    r = live({"block_migration": False})
+    r = live({"block_migration": True})
     assert r.status_code == 400 and "'host' is a required property" in r.text
     api.openstack("server", "stop", sid)
     deadline = time.monotonic() + 60
-    while show(ceph, sid)["status"] != "SHUTOFF":
+    while show(cluster, sid)["status"] != "SHUTOFF":
         assert time.monotonic() < deadline
         time.sleep(0.3)
     r = live({"host": None, "block_migration": "auto"})
@@ -331,41 +345,3 @@ def test_refusals(ceph: Cluster) -> None:
     assert r.status_code == 404
     assert nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()["migrations"] == []
     api.openstack("server", "delete", "--wait", sid)
-
-
-def test_block_migration_on_the_local_engine(fresh_pg: str, tmp_path: Path) -> None:
-    """The disk on the local engine: mirrored over NBD to a new image (a copy-on-write
-    child of the same image: only the top layer is copied); the source's disk goes and
-    the new one takes the instance's root disk name."""
-    t0 = time.monotonic()
-    with _cluster(tmp_path, fresh_pg, {}) as c:
-        sid, src = boot_ticking(c, "lmb")
-        dest = c.hosts[other(c, src.name)]
-        ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
-        try:
-            c.api.openstack("server", "migrate", "--live-migration", "--block-migration",
-                            sid)
-            s = wait_settled(c, sid)
-            moved_at = ticks.last()
-            assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == dest.name, s
-            assert_moved(c, sid, src, dest, ticks, moved_at)
-        finally:
-            ticks.stop()
-        pool = c.api.state / "blocks" / "pools" / "vms"
-        deadline = time.monotonic() + 30
-        while sorted(p.name for p in pool.glob(f"{sid}*")) != [f"{sid}_disk.json"]:
-            assert time.monotonic() < deadline, sorted(p.name for p in pool.glob(f"{sid}*"))
-            time.sleep(0.2)
-        spec = QemuDriver(dest.instances).spec(sid)
-        assert [d.source for d in spec.disks] == [f"vms/{sid}_disk"]
-        # and back again, with the host chosen by the scheduler
-        ticks = Ticks(dest.driver().paths(sid).console, src.driver().paths(sid).console)
-        try:
-            c.api.openstack("server", "migrate", "--live-migration", sid)
-            s = wait_settled(c, sid)
-            assert s["OS-EXT-SRV-ATTR:host"] == src.name, s
-            assert_moved(c, sid, dest, src, ticks, ticks.last())
-        finally:
-            ticks.stop()
-        c.api.openstack("server", "delete", "--wait", sid)
-    print(f"block migration on the local engine: {time.monotonic() - t0:.1f}s")
