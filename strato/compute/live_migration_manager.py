@@ -1,6 +1,9 @@
 """Live migration, the hosts' side: jobs on the source and the destination host.
 
-Nova's RPC calls between the two computes are jobs here, each on its host's queue:
+Nova's RPC calls between the two computes are jobs here, each on its host's queue.
+The destination's jobs run while the instance's ``host`` is still the source: their
+payload says ``"host_bound": True`` (a guard that re-routes a guest's jobs to its
+current host must leave them where they are).
 
 1. ``compute.live_migration`` on the SOURCE (enqueued by the API): reads the guest's
    spec and PCI slots, enqueues ``compute.pre_live_migration`` on the destination and
@@ -196,7 +199,7 @@ def _prepare_dest(services: Any, ctx: JobContext, inst: Instance,
     with services.db.session() as session:
         job = enqueue(session, "compute.pre_live_migration", {
             "instance_id": inst.id, "migration_id": p["migration_id"],
-            "block": p["block"], "source": src, "ctx": p["ctx"]},
+            "block": p["block"], "source": src, "ctx": p["ctx"], "host_bound": True},
             target=f"host:{p['dest']}", max_attempts=2)
         job_id = job.id
     _update_live(services, inst.id, prepare_job=job_id)
@@ -326,14 +329,21 @@ def _switch_over(services: Any, ctx: JobContext, inst: Instance, live: dict[str,
             system_metadata=meta, updated_at=now())).rowcount
         if done:
             migrations.set_status(session, mid, "completed")
+            _bind_ports(session, inst.id, dest)
             enqueue(session, "compute.post_live_migration_at_destination", {
                 "instance_id": inst.id, "migration_id": mid, "block": p["block"],
                 "resume": resume, "source": inst.host, "ctx": p["ctx"],
                 "incoming": live.get("incoming")}, target=f"host:{dest}", max_attempts=10)
             events.emit(session, "compute", "compute.instance.live_migration._post.end",
                         inst.id, inst.project_id, host=dest)
-    if not done:  # deleted meanwhile: the destination's guest is the delete's now
+    if not done:  # deleted meanwhile: the delete (on this host) never sees the copy
         LOG.warning("instance %s: left the migration before its switch-over", inst.id)
+        with services.db.session() as session:
+            enqueue(session, "compute.rollback_live_migration_at_destination", {
+                "instance_id": inst.id, "migration_id": mid, "block": p["block"],
+                "ctx": p["ctx"], "host_bound": True}, target=f"host:{dest}",
+                max_attempts=10)
+            migrations.set_status(session, mid, "error")
     migration.complete_source(services.virt, inst.id, incoming)
     if p["block"] and inst.image_ref and done:
         _remove_source_root(services, inst.id)
@@ -342,6 +352,18 @@ def _switch_over(services: Any, ctx: JobContext, inst: Instance, live: dict[str,
     _event(services, inst.id, rid, "compute_live_migration", "Success")
     return {"migrated": inst.id, "dest": dest, "downtime_ms": info.get("downtime"),
             "total_ms": info.get("total-time")}
+
+
+def _bind_ports(session: Any, instance_id: str, host: str) -> None:
+    """The instance's Neutron ports are bound to its new host (``binding:host_id``), in
+    the switch-over's transaction.  The data plane of each host (its bridges, taps,
+    tunnels between hosts) is the network service's: a guest on ports keeps its NICs
+    only where that host's data plane serves the port's network."""
+    from strato.network.models import Port
+
+    session.execute(update(Port).where(Port.device_id == instance_id,
+                                       Port.binding_host_id != "").values(
+        binding_host_id=host))
 
 
 def _remove_source_root(services: Any, instance_id: str) -> None:
@@ -385,7 +407,8 @@ def _rollback(services: Any, ctx: JobContext, inst: Instance, live: dict[str, An
         migrations.set_status(session, mid, "cancelled" if aborted else "error")
         enqueue(session, "compute.rollback_live_migration_at_destination", {
             "instance_id": inst.id, "migration_id": mid, "block": p["block"],
-            "ctx": p["ctx"]}, target=f"host:{p['dest']}", max_attempts=10)
+            "ctx": p["ctx"], "host_bound": True}, target=f"host:{p['dest']}",
+            max_attempts=10)
         events.emit(session, "compute", "compute.instance.live_migration._rollback.end",
                     inst.id, inst.project_id)
     if aborted:
@@ -405,8 +428,8 @@ def _lost(services: Any, ctx: JobContext, inst: Instance, live: dict[str, Any],
     with services.db.session() as session:
         enqueue(session, "compute.live_migration_resolve", {
             "instance_id": inst.id, "migration_id": p["migration_id"],
-            "source": inst.host, "block": p["block"], "ctx": p["ctx"]},
-            target=f"host:{p['dest']}", max_attempts=5)
+            "source": inst.host, "block": p["block"], "ctx": p["ctx"],
+            "host_bound": True}, target=f"host:{p['dest']}", max_attempts=5)
     return {"resolving": inst.id}
 
 

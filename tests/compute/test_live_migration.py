@@ -34,7 +34,8 @@ from tests.virt.test_migration import TICKER, Ticks
 PG_URL = os.environ.get("STRATO_TEST_PG_URL")
 CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},
         "compute": {"sync_power_state_interval": "1", "quota_ram": "-1",
-                    "quota_cores": "-1", "live_migration_bandwidth": "16"}}
+                    "quota_cores": "-1", "live_migration_bandwidth": "16",
+                    "shutdown_timeout": "3"}}
 
 
 def _pg() -> psycopg.Connection:
