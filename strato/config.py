@@ -306,9 +306,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("compute", "live_migration_inbound_addr", "str", "127.0.0.1",
            "The address other hosts reach this host's incoming live migrations (and NBD "
            "exports of block migration) on (Nova's [libvirt] live_migration_inbound_addr)."),
-    Option("compute", "live_migration_downtime", "non_negative_int", "300",
+    Option("compute", "live_migration_downtime", "non_negative_int", "50",
            "Longest pause (ms) of a live-migrated guest at the switch-over (Nova's "
-           "[libvirt] live_migration_downtime)."),
+           "[libvirt] live_migration_downtime). QEMU aims at it: a lower value means "
+           "more, smaller passes and a shorter pause."),
     Option("compute", "live_migration_bandwidth", "non_negative_int", "0",
            "Most MiB/s a live migration's memory copy may use (0: unlimited; Nova's "
            "[libvirt] live_migration_bandwidth)."),

@@ -33,6 +33,8 @@ from tests.virt.test_migration import TICKER, Ticks
 
 PG_URL = os.environ.get("STRATO_TEST_PG_URL")
 CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},
+        # a killed worker's job is taken over 6 s after its last lease renewal
+        "jobs": {"lease_seconds": "6"},
         "compute": {"sync_power_state_interval": "1", "quota_ram": "-1",
                     "quota_cores": "-1", "live_migration_bandwidth": "16",
                     "shutdown_timeout": "3"}}
@@ -345,4 +347,42 @@ def test_refusals(cluster: Cluster) -> None:
     r = nova.req("GET", f"/servers/{sid}/migrations/1", "2.80")
     assert r.status_code == 404
     assert nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()["migrations"] == []
+    api.openstack("server", "delete", "--wait", sid)
+
+
+def test_source_worker_killed_mid_migration(cluster: Cluster) -> None:
+    """kill -9 of the source's worker while QEMU migrates (the guests outlive it, as
+    QEMU runs daemonized): when it comes back, its job's rerun reads where QEMU got to
+    and finishes the move (or rolls it back): the guest runs on exactly one host, the
+    one the API names, and was never restarted."""
+    api = cluster.api
+    sid, src = boot_ticking(cluster, "lmk", "--boot-from-volume", "1")
+    dest = cluster.hosts[other(cluster, src.name)]
+    fill_ram(src, sid, 64)
+    ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
+    try:
+        api.openstack("server", "migrate", "--live-migration", sid)
+        wait_running_migration(cluster, sid)
+        src.kill9()
+        time.sleep(1)
+        src.start()
+        s = wait_settled(cluster, sid, 120)
+        assert s["status"] == "ACTIVE", s
+        now = cluster.hosts[s["OS-EXT-SRV-ATTR:host"]]
+        gone = cluster.hosts[other(cluster, now.name)]
+        deadline = time.monotonic() + 30
+        while sid in gone.driver().list_instances():  # the loser's copy goes
+            assert time.monotonic() < deadline, f"{sid} still on {gone.name}"
+            time.sleep(0.2)
+        assert now.driver().qmp(sid, "query-status")["status"] == "running"
+        ticks.wait_past(ticks.last() + 25)
+    finally:
+        ticks.stop()
+    nums = sorted(ticks.seen)
+    assert nums == list(range(nums[0], nums[-1] + 1)), "a tick was lost or repeated"
+    out = now.driver().console_output(sid).replace("\r", "")
+    assert "bootcount=2" not in out
+    status = {x["status"] for x in live_migrations(cluster, sid)}
+    assert status == ({"completed"} if now is dest else {"error"}), (status, now.name)
+    print(f"after kill -9 of {src.name}'s worker: the guest runs on {now.name}")
     api.openstack("server", "delete", "--wait", sid)

@@ -52,7 +52,11 @@ if TYPE_CHECKING:
 
 #: QEMU's default max-bandwidth is 128 MiB/s (32 MiB/s before 5.x): far below loopback
 DEFAULT_BANDWIDTH = 8 << 30
-DEFAULT_DOWNTIME_MS = 300
+#: QEMU stops the guest for the last pass once what is left fits this many ms at the
+#: measured rate: it aims AT the limit.  Measured with a 512 MiB guest (400 MiB dirty)
+#: on loopback: 300 -> 367 ms downtime, total 1.3 s; 50 -> 32 ms, total 0.5 s (more
+#: passes, each small: the guest dirties little while the first one runs)
+DEFAULT_DOWNTIME_MS = 50
 
 
 def _monitor(drv: QemuDriver, uuid: str, attempts: int = 5) -> Monitor:
@@ -95,9 +99,11 @@ class Incoming:
 
 
 def _set_multifd(mon: Any, channels: int) -> None:
+    """Both ends must agree, and a QEMU keeps the capability of a migration it took
+    in: always set, on or off."""
+    mon.execute("migrate-set-capabilities", {"capabilities": [
+        {"capability": "multifd", "state": bool(channels)}]})
     if channels:
-        mon.execute("migrate-set-capabilities", {"capabilities": [
-            {"capability": "multifd", "state": True}]})
         mon.execute("migrate-set-parameters", {"multifd-channels": channels})
 
 
