@@ -375,7 +375,11 @@ def test_source_worker_killed_mid_migration(cluster: Cluster) -> None:
             assert time.monotonic() < deadline, f"{sid} still on {gone.name}"
             time.sleep(0.2)
         assert now.driver().qmp(sid, "query-status")["status"] == "running"
-        ticks.wait_past(ticks.last() + 25)
+        try:
+            ticks.wait_past(ticks.last() + 25)
+        except AssertionError:
+            print(now.driver().console_output(sid)[-3000:])
+            raise
     finally:
         ticks.stop()
     nums = sorted(ticks.seen)

@@ -15,8 +15,8 @@ Flow (what libvirt does for ``virsh migrate --live [--copy-storage-all]``):
    switch-over.  Block migration: ``spec`` names new empty disks of the same size and
    ``block=True`` exports each of them writable over NBD (``block-export-add``).
 2. ``mirror(src, uuid, incoming)`` on the source (block migration only): an ``nbd``
-   client node per disk and ``blockdev-mirror sync=full copy-mode=write-blocking`` to
-   it; returns once every job is ``ready`` (then every guest write goes to both).
+   client node per disk and ``blockdev-mirror sync=full copy-mode=background`` to
+   it; returns once every job is ``ready`` (then it tracks what the guest dirties).
 3. ``migrate(src, uuid, incoming)``: ``migrate-set-parameters`` (downtime limit,
    bandwidth), ``migrate tcp:HOST:PORT``, poll ``query-migrate`` to ``completed``; the
    source is then ``postmigrate`` (vCPUs stopped for good).  Block migration pauses
@@ -202,14 +202,18 @@ def mirror(src: QemuDriver, uuid: str, incoming: Incoming, timeout: float = 600.
             mon.execute("blockdev-mirror", {
                 "job-id": f"mig-{d.device_id}", "device": d.node,
                 "target": f"mig-{d.device_id}", "sync": (sync or {}).get(d.device_id, "full"),
-                "copy-mode": "write-blocking", "auto-dismiss": False})
+                # background: a guest write never waits on the destination (with
+                # write-blocking, a stalled NBD target hung the guest's I/O now and
+                # then); what is still dirty is copied at the pre-switchover pause
+                "copy-mode": "background", "auto-dismiss": False})
             jobs.add(f"mig-{d.device_id}")
         _wait_jobs_ready(mon, jobs, timeout, control)
 
 
 def _complete_mirrors(mon: Any, incoming: Incoming, timeout: float) -> None:
     """Ready mirrors completed without pivot (``block-job-cancel``: the source keeps
-    its disk; write-blocking mode left nothing to copy), dismissed, NBD nodes closed."""
+    its disk; the vCPUs are stopped, so the job copies what is still dirty and ends),
+    dismissed, NBD nodes closed."""
     for dev in incoming.nbd:
         with contextlib.suppress(QMPError):
             mon.execute("block-job-cancel", {"device": f"mig-{dev}"})
