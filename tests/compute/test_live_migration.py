@@ -109,8 +109,18 @@ def fill_ram(host: Host, sid: str, mib: int) -> None:
     assert res.exitcode == 0, res.stdout
 
 
+_NOVA: dict[int, Nova] = {}
+
+
+def nova_of(cluster: Cluster) -> Nova:
+    """One admin REST client per cluster (polling through the CLI costs seconds a call)."""
+    if id(cluster) not in _NOVA:
+        _NOVA[id(cluster)] = Nova(cluster.api, "2.80")
+    return _NOVA[id(cluster)]
+
+
 def show(cluster: Cluster, sid: str) -> dict[str, Any]:
-    return cluster.api.openstack_json("server", "show", sid)  # type: ignore[return-value]
+    return nova_of(cluster).server(sid)
 
 
 def wait_settled(cluster: Cluster, sid: str, timeout: float = 120) -> dict[str, Any]:
@@ -133,7 +143,7 @@ def wait_running_migration(cluster: Cluster, sid: str, timeout: float = 60) -> d
     """``server migration list`` until the server's live migration is ``running`` with
     figures; the row."""
     deadline = time.monotonic() + timeout
-    nova = Nova(cluster.api, "2.80")
+    nova = nova_of(cluster)
     while True:
         r = nova.req("GET", f"/servers/{sid}/migrations")
         assert r.status_code == 200, r.text
@@ -180,7 +190,7 @@ def assert_moved(cluster: Cluster, sid: str, src: Host, dest: Host, ticks: Ticks
 
 
 def live_migrations(cluster: Cluster, sid: str) -> list[dict[str, Any]]:
-    nova = Nova(cluster.api, "2.80")
+    nova = nova_of(cluster)
     return [x for x in nova.req("GET", f"/os-migrations?instance_uuid={sid}").json()[
         "migrations"] if x["migration_type"] == "live-migration"]
 
@@ -197,7 +207,7 @@ def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> No
         api.openstack("server", "migrate", "--live-migration", "--host", dest.name, sid)
         # while it runs: MIGRATING, and the migration with its figures
         row = wait_running_migration(cluster, sid)
-        assert Nova(api).server(sid)["status"] == "MIGRATING"
+        assert show(cluster, sid)["status"] == "MIGRATING"
         assert row["source_compute"] == src.name and row["dest_compute"] == dest.name
         assert row["memory_total_bytes"] >= 100 << 20  # m1.tiny: 128 MiB (+ ROMs)
         assert 0 < row["memory_processed_bytes"] < row["memory_total_bytes"]
@@ -212,10 +222,10 @@ def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> No
     finally:
         ticks.stop()
     # the record, the action and its events (Nova's names)
-    m = live_migrations(cluster, sid)
-    assert [(x["status"], x["source_compute"], x["dest_compute"]) for x in m] == [
-        ("completed", src.name, dest.name)]
-    nova = Nova(api, "2.80")
+    m = migrations_of(cluster, sid)
+    assert [(x["Status"], x["Source Compute"], x["Dest Compute"], x["Type"]) for x in m] \
+        == [("completed", src.name, dest.name, "live-migration")], m
+    nova = nova_of(cluster)
     assert nova.req("GET", f"/servers/{sid}/migrations").json()["migrations"] == []
     actions = nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
         "instanceActions"]
@@ -264,7 +274,7 @@ def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> No
         time.sleep(0.2)
     assert sid not in src.driver().list_instances()
     assert [x["status"] for x in live_migrations(cluster, sid)][0] == "completed"
-    forced = [a for a in Nova(api).req("GET", f"/servers/{sid}/os-instance-actions").json()[
+    forced = [a for a in nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
         "instanceActions"] if a["action"] in ("live_migration_abort",
                                               "live_migration_force_complete")]
     assert sorted(a["action"] for a in forced) == ["live_migration_abort",
