@@ -400,3 +400,52 @@ def test_source_worker_killed_mid_migration(cluster: Cluster) -> None:
     assert status == ({"completed"} if now is dest else {"error"}), (status, now.name)
     print(f"after kill -9 of {src.name}'s worker: the guest runs on {now.name}")
     api.openstack("server", "delete", "--wait", sid)
+
+
+@pytest.mark.parametrize("rule", ["os-migrate-server:migrate_live", "servers:migrations:show",
+                                  "servers:migrations:delete",
+                                  "servers:migrations:force_complete"])
+def test_policies_are_admin_only(rule: str) -> None:
+    """Nova's defaults: live migration and its in-progress migrations are the admin's."""
+    from strato.context import RequestContext
+    from strato.policy import Enforcer
+
+    enforcer = Enforcer()
+    member = RequestContext(user_id="u", project_id="p", roles=["member", "reader"])
+    admin = RequestContext(user_id="a", project_id="p", roles=["admin", "member", "reader"])
+    assert not enforcer.allowed(member, f"os_compute_api:{rule}")
+    assert enforcer.allowed(admin, f"os_compute_api:{rule}")
+
+
+@pytest.mark.parametrize(("version", "body", "expect"), [
+    ((2, 1), {"host": None, "block_migration": False, "disk_over_commit": False},
+     (None, False, False)),
+    ((2, 1), {"host": "h", "block_migration": "true", "disk_over_commit": "0"},
+     ("h", True, False)),
+    ((2, 25), {"host": None, "block_migration": "auto"}, (None, "auto", False)),
+    ((2, 30), {"host": "h", "block_migration": "auto", "force": True}, ("h", "auto", True)),
+    ((2, 68), {"host": "h", "block_migration": False}, ("h", False, False)),
+])
+def test_body_per_microversion(version: tuple[int, int], body: dict[str, Any],
+                               expect: tuple[Any, ...]) -> None:
+    from strato.compute.live_migration import parse_body
+
+    assert parse_body(body, version) == expect
+
+
+@pytest.mark.parametrize(("version", "body"), [
+    ((2, 1), {"host": None, "block_migration": False}),  # disk_over_commit required
+    ((2, 24), {"host": None, "block_migration": "auto", "disk_over_commit": False}),
+    ((2, 25), {"host": None, "block_migration": "auto", "disk_over_commit": False}),
+    ((2, 29), {"host": None, "block_migration": "auto", "force": True}),
+    ((2, 68), {"host": None, "block_migration": "auto", "force": True}),
+    ((2, 25), {"host": "", "block_migration": "auto"}),
+    ((2, 25), {"host": None, "block_migration": "maybe"}),
+    ((2, 25), ["not", "an", "object"]),
+])
+def test_bad_bodies(version: tuple[int, int], body: Any) -> None:
+    from strato.compute.live_migration import parse_body
+    from strato.exceptions import BadRequest
+
+    with pytest.raises(BadRequest):
+        parse_body(body, version)
