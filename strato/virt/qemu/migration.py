@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import process
 from .errors import QMPError, VirtError
 from .qmp import Monitor
 from .spec import GuestSpec
@@ -294,6 +295,14 @@ def complete_source(src: QemuDriver, uuid: str, incoming: Incoming | None = None
                     raise VirtError(f"finish of {uuid}: source is {status}, not postmigrate")
                 if incoming is not None and incoming.nbd:  # already done at pre-switchover
                     _complete_mirrors(mon, incoming, timeout)
+                # a clean quit closes the disks: librbd hands its exclusive lock over
+                # at once (a killed client's lock blocked the destination's first
+                # write until Ceph declared the dead client gone)
+                with contextlib.suppress(QMPError):
+                    mon.execute("quit")
+            pid = src.pid(uuid)
+            if pid is not None:
+                process.wait_exit(pid, src.paths(uuid), 10.0)
         src.destroy(uuid)
 
 
