@@ -169,15 +169,27 @@ def ran_on(cluster: Cluster, job_id: int, name: str) -> list[str]:
             if h.log.exists() and pat.search(h.log.read_text())]
 
 
+def gone_from(host: Host, sid: str, timeout: float = 30) -> None:
+    """The source's QEMU and directory go right after the switch-over is committed."""
+    deadline = time.monotonic() + timeout
+    while sid in host.driver().list_instances():
+        assert time.monotonic() < deadline, f"{sid} is still on {host.name}"
+        time.sleep(0.2)
+
+
 def assert_moved(cluster: Cluster, sid: str, src: Host, dest: Host, ticks: Ticks,
                  moved_at: int) -> None:
     """One guest, never restarted, now only on ``dest``, its counter unbroken."""
-    ticks.wait_past(moved_at + 25)
+    drv = dest.driver()
+    try:
+        ticks.wait_past(moved_at + 25)
+    except AssertionError:
+        print(drv.console_output(sid)[-3000:])
+        raise
     ticks.stop()
     nums = sorted(ticks.seen)
     assert nums == list(range(nums[0], nums[-1] + 1)), "a tick was lost or repeated"
-    assert sid not in src.driver().list_instances()
-    drv = dest.driver()
+    gone_from(src, sid)
     assert drv.qmp(sid, "query-status")["status"] == "running"
     out = drv.console_output(sid).replace("\r", "")
     assert "bootcount=2" not in out and "TICK 1\n" not in out  # not booted again there
@@ -272,7 +284,7 @@ def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> No
     while drv.qmp(sid, "query-status")["status"] != "running":
         assert time.monotonic() < deadline, "force-complete left the guest paused"
         time.sleep(0.2)
-    assert sid not in src.driver().list_instances()
+    gone_from(src, sid)
     assert [x["status"] for x in live_migrations(cluster, sid)][0] == "completed"
     forced = [a for a in nova.req("GET", f"/servers/{sid}/os-instance-actions").json()[
         "instanceActions"] if a["action"] in ("live_migration_abort",
