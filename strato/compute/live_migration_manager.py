@@ -318,7 +318,13 @@ def _switch_over(services: Any, ctx: JobContext, inst: Instance, live: dict[str,
     completes the record; then the source's QEMU (and block-migrated disk) go."""
     mid, dest, rid = int(p["migration_id"]), p["dest"], _ctx_request_id(p)
     was = live.get("vm_state") or states.ACTIVE
-    resume = bool(info.get("forced") or live.get("force")) and was == states.ACTIVE
+    if incoming is None and live.get("incoming"):
+        incoming = _incoming(live["incoming"])
+    if incoming is not None and incoming.block:
+        # the destination is held until its disks are complete: mirrors first
+        migration.complete_mirrors(services.virt, inst.id, incoming)
+    resume = was == states.ACTIVE and bool(
+        info.get("forced") or live.get("force") or (incoming and incoming.block))
     meta = {k: v for k, v in (inst.system_metadata or {}).items() if k != KEY}
     power = PowerState.PAUSED if was == states.PAUSED else PowerState.RUNNING
     with services.db.session() as session:

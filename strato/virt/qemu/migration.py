@@ -125,9 +125,12 @@ def prepare_incoming(dest: QemuDriver, spec: GuestSpec, host: str = "127.0.0.1",
             state["slots"] = slots
         state["suspended"] = False
         dest._save_state(spec.uuid, state)
-        # runs by itself at the switch-over (the shortest pause); QEMU's global state
-        # keeps a guest that was paused on the source paused here
-        dest._launch(spec, incoming="defer")
+        # shared storage: runs by itself at the switch-over (the shortest pause; QEMU's
+        # global state keeps a guest paused on the source paused here).  Block
+        # migration: held (-S) until the source has completed its mirrors and
+        # ``finish_dest`` runs it (letting it run at a pre-switchover pause instead
+        # crashed the guest now and then: seen 2 in ~6 runs)
+        dest._launch(spec, incoming="defer", paused=bool(block))
         try:
             spec = dest.spec(spec.uuid)  # as resolved by _launch
             port = free_port(host)
@@ -248,7 +251,7 @@ def migrate(src: QemuDriver, uuid: str, incoming: Incoming,
     with src._lock(uuid), _monitor(src, uuid) as mon:
         _set_multifd(mon, incoming.multifd)
         mon.execute("migrate-set-capabilities", {"capabilities": [
-            {"capability": "pause-before-switchover", "state": incoming.block}]})
+            {"capability": "pause-before-switchover", "state": False}]})
         mon.execute("migrate-set-parameters", {
             "downtime-limit": downtime_ms, "max-bandwidth": bandwidth})
         mon.execute("migrate", {"uri": incoming.uri})
@@ -281,6 +284,16 @@ def migrate(src: QemuDriver, uuid: str, incoming: Incoming,
                 if mon.execute("query-status")["status"] == "running":
                     mon.execute("stop")
             time.sleep(poll)
+
+
+def complete_mirrors(src: QemuDriver, uuid: str, incoming: Incoming,
+                     timeout: float = 60.0) -> None:
+    """On the source after ``migrate`` (``postmigrate``): the mirrors completed
+    without pivot, their NBD nodes closed -- before the destination may run."""
+    if not incoming.nbd or src.pid(uuid) is None:
+        return
+    with src._lock(uuid), _monitor(src, uuid) as mon:
+        _complete_mirrors(mon, incoming, timeout)
 
 
 def complete_source(src: QemuDriver, uuid: str, incoming: Incoming | None = None,
@@ -342,7 +355,8 @@ def finish(src: QemuDriver, dest: QemuDriver, uuid: str, incoming: Incoming,
            timeout: float = 60.0, resume: bool = False) -> int:
     """After ``migrate``, both halves: the guest runs on the destination, the source is
     gone.  Returns the destination's QEMU pid."""
-    pid = finish_dest(dest, uuid, incoming, resume, timeout)
+    complete_mirrors(src, uuid, incoming, timeout)
+    pid = finish_dest(dest, uuid, incoming, resume or incoming.block, timeout)
     complete_source(src, uuid, incoming, timeout)
     return pid
 
