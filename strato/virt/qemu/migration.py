@@ -19,11 +19,10 @@ Flow (what libvirt does for ``virsh migrate --live [--copy-storage-all]``):
    it; returns once every job is ``ready`` (then it tracks what the guest dirties).
 3. ``migrate(src, uuid, incoming)``: ``migrate-set-parameters`` (downtime limit,
    bandwidth), ``migrate tcp:HOST:PORT``, poll ``query-migrate`` to ``completed``; the
-   source is then ``postmigrate`` (vCPUs stopped for good).  Block migration pauses
-   before the switch-over (``pause-before-switchover``, as libvirt does): with the
-   vCPUs stopped the mirrors are completed without pivot (``block-job-cancel`` of a
-   ready job: the last writes reach the destination), then ``migrate-continue`` sends
-   the device state and the destination runs with its disks complete.
+   source is then ``postmigrate`` (vCPUs stopped for good).  Block migration: the
+   destination is held (``-S``); ``complete_mirrors`` on the source completes the
+   mirrors without pivot (``block-job-cancel`` of a ready job: what is still dirty
+   reaches the destination), then ``finish_dest(resume=True)`` runs it there.
    ``control()`` is asked between polls: ``"abort"`` cancels the migration,
    ``"force"`` makes it converge (Nova's force-complete without post-copy: the guest is
    paused, so nothing dirties its RAM any more; it runs again on the destination).
@@ -208,7 +207,7 @@ def mirror(src: QemuDriver, uuid: str, incoming: Incoming, timeout: float = 600.
                 "target": f"mig-{d.device_id}", "sync": (sync or {}).get(d.device_id, "full"),
                 # background: a guest write never waits on the destination (with
                 # write-blocking, a stalled NBD target hung the guest's I/O now and
-                # then); what is still dirty is copied at the pre-switchover pause
+                # then); what is still dirty is copied by ``complete_mirrors``
                 "copy-mode": "background", "auto-dismiss": False})
             jobs.add(f"mig-{d.device_id}")
         _wait_jobs_ready(mon, jobs, timeout, control)
