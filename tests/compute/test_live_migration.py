@@ -385,7 +385,7 @@ def test_source_worker_killed_mid_migration(cluster: Cluster) -> None:
     try:
         api.openstack("server", "migrate", "--live-migration", sid)
         wait_running_migration(cluster, sid)
-        src.kill9()
+        src.kill_worker()
         time.sleep(1)
         src.start()
         s = wait_settled(cluster, sid, 120)
