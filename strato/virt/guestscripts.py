@@ -3,6 +3,7 @@
 INIT = r"""#!/bin/busybox sh
 # strato test guest: PID 1 of an initramfs that stays the root filesystem.
 # Kernel parameter strato.noagent: do not start qemu-ga (to test agent-less paths).
+# Kernel parameter strato.nonet: no DHCP on eth0 (a NIC hot-plugged by hand keeps its address).
 # The ext4 root disk (/dev/vda) is mounted at /mnt/root; its /bootcount counts boots.
 # A login prompt (busybox getty + login) runs on the serial port /dev/ttyS0 and is
 # respawned; root's password is in /etc/shadow (a test image: see guestbuild).
@@ -50,6 +51,8 @@ while read -r mod; do insmod "$mod" 2>/dev/null; done </etc/strato-modules
 # keeps running to renew, its chatter goes to /run/udhcpc.log, the script says
 # STRATO-NET-UP on the console once the address is set.
 net_up() {
+    # strato.nonet: leave every NIC to whoever plugs it (a test addressing it by hand)
+    grep -q strato.nonet /proc/cmdline && return
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e /sys/class/net/eth0 ] || return

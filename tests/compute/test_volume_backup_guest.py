@@ -42,7 +42,9 @@ def _wait_backup(nova: Nova, backup_id: str, status: str, timeout: float = 120) 
 
 def _files(driver: QemuDriver, sid: str) -> int:
     with driver.agent(sid) as ga:
-        return int(ga.sh("cat /mnt/count 2>/dev/null || echo 0").stdout.decode().split()[0])
+        # the writer rewrites the file: a read between its truncate and its write is empty
+        out = ga.sh("cat /mnt/count 2>/dev/null").stdout.decode().split()
+        return int(out[0]) if out else 0
 
 
 def test_forced_backups_of_a_written_volume_restore_to_a_clean_filesystem(

@@ -23,7 +23,9 @@ if shutil.which("ip") is None or not Path("/dev/net/tun").exists():
 
 
 def start_guest(files, root: Path) -> tuple[subprocess.Popen, Path, Path]:  # type: ignore[no-untyped-def]
-    """One tiny guest under QEMU with a QMP socket and the agent; no NIC."""
+    """One tiny guest under QEMU with a QMP socket and the agent; no NIC, and no DHCP
+    client (strato.nonet): the NIC plugged later is eth0, which the guest's DHCP would
+    otherwise claim and flush if it appeared within its first seconds."""
     root.mkdir(parents=True)
     disk = root / "disk.raw"
     shutil.copy(files.disk, disk)
@@ -31,7 +33,7 @@ def start_guest(files, root: Path) -> tuple[subprocess.Popen, Path, Path]:  # ty
     proc = subprocess.Popen([
         qemu_binary(), *accel_args(), "-m", "128", "-smp", "1", "-display", "none",
         "-nodefaults", "-no-user-config", "-kernel", str(files.kernel),
-        "-initrd", str(files.initramfs), "-append", files.cmdline,
+        "-initrd", str(files.initramfs), "-append", files.cmdline + " strato.nonet",
         "-drive", f"file={disk},if=virtio,format=raw",
         "-serial", f"file:{root / 'console.log'}",
         "-qmp", f"unix:{qmp},server=on,wait=off",
