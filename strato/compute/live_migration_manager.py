@@ -185,7 +185,10 @@ def _prepare_dest(services: Any, ctx: JobContext, inst: Instance,
     """``pre_live_migration`` on the destination; its answer (waits for its job)."""
     drv = services.virt
     spec = drv.spec(inst.id)
-    src = {"spec": spec.to_json(), "slots": drv._state(inst.id)["slots"],
+    state = drv._state(inst.id)
+    # the RAM size QEMU was given (a guest started by an older strato: whole MiB)
+    src = {"spec": spec.to_json(), "slots": state["slots"],
+           "memory": state.get("memory") or str(spec.memory_mb),
            "instances_path": str(drv.state_dir), "root": None}
     if p["block"] and inst.image_ref:
         with services.stores.vms.open(services.stores.vms_pool,
@@ -530,7 +533,8 @@ def pre_live_migration_job(ctx: JobContext) -> dict[str, Any]:
             ports.replug(services, spec.nics)
             inc = migration.prepare_incoming(
                 drv, spec, host=services.conf.compute.live_migration_inbound_addr,
-                block=tuple(sync) if block else False, slots=p["source"]["slots"])
+                block=tuple(sync) if block else False, slots=p["source"]["slots"],
+                memory=p["source"].get("memory"))
         except Exception as exc:
             LOG.warning("instance %s: pre_live_migration failed: %s", instance_id, exc)
             with contextlib.suppress(Exception):

@@ -213,7 +213,9 @@ def test_shared_storage_on_ceph_abort_and_force_complete(cluster: Cluster) -> No
     api = cluster.api
     sid, src = boot_ticking(cluster, "lmv", "--boot-from-volume", "1")
     dest = cluster.hosts[other(cluster, src.name)]
-    fill_ram(src, sid, 48)  # ~3 s at 16 MiB/s: long enough to look at it
+    # ~6 s at 16 MiB/s: long enough to look at it through the CLI (with 48 MiB it once
+    # completed before `server migration show` ran)
+    fill_ram(src, sid, 96)
     ticks = Ticks(src.driver().paths(sid).console, dest.driver().paths(sid).console)
     try:
         api.openstack("server", "migrate", "--live-migration", "--host", dest.name, sid)

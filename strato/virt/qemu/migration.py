@@ -109,10 +109,12 @@ def _set_multifd(mon: Any, channels: int) -> None:
 
 def prepare_incoming(dest: QemuDriver, spec: GuestSpec, host: str = "127.0.0.1",
                      block: bool = False, multifd: int = 0,
-                     slots: dict[str, Any] | None = None) -> Incoming:
+                     slots: dict[str, Any] | None = None,
+                     memory: str | None = None) -> Incoming:
     """Start the destination QEMU waiting for the migration stream.  ``slots``: the
     source's PCI slot assignment (its ``state.json``), so hot-plugged devices sit where
-    the migrated device state expects them."""
+    the migrated device state expects them; ``memory``: the source's ``-m`` (its
+    ``state.json``; by default what this host gives a new guest of that size)."""
     with dest._lock(spec.uuid):
         paths = dest.paths(spec.uuid)
         paths.dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,7 @@ def prepare_incoming(dest: QemuDriver, spec: GuestSpec, host: str = "127.0.0.1",
         state = dest._state(spec.uuid)
         if slots is not None:
             state["slots"] = slots
+        state["memory"] = memory or process.memory_arg(spec.memory_mb)
         state["suspended"] = False
         dest._save_state(spec.uuid, state)
         # shared storage: runs by itself at the switch-over (the shortest pause; QEMU's
