@@ -306,6 +306,19 @@ OPTIONS: tuple[Option, ...] = (
            "(0: never)."),
     Option("compute", "shutdown_timeout", "non_negative_int", "60",
            "Seconds a guest gets to power off after ACPI before it is killed."),
+    Option("compute", "live_migration_inbound_addr", "str", "127.0.0.1",
+           "The address other hosts reach this host's incoming live migrations (and NBD "
+           "exports of block migration) on (Nova's [libvirt] live_migration_inbound_addr)."),
+    Option("compute", "live_migration_downtime", "non_negative_int", "50",
+           "Longest pause (ms) of a live-migrated guest at the switch-over (Nova's "
+           "[libvirt] live_migration_downtime). QEMU aims at it: a lower value means "
+           "more, smaller passes and a shorter pause."),
+    Option("compute", "live_migration_bandwidth", "non_negative_int", "0",
+           "Most MiB/s a live migration's memory copy may use (0: unlimited; Nova's "
+           "[libvirt] live_migration_bandwidth)."),
+    Option("compute", "live_migration_completion_timeout", "non_negative_int", "800",
+           "Seconds a live migration may run before it is aborted (Nova's [libvirt] "
+           "live_migration_completion_timeout)."),
     Option("compute", "shelved_offload_time", "int", "0",
            "Seconds a shelved server keeps its guest and disk on its host before they are "
            "offloaded (0: at once, as Nova's default; -1: never)."),

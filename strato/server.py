@@ -40,6 +40,7 @@ def load_handlers() -> None:
     import strato.compute.evacuate  # noqa: F401
     import strato.compute.guestops  # noqa: F401
     import strato.compute.hostcalls  # noqa: F401
+    import strato.compute.live_migration_manager  # noqa: F401
     import strato.compute.manager  # noqa: F401
     import strato.compute.rebuild_manager  # noqa: F401
     import strato.compute.rescue  # noqa: F401

@@ -61,12 +61,17 @@ class Host:
         if self.proc is not None:
             terminate(self.proc)
 
-    def kill9(self) -> None:
-        """The host dies: its worker and every guest it runs, SIGKILL, no clean-up (the
-        guests' directories stay, as on a machine that lost power)."""
+    def kill_worker(self) -> None:
+        """The worker process alone dies (SIGKILL): its guests run on (QEMU is
+        daemonized), as when strato crashes or is upgraded."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def kill9(self) -> None:
+        """The host dies: its worker and every guest it runs, SIGKILL, no clean-up (the
+        guests' directories stay, as on a machine that lost power)."""
+        self.kill_worker()
         drv = self.driver()
         for sid in drv.list_instances():
             pid = drv.pid(sid)

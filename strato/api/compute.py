@@ -22,6 +22,7 @@ from strato.compute import (
     consoles,
     evacuate,
     guestops,
+    live_migration,
     locks,
     migrations,
     rebuild,
@@ -309,6 +310,10 @@ async def server_action(request: Request, server_id: str) -> Response:
     if name in consoles.ACTIONS:
         return FastJSON(await _run(consoles.Consoles(api).action, ctx, server_id, name, args,
                                    _version(request)))
+    if name in live_migration.ACTIONS:
+        await _run(live_migration.LiveMigrations(api).action, ctx, server_id, name, args,
+                   _version(request))
+        return Response(status_code=202)
     if name in REFERENCE_SERVER_ACTIONS:  # Nova finds the server first: 404 before 501
         await _run(find_server, services(request), ctx, server_id)
     raise unsupported_action(name, REFERENCE_SERVER_ACTIONS)  # 501 if Nova has it, else 400
@@ -496,10 +501,46 @@ def list_migrations(request: Request) -> FastJSON:
                                                dict(request.query_params), _version(request)))
 
 
+def _live(request: Request) -> live_migration.LiveMigrations:
+    return live_migration.LiveMigrations(_api(request))
+
+
+def _since(request: Request, version: tuple[int, int]) -> None:
+    """Nova's server-migrations routes exist from their microversion on (404 before)."""
+    if _version(request) < version:
+        raise NotFound("The resource could not be found.")
+
+
 @router.get(V + "/servers/{server_id}/migrations")
 def list_server_migrations(request: Request, server_id: str) -> FastJSON:
-    return FastJSON(migrations.list_server_migrations(_api(request), context(request),
-                                                      server_id))
+    # answered below 2.23 too (an empty list before any live migration, as ever here)
+    return FastJSON(_live(request).list(context(request), server_id, _version(request)))
+
+
+@router.get(V + "/servers/{server_id}/migrations/{migration_id}")
+def show_server_migration(request: Request, server_id: str, migration_id: str) -> FastJSON:
+    _since(request, (2, 23))
+    return FastJSON(_live(request).show(context(request), server_id, migration_id,
+                                        _version(request)))
+
+
+@router.delete(V + "/servers/{server_id}/migrations/{migration_id}", status_code=202)
+async def abort_server_migration(request: Request, server_id: str,
+                                 migration_id: str) -> Response:
+    _since(request, (2, 24))
+    await _run(_live(request).abort, context(request), server_id, migration_id,
+               _version(request))
+    return Response(status_code=202)
+
+
+@router.post(V + "/servers/{server_id}/migrations/{migration_id}/action", status_code=202)
+async def server_migration_action(request: Request, server_id: str,
+                                  migration_id: str) -> Response:
+    _since(request, (2, 22))
+    body = await json_body(request)
+    await _run(_live(request).force_complete, context(request), server_id, migration_id,
+               body)
+    return Response(status_code=202)
 
 
 @router.get(V + "/servers/{server_id}/os-instance-actions")

@@ -122,6 +122,10 @@ class ComputeAgent:
                      inst.task_state)
             if resize.reconcile(self.services, inst):
                 continue
+            from strato.compute import live_migration_manager
+
+            if live_migration_manager.reconcile(self.services, inst):
+                continue
             if inst.task_state in states.SNAPSHOT_TASKS:
                 from strato.compute.snapshot_manager import abandon
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from strato.context import RequestContext
 from strato.db.base import utcnow
 from strato.exceptions import BadRequest, NotFound, NotSupported
 from strato.validation import query_int
+from strato.virt.qemu.process import qemu_version
 
 P = "os_compute_api:"
 COMPUTE = "nova-compute"
@@ -70,24 +69,6 @@ def zones_of_compute_hosts(session: Session) -> set[str]:
 
 
 # ------------------------------------------------------------------ host facts
-@functools.cache
-def qemu_version() -> int:
-    """QEMU's version as Nova's libvirt driver reports it (major*1e6 + minor*1e3 +
-    micro); 0 when no QEMU is installed."""
-    path = shutil.which("qemu-system-x86_64")
-    if not path:
-        return 0
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True,
-                             timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    m = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", out)
-    if not m:
-        return 0
-    return int(m.group(1)) * 1000000 + int(m.group(2)) * 1000 + int(m.group(3) or 0)
-
-
 @functools.cache
 def cpu_info() -> dict[str, Any]:
     """The host CPU as Nova's libvirt driver describes it, from /proc/cpuinfo."""

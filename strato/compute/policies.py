@@ -16,6 +16,10 @@ RULES = [
     RuleDefault(f"{P}os-migrate-server:migrate", ADMIN),  # cold migration (resize.py)
     RuleDefault(f"{P}os-evacuate", ADMIN),  # evacuate.py
     RuleDefault(f"{P}servers:migrations:index", ADMIN),
+    # live migration (issue 20, part B)
+    RuleDefault(f"{P}os-migrate-server:migrate_live", ADMIN),
+    *(RuleDefault(f"{P}servers:migrations:{name}", ADMIN)
+      for name in ("show", "delete", "force_complete")),
     *(RuleDefault(f"{P}servers:{name}", READER) for name in ("index", "detail", "show")),
     RuleDefault(f"{P}servers:create_image", MEMBER),
     RuleDefault(f"{P}os-create-backup", MEMBER),

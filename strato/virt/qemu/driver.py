@@ -176,6 +176,9 @@ class QemuDriver:
         state = self._state(spec.uuid)
         places = devices.assign(state, spec.machine, spec.scsi_model, devices.spec_devices(spec))
         state["owned"] = {d.device_id: d.node for d in spec.disks}
+        # an incoming guest keeps the RAM size it was saved or migrated with
+        if incoming is None or not state.get("memory"):
+            state["memory"] = process.memory_arg(spec.memory_mb)
         self._save_state(spec.uuid, state)
         _trim(paths.console, CONSOLE_KEEP)
         fds: dict[str, int] = {}
@@ -186,7 +189,7 @@ class QemuDriver:
                                     "driver cannot open taps")
                 fds[nic.port_id] = self.tap_fd(nic)
             argv = process.build_command(spec, paths, places, incoming=incoming,
-                                         nic_fds=fds)
+                                         nic_fds=fds, memory=state["memory"])
             throttled = [d for d in spec.disks if d.throttle]
             if (throttled and incoming is None) or paused:
                 argv.append("-S")  # limits in place before the guest's first I/O
@@ -368,6 +371,10 @@ class QemuDriver:
                 raise VirtError(f"instance {uuid} is not suspended")
             if self.pid(uuid) is not None:
                 raise InstanceRunning(uuid)
+            state = self._state(uuid)
+            if not state.get("memory"):  # saved by a strato that gave QEMU whole MiB
+                state["memory"] = str(self.spec(uuid).memory_mb)
+                self._save_state(uuid, state)
             src = f"exec:cat {shlex.quote(str(paths.suspend_image))}"
             pid = self._launch(self.spec(uuid), incoming=src)
             with self.monitor(uuid) as mon:
