@@ -69,8 +69,11 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One strato server for the tests that only read or add their own resources."""
+    # its tokens last the whole run: the session's admin_token outlived the default
+    # hour when a loaded CI ran longer (a late test's token lookup failed)
     srv = Server(tmp_path_factory.mktemp("server"), free_port(),
-                 extra_conf={"image": {"show_image_direct_url": "true"}})
+                 extra_conf={"image": {"show_image_direct_url": "true"},
+                             "token": {"expiration": "86400"}})
     srv.setup()
     srv.start()
     yield srv
