@@ -13,7 +13,6 @@ dirty, moved back and forth between two compute hosts' QEMU drivers on this mach
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import statistics
@@ -34,13 +33,11 @@ from strato.virt.qemu import (
     node_prefix,
     storage_resolver,
 )
+from tests.ticks import Ticks, ticker
 
 RUNS = 8
 MEMORY_MB = 512
 FILL_MIB = 400
-TICK = re.compile(rb"TICK (\d+)")
-TICKER = ("i=0; while :; do i=$((i+1)); echo \"TICK $i\" >/dev/ttyS0; "
-          "sleep 0.02; done")
 
 
 def loopback_rate(nbytes: int) -> float:
@@ -71,42 +68,6 @@ def loopback_rate(nbytes: int) -> float:
     srv.close()
     assert got == nbytes
     return nbytes / elapsed
-
-
-class Gaps:
-    """The largest gap between consecutive ``TICK`` lines on the guest's consoles."""
-
-    def __init__(self, *logs: Path) -> None:
-        self.offsets = {p: 0 for p in logs}
-        self.seen: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            for p, off in list(self.offsets.items()):
-                try:
-                    with open(p, "rb") as f:
-                        f.seek(off)
-                        data = f.read()
-                except FileNotFoundError:
-                    continue
-                cut = data.rfind(b"\n") + 1
-                self.offsets[p] = off + cut
-                for m in TICK.finditer(data[:cut]):
-                    self.seen.setdefault(int(m.group(1)), now)
-            time.sleep(0.002)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._t.join()
-        items = sorted(self.seen.items())
-        assert all(b[0] == a[0] + 1 for a, b in zip(items, items[1:], strict=False)), \
-            "the guest's counter skipped or went back"
-        return max((b[1] - a[1] for a, b in zip(items, items[1:], strict=False)),
-                   default=0.0)
 
 
 def _spec(guest: GuestFiles, store: Engine) -> GuestSpec:
@@ -142,21 +103,24 @@ def run() -> Iterator[dict]:
                         f"dd if=/dev/urandom of=/fill/f bs=1M count={FILL_MIB} 2>&1",
                         timeout=600)
             assert res.exitcode == 0, res.stdout + res.stderr
-            ga.exec("/bin/sh", ["-c", f"setsid sh -c '{TICKER}' </dev/null >/dev/null 2>&1 &"])
+            loop = ticker(disk=False)
+            ga.exec("/bin/sh", ["-c", f"setsid sh -c '{loop}' </dev/null >/dev/null 2>&1 &"])
         hosts[0].wait_for_console(spec.uuid, "TICK 5", 1, 60)
         for i in range(RUNS):
             src, dest = hosts[i % 2], hosts[(i + 1) % 2]
             rate = loopback_rate(ram)
             loops.append(ram / rate)
-            gaps = Gaps(src.paths(spec.uuid).console)
+            ticks = Ticks(src.paths(spec.uuid).console, poll=0.002)
             time.sleep(0.5)
             inc = migration.prepare_incoming(dest, src.spec(spec.uuid),
                                              slots=src._state(spec.uuid)["slots"])
-            gaps.offsets.setdefault(dest.paths(spec.uuid).console, 0)
+            ticks.add(dest.paths(spec.uuid).console)
             info = migration.migrate(src, spec.uuid, inc)
             migration.finish(src, dest, spec.uuid, inc)
             time.sleep(0.5)
-            pauses.append(gaps.stop())
+            ticks.stop()
+            assert ticks.unbroken(), "the guest's counter skipped or went back"
+            pauses.append(ticks.largest_gap())
             downtimes.append(float(info["downtime"]))
             totals.append(info["total-time"] / 1000)
             ratios.append(totals[-1] / loops[-1])

@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from strato.virt.qemu import QemuDriver
 from tests.compute.conftest import Nova, wait_console
 from tests.multihost import Cluster, Host
-from tests.virt.test_migration import TICKER, Ticks
+from tests.ticks import TICKER, Ticks
 
 PG_URL = os.environ.get("STRATO_TEST_PG_URL")
 CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},

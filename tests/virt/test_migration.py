@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,60 +27,9 @@ from strato.virt.qemu import (
     process,
     storage_resolver,
 )
+from tests.ticks import TICKER, Ticks
 
 from .conftest import make_spec, wait_ready
-
-#: a whole line only: a kernel message printed on the console can land inside a line
-#: the guest's tty is sending ("TICK 46[ 20.1] ...\n3"), which is not tick 46
-TICK = re.compile(rb"^TICK (\d+)\r?$", re.M)
-#: ``dmesg -n 2``: only alerts and emergencies (an oops, a panic) still reach the
-#: console, so a warning a loaded host provokes (a stall, an unstable clock) does not
-#: cut a tick in two
-TICKER = ("dmesg -n 2; i=0; while :; do i=$((i+1)); echo \"TICK $i\" >/dev/ttyS0; "
-          "echo $i >/mnt/root/ticks; [ $((i % 10)) = 0 ] && sync; sleep 0.02; done")
-
-
-class Ticks:
-    """Every TICK number seen on the given console logs, with when it was first seen."""
-
-    def __init__(self, *logs: Path) -> None:
-        self.offsets = {p: 0 for p in logs}
-        self.seen: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def add(self, log: Path) -> None:
-        self.offsets.setdefault(log, 0)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            for p, off in list(self.offsets.items()):
-                try:
-                    with open(p, "rb") as f:
-                        f.seek(off)
-                        data = f.read()
-                except FileNotFoundError:
-                    continue
-                cut = data.rfind(b"\n") + 1
-                self.offsets[p] = off + cut
-                for m in TICK.finditer(data[:cut]):
-                    self.seen.setdefault(int(m.group(1)), now)
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join()
-
-    def last(self) -> int:
-        return max(self.seen, default=0)
-
-    def wait_past(self, n: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.last() < n:
-            assert time.monotonic() < deadline, f"the guest stopped ticking at {self.last()}"
-            time.sleep(0.05)
 
 
 @pytest.fixture
