@@ -19,11 +19,16 @@ leaves no process and no guest behind, whatever state a failed test left.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import make_url
 
 from strato.virt.qemu import QemuDriver
 from tests.support import BIN, Server, free_port, strato, terminate
@@ -193,3 +198,20 @@ class Cluster:
                 return rows
             time.sleep(0.5)
         raise AssertionError(f"hosts not all up: {rows}")
+
+
+def jobs_of(db_url: str, instance_id: str) -> list[tuple[int, str, str, str, Any]]:
+    """(id, name, target, state, result) of every job about this instance, in order."""
+    url = make_url(db_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username,
+                         dbname=url.database) as conn:
+        return list(conn.execute(
+            "SELECT id, name, target, state, result FROM jobs "
+            "WHERE payload->>'instance_id' = %s ORDER BY id", (instance_id,)))
+
+
+def ran_on(cluster: Cluster, job_id: int, name: str) -> list[str]:
+    """The hosts whose worker log says it started this job."""
+    pat = re.compile(rf"job {job_id} {re.escape(name)} \(attempt")
+    return [h.name for h in cluster.hosts.values()
+            if h.log.exists() and pat.search(h.log.read_text())]

@@ -15,23 +15,19 @@ a snapshot after the move runs on the new host.  The migration's bandwidth is he
 
 from __future__ import annotations
 
-import os
-import re
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from strato.virt.qemu import QemuDriver
 from tests.compute.conftest import Nova, wait_console
-from tests.multihost import Cluster, Host
+from tests.conftest import pg_database
+from tests.multihost import Cluster, Host, jobs_of, ran_on
 from tests.ticks import TICKER, Ticks
 
-PG_URL = os.environ.get("STRATO_TEST_PG_URL")
 CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},
         # a killed worker's job is taken over 6 s after its last lease renewal
         "jobs": {"lease_seconds": "6"},
@@ -40,22 +36,10 @@ CONF = {"DEFAULT": {"report_interval": "1", "service_down_time": "10"},
                     "shutdown_timeout": "3"}}
 
 
-def _pg() -> psycopg.Connection:
-    url = make_url(PG_URL)
-    return psycopg.connect(host=url.host, port=url.port, user=url.username,
-                           dbname=url.database, autocommit=True)
-
-
 @pytest.fixture(scope="module")
 def module_pg() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("several hosts share one PostgreSQL (STRATO_TEST_PG_URL)")
-    name = f"strato_lm_{uuid.uuid4().hex[:10]}"
-    with _pg() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with _pg() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database("strato_lm") as url:  # several hosts share one PostgreSQL
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -152,21 +136,6 @@ def wait_running_migration(cluster: Cluster, sid: str, timeout: float = 60) -> d
             return dict(rows[0])
         assert time.monotonic() < deadline, rows
         time.sleep(0.1)
-
-
-def jobs_of(db: str, instance_id: str) -> list[tuple[int, str, str, str]]:
-    url = make_url(db)
-    with psycopg.connect(host=url.host, port=url.port, user=url.username,
-                         dbname=url.database) as conn:
-        return list(conn.execute(
-            "SELECT id, name, target, state FROM jobs WHERE payload->>'instance_id' = %s "
-            "ORDER BY id", (instance_id,)))
-
-
-def ran_on(cluster: Cluster, job_id: int, name: str) -> list[str]:
-    pat = re.compile(rf"job {job_id} {re.escape(name)} \(attempt")
-    return [h.name for h in cluster.hosts.values()
-            if h.log.exists() and pat.search(h.log.read_text())]
 
 
 def gone_from(host: Host, sid: str, timeout: float = 30) -> None:
@@ -325,7 +294,7 @@ def test_block_migration_on_the_local_engine(cluster: Cluster, module_pg: str) -
         ("completed", dest.name)]
     # jobs follow the guest: a snapshot now runs on the new host
     api.openstack("server", "image", "create", "--wait", "--name", f"lm-{sid[:6]}", sid)
-    snaps = [(j, n, t) for j, n, t, _ in jobs_of(module_pg, sid) if n == "compute.snapshot"]
+    snaps = [(j, n, t) for j, n, t, _, _ in jobs_of(module_pg, sid) if n == "compute.snapshot"]
     assert snaps and all(t == f"host:{dest.name}" for _, _, t in snaps), snaps
     assert all(ran_on(cluster, j, n) == [dest.name] for j, n, _ in snaps)
     api.openstack("server", "delete", "--wait", sid)

@@ -20,10 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 
 from strato.compute.extras import nova_console_text
 from strato.compute.models import Instance
@@ -31,7 +29,7 @@ from strato.db import Database
 from strato.jobs.queue import enqueue
 from tests.compute.conftest import Nova, wait_console, wait_guest_serial
 from tests.conftest import pg_database
-from tests.multihost import Cluster, Host
+from tests.multihost import Cluster, Host, jobs_of, ran_on
 from tests.storage.conftest import ceph_conf
 
 BOOT_TIMEOUT = 240.0
@@ -76,22 +74,6 @@ def db(pg_url: str) -> Iterator[Database]:
 
 
 # ---------------------------------------------------------------- helpers
-def jobs_of(pg_url: str, instance_id: str) -> list[tuple[int, str, str, str, Any]]:
-    url = make_url(pg_url)
-    with psycopg.connect(host=url.host, port=url.port, user=url.username,
-                         dbname=url.database) as conn:
-        return list(conn.execute(
-            "SELECT id, name, target, state, result FROM jobs "
-            "WHERE payload->>'instance_id' = %s ORDER BY id", (instance_id,)))
-
-
-def ran_on(cluster: Cluster, job_id: int, name: str) -> list[str]:
-    """The hosts whose worker log says it started this job."""
-    pat = re.compile(rf"job {job_id} {re.escape(name)} \(attempt")
-    return [h.name for h in cluster.hosts.values()
-            if h.log.exists() and pat.search(h.log.read_text())]
-
-
 def show(cluster: Cluster, sid: str) -> dict[str, Any]:
     return cluster.api.openstack_json("server", "show", sid)  # type: ignore[return-value]
 
